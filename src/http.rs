@@ -1,0 +1,266 @@
+//! HTTP front: go-get meta pages, smart-HTTP upload-pack (read-only), health and metrics.
+//! Repository paths are free-form import paths, so routing is done by hand in [`dispatch`].
+
+use crate::fill::fetch::FetchError;
+use crate::fill::resolve::{ResolveError, Resolver, Target};
+use crate::fill::FillError;
+use crate::path;
+use crate::protocol::request::{self, V2Request};
+use crate::protocol::sideband::ChannelWriter;
+use crate::protocol::{advertise, pktline, upload_pack};
+use crate::repo::{OpenError, Repo, Repos};
+use crate::metrics;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use std::io::Read;
+use std::sync::Arc;
+
+/// Largest accepted request body (after gzip decoding).
+pub const MAX_BODY: usize = 64 << 20;
+
+pub struct AppState {
+    pub repos: Arc<Repos>,
+    pub resolver: Resolver,
+    /// Base URL for go-import tags; `None`: from the request.
+    pub public_url: Option<String>,
+    /// Our own address, used for proxy (absolute-form) requests when no public URL is set.
+    pub listen_url: String,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .fallback(dispatch)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Response {
+    let mut m: String = msg.into();
+    if !m.ends_with('\n') {
+        m.push('\n');
+    }
+    if status.is_client_error() || status.is_server_error() {
+        metrics::REQUEST_ERRORS.inc();
+    }
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], m).into_response()
+}
+
+fn git_body(content_type: &'static str, body: Body) -> Response {
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+const ADVERTISEMENT: &str = "application/x-git-upload-pack-advertisement";
+const RESULT: &str = "application/x-git-upload-pack-result";
+
+enum Action {
+    InfoRefs { service: String },
+    UploadPack,
+    ReceivePack,
+    GoGet,
+}
+
+fn query_param<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
+    uri.query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
+}
+
+async fn dispatch(State(st): State<Arc<AppState>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    metrics::HTTP_REQUESTS.inc();
+    let raw_path = uri.path().trim_start_matches('/');
+    // Proxy requests (absolute-form request line) carry the import path's host in the URI.
+    let (raw, absolute) = match uri.authority() {
+        Some(a) => (format!("{}/{raw_path}", a.host()), true),
+        None => (raw_path.to_string(), false),
+    };
+    let raw = raw.trim_end_matches('/').to_string();
+    if !absolute {
+        match (method.clone(), raw.as_str()) {
+            (Method::GET, "healthz") => return text(StatusCode::OK, "ok"),
+            (Method::GET, "metrics") => {
+                return ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render(&st.repos.io)).into_response();
+            }
+            (Method::GET, "") => {
+                return text(StatusCode::OK, format!("{} — a read-only git and go-get mirror. Clone http://HOST/<import/path>.", crate::AGENT));
+            }
+            _ => {}
+        }
+    }
+    let decoded = match path::percent_decode(&raw) {
+        Ok(d) => d,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let (repo_path, action) = if let Some(p) = decoded.strip_suffix("/info/refs") {
+        let service = query_param(&uri, "service").unwrap_or_default().to_string();
+        (p, Action::InfoRefs { service })
+    } else if let Some(p) = decoded.strip_suffix("/git-upload-pack") {
+        (p, Action::UploadPack)
+    } else if let Some(p) = decoded.strip_suffix("/git-receive-pack") {
+        (p, Action::ReceivePack)
+    } else if query_param(&uri, "go-get") == Some("1") {
+        (decoded.as_str(), Action::GoGet)
+    } else {
+        if let Err(e) = path::validate(&decoded) {
+            return text(StatusCode::BAD_REQUEST, e.to_string());
+        }
+        return text(StatusCode::NOT_FOUND, format!("not found: /{decoded} (goprox serves git smart HTTP and ?go-get=1)"));
+    };
+    let repo_path = repo_path.strip_suffix(".git").unwrap_or(repo_path);
+    if let Err(e) = path::validate(repo_path) {
+        return text(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    match action {
+        Action::ReceivePack => return text(StatusCode::FORBIDDEN, "goprox is a read-only mirror"),
+        Action::InfoRefs { ref service } if service == "git-receive-pack" => {
+            return text(StatusCode::FORBIDDEN, "goprox is a read-only mirror");
+        }
+        Action::InfoRefs { ref service } if service != "git-upload-pack" => {
+            return text(StatusCode::FORBIDDEN, "goprox serves only smart HTTP git-upload-pack (dumb HTTP is not supported)");
+        }
+        _ => {}
+    }
+    if method != Method::GET && !matches!(action, Action::UploadPack) {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    }
+    if method != Method::POST && matches!(action, Action::UploadPack) {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "git-upload-pack takes POST");
+    }
+    let target = match st.resolver.resolve(repo_path).await {
+        Ok(t) => t,
+        Err(e @ ResolveError::NotFound(..)) => return text(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ ResolveError::Discovery(..)) => return text(StatusCode::BAD_GATEWAY, e.to_string()),
+    };
+    if let Action::GoGet = action {
+        return go_get(&st, &target, &headers, absolute);
+    }
+    if target.root != repo_path {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("{repo_path} is not a repository root; the repository is {}", target.root),
+        );
+    }
+    let repo = match st.repos.open(&target).await {
+        Ok(r) => r,
+        Err(e) => return open_error(&target, e),
+    };
+    let v2 = headers
+        .get_all("git-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(':').any(|p| p.trim() == "version=2"));
+    match action {
+        Action::InfoRefs { .. } => {
+            let body = if v2 {
+                advertise::v2_capabilities()
+            } else {
+                let mut b = Vec::new();
+                pktline::write_line(&mut b, "# service=git-upload-pack");
+                pktline::write_flush(&mut b);
+                b.extend_from_slice(&advertise::v0_refs(&repo.index));
+                b
+            };
+            git_body(ADVERTISEMENT, Body::from(body))
+        }
+        Action::UploadPack => upload(repo, v2, &headers, body).await,
+        _ => text(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+fn open_error(target: &Target, e: OpenError) -> Response {
+    tracing::warn!(root = %target.root, error = %e, "open failed");
+    match e {
+        OpenError::Fill(FillError::Fetch(FetchError::NotFound(_))) => text(
+            StatusCode::NOT_FOUND,
+            format!("repository {} not found (upstream {} has no such repository)", target.root, target.upstream),
+        ),
+        OpenError::Fill(FillError::Fetch(e)) => text(StatusCode::BAD_GATEWAY, format!("cannot fill {}: {e}", target.root)),
+        e => text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot open {}: {e}", target.root)),
+    }
+}
+
+fn err_response(msg: &str) -> Response {
+    metrics::REQUEST_ERRORS.inc();
+    git_body(RESULT, Body::from(pktline::err_line(msg)))
+}
+
+async fn upload(repo: Arc<Repo>, v2: bool, headers: &HeaderMap, body: Bytes) -> Response {
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip") || v.eq_ignore_ascii_case("x-gzip"));
+    let body = if gzip {
+        let mut out = Vec::new();
+        let r = flate2::read::GzDecoder::new(&body[..])
+            .take(MAX_BODY as u64 + 1)
+            .read_to_end(&mut out);
+        if r.is_err() {
+            return text(StatusCode::BAD_REQUEST, "request body is not valid gzip");
+        }
+        if out.len() > MAX_BODY {
+            return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+        }
+        Bytes::from(out)
+    } else {
+        body
+    };
+    let (req, version) = if v2 {
+        match request::parse_v2(&body) {
+            Ok(V2Request::LsRefs(ls)) => return git_body(RESULT, Body::from(advertise::ls_refs(&repo.index, &ls))),
+            Ok(V2Request::Fetch(f)) => (f, upload_pack::Version::V2),
+            Ok(V2Request::Unknown(c)) => return err_response(&format!("unknown command {c:?}")),
+            Err(e) => return err_response(&e.to_string()),
+        }
+    } else {
+        match request::parse_v0(&body) {
+            Ok(f) => (f, upload_pack::Version::V0),
+            Err(e) => return err_response(&e.to_string()),
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::task::spawn_blocking(move || {
+        let mut w = ChannelWriter::new(tx);
+        if let Err(e) = upload_pack::serve(&repo, &req, version, &mut w) {
+            tracing::info!(repo = %repo.root, error = %e, "upload-pack response aborted");
+        }
+    });
+    git_body(RESULT, Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn go_get(st: &AppState, target: &Target, headers: &HeaderMap, absolute: bool) -> Response {
+    let base = match &st.public_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None if absolute => st.listen_url.clone(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            let proto = headers
+                .get("x-forwarded-proto")
+                .and_then(|h| h.to_str().ok())
+                .filter(|p| *p == "https" || *p == "http")
+                .unwrap_or("http");
+            format!("{proto}://{host}")
+        }
+    };
+    let root = &target.root;
+    let url = format!("{base}/{root}");
+    let page = format!(
+        "<!DOCTYPE html>\n<html>\n<head>\n<meta name=\"go-import\" content=\"{r} git {u}\">\n<meta name=\"go-source\" content=\"{r} {u} {u}/tree{{/dir}} {u}/blob{{/dir}}/{{file}}#L{{line}}\">\n</head>\n<body>go get {r}</body>\n</html>\n",
+        r = html_escape(root),
+        u = html_escape(&url),
+    );
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
+}

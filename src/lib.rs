@@ -1,0 +1,18 @@
+//! goprox: a read-only git smart-HTTP server and Go import-path host that answers from
+//! packs kept in an object store (S3 or a local directory), filling it from upstream on a miss.
+//!
+//! Data path: [`http`] → [`protocol`] → [`odb`] → [`store`]; beside it [`refs`] (the ref
+//! index with compare-and-swap) and [`fill`] (upstream resolution and fetch).
+
+pub mod fill;
+pub mod http;
+pub mod metrics;
+pub mod odb;
+pub mod path;
+pub mod protocol;
+pub mod refs;
+pub mod repo;
+pub mod store;
+
+/// Agent string sent to clients and upstreams.
+pub const AGENT: &str = concat!("goprox/", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,176 @@
+//! `goprox serve` and `goprox mirror`.
+
+use clap::{Args, Parser, Subcommand};
+use goprox::fill::resolve::{Resolver, Rule};
+use goprox::fill::{FillProgress, Filler};
+use goprox::http::{AppState, router};
+use goprox::odb::Io;
+use goprox::refs::Keys;
+use goprox::repo::Repos;
+use goprox::store::{self, s3::S3Options};
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "goprox", version, about = "A read-only git server and go-get host that answers from an object store, filling it from upstream on a miss.")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve git smart HTTP (upload-pack) and ?go-get=1 pages.
+    Serve(ServeArgs),
+    /// Fill (or refresh) repositories into the store without serving.
+    Mirror(MirrorArgs),
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    /// Storage: a directory (`./goprox-data`, `file:///abs/dir`), `s3://bucket[/prefix]`, or `memory://`.
+    #[arg(long, env = "GOPROX_STORE", default_value = "./goprox-data")]
+    store: String,
+    /// Upstream rule PREFIX=URL (repeatable; comma-separated in the env var). A PREFIX ending in `/`
+    /// covers many repositories (PREFIX + the host's usual number of path elements, appended to URL).
+    #[arg(long = "upstream", env = "GOPROX_UPSTREAM", value_delimiter = ',')]
+    upstreams: Vec<Rule>,
+    /// S3 endpoint URL (default: AWS_ENDPOINT_URL or AWS).
+    #[arg(long, env = "GOPROX_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// Use path-style S3 addressing (needed by most S3-compatible servers).
+    #[arg(long, env = "GOPROX_S3_PATH_STYLE")]
+    s3_path_style: bool,
+    /// S3 region (default: from the AWS configuration, else us-east-1).
+    #[arg(long, env = "GOPROX_S3_REGION")]
+    s3_region: Option<String>,
+    /// Block and object cache budget in bytes.
+    #[arg(long, env = "GOPROX_CACHE_SIZE", default_value_t = 256 << 20)]
+    cache_size: usize,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Address to listen on.
+    #[arg(long, env = "GOPROX_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Base URL written into go-import meta tags (default: from the request's Host).
+    #[arg(long, env = "GOPROX_PUBLIC_URL")]
+    public_url: Option<String>,
+}
+
+#[derive(Args)]
+struct MirrorArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Import paths to fill or refresh.
+    #[arg(required = true)]
+    paths: Vec<String>,
+}
+
+async fn open_store(a: &StoreArgs) -> anyhow::Result<store::DynStore> {
+    let opts = S3Options {
+        endpoint: a.s3_endpoint.clone(),
+        path_style: a.s3_path_style,
+        region: a.s3_region.clone(),
+    };
+    store::open(&a.store, &opts).await
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("goprox: cannot start runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let r = rt.block_on(async {
+        match cli.cmd {
+            Cmd::Serve(a) => serve(a).await,
+            Cmd::Mirror(a) => mirror(a).await,
+        }
+    });
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("goprox: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let store = open_store(&a.store).await?;
+    let io = Arc::new(Io::new(store.clone(), tokio::runtime::Handle::current(), a.store.cache_size));
+    let repos = Arc::new(Repos::new(store.clone(), io, Filler::new(store.clone())));
+    let listener = tokio::net::TcpListener::bind(&a.listen).await?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(AppState {
+        repos,
+        resolver: Resolver::new(a.store.upstreams.clone()),
+        public_url: a.public_url.clone(),
+        listen_url: format!("http://{addr}"),
+    });
+    println!("goprox listening on http://{addr} (store: {})", store.describe());
+    tracing::info!(%addr, store = %store.describe(), "listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+struct Bar(indicatif::ProgressBar);
+
+impl FillProgress for Bar {
+    fn fetched(&self, root: &str, bytes: u64) {
+        self.0.set_message(format!("{root}: fetched {}", indicatif::HumanBytes(bytes)));
+    }
+    fn stored(&self, root: &str, objects: u32, bytes: u64) {
+        self.0.inc(1);
+        self.0
+            .println(format!("{root}: stored {objects} objects, {}", indicatif::HumanBytes(bytes)));
+    }
+}
+
+async fn mirror(a: MirrorArgs) -> anyhow::Result<()> {
+    let store = open_store(&a.store).await?;
+    let resolver = Resolver::new(a.store.upstreams.clone());
+    let bar = indicatif::ProgressBar::new(a.paths.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} repos {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let filler = Filler::new(store.clone()).with_progress(Arc::new(Bar(bar.clone())));
+    let mut failed = 0;
+    for p in &a.paths {
+        goprox::path::validate(p)?;
+        let target = resolver.resolve(p).await?;
+        let keys = Keys::new(&target.root);
+        match filler.fetch_and_store(&target, &keys).await {
+            Ok((idx, _)) => {
+                bar.println(format!("{}: {} refs from {}", target.root, idx.refs.len(), target.upstream));
+            }
+            Err(e) => {
+                failed += 1;
+                bar.println(format!("{}: {e}", target.root));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} repositories failed", a.paths.len());
+    }
+    Ok(())
+}

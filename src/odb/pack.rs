@@ -1,0 +1,73 @@
+//! One stored pack: its key in the store, its size, and its index (held whole in memory).
+
+use gix_hash::ObjectId;
+use std::sync::Arc;
+
+/// A pack in the store plus its parsed `.idx`.
+pub struct Pack {
+    /// Checksum of the pack (hex), also its name: `pack-<name>.pack`.
+    pub name: String,
+    /// Store key of the `.pack` object.
+    pub key: Arc<str>,
+    /// Size of the `.pack` object in bytes.
+    pub size: u64,
+    idx: gix_pack::index::File<Vec<u8>>,
+    /// Entry start offsets in pack order, to find where each entry ends.
+    sorted_offsets: Vec<u64>,
+}
+
+impl std::fmt::Debug for Pack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pack")
+            .field("key", &self.key)
+            .field("size", &self.size)
+            .field("objects", &self.num_objects())
+            .finish()
+    }
+}
+
+impl Pack {
+    pub fn from_index_bytes(name: String, key: Arc<str>, size: u64, idx: Vec<u8>) -> Result<Self, String> {
+        let idx = gix_pack::index::File::from_data(idx, Default::default(), gix_hash::Kind::Sha1)
+            .map_err(|e| format!("invalid pack index for {key}: {e}"))?;
+        let mut sorted_offsets = idx.sorted_offsets();
+        sorted_offsets.sort_unstable();
+        if sorted_offsets.last().is_some_and(|&o| o + 20 > size) {
+            return Err(format!("pack index for {key} points past the end of the pack"));
+        }
+        Ok(Pack {
+            name,
+            key,
+            size,
+            idx,
+            sorted_offsets,
+        })
+    }
+
+    pub fn num_objects(&self) -> u32 {
+        self.idx.num_objects()
+    }
+
+    /// Offset of `oid` in this pack.
+    pub fn offset_of(&self, oid: &gix_hash::oid) -> Option<u64> {
+        self.idx.lookup(oid).map(|i| self.idx.pack_offset_at_index(i))
+    }
+
+    /// Where the entry starting at `offset` ends (the next entry, or the trailer).
+    pub fn entry_end(&self, offset: u64) -> u64 {
+        match self.sorted_offsets.binary_search(&offset) {
+            Ok(i) | Err(i) => {
+                let next = if self.sorted_offsets.get(i) == Some(&offset) { i + 1 } else { i };
+                self.sorted_offsets
+                    .get(next)
+                    .copied()
+                    .unwrap_or(self.size.saturating_sub(20))
+            }
+        }
+    }
+
+    /// All object ids in the pack.
+    pub fn oids(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        self.idx.iter().map(|e| e.oid)
+    }
+}

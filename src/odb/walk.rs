@@ -1,0 +1,539 @@
+//! Commit-graph walks over an [`Odb`]: peeling, the shallow boundary for `deepen*` requests,
+//! the "can we stop negotiating" test, and the list of objects a client lacks.
+
+use super::{Odb, OdbError, Result};
+use gix_hash::{ObjectId, oid};
+use gix_object::Kind;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+/// The parts of a commit the walks need.
+#[derive(Debug, Clone)]
+pub struct CommitInfo {
+    pub tree: ObjectId,
+    pub parents: Vec<ObjectId>,
+    /// Committer time, seconds since the epoch.
+    pub time: i64,
+}
+
+/// An object with its chain of annotated tags peeled off.
+#[derive(Debug, Clone)]
+pub struct Peeled {
+    /// The tag objects passed through, outermost first.
+    pub tags: Vec<ObjectId>,
+    pub id: ObjectId,
+    pub kind: Kind,
+}
+
+/// What deepening produced: lines for the client and grafts for the walk.
+#[derive(Debug, Clone, Default)]
+pub struct ShallowOutcome {
+    /// New shallow boundary commits to announce (`shallow <oid>`).
+    pub shallow: Vec<ObjectId>,
+    /// Client shallow commits that are no longer shallow (`unshallow <oid>`).
+    pub unshallow: Vec<ObjectId>,
+    /// Commits whose parents the walk must not follow (the client's view).
+    pub grafts: HashSet<ObjectId>,
+    /// Parents of unshallowed commits: the client now wants them.
+    pub extra_wants: Vec<ObjectId>,
+    /// Unshallowed commits: the client has them, their trees bound the pack.
+    pub extra_edges: Vec<ObjectId>,
+}
+
+/// Parameters of a deepening request.
+#[derive(Debug, Clone, Default)]
+pub struct Deepen {
+    pub depth: Option<u32>,
+    pub relative: bool,
+    pub since: Option<i64>,
+    /// Already resolved to commit ids.
+    pub not: Vec<ObjectId>,
+}
+
+/// Blob filter for partial clones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    BlobNone,
+    BlobLimit(u64),
+    /// `tree:0`: commits and tags only.
+    TreeZero,
+}
+
+impl Filter {
+    pub fn parse(spec: &str) -> Option<Filter> {
+        if spec == "blob:none" {
+            return Some(Filter::BlobNone);
+        }
+        if spec == "tree:0" {
+            return Some(Filter::TreeZero);
+        }
+        let n = spec.strip_prefix("blob:limit=")?;
+        let (num, mul) = match n.as_bytes().last()? {
+            b'k' | b'K' => (&n[..n.len() - 1], 1024),
+            b'm' | b'M' => (&n[..n.len() - 1], 1024 * 1024),
+            b'g' | b'G' => (&n[..n.len() - 1], 1024 * 1024 * 1024),
+            _ => (n, 1),
+        };
+        num.parse::<u64>().ok().map(|v| Filter::BlobLimit(v.saturating_mul(mul)))
+    }
+}
+
+/// What to put in a pack.
+#[derive(Debug, Clone, Default)]
+pub struct PackPlan<'a> {
+    pub wants: &'a [ObjectId],
+    /// Objects the client has (common haves, unshallowed commits).
+    pub haves: &'a [ObjectId],
+    pub grafts: Option<&'a HashSet<ObjectId>>,
+    /// Annotated tags as (tag object, peeled object) for `include-tag`.
+    pub include_tags: &'a [(ObjectId, ObjectId)],
+    pub filter: Option<Filter>,
+}
+
+pub struct Walker<'a> {
+    pub odb: &'a Odb,
+    commits: HashMap<ObjectId, Arc<CommitInfo>>,
+}
+
+const MAX_EDGES: usize = 32;
+
+impl<'a> Walker<'a> {
+    pub fn new(odb: &'a Odb) -> Self {
+        Walker {
+            odb,
+            commits: HashMap::new(),
+        }
+    }
+
+    pub fn commit(&mut self, id: &oid) -> Result<Arc<CommitInfo>> {
+        if let Some(c) = self.commits.get(id) {
+            return Ok(c.clone());
+        }
+        let obj = self.odb.object(id)?;
+        if obj.kind != Kind::Commit {
+            return Err(OdbError::Corrupt(format!("{id} is a {}, not a commit", obj.kind)));
+        }
+        let c = gix_object::CommitRef::from_bytes(&obj.data, gix_hash::Kind::Sha1)
+            .map_err(|e| OdbError::Corrupt(format!("commit {id}: {e}")))?;
+        let info = Arc::new(CommitInfo {
+            tree: c.tree(),
+            parents: c.parents().collect(),
+            time: c.time().map(|t| t.seconds).unwrap_or(0),
+        });
+        self.commits.insert(id.to_owned(), info.clone());
+        Ok(info)
+    }
+
+    fn parents(&mut self, id: &oid, grafts: Option<&HashSet<ObjectId>>) -> Result<Vec<ObjectId>> {
+        if grafts.is_some_and(|g| g.contains(id)) {
+            return Ok(Vec::new());
+        }
+        Ok(self.commit(id)?.parents.clone())
+    }
+
+    /// Follow annotated tags down to the first non-tag object.
+    pub fn peel(&mut self, id: &oid) -> Result<Peeled> {
+        let mut tags = Vec::new();
+        let mut cur = id.to_owned();
+        for _ in 0..64 {
+            if self.commits.contains_key(&cur) {
+                return Ok(Peeled { tags, id: cur, kind: Kind::Commit });
+            }
+            let obj = self.odb.object(&cur)?;
+            if obj.kind != Kind::Tag {
+                return Ok(Peeled { tags, id: cur, kind: obj.kind });
+            }
+            let t = gix_object::TagRef::from_bytes(&obj.data, gix_hash::Kind::Sha1)
+                .map_err(|e| OdbError::Corrupt(format!("tag {cur}: {e}")))?;
+            tags.push(cur);
+            cur = t.target();
+        }
+        Err(OdbError::Corrupt(format!("tag chain from {id} too long")))
+    }
+
+    /// Peel to a commit, if the object is (or points to) one.
+    pub fn peel_commit(&mut self, id: &oid) -> Result<Option<ObjectId>> {
+        let p = self.peel(id)?;
+        Ok((p.kind == Kind::Commit).then_some(p.id))
+    }
+
+    /// Whether every want commit reaches one of `common` (git's `ok_to_give_up`).
+    pub fn all_wants_reach(&mut self, wants: &[ObjectId], common: &HashSet<ObjectId>) -> Result<bool> {
+        if common.is_empty() {
+            return Ok(false);
+        }
+        let mut oldest = i64::MAX;
+        for c in common {
+            if let Ok(info) = self.commit(c) {
+                oldest = oldest.min(info.time);
+            }
+        }
+        // Allow for some clock skew below the oldest common commit.
+        let cutoff = oldest.saturating_sub(86_400);
+        let mut reaches: HashSet<ObjectId> = common.clone();
+        for w in wants {
+            let Some(w) = self.peel_commit(w)? else { continue };
+            if reaches.contains(&w) {
+                continue;
+            }
+            let mut seen = HashSet::new();
+            let mut queue = VecDeque::from([w]);
+            let mut found = false;
+            while let Some(c) = queue.pop_front() {
+                if reaches.contains(&c) {
+                    found = true;
+                    break;
+                }
+                if !seen.insert(c) {
+                    continue;
+                }
+                let info = self.commit(&c)?;
+                if info.time < cutoff {
+                    continue;
+                }
+                queue.extend(info.parents.iter().copied());
+            }
+            if !found {
+                return Ok(false);
+            }
+            reaches.insert(w);
+        }
+        Ok(true)
+    }
+
+    /// Compute the shallow boundary for a deepening request (git's `deepen`,
+    /// `deepen_by_rev_list`, `send_shallow` and `send_unshallow`).
+    pub fn shallow(
+        &mut self,
+        want_commits: &[ObjectId],
+        client_shallows: &[ObjectId],
+        deepen: &Deepen,
+    ) -> Result<ShallowOutcome> {
+        let client: HashSet<ObjectId> = client_shallows
+            .iter()
+            .filter(|s| self.commit(s).is_ok())
+            .copied()
+            .collect();
+        let mut boundary: Vec<ObjectId> = Vec::new();
+        let mut not_shallow: HashSet<ObjectId> = HashSet::new();
+        if let Some(depth) = deepen.depth {
+            let (starts, limit): (Vec<ObjectId>, u64) = if deepen.relative {
+                (client.iter().copied().collect(), depth as u64 + 1)
+            } else {
+                (want_commits.to_vec(), depth as u64)
+            };
+            let mut seen: HashSet<ObjectId> = HashSet::new();
+            let mut queue: VecDeque<(ObjectId, u64)> = VecDeque::new();
+            for s in starts {
+                if seen.insert(s) {
+                    queue.push_back((s, 0));
+                }
+            }
+            while let Some((c, d)) = queue.pop_front() {
+                if d + 1 >= limit {
+                    boundary.push(c);
+                    continue;
+                }
+                not_shallow.insert(c);
+                for p in self.commit(&c)?.parents.clone() {
+                    if seen.insert(p) {
+                        queue.push_back((p, d + 1));
+                    }
+                }
+            }
+        } else if deepen.since.is_some() || !deepen.not.is_empty() {
+            let excluded = self.ancestors(&deepen.not)?;
+            let included = |w: &mut Self, c: &ObjectId| -> Result<bool> {
+                Ok(!excluded.contains(c) && deepen.since.is_none_or(|s| w.commit(c).map(|i| i.time >= s).unwrap_or(false)))
+            };
+            let mut queue: VecDeque<ObjectId> = VecDeque::new();
+            for w in want_commits {
+                if !included(self, w)? {
+                    return Err(OdbError::Corrupt("no commits selected for shallow requests".into()));
+                }
+                if not_shallow.insert(*w) {
+                    queue.push_back(*w);
+                }
+            }
+            let mut members = Vec::new();
+            while let Some(c) = queue.pop_front() {
+                members.push(c);
+                for p in self.commit(&c)?.parents.clone() {
+                    if included(self, &p)? && not_shallow.insert(p) {
+                        queue.push_back(p);
+                    }
+                }
+            }
+            for c in members {
+                let parents = self.commit(&c)?.parents.clone();
+                if parents.iter().any(|p| !not_shallow.contains(p)) {
+                    boundary.push(c);
+                }
+            }
+        }
+        let mut out = ShallowOutcome::default();
+        for b in &boundary {
+            out.grafts.insert(*b);
+            if !client.contains(b) && !(deepen.since.is_none() && deepen.not.is_empty() && not_shallow.contains(b)) {
+                out.shallow.push(*b);
+            }
+        }
+        let mut client_sorted: Vec<ObjectId> = client.iter().copied().collect();
+        client_sorted.sort();
+        for s in client_sorted {
+            out.grafts.insert(s);
+            if not_shallow.contains(&s) && !boundary.contains(&s) {
+                out.unshallow.push(s);
+                out.extra_wants.extend(self.commit(&s)?.parents.iter().copied());
+                out.extra_edges.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// All commits reachable from `starts` (peeled).
+    fn ancestors(&mut self, starts: &[ObjectId]) -> Result<HashSet<ObjectId>> {
+        let mut seen = HashSet::new();
+        let mut stack: Vec<ObjectId> = Vec::new();
+        for s in starts {
+            if let Some(c) = self.peel_commit(s)? {
+                stack.push(c);
+            }
+        }
+        while let Some(c) = stack.pop() {
+            if seen.insert(c) {
+                stack.extend(self.commit(&c)?.parents.iter().copied());
+            }
+        }
+        Ok(seen)
+    }
+
+    /// The objects a client lacks: everything reachable from the wants that is not reachable
+    /// from the haves (within the shallow grafts), plus included tags. In no particular order.
+    pub fn objects_to_send(&mut self, plan: &PackPlan<'_>) -> Result<Vec<ObjectId>> {
+        let grafts = plan.grafts;
+        let mut out: Vec<ObjectId> = Vec::new();
+        let mut added: HashSet<ObjectId> = HashSet::new();
+        let mut tree_roots: Vec<ObjectId> = Vec::new();
+        let mut blob_roots: Vec<ObjectId> = Vec::new();
+        let mut starts: Vec<(ObjectId, bool)> = Vec::new();
+
+        for w in plan.wants {
+            let p = self.peel(w)?;
+            for t in &p.tags {
+                if added.insert(*t) {
+                    out.push(*t);
+                }
+            }
+            match p.kind {
+                Kind::Commit => starts.push((p.id, false)),
+                Kind::Tree => tree_roots.push(p.id),
+                Kind::Blob => blob_roots.push(p.id),
+                Kind::Tag => {}
+            }
+        }
+        for h in plan.haves {
+            if let Ok(Some(c)) = self.peel_commit(h) {
+                starts.push((c, true));
+            }
+        }
+
+        // Date-ordered walk with uninteresting propagation (git's limit_list).
+        #[derive(Default, Clone, Copy)]
+        struct St {
+            uninteresting: bool,
+            in_heap: bool,
+            popped: bool,
+        }
+        let mut state: HashMap<ObjectId, St> = HashMap::new();
+        let mut heap: BinaryHeap<(i64, ObjectId)> = BinaryHeap::new();
+        let mut interesting_in_heap = 0usize;
+        for (c, unint) in starts {
+            let time = self.commit(&c)?.time;
+            let st = state.entry(c).or_default();
+            if st.in_heap {
+                if unint && !st.uninteresting {
+                    st.uninteresting = true;
+                    interesting_in_heap -= 1;
+                }
+                continue;
+            }
+            st.in_heap = true;
+            st.uninteresting |= unint;
+            if !st.uninteresting {
+                interesting_in_heap += 1;
+            }
+            heap.push((time, c));
+        }
+        let mut order: Vec<ObjectId> = Vec::new();
+        while interesting_in_heap > 0 {
+            let Some((_, c)) = heap.pop() else { break };
+            let st = state.entry(c).or_default();
+            st.in_heap = false;
+            st.popped = true;
+            let unint = st.uninteresting;
+            if !unint {
+                interesting_in_heap -= 1;
+                order.push(c);
+            }
+            for p in self.parents(&c, grafts)? {
+                let time = self.commit(&p)?.time;
+                let pst = state.entry(p).or_default();
+                if unint && !pst.uninteresting {
+                    if pst.in_heap {
+                        interesting_in_heap -= 1;
+                    }
+                    pst.uninteresting = true;
+                    if pst.popped {
+                        // Clock skew: already walked as interesting; propagate down.
+                        let mut stack = vec![p];
+                        while let Some(x) = stack.pop() {
+                            for xp in self.parents(&x, grafts)? {
+                                let s = state.entry(xp).or_default();
+                                if !s.uninteresting {
+                                    if s.in_heap {
+                                        interesting_in_heap -= 1;
+                                    }
+                                    s.uninteresting = true;
+                                    if s.popped {
+                                        stack.push(xp);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                let pst = state.entry(p).or_default();
+                if !pst.in_heap && !pst.popped {
+                    pst.in_heap = true;
+                    if !pst.uninteresting {
+                        interesting_in_heap += 1;
+                    }
+                    heap.push((time, p));
+                }
+            }
+        }
+        let commits: Vec<ObjectId> = order
+            .into_iter()
+            .filter(|c| state.get(c).is_some_and(|s| !s.uninteresting))
+            .collect();
+
+        // Edges: uninteresting parents of sent commits, and what the client says it has.
+        let mut edges: Vec<(i64, ObjectId)> = Vec::new();
+        let mut edge_seen = HashSet::new();
+        for c in &commits {
+            for p in self.parents(c, grafts)? {
+                if state.get(&p).is_some_and(|s| s.uninteresting) && edge_seen.insert(p) {
+                    edges.push((self.commit(&p)?.time, p));
+                }
+            }
+        }
+        edges.sort_by(|a, b| b.cmp(a));
+        edges.truncate(MAX_EDGES);
+        let mut client_has: HashSet<ObjectId> = HashSet::new();
+        if !commits.is_empty() || !tree_roots.is_empty() {
+            for (_, e) in &edges {
+                let tree = self.commit(e)?.tree;
+                self.collect_tree(tree, &mut client_has, None, &mut |_| {})?;
+            }
+        }
+
+        for c in &commits {
+            if added.insert(*c) {
+                out.push(*c);
+            }
+        }
+        if plan.filter != Some(Filter::TreeZero) {
+            let mut roots: Vec<ObjectId> = Vec::with_capacity(commits.len() + tree_roots.len());
+            for c in &commits {
+                roots.push(self.commit(c)?.tree);
+            }
+            roots.extend(tree_roots);
+            let mut seen = client_has;
+            for r in roots {
+                self.collect_tree(r, &mut seen, plan.filter, &mut |id| {
+                    if added.insert(id) {
+                        out.push(id);
+                    }
+                })?;
+            }
+            for b in blob_roots {
+                if added.insert(b) {
+                    out.push(b);
+                }
+            }
+        }
+
+        // include-tag: annotated tags whose peeled object is in the pack.
+        for (tag, peeled) in plan.include_tags {
+            if added.contains(peeled) && !added.contains(tag) {
+                let p = self.peel(tag)?;
+                for t in p.tags {
+                    if added.insert(t) {
+                        out.push(t);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Walk a tree, reporting every tree and blob not yet in `seen` (and adding them to it).
+    fn collect_tree(
+        &mut self,
+        root: ObjectId,
+        seen: &mut HashSet<ObjectId>,
+        filter: Option<Filter>,
+        emit: &mut dyn FnMut(ObjectId),
+    ) -> Result<()> {
+        if !seen.insert(root) {
+            return Ok(());
+        }
+        emit(root);
+        let mut stack = vec![root];
+        while let Some(t) = stack.pop() {
+            let obj = self.odb.object(&t)?;
+            if obj.kind != Kind::Tree {
+                return Err(OdbError::Corrupt(format!("{t} is a {}, not a tree", obj.kind)));
+            }
+            for entry in gix_object::TreeRefIter::from_bytes(&obj.data, gix_hash::Kind::Sha1) {
+                let entry = entry.map_err(|e| OdbError::Corrupt(format!("tree {t}: {e}")))?;
+                if entry.mode.is_commit() {
+                    continue; // submodule: not in this repository
+                }
+                let id = entry.oid.to_owned();
+                if seen.contains(&id) {
+                    continue;
+                }
+                if entry.mode.is_tree() {
+                    seen.insert(id);
+                    emit(id);
+                    stack.push(id);
+                } else {
+                    match filter {
+                        Some(Filter::BlobNone) => continue,
+                        Some(Filter::BlobLimit(limit)) => {
+                            if self.blob_size(&id)? > limit {
+                                continue;
+                            }
+                        }
+                        _ => {}
+                    }
+                    seen.insert(id);
+                    emit(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Size of a blob without inflating it when it is stored whole.
+    fn blob_size(&mut self, id: &oid) -> Result<u64> {
+        let loc = self.odb.locate(id).ok_or_else(|| OdbError::NotFound(id.to_owned()))?;
+        let e = self.odb.raw_entry(loc)?;
+        if e.header.is_base() {
+            return Ok(e.decompressed_size);
+        }
+        Ok(self.odb.object_at(loc)?.data.len() as u64)
+    }
+}

@@ -1,0 +1,208 @@
+//! Pack generation: streams a pack of the given objects, copying stored compressed entries
+//! verbatim where the delta base is also sent (rewriting OFS_DELTA distances), and inflating,
+//! resolving and recompressing only deltas whose base the client will not have.
+
+use super::{Location, Odb, OdbError, Result};
+use gix_hash::ObjectId;
+use gix_object::Kind;
+use gix_pack::data::entry::Header;
+use sha1::{Digest, Sha1};
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+
+/// Counters of one generated pack.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackStats {
+    pub objects: u64,
+    /// Entries copied verbatim (whole objects and deltas).
+    pub reused: u64,
+    /// Deltas sent verbatim.
+    pub reused_deltas: u64,
+    /// Deltas resolved and recompressed because their base is not in the pack.
+    pub recompressed: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions {
+    /// The client understands OFS_DELTA; otherwise such entries become REF_DELTA.
+    pub ofs_delta: bool,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions { ofs_delta: true }
+    }
+}
+
+struct HashingWriter<'w> {
+    inner: &'w mut dyn Write,
+    hasher: Sha1,
+    written: u64,
+}
+
+impl Write for HashingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn type_id(kind: Kind) -> u8 {
+    match kind {
+        Kind::Commit => 1,
+        Kind::Tree => 2,
+        Kind::Blob => 3,
+        Kind::Tag => 4,
+    }
+}
+
+/// Encode a pack entry header: type and inflated size.
+pub fn entry_header(type_id: u8, size: u64, out: &mut Vec<u8>) {
+    let mut s = size;
+    let mut b = (type_id << 4) | (s & 0x0f) as u8;
+    s >>= 4;
+    while s != 0 {
+        out.push(b | 0x80);
+        b = (s & 0x7f) as u8;
+        s >>= 7;
+    }
+    out.push(b);
+}
+
+/// Encode an OFS_DELTA base distance (git's offset varint, with the +1 bias per byte).
+pub fn ofs_distance(mut n: u64, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 10];
+    let mut pos = buf.len() - 1;
+    buf[pos] = (n & 0x7f) as u8;
+    n >>= 7;
+    while n != 0 {
+        n -= 1;
+        pos -= 1;
+        buf[pos] = 0x80 | (n & 0x7f) as u8;
+        n >>= 7;
+    }
+    out.extend_from_slice(&buf[pos..]);
+}
+
+fn io_err(e: std::io::Error) -> OdbError {
+    OdbError::Store(crate::store::StoreError::Io(e))
+}
+
+/// Resolve the objects to their stored locations, in the order they will be written
+/// (pack order, so OFS_DELTA bases precede their deltas).
+pub fn plan(odb: &Odb, ids: &[ObjectId]) -> Result<Vec<(Location, ObjectId)>> {
+    let mut v = Vec::with_capacity(ids.len());
+    for id in ids {
+        let loc = odb.locate(id).ok_or(OdbError::NotFound(*id))?;
+        v.push((loc, *id));
+    }
+    v.sort_unstable();
+    v.dedup_by(|a, b| a.1 == b.1);
+    Ok(v)
+}
+
+/// Write a complete pack (header, entries, SHA-1 trailer) of `entries` (from [`plan`]).
+pub fn write_pack(
+    odb: &Odb,
+    entries: &[(Location, ObjectId)],
+    opts: WriteOptions,
+    out: &mut dyn Write,
+) -> Result<PackStats> {
+    let mut w = HashingWriter {
+        inner: out,
+        hasher: Sha1::new(),
+        written: 0,
+    };
+    let mut stats = PackStats::default();
+    let mut hdr = Vec::with_capacity(12);
+    hdr.extend_from_slice(b"PACK");
+    hdr.extend_from_slice(&2u32.to_be_bytes());
+    hdr.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    w.write_all(&hdr).map_err(io_err)?;
+
+    let in_pack: HashSet<ObjectId> = entries.iter().map(|e| e.1).collect();
+    let id_at: HashMap<Location, ObjectId> = entries.iter().map(|&(l, id)| (l, id)).collect();
+    let mut written_at: HashMap<Location, u64> = HashMap::with_capacity(entries.len());
+    let mut buf = Vec::with_capacity(32);
+
+    for &(loc, _id) in entries {
+        let here = w.written;
+        let e = odb.raw_entry(loc)?;
+        buf.clear();
+        let mut verbatim_data = true;
+        match e.header {
+            Header::OfsDelta { .. } => {
+                let base = odb.base_location(loc, &e.header)?;
+                match base.and_then(|b| written_at.get(&b).map(|o| (b, *o))) {
+                    Some((_, base_out)) if opts.ofs_delta => {
+                        entry_header(6, e.decompressed_size, &mut buf);
+                        ofs_distance(here - base_out, &mut buf);
+                        stats.reused_deltas += 1;
+                    }
+                    Some((b, _)) => {
+                        let base_id = id_at.get(&b).ok_or_else(|| OdbError::Corrupt("base id".into()))?;
+                        entry_header(7, e.decompressed_size, &mut buf);
+                        buf.extend_from_slice(base_id.as_bytes());
+                        stats.reused_deltas += 1;
+                    }
+                    None => verbatim_data = false,
+                }
+            }
+            Header::RefDelta { base_id } => {
+                if in_pack.contains(&base_id) {
+                    buf.extend_from_slice(&e.raw[..e.header_len]);
+                    stats.reused_deltas += 1;
+                } else {
+                    verbatim_data = false;
+                }
+            }
+            _ => buf.extend_from_slice(&e.raw[..e.header_len]),
+        }
+        if verbatim_data {
+            w.write_all(&buf).map_err(io_err)?;
+            w.write_all(e.compressed()).map_err(io_err)?;
+            stats.reused += 1;
+        } else {
+            let obj = odb.object_at(loc)?;
+            entry_header(type_id(obj.kind), obj.data.len() as u64, &mut buf);
+            w.write_all(&buf).map_err(io_err)?;
+            w.write_all(&super::deflate(&obj.data)).map_err(io_err)?;
+            stats.recompressed += 1;
+        }
+        written_at.insert(loc, here);
+        stats.objects += 1;
+    }
+    let digest = w.hasher.clone().finalize();
+    w.write_all(&digest).map_err(io_err)?;
+    w.flush().map_err(io_err)?;
+    stats.bytes = w.written;
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_encoding() {
+        let mut v = Vec::new();
+        entry_header(3, 10, &mut v);
+        assert_eq!(v, [0x3a]);
+        v.clear();
+        entry_header(1, 300, &mut v);
+        // 300 = 0b1_0010_1100: low nibble 0xc, rest 18
+        assert_eq!(v, [0x80 | 0x10 | 0x0c, 18]);
+        v.clear();
+        ofs_distance(127, &mut v);
+        assert_eq!(v, [127]);
+        v.clear();
+        ofs_distance(128, &mut v);
+        assert_eq!(v, [0x80, 0x00]);
+    }
+}

@@ -1,0 +1,311 @@
+//! upload-pack: negotiation (v0/v1 multi_ack_detailed over stateless HTTP, and v2 `fetch`),
+//! shallow/deepen handling, and streaming the pack. Runs on a blocking thread.
+
+use super::pktline::{err_line, write_delim, write_flush, write_line};
+use super::request::FetchRequest;
+use super::sideband::Sideband;
+use crate::metrics;
+use crate::odb::walk::{Deepen, Filter, PackPlan, ShallowOutcome, Walker};
+use crate::odb::{OdbError, writer};
+use crate::repo::Repo;
+use gix_hash::ObjectId;
+use std::collections::HashSet;
+use std::io::{self, Write};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V0,
+    V2,
+}
+
+/// An error to report to the client as an `ERR` line.
+struct Refuse(String);
+
+impl From<OdbError> for Refuse {
+    fn from(e: OdbError) -> Self {
+        Refuse(format!("upload-pack: {e}"))
+    }
+}
+
+/// Serve one upload-pack request, writing the whole response to `out`.
+pub fn serve(repo: &Repo, req: &FetchRequest, version: Version, out: &mut dyn Write) -> io::Result<()> {
+    let started = Instant::now();
+    let mut head = Vec::new();
+    match negotiate(repo, req, version, &mut head) {
+        Ok(None) => out.write_all(&head),
+        Ok(Some(job)) => {
+            out.write_all(&head)?;
+            let r = send_pack(repo, req, version, job, out);
+            metrics::PACK_SECONDS.add_ms(started.elapsed().as_millis() as u64);
+            r
+        }
+        Err(Refuse(msg)) => {
+            tracing::info!(repo = %repo.root, error = %msg, "upload-pack refused");
+            metrics::REQUEST_ERRORS.inc();
+            out.write_all(&head)?;
+            out.write_all(&err_line(&msg))
+        }
+    }
+}
+
+/// What the pack must contain, decided by negotiation.
+struct PackJob {
+    wants: Vec<ObjectId>,
+    haves: Vec<ObjectId>,
+    shallow: ShallowOutcome,
+    filter: Option<Filter>,
+}
+
+fn negotiate(repo: &Repo, req: &FetchRequest, version: Version, out: &mut Vec<u8>) -> Result<Option<PackJob>, Refuse> {
+    let odb = &repo.odb;
+    let mut walker = Walker::new(odb);
+    let mut wants = req.wants.clone();
+    let mut wanted_refs = Vec::new();
+    for name in &req.want_refs {
+        let hex = if name == "HEAD" {
+            repo.index.head()
+        } else {
+            repo.index.refs.get(name).map(|r| r.oid.as_str())
+        };
+        let hex = hex.ok_or_else(|| Refuse(format!("unknown ref {name}")))?;
+        let oid = ObjectId::from_hex(hex.as_bytes()).map_err(|_| Refuse(format!("corrupt ref {name}")))?;
+        wants.push(oid);
+        wanted_refs.push((oid, name.clone()));
+    }
+    for w in &wants {
+        if !odb.contains(w) {
+            return Err(Refuse(format!("upload-pack: not our ref {w}")));
+        }
+    }
+    if wants.is_empty() {
+        if version == Version::V2 {
+            write_flush(out);
+        }
+        return Ok(None);
+    }
+    let filter = match &req.filter {
+        None => None,
+        Some(spec) => Some(Filter::parse(spec).ok_or_else(|| Refuse(format!("unsupported filter {spec:?}")))?),
+    };
+
+    // Haves we know, in the client's order, without repeats.
+    let mut seen = HashSet::new();
+    let common: Vec<ObjectId> = req
+        .haves
+        .iter()
+        .filter(|h| odb.contains(h) && seen.insert(**h))
+        .copied()
+        .collect();
+    let mut common_commits: HashSet<ObjectId> = HashSet::new();
+    for c in &common {
+        if let Some(cc) = walker.peel_commit(c)? {
+            common_commits.insert(cc);
+        }
+    }
+
+    // Shallow boundary.
+    let shallow = if req.deepens() {
+        let mut want_commits = Vec::new();
+        for w in &wants {
+            if let Some(c) = walker.peel_commit(w)? {
+                want_commits.push(c);
+            }
+        }
+        let mut not = Vec::new();
+        for r in &req.deepen_not {
+            not.push(resolve_rev(repo, r).ok_or_else(|| Refuse(format!("deepen-not: unknown ref {r}")))?);
+        }
+        let deepen = Deepen {
+            depth: req.depth,
+            relative: req.deepen_relative,
+            since: req.deepen_since,
+            not,
+        };
+        walker.shallow(&want_commits, &req.shallows, &deepen)?
+    } else {
+        ShallowOutcome {
+            grafts: req.shallows.iter().filter(|s| odb.contains(s)).copied().collect(),
+            ..Default::default()
+        }
+    };
+    let job = PackJob {
+        wants,
+        haves: common.clone(),
+        shallow,
+        filter,
+    };
+
+    match version {
+        Version::V0 => {
+            if req.deepens() {
+                write_shallow_lines(out, &job.shallow);
+                write_flush(out);
+            }
+            if !req.have_section {
+                return Ok(None);
+            }
+            let multi_ack = req.multi_ack_detailed || req.multi_ack;
+            for (i, c) in common.iter().enumerate() {
+                if req.multi_ack_detailed {
+                    write_line(out, format_args!("ACK {c} common"));
+                } else if req.multi_ack {
+                    write_line(out, format_args!("ACK {c} continue"));
+                } else if i == 0 {
+                    write_line(out, format_args!("ACK {c}"));
+                }
+            }
+            let last = common.last();
+            if req.done {
+                match last {
+                    Some(l) if multi_ack => write_line(out, format_args!("ACK {l}")),
+                    Some(_) => {}
+                    None => write_line(out, "NAK"),
+                }
+                return Ok(Some(job));
+            }
+            let ready = req.multi_ack_detailed
+                && last.is_some()
+                && walker.all_wants_reach(&job.wants, &common_commits)?;
+            if let (true, Some(l)) = (ready, last) {
+                write_line(out, format_args!("ACK {l} ready"));
+            }
+            if common.is_empty() || multi_ack {
+                write_line(out, "NAK");
+            }
+            if let (true, true, Some(l)) = (req.no_done, ready, last) {
+                write_line(out, format_args!("ACK {l}"));
+                return Ok(Some(job));
+            }
+            Ok(None)
+        }
+        Version::V2 => {
+            if !req.done && !req.haves.is_empty() {
+                write_line(out, "acknowledgments");
+                if common.is_empty() {
+                    write_line(out, "NAK");
+                }
+                for c in &common {
+                    write_line(out, format_args!("ACK {c}"));
+                }
+                let ready = !req.wait_for_done
+                    && !common.is_empty()
+                    && walker.all_wants_reach(&job.wants, &common_commits)?;
+                if !ready {
+                    write_flush(out);
+                    return Ok(None);
+                }
+                write_line(out, "ready");
+                write_delim(out);
+            }
+            if req.deepens() || !req.shallows.is_empty() {
+                write_line(out, "shallow-info");
+                write_shallow_lines(out, &job.shallow);
+                write_delim(out);
+            }
+            if !wanted_refs.is_empty() {
+                write_line(out, "wanted-refs");
+                for (oid, name) in &wanted_refs {
+                    write_line(out, format_args!("{oid} {name}"));
+                }
+                write_delim(out);
+            }
+            write_line(out, "packfile");
+            Ok(Some(job))
+        }
+    }
+}
+
+fn write_shallow_lines(out: &mut Vec<u8>, s: &ShallowOutcome) {
+    for c in &s.shallow {
+        write_line(out, format_args!("shallow {c}"));
+    }
+    for c in &s.unshallow {
+        write_line(out, format_args!("unshallow {c}"));
+    }
+}
+
+/// A ref name (full, or under refs/heads or refs/tags) or a hex object id.
+fn resolve_rev(repo: &Repo, name: &str) -> Option<ObjectId> {
+    for full in [name.to_string(), format!("refs/heads/{name}"), format!("refs/tags/{name}")] {
+        if let Some(r) = repo.index.refs.get(&full) {
+            return ObjectId::from_hex(r.oid.as_bytes()).ok();
+        }
+    }
+    ObjectId::from_hex(name.as_bytes()).ok().filter(|o| repo.odb.contains(o))
+}
+
+fn send_pack(repo: &Repo, req: &FetchRequest, version: Version, job: PackJob, out: &mut dyn Write) -> io::Result<()> {
+    let mut sb = if version == Version::V2 || req.side_band_64k {
+        Sideband::new(out, 65520)
+    } else if req.side_band {
+        Sideband::new(out, 1000)
+    } else {
+        Sideband::raw(out)
+    };
+    let progress = !req.no_progress;
+    let odb = &repo.odb;
+    let mut walker = Walker::new(odb);
+    let mut wants = job.wants.clone();
+    wants.extend(job.shallow.extra_wants.iter().copied());
+    let mut haves = job.haves.clone();
+    haves.extend(job.shallow.extra_edges.iter().copied());
+    let tags: Vec<(ObjectId, ObjectId)> = if req.include_tag {
+        repo.index
+            .refs
+            .values()
+            .filter_map(|r| {
+                let p = r.peeled.as_ref()?;
+                Some((ObjectId::from_hex(r.oid.as_bytes()).ok()?, ObjectId::from_hex(p.as_bytes()).ok()?))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let plan = PackPlan {
+        wants: &wants,
+        haves: &haves,
+        grafts: Some(&job.shallow.grafts),
+        include_tags: &tags,
+        filter: job.filter,
+    };
+    let result = walker
+        .objects_to_send(&plan)
+        .and_then(|ids| writer::plan(odb, &ids));
+    let entries = match result {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(repo = %repo.root, error = %e, "counting objects failed");
+            sb.error(&format!("goprox: {e}"))?;
+            return sb.finish();
+        }
+    };
+    if progress {
+        sb.progress(&format!("goprox: counted {} objects\n", entries.len()))?;
+    }
+    let opts = writer::WriteOptions { ofs_delta: req.ofs_delta };
+    match writer::write_pack(odb, &entries, opts, &mut sb) {
+        Ok(stats) => {
+            metrics::PACKS_SERVED.inc();
+            metrics::OBJECTS_SERVED.add(stats.objects);
+            metrics::PACK_BYTES_SERVED.add(stats.bytes);
+            tracing::info!(repo = %repo.root, objects = stats.objects, bytes = stats.bytes,
+                reused = stats.reused, reused_deltas = stats.reused_deltas, recompressed = stats.recompressed, "pack sent");
+            if progress {
+                sb.progress(&format!(
+                    "goprox: total {} objects ({} reused verbatim, {} deltas kept, {} recompressed)\n",
+                    stats.objects, stats.reused, stats.reused_deltas, stats.recompressed
+                ))?;
+            }
+        }
+        Err(OdbError::Store(crate::store::StoreError::Io(e))) if e.kind() == io::ErrorKind::BrokenPipe => {
+            return Err(e);
+        }
+        Err(e) => {
+            tracing::error!(repo = %repo.root, error = %e, "pack generation failed");
+            sb.error(&format!("goprox: {e}"))?;
+        }
+    }
+    sb.finish()
+}
+

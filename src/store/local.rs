@@ -1,0 +1,460 @@
+//! Object store in a local directory: key `a/b/c` is the file `<root>/a/b/c`.
+//!
+//! Several processes may share one directory safely:
+//! - every write goes to a uniquely named temporary file in the target directory,
+//!   is fsynced, then published atomically (rename, or hard link for create-only);
+//! - conditional replacement ([`PutMode::IfMatch`]), unconditional overwrite and delete
+//!   hold an exclusive `flock` on a per-directory lock file while they check and publish,
+//!   so a compare-and-swap never loses a concurrent write.
+//!
+//! Tags are the hex SHA-1 of the content, so every process computes the same tag.
+//!
+//! Names starting with [`RESERVED_PREFIX`] are the store's own (temporary files, locks):
+//! they are never listed, and keys with such a segment are refused.
+//! As on any file system, a key cannot be both an object and a "directory" of other keys
+//! (`a` and `a/b`): the second write fails with an I/O error.
+
+use super::{ETag, GetOutput, ObjectStore, PutMode, Result, StoreError, check_key};
+use async_trait::async_trait;
+use bytes::Bytes;
+use sha1::{Digest, Sha1};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// File names starting with this are internal to the store.
+pub const RESERVED_PREFIX: &str = ".goprox-";
+/// Per-directory lock file taken for overwrite, compare-and-swap and delete.
+const LOCK_NAME: &str = ".goprox-lock";
+/// Upper bound of directory entries visited by one `list` (guards against runaway walks).
+const MAX_LIST_ENTRIES: usize = 50_000_000;
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    /// Open (creating it if needed) a store rooted at `root`.
+    pub fn new(root: PathBuf) -> io::Result<Self> {
+        fs::create_dir_all(&root)?;
+        Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_for(&self, key: &str) -> Result<PathBuf> {
+        check_key(key)?;
+        if key.split('/').any(|seg| seg.starts_with(RESERVED_PREFIX)) {
+            return Err(StoreError::InvalidKey(key.to_string()));
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+/// Run blocking file-system work off the async threads.
+async fn blocking<T, F>(f: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Backend(format!("local store worker failed: {e}")))?
+}
+
+fn etag_of(data: &[u8]) -> ETag {
+    ETag(hex::encode(Sha1::digest(data)))
+}
+
+/// "Does not exist" for our purposes: also a path whose parent is a regular file.
+fn is_missing(e: &io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory)
+}
+
+/// Open an existing regular file for reading; `None` if there is none.
+fn open_object(path: &Path) -> io::Result<Option<File>> {
+    match File::open(path) {
+        Ok(f) => {
+            if f.metadata()?.is_file() {
+                Ok(Some(f))
+            } else {
+                Ok(None)
+            }
+        }
+        Err(e) if is_missing(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn read_object(path: &Path) -> io::Result<Option<Bytes>> {
+    let Some(mut f) = open_object(path)? else {
+        return Ok(None);
+    };
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    Ok(Some(Bytes::from(buf)))
+}
+
+fn parent_of(path: &Path) -> io::Result<&Path> {
+    path.parent()
+        .ok_or_else(|| io::Error::new(ErrorKind::InvalidInput, "store path has no parent directory"))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// A temporary file next to its final place; removed on drop unless published.
+struct TempFile {
+    path: PathBuf,
+    published: bool,
+}
+
+impl TempFile {
+    fn write(dir: &Path, data: &[u8]) -> io::Result<Self> {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let name = format!(
+            "{RESERVED_PREFIX}tmp-{}-{}-{nanos}",
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = dir.join(name);
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&path)?;
+        let tmp = TempFile { path, published: false };
+        f.write_all(data)?;
+        f.sync_all()?;
+        Ok(tmp)
+    }
+
+    fn rename_to(mut self, dest: &Path) -> io::Result<()> {
+        fs::rename(&self.path, dest)?;
+        self.published = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Exclusive lock on a directory's lock file, released on drop (closing the file).
+struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    fn acquire(dir: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join(LOCK_NAME))?;
+        file.lock()?;
+        Ok(DirLock { _file: file })
+    }
+}
+
+fn put_blocking(path: &Path, data: &[u8], mode: &PutMode) -> Result<ETag> {
+    let dir = parent_of(path)?;
+    fs::create_dir_all(dir)?;
+    let etag = etag_of(data);
+    let tmp = TempFile::write(dir, data)?;
+    match mode {
+        PutMode::Overwrite => {
+            let _lock = DirLock::acquire(dir)?;
+            tmp.rename_to(path)?;
+        }
+        PutMode::CreateOnly => match fs::hard_link(&tmp.path, path) {
+            // The link is the published object; dropping `tmp` removes the temporary name.
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(StoreError::PreconditionFailed),
+            Err(e) if matches!(e.kind(), ErrorKind::Unsupported | ErrorKind::PermissionDenied) => {
+                // File systems without hard links: check-then-rename under the lock.
+                let _lock = DirLock::acquire(dir)?;
+                if fs::symlink_metadata(path).is_ok() {
+                    return Err(StoreError::PreconditionFailed);
+                }
+                tmp.rename_to(path)?;
+            }
+            Err(e) => return Err(e.into()),
+        },
+        PutMode::IfMatch(want) => {
+            let _lock = DirLock::acquire(dir)?;
+            let current = read_object(path)?.ok_or(StoreError::PreconditionFailed)?;
+            if etag_of(&current) != *want {
+                return Err(StoreError::PreconditionFailed);
+            }
+            tmp.rename_to(path)?;
+        }
+    }
+    sync_dir(dir)?;
+    Ok(etag)
+}
+
+fn get_range_blocking(path: &Path, key: &str, offset: u64, len: u64) -> Result<Bytes> {
+    let mut f = open_object(path)?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+    let size = f.metadata()?.len();
+    let want = len.min(size.saturating_sub(offset));
+    if want == 0 {
+        return Ok(Bytes::new());
+    }
+    f.seek(SeekFrom::Start(offset))?;
+    // `want` is at most the file size, so the capacity is bounded by what exists;
+    // the file may still shrink or grow meanwhile, `take` caps what we read.
+    let mut buf = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
+    f.take(want).read_to_end(&mut buf)?;
+    Ok(Bytes::from(buf))
+}
+
+/// Keys under `root` starting with `prefix`, sorted.
+fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<String>> {
+    // Start at the deepest directory the prefix fully names, e.g. `refs/heads` for `refs/heads/ma`.
+    let start_rel = match prefix.rfind('/') {
+        Some(i) if check_key(&prefix[..i]).is_ok() => &prefix[..i],
+        _ => "",
+    };
+    let mut keys = Vec::new();
+    let mut stack: Vec<(PathBuf, String)> = vec![(root.join(start_rel), start_rel.to_string())];
+    let mut visited = 0usize;
+    while let Some((dir, rel)) = stack.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if is_missing(&e) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for entry in entries {
+            visited += 1;
+            if visited > MAX_LIST_ENTRIES {
+                return Err(StoreError::Backend(format!("listing {prefix:?}: more than {MAX_LIST_ENTRIES} entries")));
+            }
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue; // not UTF-8: cannot be a key
+            };
+            if name.starts_with(RESERVED_PREFIX) {
+                continue;
+            }
+            let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            // Prune directories that cannot contain a match.
+            let could_match = key.starts_with(prefix) || prefix.starts_with(&format!("{key}/"));
+            if !could_match {
+                continue;
+            }
+            let mut ft = entry.file_type()?;
+            if ft.is_symlink() {
+                // Follow links to files; never descend into linked directories (no cycles).
+                match fs::metadata(entry.path()) {
+                    Ok(m) if m.is_file() => ft = m.file_type(),
+                    _ => continue,
+                }
+            }
+            if ft.is_dir() {
+                stack.push((entry.path(), key));
+            } else if ft.is_file() && key.starts_with(prefix) {
+                keys.push(key);
+            }
+        }
+    }
+    keys.sort();
+    Ok(keys)
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    fn describe(&self) -> String {
+        format!("local directory {}", self.root.display())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<GetOutput>> {
+        let path = self.path_for(key)?;
+        blocking(move || {
+            Ok(read_object(&path)?.map(|data| {
+                let etag = etag_of(&data);
+                GetOutput { data, etag }
+            }))
+        })
+        .await
+    }
+
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes> {
+        let path = self.path_for(key)?;
+        let key = key.to_string();
+        blocking(move || get_range_blocking(&path, &key, offset, len)).await
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<u64>> {
+        let path = self.path_for(key)?;
+        blocking(move || match fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        })
+        .await
+    }
+
+    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ETag> {
+        let path = self.path_for(key)?;
+        blocking(move || put_blocking(&path, &data, &mode)).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path_for(key)?;
+        blocking(move || {
+            let dir = parent_of(&path)?;
+            if !dir.is_dir() {
+                return Ok(());
+            }
+            let _lock = DirLock::acquire(dir)?;
+            match fs::remove_file(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if is_missing(&e) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        blocking(move || list_blocking(&root, &prefix)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TestDir(PathBuf);
+
+    impl TestDir {
+        fn new(tag: &str) -> Self {
+            static N: AtomicU64 = AtomicU64::new(0);
+            let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+            let p = std::env::temp_dir().join(format!(
+                "goprox-local-{tag}-{}-{}-{nanos}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            TestDir(p)
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[tokio::test]
+    async fn conformance() {
+        let dir = TestDir::new("conf");
+        let store = LocalStore::new(dir.0.clone()).unwrap();
+        crate::store::conformance::run(&store).await;
+        // Nothing internal leaks into listings, and no temporary file is left behind.
+        assert_eq!(store.list("").await.unwrap(), vec!["t/a/obj".to_string()]);
+        let leftovers: Vec<_> = fs::read_dir(dir.0.join("t/a"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains("tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[tokio::test]
+    async fn reserved_names_and_odd_paths() {
+        let dir = TestDir::new("odd");
+        let store = LocalStore::new(dir.0.clone()).unwrap();
+        assert!(matches!(
+            store.put("a/.goprox-lock", Bytes::new(), PutMode::Overwrite).await,
+            Err(StoreError::InvalidKey(_))
+        ));
+        store.put("a/b", Bytes::from_static(b"x"), PutMode::Overwrite).await.unwrap();
+        // A "directory" is not an object; a path through a file is simply missing.
+        assert!(store.get("a").await.unwrap().is_none());
+        assert!(store.head("a").await.unwrap().is_none());
+        assert!(store.get("a/b/c").await.unwrap().is_none());
+        assert!(matches!(store.get_range("a/b/c", 0, 1).await, Err(StoreError::NotFound(_))));
+        store.delete("a/b/c").await.unwrap();
+        store.delete("zz/top").await.unwrap();
+        assert_eq!(&store.get_range("a/b", 1, 10).await.unwrap()[..], b"");
+        assert_eq!(&store.get_range("a/b", 0, u64::MAX).await.unwrap()[..], b"x");
+        store.put("ab", Bytes::new(), PutMode::Overwrite).await.unwrap();
+        store.put("a/c/d", Bytes::new(), PutMode::Overwrite).await.unwrap();
+        assert_eq!(store.list("a").await.unwrap(), vec!["a/b", "a/c/d", "ab"]);
+        assert_eq!(store.list("a/").await.unwrap(), vec!["a/b", "a/c/d"]);
+        assert_eq!(store.list("a/c/").await.unwrap(), vec!["a/c/d"]);
+        assert_eq!(store.list("a/c/d").await.unwrap(), vec!["a/c/d"]);
+        assert!(store.list("nope/").await.unwrap().is_empty());
+        assert!(store.list("../").await.unwrap().is_empty());
+        // Tags are content hashes: stable across store instances (processes).
+        let other = LocalStore::new(dir.0.clone()).unwrap();
+        let e = store.get("a/b").await.unwrap().unwrap().etag;
+        assert_eq!(other.get("a/b").await.unwrap().unwrap().etag, e);
+        other.put("a/b", Bytes::from_static(b"y"), PutMode::IfMatch(e)).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_create_only_has_one_winner() {
+        let dir = TestDir::new("race");
+        let store = Arc::new(LocalStore::new(dir.0.clone()).unwrap());
+        let mut tasks = Vec::new();
+        for i in 0..16u32 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store.put("race/key", Bytes::from(format!("writer {i}")), PutMode::CreateOnly).await
+            }));
+        }
+        let mut wins = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => wins += 1,
+                Err(StoreError::PreconditionFailed) => {}
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        assert_eq!(wins, 1);
+        let data = store.get("race/key").await.unwrap().unwrap().data;
+        assert!(data.starts_with(b"writer "));
+        assert_eq!(store.list("race/").await.unwrap(), vec!["race/key"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_compare_and_swap_loses_no_increment() {
+        let dir = TestDir::new("cas");
+        // Separate store instances, like separate processes sharing the directory.
+        let key = "cas/counter";
+        LocalStore::new(dir.0.clone()).unwrap().put(key, Bytes::from_static(b"0"), PutMode::CreateOnly).await.unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let store = LocalStore::new(dir.0.clone()).unwrap();
+            tasks.push(tokio::spawn(async move {
+                for _attempt in 0..200 {
+                    let cur = store.get(key).await.unwrap().unwrap();
+                    let n: u64 = std::str::from_utf8(&cur.data).unwrap().parse().unwrap();
+                    match store.put(key, Bytes::from((n + 1).to_string()), PutMode::IfMatch(cur.etag)).await {
+                        Ok(_) => return true,
+                        Err(StoreError::PreconditionFailed) => tokio::task::yield_now().await,
+                        Err(e) => panic!("unexpected error: {e}"),
+                    }
+                }
+                false
+            }));
+        }
+        for t in tasks {
+            assert!(t.await.unwrap(), "increment gave up after 200 attempts");
+        }
+        let store = LocalStore::new(dir.0.clone()).unwrap();
+        assert_eq!(&store.get(key).await.unwrap().unwrap().data[..], b"16");
+    }
+}

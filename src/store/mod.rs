@@ -1,0 +1,162 @@
+//! Object-store abstraction: a flat keyspace of immutable blobs plus a few
+//! compare-and-swap objects (the ref index). Implementations: local directory
+//! (the embedded default), S3, and memory (tests).
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::sync::Arc;
+
+pub mod local;
+pub mod memory;
+pub mod s3;
+
+/// Opaque version tag of a stored object, as returned by the store.
+/// For S3 it is the ETag exactly as returned (quotes included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ETag(pub String);
+
+/// Precondition for a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutMode {
+    /// Unconditional overwrite.
+    Overwrite,
+    /// Create only: fails with [`StoreError::PreconditionFailed`] if the key exists (`If-None-Match: *`).
+    CreateOnly,
+    /// Replace only if the current version has this tag (`If-Match: <etag>`).
+    IfMatch(ETag),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("precondition failed")]
+    PreconditionFailed,
+    #[error("object not found: {0}")]
+    NotFound(String),
+    #[error("invalid store key: {0}")]
+    InvalidKey(String),
+    #[error("store I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("store backend error: {0}")]
+    Backend(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A whole object read from the store.
+#[derive(Debug, Clone)]
+pub struct GetOutput {
+    pub data: Bytes,
+    pub etag: ETag,
+}
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync + std::fmt::Debug {
+    /// Human-readable description (for logs).
+    fn describe(&self) -> String;
+
+    /// Read a whole object; `Ok(None)` if it does not exist.
+    async fn get(&self, key: &str) -> Result<Option<GetOutput>>;
+
+    /// Read `len` bytes at `offset`. Reading past the end returns the bytes that exist
+    /// (possibly fewer than `len`); a missing key is [`StoreError::NotFound`].
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes>;
+
+    /// Size of an object, `Ok(None)` if it does not exist.
+    async fn head(&self, key: &str) -> Result<Option<u64>>;
+
+    /// Write a whole object. Large objects may be uploaded in parts by the implementation
+    /// (S3 multipart, parts >= 5 MiB); the object becomes visible atomically, whole.
+    /// Returns the new version's tag.
+    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ETag>;
+
+    /// Delete an object; deleting a missing key is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// All keys starting with `prefix`, sorted.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+}
+
+pub type DynStore = Arc<dyn ObjectStore>;
+
+/// Validate a store key: relative, `/`-separated, no empty, `.` or `..` segments,
+/// no backslash or NUL or control characters.
+pub fn check_key(key: &str) -> Result<()> {
+    let bad = key.is_empty()
+        || key.starts_with('/')
+        || key.contains('\\')
+        || key.chars().any(|c| c.is_control())
+        || key.split('/').any(|s| s.is_empty() || s == "." || s == "..");
+    if bad {
+        Err(StoreError::InvalidKey(key.to_string()))
+    } else {
+        Ok(())
+    }
+}
+
+/// Open a store from a `--store` URL: a path or `file:///abs`, `s3://bucket[/prefix]`, `memory://`.
+pub async fn open(url: &str, s3: &s3::S3Options) -> anyhow::Result<DynStore> {
+    if url == "memory://" || url == "memory" {
+        return Ok(Arc::new(memory::MemoryStore::default()));
+    }
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = match rest.split_once('/') {
+            Some((b, p)) => (b.to_string(), p.trim_matches('/').to_string()),
+            None => (rest.to_string(), String::new()),
+        };
+        if bucket.is_empty() {
+            anyhow::bail!("--store s3:// needs a bucket name");
+        }
+        return Ok(Arc::new(s3::S3Store::new(&bucket, &prefix, s3).await?));
+    }
+    let path = if let Some(p) = url.strip_prefix("file://") {
+        p.to_string()
+    } else if url.contains("://") {
+        anyhow::bail!("unsupported --store URL {url:?} (use a path, file:///dir, s3://bucket/prefix or memory://)");
+    } else {
+        url.to_string()
+    };
+    Ok(Arc::new(local::LocalStore::new(path.into())?))
+}
+
+#[cfg(test)]
+pub(crate) mod conformance {
+    //! Shared behavioural tests every store must pass.
+    use super::*;
+
+    pub async fn run(store: &dyn ObjectStore) {
+        let k = "t/a/obj";
+        assert!(store.get(k).await.unwrap().is_none());
+        assert!(store.head(k).await.unwrap().is_none());
+        let e1 = store
+            .put(k, Bytes::from_static(b"hello world"), PutMode::CreateOnly)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.put(k, Bytes::from_static(b"x"), PutMode::CreateOnly).await,
+            Err(StoreError::PreconditionFailed)
+        ));
+        let got = store.get(k).await.unwrap().unwrap();
+        assert_eq!(&got.data[..], b"hello world");
+        assert_eq!(got.etag, e1);
+        assert_eq!(store.head(k).await.unwrap(), Some(11));
+        assert_eq!(&store.get_range(k, 6, 5).await.unwrap()[..], b"world");
+        assert_eq!(&store.get_range(k, 6, 100).await.unwrap()[..], b"world");
+        let e2 = store
+            .put(k, Bytes::from_static(b"v2"), PutMode::IfMatch(e1.clone()))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.put(k, Bytes::from_static(b"v3"), PutMode::IfMatch(e1)).await,
+            Err(StoreError::PreconditionFailed)
+        ));
+        assert_eq!(&store.get(k).await.unwrap().unwrap().data[..], b"v2");
+        store.put(k, Bytes::from_static(b"v4"), PutMode::IfMatch(e2)).await.unwrap();
+        store.put("t/b", Bytes::from_static(b"b"), PutMode::Overwrite).await.unwrap();
+        assert_eq!(store.list("t/").await.unwrap(), vec!["t/a/obj".to_string(), "t/b".to_string()]);
+        store.delete("t/b").await.unwrap();
+        store.delete("t/b").await.unwrap();
+        assert_eq!(store.list("t/").await.unwrap(), vec!["t/a/obj".to_string()]);
+        assert!(matches!(store.get_range("t/missing", 0, 1).await, Err(StoreError::NotFound(_))));
+        assert!(check_key("../x").is_err());
+    }
+}

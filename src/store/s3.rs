@@ -1,0 +1,370 @@
+//! S3 (and S3-compatible: SeaweedFS, MinIO, ...) object store.
+//!
+//! Conditional writes use `If-None-Match: *` (create only) and `If-Match: <etag>`
+//! (compare and swap); for multipart uploads the condition goes on
+//! CompleteMultipartUpload, so the object still appears atomically, whole.
+
+use super::{ETag, GetOutput, ObjectStore, PutMode, Result, StoreError, check_key};
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+/// Objects up to this size are written with one PutObject; larger ones in parts of this size.
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// S3's limit on the number of parts of one upload.
+const MAX_PARTS: usize = 10_000;
+/// Parts uploaded concurrently.
+const PART_CONCURRENCY: usize = 4;
+/// Upper bound on ListObjectsV2 pages for one `list` (1000 keys a page).
+const MAX_LIST_PAGES: usize = 1_000_000;
+const DEFAULT_REGION: &str = "us-east-1";
+
+/// Connection settings beyond what the AWS default chain (environment, profile) provides.
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    /// Endpoint URL of an S3-compatible server; `AWS_ENDPOINT_URL` is honoured when unset.
+    pub endpoint: Option<String>,
+    /// Address buckets as `endpoint/bucket` instead of `bucket.endpoint`.
+    pub path_style: bool,
+    /// Region; when unset the default chain is asked, then `us-east-1`.
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    /// Key prefix without slashes at either end; empty for none.
+    prefix: String,
+    /// Endpoint URL when not AWS's default, for [`ObjectStore::describe`].
+    endpoint: Option<String>,
+}
+
+impl S3Store {
+    /// Build a client from the AWS default configuration chain plus `opts`.
+    /// Sends no request (the bucket is not checked).
+    pub async fn new(bucket: &str, prefix: &str, opts: &S3Options) -> anyhow::Result<Self> {
+        if bucket.is_empty() {
+            anyhow::bail!("S3 bucket name is empty");
+        }
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(endpoint) = &opts.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        if let Some(region) = &opts.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        let shared = loader.load().await;
+        let mut conf = aws_sdk_s3::config::Builder::from(&shared).force_path_style(opts.path_style);
+        if shared.region().is_none() {
+            conf = conf.region(Region::new(DEFAULT_REGION));
+        }
+        // Flexible checksums (aws-chunked bodies with trailers) are not understood by every
+        // S3-compatible server: only send them where an operation requires them, unless
+        // the environment or profile chose otherwise.
+        if shared.request_checksum_calculation().is_none() {
+            conf = conf.request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
+        }
+        if shared.response_checksum_validation().is_none() {
+            conf = conf.response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        }
+        let mut store = Self::from_client(Client::from_conf(conf.build()), bucket, prefix);
+        store.endpoint = shared.endpoint_url().map(str::to_string);
+        Ok(store)
+    }
+
+    /// Wrap an already configured client.
+    pub fn from_client(client: Client, bucket: &str, prefix: &str) -> Self {
+        Self { client, bucket: bucket.to_string(), prefix: prefix.trim_matches('/').to_string(), endpoint: None }
+    }
+
+    /// Create the bucket if it does not exist yet.
+    pub async fn ensure_bucket(&self) -> anyhow::Result<()> {
+        let mut req = self.client.create_bucket().bucket(&self.bucket);
+        // us-east-1 is the default location and must not be named explicitly.
+        if let Some(region) = self.client.config().region().map(|r| r.as_ref().to_string())
+            && region != DEFAULT_REGION
+        {
+            req = req.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(region.as_str()))
+                    .build(),
+            );
+        }
+        match req.send().await {
+            Ok(_) => {
+                tracing::info!(bucket = %self.bucket, "created S3 bucket");
+                Ok(())
+            }
+            Err(e) if matches!(e.code(), Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")) => Ok(()),
+            Err(e) => Err(anyhow::anyhow!("creating bucket {}: {}", self.bucket, DisplayErrorContext(&e))),
+        }
+    }
+
+    fn full_key(&self, key: &str) -> Result<String> {
+        check_key(key)?;
+        Ok(self.with_prefix(key))
+    }
+
+    fn with_prefix(&self, s: &str) -> String {
+        if self.prefix.is_empty() { s.to_string() } else { format!("{}/{}", self.prefix, s) }
+    }
+
+    async fn put_single(&self, full: &str, data: Bytes, mode: &PutMode) -> Result<ETag> {
+        let mut req = self.client.put_object().bucket(&self.bucket).key(full).body(ByteStream::from(data));
+        req = match mode {
+            PutMode::Overwrite => req,
+            PutMode::CreateOnly => req.if_none_match("*"),
+            PutMode::IfMatch(etag) => req.if_match(&etag.0),
+        };
+        let out = req.send().await.map_err(|e| put_error("PutObject", full, e))?;
+        etag_from(out.e_tag(), "PutObject", full)
+    }
+
+    async fn put_multipart(&self, full: &str, data: Bytes, mode: &PutMode) -> Result<ETag> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(full)
+            .send()
+            .await
+            .map_err(|e| backend("CreateMultipartUpload", full, e))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| StoreError::Backend(format!("CreateMultipartUpload {full}: no upload id in the response")))?
+            .to_string();
+        let result = self.upload_parts_and_complete(full, &upload_id, data, mode).await;
+        if result.is_err() {
+            let aborted =
+                self.client.abort_multipart_upload().bucket(&self.bucket).key(full).upload_id(&upload_id).send().await;
+            if let Err(e) = aborted {
+                tracing::warn!(key = full, upload_id, "AbortMultipartUpload failed: {}", DisplayErrorContext(&e));
+            }
+        }
+        result
+    }
+
+    async fn upload_parts_and_complete(&self, full: &str, upload_id: &str, data: Bytes, mode: &PutMode) -> Result<ETag> {
+        // Grow parts beyond PART_SIZE only for objects that would need more than MAX_PARTS.
+        let part_size = PART_SIZE.max(data.len().div_ceil(MAX_PARTS));
+        let ranges: Vec<(i32, Bytes)> = (0..data.len().div_ceil(part_size))
+            .map(|i| {
+                let start = i * part_size;
+                let end = (start + part_size).min(data.len());
+                // At most MAX_PARTS parts, so the part number fits an i32.
+                (i32::try_from(i + 1).unwrap_or(i32::MAX), data.slice(start..end))
+            })
+            .collect();
+        let parts: Vec<CompletedPart> = futures::stream::iter(ranges)
+            .map(|(number, body)| async move {
+                let out = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(full)
+                    .upload_id(upload_id)
+                    .part_number(number)
+                    .body(ByteStream::from(body))
+                    .send()
+                    .await
+                    .map_err(|e| backend("UploadPart", full, e))?;
+                let etag = out
+                    .e_tag()
+                    .ok_or_else(|| StoreError::Backend(format!("UploadPart {full} #{number}: no ETag in the response")))?;
+                Ok::<_, StoreError>(CompletedPart::builder().part_number(number).e_tag(etag).build())
+            })
+            .buffered(PART_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut req = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(full)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build());
+        req = match mode {
+            PutMode::Overwrite => req,
+            PutMode::CreateOnly => req.if_none_match("*"),
+            PutMode::IfMatch(etag) => req.if_match(&etag.0),
+        };
+        let out = req.send().await.map_err(|e| put_error("CompleteMultipartUpload", full, e))?;
+        etag_from(out.e_tag(), "CompleteMultipartUpload", full)
+    }
+}
+
+fn status<E>(err: &SdkError<E>) -> Option<u16> {
+    err.raw_response().map(|r| r.status().as_u16())
+}
+
+fn backend<E>(op: &str, key: &str, err: SdkError<E>) -> StoreError
+where
+    E: std::error::Error + 'static,
+{
+    StoreError::Backend(format!("{op} {key}: {}", DisplayErrorContext(&err)))
+}
+
+/// Errors of a conditional write: 412 Precondition Failed, 409 ConditionalRequestConflict
+/// (a concurrent conditional write won), and 404 NoSuchKey (`If-Match` on a missing object)
+/// all mean the precondition did not hold.
+fn put_error<E>(op: &str, key: &str, err: SdkError<E>) -> StoreError
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+{
+    let code = err.code();
+    if matches!(status(&err), Some(412 | 409))
+        || matches!(code, Some("PreconditionFailed" | "ConditionalRequestConflict" | "NoSuchKey"))
+    {
+        return StoreError::PreconditionFailed;
+    }
+    backend(op, key, err)
+}
+
+fn is_not_found<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
+    status(err) == Some(404) || matches!(err.code(), Some("NoSuchKey" | "NotFound"))
+}
+
+fn etag_from(etag: Option<&str>, op: &str, key: &str) -> Result<ETag> {
+    etag.map(|e| ETag(e.to_string()))
+        .ok_or_else(|| StoreError::Backend(format!("{op} {key}: no ETag in the response")))
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    fn describe(&self) -> String {
+        let endpoint = self.endpoint.as_deref().map(|e| format!(" at {e}")).unwrap_or_default();
+        if self.prefix.is_empty() {
+            format!("s3://{}{endpoint}", self.bucket)
+        } else {
+            format!("s3://{}/{}{endpoint}", self.bucket, self.prefix)
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<GetOutput>> {
+        let full = self.full_key(key)?;
+        let out = match self.client.get_object().bucket(&self.bucket).key(&full).send().await {
+            Ok(out) => out,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(backend("GetObject", &full, e)),
+        };
+        let etag = etag_from(out.e_tag(), "GetObject", &full)?;
+        let data = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Backend(format!("GetObject {full}: reading body: {}", DisplayErrorContext(&e))))?
+            .into_bytes();
+        Ok(Some(GetOutput { data, etag }))
+    }
+
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes> {
+        let full = self.full_key(key)?;
+        if len == 0 {
+            // An empty range cannot be expressed in a Range header.
+            return match self.head(key).await? {
+                Some(_) => Ok(Bytes::new()),
+                None => Err(StoreError::NotFound(key.to_string())),
+            };
+        }
+        let last = offset.saturating_add(len - 1);
+        let req = self.client.get_object().bucket(&self.bucket).key(&full).range(format!("bytes={offset}-{last}"));
+        let out = match req.send().await {
+            Ok(out) => out,
+            Err(e) if status(&e) == Some(416) || e.code() == Some("InvalidRange") => return Ok(Bytes::new()),
+            Err(e) if is_not_found(&e) => return Err(StoreError::NotFound(key.to_string())),
+            Err(e) => return Err(backend("GetObject", &full, e)),
+        };
+        let ranged = out.content_range().is_some();
+        let data = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Backend(format!("GetObject {full}: reading body: {}", DisplayErrorContext(&e))))?
+            .into_bytes();
+        if ranged {
+            // Never hand back more than asked, whatever the server sent.
+            Ok(data.slice(..data.len().min(usize::try_from(len).unwrap_or(usize::MAX))))
+        } else {
+            // A server that ignored the Range header sent the whole object.
+            let size = data.len() as u64;
+            let start = offset.min(size);
+            let end = offset.saturating_add(len).min(size);
+            Ok(data.slice(start as usize..end as usize))
+        }
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<u64>> {
+        let full = self.full_key(key)?;
+        match self.client.head_object().bucket(&self.bucket).key(&full).send().await {
+            Ok(out) => {
+                let len = out
+                    .content_length()
+                    .ok_or_else(|| StoreError::Backend(format!("HeadObject {full}: no Content-Length")))?;
+                u64::try_from(len)
+                    .map(Some)
+                    .map_err(|_| StoreError::Backend(format!("HeadObject {full}: bad Content-Length {len}")))
+            }
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(backend("HeadObject", &full, e)),
+        }
+    }
+
+    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ETag> {
+        let full = self.full_key(key)?;
+        if data.len() <= PART_SIZE {
+            self.put_single(&full, data, &mode).await
+        } else {
+            self.put_multipart(&full, data, &mode).await
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let full = self.full_key(key)?;
+        match self.client.delete_object().bucket(&self.bucket).key(&full).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(backend("DeleteObject", &full, e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let full_prefix = self.with_prefix(prefix);
+        let strip = if self.prefix.is_empty() { String::new() } else { format!("{}/", self.prefix) };
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        for _page in 0..MAX_LIST_PAGES {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&full_prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| backend("ListObjectsV2", &full_prefix, e))?;
+            for obj in out.contents() {
+                if let Some(k) = obj.key().and_then(|k| k.strip_prefix(&strip))
+                    && k.starts_with(prefix)
+                {
+                    keys.push(k.to_string());
+                }
+            }
+            match (out.is_truncated(), out.next_continuation_token()) {
+                (Some(true), Some(next)) => token = Some(next.to_string()),
+                _ => {
+                    keys.sort();
+                    keys.dedup();
+                    return Ok(keys);
+                }
+            }
+        }
+        Err(StoreError::Backend(format!("ListObjectsV2 {full_prefix}: more than {MAX_LIST_PAGES} pages")))
+    }
+}
