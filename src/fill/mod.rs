@@ -72,10 +72,10 @@ impl Filler {
             return Ok(x);
         }
         let result = self.fetch_and_store(target, &keys).await;
-        if let Ok(mut m) = self.locks.lock() {
-            if Arc::strong_count(&lock) <= 2 {
-                m.remove(&target.root);
-            }
+        if let Ok(mut m) = self.locks.lock()
+            && Arc::strong_count(&lock) <= 2
+        {
+            m.remove(&target.root);
         }
         result
     }

@@ -105,7 +105,7 @@ impl Io {
             if data.len() as u64 != to - from {
                 return Err(corrupt(format!("short read of {} at {from}", pack.key)));
             }
-            for k in i..j {
+            for (k, slot) in blocks.iter_mut().enumerate().take(j).skip(i) {
                 let off = ((k - i) as u64 * BLOCK_SIZE) as usize;
                 let blk = data.slice(off..(off + BLOCK_SIZE as usize).min(data.len()));
                 self.blocks.insert(
@@ -115,16 +115,14 @@ impl Io {
                     },
                     blk.clone(),
                 );
-                blocks[k] = Some(blk);
+                *slot = Some(blk);
             }
             i = j;
         }
         let rel_start = (start - first * BLOCK_SIZE) as usize;
         let len = (end - start) as usize;
-        if blocks.len() == 1 {
-            if let Some(Some(b)) = blocks.first() {
-                return Ok(b.slice(rel_start..rel_start + len));
-            }
+        if let [Some(b)] = &blocks[..] {
+            return Ok(b.slice(rel_start..rel_start + len));
         }
         let mut out = Vec::with_capacity(len);
         for b in blocks.iter().flatten() {
@@ -249,11 +247,11 @@ impl Odb {
             if chain.len() > 10_000 {
                 return Err(corrupt("delta chain too long"));
             }
-            if !chain.is_empty() {
-                if let Some(o) = self.io.objects.get(&key(cur)?) {
-                    base = o;
-                    break;
-                }
+            if !chain.is_empty()
+                && let Some(o) = self.io.objects.get(&key(cur)?)
+            {
+                base = o;
+                break;
             }
             let e = self.raw_entry(cur)?;
             let data = inflate(e.compressed(), e.decompressed_size)?;

@@ -274,7 +274,7 @@ impl<'a> Walker<'a> {
         let mut out = ShallowOutcome::default();
         for b in &boundary {
             out.grafts.insert(*b);
-            if !client.contains(b) && !(deepen.since.is_none() && deepen.not.is_empty() && not_shallow.contains(b)) {
+            if !client.contains(b) {
                 out.shallow.push(*b);
             }
         }
@@ -512,11 +512,7 @@ impl<'a> Walker<'a> {
                 } else {
                     match filter {
                         Some(Filter::BlobNone) => continue,
-                        Some(Filter::BlobLimit(limit)) => {
-                            if self.blob_size(&id)? > limit {
-                                continue;
-                            }
-                        }
+                        Some(Filter::BlobLimit(limit)) if self.blob_size(&id)? > limit => continue,
                         _ => {}
                     }
                     seen.insert(id);

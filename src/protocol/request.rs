@@ -211,10 +211,10 @@ pub fn parse_v2(body: &[u8]) -> Result<V2Request, RequestError> {
                 let line = utf8(p.text().unwrap_or_default())?;
                 if let Some(c) = line.strip_prefix("command=") {
                     command = Some(c.to_string());
-                } else if let Some(fmt) = line.strip_prefix("object-format=") {
-                    if fmt != "sha1" {
-                        return Err(perr(format!("unsupported object-format {fmt:?}")));
-                    }
+                } else if let Some(fmt) = line.strip_prefix("object-format=")
+                    && fmt != "sha1"
+                {
+                    return Err(perr(format!("unsupported object-format {fmt:?}")));
                 }
                 // agent=, server-option=, session-id= are informational.
             }

@@ -103,8 +103,12 @@ fn read_object(path: &Path) -> io::Result<Option<Bytes>> {
 }
 
 fn parent_of(path: &Path) -> io::Result<&Path> {
-    path.parent()
-        .ok_or_else(|| io::Error::new(ErrorKind::InvalidInput, "store path has no parent directory"))
+    path.parent().ok_or_else(|| {
+        io::Error::new(
+            ErrorKind::InvalidInput,
+            "store path has no parent directory",
+        )
+    })
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -119,15 +123,24 @@ struct TempFile {
 
 impl TempFile {
     fn write(dir: &Path, data: &[u8]) -> io::Result<Self> {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         let name = format!(
             "{RESERVED_PREFIX}tmp-{}-{}-{nanos}",
             std::process::id(),
             TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
         let path = dir.join(name);
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&path)?;
-        let tmp = TempFile { path, published: false };
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let tmp = TempFile {
+            path,
+            published: false,
+        };
         f.write_all(data)?;
         f.sync_all()?;
         Ok(tmp)
@@ -155,7 +168,12 @@ struct DirLock {
 
 impl DirLock {
     fn acquire(dir: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join(LOCK_NAME))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(LOCK_NAME))?;
         file.lock()?;
         Ok(DirLock { _file: file })
     }
@@ -174,8 +192,15 @@ fn put_blocking(path: &Path, data: &[u8], mode: &PutMode) -> Result<ETag> {
         PutMode::CreateOnly => match fs::hard_link(&tmp.path, path) {
             // The link is the published object; dropping `tmp` removes the temporary name.
             Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(StoreError::PreconditionFailed),
-            Err(e) if matches!(e.kind(), ErrorKind::Unsupported | ErrorKind::PermissionDenied) => {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                return Err(StoreError::PreconditionFailed);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::Unsupported | ErrorKind::PermissionDenied
+                ) =>
+            {
                 // File systems without hard links: check-then-rename under the lock.
                 let _lock = DirLock::acquire(dir)?;
                 if fs::symlink_metadata(path).is_ok() {
@@ -232,7 +257,9 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<String>> {
         for entry in entries {
             visited += 1;
             if visited > MAX_LIST_ENTRIES {
-                return Err(StoreError::Backend(format!("listing {prefix:?}: more than {MAX_LIST_ENTRIES} entries")));
+                return Err(StoreError::Backend(format!(
+                    "listing {prefix:?}: more than {MAX_LIST_ENTRIES} entries"
+                )));
             }
             let entry = entry?;
             let Ok(name) = entry.file_name().into_string() else {
@@ -241,7 +268,11 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<String>> {
             if name.starts_with(RESERVED_PREFIX) {
                 continue;
             }
-            let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let key = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
             // Prune directories that cannot contain a match.
             let could_match = key.starts_with(prefix) || prefix.starts_with(&format!("{key}/"));
             if !could_match {
@@ -340,7 +371,10 @@ mod tests {
     impl TestDir {
         fn new(tag: &str) -> Self {
             static N: AtomicU64 = AtomicU64::new(0);
-            let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
             let p = std::env::temp_dir().join(format!(
                 "goprox-local-{tag}-{}-{}-{nanos}",
                 std::process::id(),
@@ -376,21 +410,38 @@ mod tests {
         let dir = TestDir::new("odd");
         let store = LocalStore::new(dir.0.clone()).unwrap();
         assert!(matches!(
-            store.put("a/.goprox-lock", Bytes::new(), PutMode::Overwrite).await,
+            store
+                .put("a/.goprox-lock", Bytes::new(), PutMode::Overwrite)
+                .await,
             Err(StoreError::InvalidKey(_))
         ));
-        store.put("a/b", Bytes::from_static(b"x"), PutMode::Overwrite).await.unwrap();
+        store
+            .put("a/b", Bytes::from_static(b"x"), PutMode::Overwrite)
+            .await
+            .unwrap();
         // A "directory" is not an object; a path through a file is simply missing.
         assert!(store.get("a").await.unwrap().is_none());
         assert!(store.head("a").await.unwrap().is_none());
         assert!(store.get("a/b/c").await.unwrap().is_none());
-        assert!(matches!(store.get_range("a/b/c", 0, 1).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            store.get_range("a/b/c", 0, 1).await,
+            Err(StoreError::NotFound(_))
+        ));
         store.delete("a/b/c").await.unwrap();
         store.delete("zz/top").await.unwrap();
         assert_eq!(&store.get_range("a/b", 1, 10).await.unwrap()[..], b"");
-        assert_eq!(&store.get_range("a/b", 0, u64::MAX).await.unwrap()[..], b"x");
-        store.put("ab", Bytes::new(), PutMode::Overwrite).await.unwrap();
-        store.put("a/c/d", Bytes::new(), PutMode::Overwrite).await.unwrap();
+        assert_eq!(
+            &store.get_range("a/b", 0, u64::MAX).await.unwrap()[..],
+            b"x"
+        );
+        store
+            .put("ab", Bytes::new(), PutMode::Overwrite)
+            .await
+            .unwrap();
+        store
+            .put("a/c/d", Bytes::new(), PutMode::Overwrite)
+            .await
+            .unwrap();
         assert_eq!(store.list("a").await.unwrap(), vec!["a/b", "a/c/d", "ab"]);
         assert_eq!(store.list("a/").await.unwrap(), vec!["a/b", "a/c/d"]);
         assert_eq!(store.list("a/c/").await.unwrap(), vec!["a/c/d"]);
@@ -401,7 +452,10 @@ mod tests {
         let other = LocalStore::new(dir.0.clone()).unwrap();
         let e = store.get("a/b").await.unwrap().unwrap().etag;
         assert_eq!(other.get("a/b").await.unwrap().unwrap().etag, e);
-        other.put("a/b", Bytes::from_static(b"y"), PutMode::IfMatch(e)).await.unwrap();
+        other
+            .put("a/b", Bytes::from_static(b"y"), PutMode::IfMatch(e))
+            .await
+            .unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -412,7 +466,13 @@ mod tests {
         for i in 0..16u32 {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
-                store.put("race/key", Bytes::from(format!("writer {i}")), PutMode::CreateOnly).await
+                store
+                    .put(
+                        "race/key",
+                        Bytes::from(format!("writer {i}")),
+                        PutMode::CreateOnly,
+                    )
+                    .await
             }));
         }
         let mut wins = 0;
@@ -434,7 +494,11 @@ mod tests {
         let dir = TestDir::new("cas");
         // Separate store instances, like separate processes sharing the directory.
         let key = "cas/counter";
-        LocalStore::new(dir.0.clone()).unwrap().put(key, Bytes::from_static(b"0"), PutMode::CreateOnly).await.unwrap();
+        LocalStore::new(dir.0.clone())
+            .unwrap()
+            .put(key, Bytes::from_static(b"0"), PutMode::CreateOnly)
+            .await
+            .unwrap();
         let mut tasks = Vec::new();
         for _ in 0..16 {
             let store = LocalStore::new(dir.0.clone()).unwrap();
@@ -442,7 +506,14 @@ mod tests {
                 for _attempt in 0..200 {
                     let cur = store.get(key).await.unwrap().unwrap();
                     let n: u64 = std::str::from_utf8(&cur.data).unwrap().parse().unwrap();
-                    match store.put(key, Bytes::from((n + 1).to_string()), PutMode::IfMatch(cur.etag)).await {
+                    match store
+                        .put(
+                            key,
+                            Bytes::from((n + 1).to_string()),
+                            PutMode::IfMatch(cur.etag),
+                        )
+                        .await
+                    {
                         Ok(_) => return true,
                         Err(StoreError::PreconditionFailed) => tokio::task::yield_now().await,
                         Err(e) => panic!("unexpected error: {e}"),

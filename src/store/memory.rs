@@ -29,7 +29,9 @@ impl MemoryStore {
     /// The map never holds a half-done update (each operation is one insert or remove),
     /// so a poisoned lock is still consistent: recover it instead of failing forever.
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -41,17 +43,19 @@ impl ObjectStore for MemoryStore {
 
     async fn get(&self, key: &str) -> Result<Option<GetOutput>> {
         check_key(key)?;
-        Ok(self
-            .lock()
-            .objects
-            .get(key)
-            .map(|(data, etag)| GetOutput { data: data.clone(), etag: etag.clone() }))
+        Ok(self.lock().objects.get(key).map(|(data, etag)| GetOutput {
+            data: data.clone(),
+            etag: etag.clone(),
+        }))
     }
 
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes> {
         check_key(key)?;
         let inner = self.lock();
-        let (data, _) = inner.objects.get(key).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        let (data, _) = inner
+            .objects
+            .get(key)
+            .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
         let size = data.len() as u64;
         let start = offset.min(size);
         let end = offset.saturating_add(len).min(size);
@@ -61,7 +65,11 @@ impl ObjectStore for MemoryStore {
 
     async fn head(&self, key: &str) -> Result<Option<u64>> {
         check_key(key)?;
-        Ok(self.lock().objects.get(key).map(|(data, _)| data.len() as u64))
+        Ok(self
+            .lock()
+            .objects
+            .get(key)
+            .map(|(data, _)| data.len() as u64))
     }
 
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ETag> {
@@ -113,28 +121,47 @@ mod tests {
     #[tokio::test]
     async fn same_content_gets_new_tag() {
         let store = MemoryStore::default();
-        let a = store.put("k", Bytes::from_static(b"x"), PutMode::Overwrite).await.unwrap();
-        let b = store.put("k", Bytes::from_static(b"x"), PutMode::Overwrite).await.unwrap();
+        let a = store
+            .put("k", Bytes::from_static(b"x"), PutMode::Overwrite)
+            .await
+            .unwrap();
+        let b = store
+            .put("k", Bytes::from_static(b"x"), PutMode::Overwrite)
+            .await
+            .unwrap();
         assert_ne!(a, b);
         assert!(matches!(
-            store.put("k", Bytes::from_static(b"y"), PutMode::IfMatch(a)).await,
+            store
+                .put("k", Bytes::from_static(b"y"), PutMode::IfMatch(a))
+                .await,
             Err(StoreError::PreconditionFailed)
         ));
         assert!(matches!(
-            store.put("missing", Bytes::from_static(b"y"), PutMode::IfMatch(b)).await,
+            store
+                .put("missing", Bytes::from_static(b"y"), PutMode::IfMatch(b))
+                .await,
             Err(StoreError::PreconditionFailed)
         ));
         assert_eq!(&store.get_range("k", 5, 10).await.unwrap()[..], b"");
-        assert!(matches!(store.get("../k").await, Err(StoreError::InvalidKey(_))));
+        assert!(matches!(
+            store.get("../k").await,
+            Err(StoreError::InvalidKey(_))
+        ));
     }
 
     #[tokio::test]
     async fn list_prefix_is_not_a_directory() {
         let store = MemoryStore::default();
         for k in ["a", "ab/c", "b"] {
-            store.put(k, Bytes::new(), PutMode::Overwrite).await.unwrap();
+            store
+                .put(k, Bytes::new(), PutMode::Overwrite)
+                .await
+                .unwrap();
         }
-        assert_eq!(store.list("a").await.unwrap(), vec!["a".to_string(), "ab/c".to_string()]);
+        assert_eq!(
+            store.list("a").await.unwrap(),
+            vec!["a".to_string(), "ab/c".to_string()]
+        );
         assert_eq!(store.list("").await.unwrap().len(), 3);
     }
 }

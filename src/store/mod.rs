@@ -118,9 +118,11 @@ pub async fn open(url: &str, s3: &s3::S3Options) -> anyhow::Result<DynStore> {
     Ok(Arc::new(local::LocalStore::new(path.into())?))
 }
 
-#[cfg(test)]
-pub(crate) mod conformance {
-    //! Shared behavioural tests every store must pass.
+// Not part of the API: public only so that integration tests (`tests/store_s3.rs`)
+// can run the same suite against a real S3 server.
+#[doc(hidden)]
+pub mod conformance {
+    //! Shared behavioural tests every store must pass (panics on failure).
     use super::*;
 
     pub async fn run(store: &dyn ObjectStore) {

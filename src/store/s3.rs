@@ -11,7 +11,9 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration};
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
+};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
@@ -81,14 +83,23 @@ impl S3Store {
 
     /// Wrap an already configured client.
     pub fn from_client(client: Client, bucket: &str, prefix: &str) -> Self {
-        Self { client, bucket: bucket.to_string(), prefix: prefix.trim_matches('/').to_string(), endpoint: None }
+        Self {
+            client,
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+            endpoint: None,
+        }
     }
 
     /// Create the bucket if it does not exist yet.
     pub async fn ensure_bucket(&self) -> anyhow::Result<()> {
         let mut req = self.client.create_bucket().bucket(&self.bucket);
         // us-east-1 is the default location and must not be named explicitly.
-        if let Some(region) = self.client.config().region().map(|r| r.as_ref().to_string())
+        if let Some(region) = self
+            .client
+            .config()
+            .region()
+            .map(|r| r.as_ref().to_string())
             && region != DEFAULT_REGION
         {
             req = req.create_bucket_configuration(
@@ -102,8 +113,19 @@ impl S3Store {
                 tracing::info!(bucket = %self.bucket, "created S3 bucket");
                 Ok(())
             }
-            Err(e) if matches!(e.code(), Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")) => Ok(()),
-            Err(e) => Err(anyhow::anyhow!("creating bucket {}: {}", self.bucket, DisplayErrorContext(&e))),
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(anyhow::anyhow!(
+                "creating bucket {}: {}",
+                self.bucket,
+                DisplayErrorContext(&e)
+            )),
         }
     }
 
@@ -113,17 +135,29 @@ impl S3Store {
     }
 
     fn with_prefix(&self, s: &str) -> String {
-        if self.prefix.is_empty() { s.to_string() } else { format!("{}/{}", self.prefix, s) }
+        if self.prefix.is_empty() {
+            s.to_string()
+        } else {
+            format!("{}/{}", self.prefix, s)
+        }
     }
 
     async fn put_single(&self, full: &str, data: Bytes, mode: &PutMode) -> Result<ETag> {
-        let mut req = self.client.put_object().bucket(&self.bucket).key(full).body(ByteStream::from(data));
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .body(ByteStream::from(data));
         req = match mode {
             PutMode::Overwrite => req,
             PutMode::CreateOnly => req.if_none_match("*"),
             PutMode::IfMatch(etag) => req.if_match(&etag.0),
         };
-        let out = req.send().await.map_err(|e| put_error("PutObject", full, e))?;
+        let out = req
+            .send()
+            .await
+            .map_err(|e| put_error("PutObject", full, e))?;
         etag_from(out.e_tag(), "PutObject", full)
     }
 
@@ -138,20 +172,43 @@ impl S3Store {
             .map_err(|e| backend("CreateMultipartUpload", full, e))?;
         let upload_id = created
             .upload_id()
-            .ok_or_else(|| StoreError::Backend(format!("CreateMultipartUpload {full}: no upload id in the response")))?
+            .ok_or_else(|| {
+                StoreError::Backend(format!(
+                    "CreateMultipartUpload {full}: no upload id in the response"
+                ))
+            })?
             .to_string();
-        let result = self.upload_parts_and_complete(full, &upload_id, data, mode).await;
+        let result = self
+            .upload_parts_and_complete(full, &upload_id, data, mode)
+            .await;
         if result.is_err() {
-            let aborted =
-                self.client.abort_multipart_upload().bucket(&self.bucket).key(full).upload_id(&upload_id).send().await;
+            let aborted = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(full)
+                .upload_id(&upload_id)
+                .send()
+                .await;
             if let Err(e) = aborted {
-                tracing::warn!(key = full, upload_id, "AbortMultipartUpload failed: {}", DisplayErrorContext(&e));
+                tracing::warn!(
+                    key = full,
+                    upload_id,
+                    "AbortMultipartUpload failed: {}",
+                    DisplayErrorContext(&e)
+                );
             }
         }
         result
     }
 
-    async fn upload_parts_and_complete(&self, full: &str, upload_id: &str, data: Bytes, mode: &PutMode) -> Result<ETag> {
+    async fn upload_parts_and_complete(
+        &self,
+        full: &str,
+        upload_id: &str,
+        data: Bytes,
+        mode: &PutMode,
+    ) -> Result<ETag> {
         // Grow parts beyond PART_SIZE only for objects that would need more than MAX_PARTS.
         let part_size = PART_SIZE.max(data.len().div_ceil(MAX_PARTS));
         let ranges: Vec<(i32, Bytes)> = (0..data.len().div_ceil(part_size))
@@ -159,7 +216,10 @@ impl S3Store {
                 let start = i * part_size;
                 let end = (start + part_size).min(data.len());
                 // At most MAX_PARTS parts, so the part number fits an i32.
-                (i32::try_from(i + 1).unwrap_or(i32::MAX), data.slice(start..end))
+                (
+                    i32::try_from(i + 1).unwrap_or(i32::MAX),
+                    data.slice(start..end),
+                )
             })
             .collect();
         let parts: Vec<CompletedPart> = futures::stream::iter(ranges)
@@ -175,10 +235,17 @@ impl S3Store {
                     .send()
                     .await
                     .map_err(|e| backend("UploadPart", full, e))?;
-                let etag = out
-                    .e_tag()
-                    .ok_or_else(|| StoreError::Backend(format!("UploadPart {full} #{number}: no ETag in the response")))?;
-                Ok::<_, StoreError>(CompletedPart::builder().part_number(number).e_tag(etag).build())
+                let etag = out.e_tag().ok_or_else(|| {
+                    StoreError::Backend(format!(
+                        "UploadPart {full} #{number}: no ETag in the response"
+                    ))
+                })?;
+                Ok::<_, StoreError>(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .e_tag(etag)
+                        .build(),
+                )
             })
             .buffered(PART_CONCURRENCY)
             .try_collect()
@@ -189,13 +256,20 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(full)
             .upload_id(upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build());
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            );
         req = match mode {
             PutMode::Overwrite => req,
             PutMode::CreateOnly => req.if_none_match("*"),
             PutMode::IfMatch(etag) => req.if_match(&etag.0),
         };
-        let out = req.send().await.map_err(|e| put_error("CompleteMultipartUpload", full, e))?;
+        let out = req
+            .send()
+            .await
+            .map_err(|e| put_error("CompleteMultipartUpload", full, e))?;
         etag_from(out.e_tag(), "CompleteMultipartUpload", full)
     }
 }
@@ -220,15 +294,22 @@ where
 {
     let code = err.code();
     if matches!(status(&err), Some(412 | 409))
-        || matches!(code, Some("PreconditionFailed" | "ConditionalRequestConflict" | "NoSuchKey"))
+        || matches!(
+            code,
+            Some("PreconditionFailed" | "ConditionalRequestConflict" | "NoSuchKey")
+        )
     {
         return StoreError::PreconditionFailed;
     }
     backend(op, key, err)
 }
 
+/// The object does not exist. A missing bucket is a configuration error, not a missing
+/// object (HeadObject cannot tell the two apart: it has no error body).
 fn is_not_found<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
-    status(err) == Some(404) || matches!(err.code(), Some("NoSuchKey" | "NotFound"))
+    let code = err.code();
+    code != Some("NoSuchBucket")
+        && (status(err) == Some(404) || matches!(code, Some("NoSuchKey" | "NotFound")))
 }
 
 fn etag_from(etag: Option<&str>, op: &str, key: &str) -> Result<ETag> {
@@ -239,7 +320,11 @@ fn etag_from(etag: Option<&str>, op: &str, key: &str) -> Result<ETag> {
 #[async_trait]
 impl ObjectStore for S3Store {
     fn describe(&self) -> String {
-        let endpoint = self.endpoint.as_deref().map(|e| format!(" at {e}")).unwrap_or_default();
+        let endpoint = self
+            .endpoint
+            .as_deref()
+            .map(|e| format!(" at {e}"))
+            .unwrap_or_default();
         if self.prefix.is_empty() {
             format!("s3://{}{endpoint}", self.bucket)
         } else {
@@ -249,7 +334,14 @@ impl ObjectStore for S3Store {
 
     async fn get(&self, key: &str) -> Result<Option<GetOutput>> {
         let full = self.full_key(key)?;
-        let out = match self.client.get_object().bucket(&self.bucket).key(&full).send().await {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
             Ok(out) => out,
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(backend("GetObject", &full, e)),
@@ -259,7 +351,12 @@ impl ObjectStore for S3Store {
             .body
             .collect()
             .await
-            .map_err(|e| StoreError::Backend(format!("GetObject {full}: reading body: {}", DisplayErrorContext(&e))))?
+            .map_err(|e| {
+                StoreError::Backend(format!(
+                    "GetObject {full}: reading body: {}",
+                    DisplayErrorContext(&e)
+                ))
+            })?
             .into_bytes();
         Ok(Some(GetOutput { data, etag }))
     }
@@ -274,10 +371,17 @@ impl ObjectStore for S3Store {
             };
         }
         let last = offset.saturating_add(len - 1);
-        let req = self.client.get_object().bucket(&self.bucket).key(&full).range(format!("bytes={offset}-{last}"));
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .range(format!("bytes={offset}-{last}"));
         let out = match req.send().await {
             Ok(out) => out,
-            Err(e) if status(&e) == Some(416) || e.code() == Some("InvalidRange") => return Ok(Bytes::new()),
+            Err(e) if status(&e) == Some(416) || e.code() == Some("InvalidRange") => {
+                return Ok(Bytes::new());
+            }
             Err(e) if is_not_found(&e) => return Err(StoreError::NotFound(key.to_string())),
             Err(e) => return Err(backend("GetObject", &full, e)),
         };
@@ -286,7 +390,12 @@ impl ObjectStore for S3Store {
             .body
             .collect()
             .await
-            .map_err(|e| StoreError::Backend(format!("GetObject {full}: reading body: {}", DisplayErrorContext(&e))))?
+            .map_err(|e| {
+                StoreError::Backend(format!(
+                    "GetObject {full}: reading body: {}",
+                    DisplayErrorContext(&e)
+                ))
+            })?
             .into_bytes();
         if ranged {
             // Never hand back more than asked, whatever the server sent.
@@ -302,14 +411,21 @@ impl ObjectStore for S3Store {
 
     async fn head(&self, key: &str) -> Result<Option<u64>> {
         let full = self.full_key(key)?;
-        match self.client.head_object().bucket(&self.bucket).key(&full).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
             Ok(out) => {
-                let len = out
-                    .content_length()
-                    .ok_or_else(|| StoreError::Backend(format!("HeadObject {full}: no Content-Length")))?;
-                u64::try_from(len)
-                    .map(Some)
-                    .map_err(|_| StoreError::Backend(format!("HeadObject {full}: bad Content-Length {len}")))
+                let len = out.content_length().ok_or_else(|| {
+                    StoreError::Backend(format!("HeadObject {full}: no Content-Length"))
+                })?;
+                u64::try_from(len).map(Some).map_err(|_| {
+                    StoreError::Backend(format!("HeadObject {full}: bad Content-Length {len}"))
+                })
             }
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(backend("HeadObject", &full, e)),
@@ -327,7 +443,14 @@ impl ObjectStore for S3Store {
 
     async fn delete(&self, key: &str) -> Result<()> {
         let full = self.full_key(key)?;
-        match self.client.delete_object().bucket(&self.bucket).key(&full).send().await {
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(backend("DeleteObject", &full, e)),
@@ -336,7 +459,11 @@ impl ObjectStore for S3Store {
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let full_prefix = self.with_prefix(prefix);
-        let strip = if self.prefix.is_empty() { String::new() } else { format!("{}/", self.prefix) };
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
         for _page in 0..MAX_LIST_PAGES {
@@ -365,6 +492,8 @@ impl ObjectStore for S3Store {
                 }
             }
         }
-        Err(StoreError::Backend(format!("ListObjectsV2 {full_prefix}: more than {MAX_LIST_PAGES} pages")))
+        Err(StoreError::Backend(format!(
+            "ListObjectsV2 {full_prefix}: more than {MAX_LIST_PAGES} pages"
+        )))
     }
 }

