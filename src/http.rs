@@ -1,15 +1,15 @@
 //! HTTP front: go-get meta pages, smart-HTTP upload-pack (read-only), health and metrics.
 //! Repository paths are free-form import paths, so routing is done by hand in [`dispatch`].
 
+use crate::fill::FillError;
 use crate::fill::fetch::FetchError;
 use crate::fill::resolve::{ResolveError, Resolver, Target};
-use crate::fill::FillError;
+use crate::metrics;
 use crate::path;
 use crate::protocol::request::{self, V2Request};
 use crate::protocol::sideband::ChannelWriter;
 use crate::protocol::{advertise, pktline, upload_pack};
 use crate::repo::{OpenError, Repo, Repos};
-use crate::metrics;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
@@ -45,7 +45,12 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     if status.is_client_error() || status.is_server_error() {
         metrics::REQUEST_ERRORS.inc();
     }
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], m).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        m,
+    )
+        .into_response()
 }
 
 fn git_body(content_type: &'static str, body: Body) -> Response {
@@ -73,7 +78,13 @@ fn query_param<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
     })
 }
 
-async fn dispatch(State(st): State<Arc<AppState>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn dispatch(
+    State(st): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     metrics::HTTP_REQUESTS.inc();
     let raw_path = uri.path().trim_start_matches('/');
     // Proxy requests (absolute-form request line) carry the import path's host in the URI.
@@ -86,10 +97,20 @@ async fn dispatch(State(st): State<Arc<AppState>>, method: Method, uri: Uri, hea
         match (method.clone(), raw.as_str()) {
             (Method::GET, "healthz") => return text(StatusCode::OK, "ok"),
             (Method::GET, "metrics") => {
-                return ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render(&st.repos.io)).into_response();
+                return (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    metrics::render(&st.repos.io),
+                )
+                    .into_response();
             }
             (Method::GET, "") => {
-                return text(StatusCode::OK, format!("{} — a read-only git and go-get mirror. Clone http://HOST/<import/path>.", crate::AGENT));
+                return text(
+                    StatusCode::OK,
+                    format!(
+                        "{} — a read-only git and go-get mirror. Clone http://HOST/<import/path>.",
+                        crate::AGENT
+                    ),
+                );
             }
             _ => {}
         }
@@ -111,7 +132,10 @@ async fn dispatch(State(st): State<Arc<AppState>>, method: Method, uri: Uri, hea
         if let Err(e) = path::validate(&decoded) {
             return text(StatusCode::BAD_REQUEST, e.to_string());
         }
-        return text(StatusCode::NOT_FOUND, format!("not found: /{decoded} (goprox serves git smart HTTP and ?go-get=1)"));
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("not found: /{decoded} (goprox serves git smart HTTP and ?go-get=1)"),
+        );
     };
     let repo_path = repo_path.strip_suffix(".git").unwrap_or(repo_path);
     if let Err(e) = path::validate(repo_path) {
@@ -123,7 +147,10 @@ async fn dispatch(State(st): State<Arc<AppState>>, method: Method, uri: Uri, hea
             return text(StatusCode::FORBIDDEN, "goprox is a read-only mirror");
         }
         Action::InfoRefs { ref service } if service != "git-upload-pack" => {
-            return text(StatusCode::FORBIDDEN, "goprox serves only smart HTTP git-upload-pack (dumb HTTP is not supported)");
+            return text(
+                StatusCode::FORBIDDEN,
+                "goprox serves only smart HTTP git-upload-pack (dumb HTTP is not supported)",
+            );
         }
         _ => {}
     }
@@ -136,7 +163,9 @@ async fn dispatch(State(st): State<Arc<AppState>>, method: Method, uri: Uri, hea
     let target = match st.resolver.resolve(repo_path).await {
         Ok(t) => t,
         Err(e @ ResolveError::NotFound(..)) => return text(StatusCode::NOT_FOUND, e.to_string()),
-        Err(e @ ResolveError::Discovery(..)) => return text(StatusCode::BAD_GATEWAY, e.to_string()),
+        Err(e @ ResolveError::Discovery(..)) => {
+            return text(StatusCode::BAD_GATEWAY, e.to_string());
+        }
     };
     if let Action::GoGet = action {
         return go_get(&st, &target, &headers, absolute);
@@ -144,7 +173,10 @@ async fn dispatch(State(st): State<Arc<AppState>>, method: Method, uri: Uri, hea
     if target.root != repo_path {
         return text(
             StatusCode::NOT_FOUND,
-            format!("{repo_path} is not a repository root; the repository is {}", target.root),
+            format!(
+                "{repo_path} is not a repository root; the repository is {}",
+                target.root
+            ),
         );
     }
     let repo = match st.repos.open(&target).await {
@@ -179,10 +211,19 @@ fn open_error(target: &Target, e: OpenError) -> Response {
     match e {
         OpenError::Fill(FillError::Fetch(FetchError::NotFound(_))) => text(
             StatusCode::NOT_FOUND,
-            format!("repository {} not found (upstream {} has no such repository)", target.root, target.upstream),
+            format!(
+                "repository {} not found (upstream {} has no such repository)",
+                target.root, target.upstream
+            ),
         ),
-        OpenError::Fill(FillError::Fetch(e)) => text(StatusCode::BAD_GATEWAY, format!("cannot fill {}: {e}", target.root)),
-        e => text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot open {}: {e}", target.root)),
+        OpenError::Fill(FillError::Fetch(e)) => text(
+            StatusCode::BAD_GATEWAY,
+            format!("cannot fill {}: {e}", target.root),
+        ),
+        e => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot open {}: {e}", target.root),
+        ),
     }
 }
 
@@ -213,7 +254,9 @@ async fn upload(repo: Arc<Repo>, v2: bool, headers: &HeaderMap, body: Bytes) -> 
     };
     let (req, version) = if v2 {
         match request::parse_v2(&body) {
-            Ok(V2Request::LsRefs(ls)) => return git_body(RESULT, Body::from(advertise::ls_refs(&repo.index, &ls))),
+            Ok(V2Request::LsRefs(ls)) => {
+                return git_body(RESULT, Body::from(advertise::ls_refs(&repo.index, &ls)));
+            }
             Ok(V2Request::Fetch(f)) => (f, upload_pack::Version::V2),
             Ok(V2Request::Unknown(c)) => return err_response(&format!("unknown command {c:?}")),
             Err(e) => return err_response(&e.to_string()),
@@ -231,11 +274,17 @@ async fn upload(repo: Arc<Repo>, v2: bool, headers: &HeaderMap, body: Bytes) -> 
             tracing::info!(repo = %repo.root, error = %e, "upload-pack response aborted");
         }
     });
-    git_body(RESULT, Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    git_body(
+        RESULT,
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn go_get(st: &AppState, target: &Target, headers: &HeaderMap, absolute: bool) -> Response {

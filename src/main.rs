@@ -11,7 +11,11 @@ use goprox::store::{self, s3::S3Options};
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "goprox", version, about = "A read-only git server and go-get host that answers from an object store, filling it from upstream on a miss.")]
+#[command(
+    name = "goprox",
+    version,
+    about = "A read-only git server and go-get host that answers from an object store, filling it from upstream on a miss."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -87,7 +91,10 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("goprox: cannot start runtime: {e}");
@@ -111,7 +118,11 @@ fn main() -> std::process::ExitCode {
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let store = open_store(&a.store).await?;
-    let io = Arc::new(Io::new(store.clone(), tokio::runtime::Handle::current(), a.store.cache_size));
+    let io = Arc::new(Io::new(
+        store.clone(),
+        tokio::runtime::Handle::current(),
+        a.store.cache_size,
+    ));
     let repos = Arc::new(Repos::new(store.clone(), io, Filler::new(store.clone())));
     let listener = tokio::net::TcpListener::bind(&a.listen).await?;
     let addr = listener.local_addr()?;
@@ -121,7 +132,10 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         public_url: a.public_url.clone(),
         listen_url: format!("http://{addr}"),
     });
-    println!("goprox listening on http://{addr} (store: {})", store.describe());
+    println!(
+        "goprox listening on http://{addr} (store: {})",
+        store.describe()
+    );
     tracing::info!(%addr, store = %store.describe(), "listening");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async {
@@ -135,12 +149,15 @@ struct Bar(indicatif::ProgressBar);
 
 impl FillProgress for Bar {
     fn fetched(&self, root: &str, bytes: u64) {
-        self.0.set_message(format!("{root}: fetched {}", indicatif::HumanBytes(bytes)));
+        self.0
+            .set_message(format!("{root}: fetched {}", indicatif::HumanBytes(bytes)));
     }
     fn stored(&self, root: &str, objects: u32, bytes: u64) {
         self.0.inc(1);
-        self.0
-            .println(format!("{root}: stored {objects} objects, {}", indicatif::HumanBytes(bytes)));
+        self.0.println(format!(
+            "{root}: stored {objects} objects, {}",
+            indicatif::HumanBytes(bytes)
+        ));
     }
 }
 
@@ -160,7 +177,12 @@ async fn mirror(a: MirrorArgs) -> anyhow::Result<()> {
         let keys = Keys::new(&target.root);
         match filler.fetch_and_store(&target, &keys).await {
             Ok((idx, _)) => {
-                bar.println(format!("{}: {} refs from {}", target.root, idx.refs.len(), target.upstream));
+                bar.println(format!(
+                    "{}: {} refs from {}",
+                    target.root,
+                    idx.refs.len(),
+                    target.upstream
+                ));
             }
             Err(e) => {
                 failed += 1;

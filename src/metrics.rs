@@ -41,20 +41,70 @@ pub static FILL_ERRORS: Counter = Counter::new();
 pub fn render(io: &crate::odb::Io) -> String {
     let mut s = String::new();
     let mut c = |name: &str, help: &str, v: u64| {
-        s.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
+        s.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+        ));
     };
-    c("goprox_http_requests_total", "HTTP requests received.", HTTP_REQUESTS.get());
-    c("goprox_request_errors_total", "Requests answered with an error.", REQUEST_ERRORS.get());
-    c("goprox_packs_served_total", "Packs streamed to clients.", PACKS_SERVED.get());
-    c("goprox_objects_served_total", "Objects in packs streamed to clients.", OBJECTS_SERVED.get());
-    c("goprox_pack_bytes_served_total", "Pack bytes streamed to clients.", PACK_BYTES_SERVED.get());
-    c("goprox_pack_generation_milliseconds_total", "Time spent generating packs.", PACK_SECONDS.get());
-    c("goprox_fills_total", "Repositories filled from upstream.", FILLS.get());
-    c("goprox_fill_errors_total", "Failed fills.", FILL_ERRORS.get());
-    c("goprox_block_cache_hits_total", "Block cache hits.", io.blocks.hits());
-    c("goprox_block_cache_misses_total", "Block cache misses.", io.blocks.misses());
-    c("goprox_object_cache_hits_total", "Decoded-object cache hits.", io.objects.hits());
-    c("goprox_object_cache_misses_total", "Decoded-object cache misses.", io.objects.misses());
+    c(
+        "goprox_http_requests_total",
+        "HTTP requests received.",
+        HTTP_REQUESTS.get(),
+    );
+    c(
+        "goprox_request_errors_total",
+        "Requests answered with an error.",
+        REQUEST_ERRORS.get(),
+    );
+    c(
+        "goprox_packs_served_total",
+        "Packs streamed to clients.",
+        PACKS_SERVED.get(),
+    );
+    c(
+        "goprox_objects_served_total",
+        "Objects in packs streamed to clients.",
+        OBJECTS_SERVED.get(),
+    );
+    c(
+        "goprox_pack_bytes_served_total",
+        "Pack bytes streamed to clients.",
+        PACK_BYTES_SERVED.get(),
+    );
+    c(
+        "goprox_pack_generation_milliseconds_total",
+        "Time spent generating packs.",
+        PACK_SECONDS.get(),
+    );
+    c(
+        "goprox_fills_total",
+        "Repositories filled from upstream.",
+        FILLS.get(),
+    );
+    c(
+        "goprox_fill_errors_total",
+        "Failed fills.",
+        FILL_ERRORS.get(),
+    );
+    c(
+        "goprox_block_cache_hits_total",
+        "Block cache hits.",
+        io.blocks.hits(),
+    );
+    c(
+        "goprox_block_cache_misses_total",
+        "Block cache misses.",
+        io.blocks.misses(),
+    );
+    c(
+        "goprox_object_cache_hits_total",
+        "Decoded-object cache hits.",
+        io.objects.hits(),
+    );
+    c(
+        "goprox_object_cache_misses_total",
+        "Decoded-object cache misses.",
+        io.objects.misses(),
+    );
     s.push_str(&format!(
         "# HELP goprox_block_cache_bytes Bytes held by the block cache.\n# TYPE goprox_block_cache_bytes gauge\ngoprox_block_cache_bytes {}\n",
         io.blocks.used()

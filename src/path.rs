@@ -10,13 +10,18 @@ pub struct BadPath {
 
 /// Decode `%XX` escapes (the raw request path may carry them); invalid escapes are refused.
 pub fn percent_decode(s: &str) -> Result<String, BadPath> {
-    let bad = |why| BadPath { path: s.to_string(), why };
+    let bad = |why| BadPath {
+        path: s.to_string(),
+        why,
+    };
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = b.get(i + 1..i + 3).ok_or_else(|| bad("truncated %-escape"))?;
+            let hex = b
+                .get(i + 1..i + 3)
+                .ok_or_else(|| bad("truncated %-escape"))?;
             let hex = std::str::from_utf8(hex).map_err(|_| bad("bad %-escape"))?;
             let v = u8::from_str_radix(hex, 16).map_err(|_| bad("bad %-escape"))?;
             out.push(v);
@@ -55,7 +60,10 @@ pub fn validate(path: &str) -> Result<(), BadPath> {
         if elem.starts_with('.') {
             return bad("path element starts with a dot");
         }
-        if !elem.bytes().all(|c| c.is_ascii_alphanumeric() || b"-._~+".contains(&c)) {
+        if !elem
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-._~+".contains(&c))
+        {
             return bad("disallowed character (allowed: letters, digits, - . _ ~ +)");
         }
     }
@@ -94,7 +102,10 @@ mod tests {
         assert!(validate("example.test//b").is_err());
         assert!(validate("example.test/a/@git").is_err());
         assert!(validate("nohost/a").is_err());
-        assert_eq!(percent_decode("example.test/%2e%2e/x").unwrap(), "example.test/../x");
+        assert_eq!(
+            percent_decode("example.test/%2e%2e/x").unwrap(),
+            "example.test/../x"
+        );
         assert!(percent_decode("a%2").is_err());
         assert!(validate(&percent_decode("example.test/%2e%2e/x").unwrap()).is_err());
     }

@@ -96,20 +96,32 @@ pub async fn load(store: &DynStore, keys: &Keys) -> Result<Option<(RefIndex, ETa
     let Some(got) = store.get(&key).await? else {
         return Ok(None);
     };
-    let idx: RefIndex = serde_json::from_slice(&got.data).map_err(|e| RefsError::Corrupt(key.clone(), e.to_string()))?;
+    let idx: RefIndex = serde_json::from_slice(&got.data)
+        .map_err(|e| RefsError::Corrupt(key.clone(), e.to_string()))?;
     if idx.version != FORMAT_VERSION {
-        return Err(RefsError::Corrupt(key, format!("unsupported version {}", idx.version)));
+        return Err(RefsError::Corrupt(
+            key,
+            format!("unsupported version {}", idx.version),
+        ));
     }
     Ok(Some((idx, got.etag)))
 }
 
 /// Create (`prev == None`, `If-None-Match: *`) or replace (`If-Match`) the ref index.
 /// Fails with [`StoreError::PreconditionFailed`] when another writer got there first.
-pub async fn store(store: &DynStore, keys: &Keys, idx: &RefIndex, prev: Option<&ETag>) -> Result<ETag, RefsError> {
-    let body = serde_json::to_vec_pretty(idx).map_err(|e| RefsError::Corrupt(keys.ref_index(), e.to_string()))?;
+pub async fn store(
+    store: &DynStore,
+    keys: &Keys,
+    idx: &RefIndex,
+    prev: Option<&ETag>,
+) -> Result<ETag, RefsError> {
+    let body = serde_json::to_vec_pretty(idx)
+        .map_err(|e| RefsError::Corrupt(keys.ref_index(), e.to_string()))?;
     let mode = match prev {
         None => PutMode::CreateOnly,
         Some(e) => PutMode::IfMatch(e.clone()),
     };
-    Ok(store.put(&keys.ref_index(), Bytes::from(body), mode).await?)
+    Ok(store
+        .put(&keys.ref_index(), Bytes::from(body), mode)
+        .await?)
 }

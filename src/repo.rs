@@ -77,8 +77,13 @@ impl Repos {
             .await
             .map_err(|e| OpenError::Pack(idx_key.clone(), e.to_string()))?
             .ok_or_else(|| OpenError::Pack(idx_key.clone(), "missing from the store".into()))?;
-        let pack = Pack::from_index_bytes(name.to_string(), Arc::from(key.as_str()), size, idx.data.to_vec())
-            .map_err(|e| OpenError::Pack(idx_key, e))?;
+        let pack = Pack::from_index_bytes(
+            name.to_string(),
+            Arc::from(key.as_str()),
+            size,
+            idx.data.to_vec(),
+        )
+        .map_err(|e| OpenError::Pack(idx_key, e))?;
         let pack = Arc::new(pack);
         if let Ok(mut m) = self.packs.lock() {
             m.insert(key, pack.clone());

@@ -50,29 +50,52 @@ pub fn fetch_all(url: &str) -> Result<Fetched, FetchError> {
     )
     .map_err(|e| upstream_err(url, e))?;
     let mut progress = gix_utils::progress::Discard;
-    let hs = gix_protocol::handshake(&mut transport, Service::UploadPack, |_| Ok(None), vec![], &mut progress)
-        .map_err(|e| upstream_err(url, e))?;
+    let hs = gix_protocol::handshake(
+        &mut transport,
+        Service::UploadPack,
+        |_| Ok(None),
+        vec![],
+        &mut progress,
+    )
+    .map_err(|e| upstream_err(url, e))?;
     let version = hs.server_protocol_version;
     let remote_refs = match hs.refs.clone() {
         Some(r) => r,
-        None => gix_protocol::LsRefsCommand::new(None, &hs.capabilities, ("agent", Some(crate::AGENT.into())))
-            .invoke_blocking(&mut transport, &mut progress, false)
-            .map_err(|e| upstream_err(url, e))?,
+        None => gix_protocol::LsRefsCommand::new(
+            None,
+            &hs.capabilities,
+            ("agent", Some(crate::AGENT.into())),
+        )
+        .invoke_blocking(&mut transport, &mut progress, false)
+        .map_err(|e| upstream_err(url, e))?,
     };
 
     let mut out = Fetched::default();
     let mut wants: BTreeSet<ObjectId> = BTreeSet::new();
     for r in remote_refs {
         match r {
-            Ref::Direct { full_ref_name, object } => {
+            Ref::Direct {
+                full_ref_name,
+                object,
+            } => {
                 wants.insert(object);
                 if full_ref_name == "HEAD" {
                     out.head_oid = Some(object.to_string());
                 } else {
-                    out.refs.insert(full_ref_name.to_string(), RefEntry { oid: object.to_string(), peeled: None });
+                    out.refs.insert(
+                        full_ref_name.to_string(),
+                        RefEntry {
+                            oid: object.to_string(),
+                            peeled: None,
+                        },
+                    );
                 }
             }
-            Ref::Peeled { full_ref_name, tag, object } => {
+            Ref::Peeled {
+                full_ref_name,
+                tag,
+                object,
+            } => {
                 wants.insert(tag);
                 out.refs.insert(
                     full_ref_name.to_string(),
@@ -82,7 +105,12 @@ pub fn fetch_all(url: &str) -> Result<Fetched, FetchError> {
                     },
                 );
             }
-            Ref::Symbolic { full_ref_name, target, tag, object } => {
+            Ref::Symbolic {
+                full_ref_name,
+                target,
+                tag,
+                object,
+            } => {
                 wants.insert(tag.unwrap_or(object));
                 if full_ref_name == "HEAD" {
                     out.head_symref = Some(target.to_string());
@@ -96,7 +124,10 @@ pub fn fetch_all(url: &str) -> Result<Fetched, FetchError> {
                     );
                 }
             }
-            Ref::Unborn { full_ref_name, target } => {
+            Ref::Unborn {
+                full_ref_name,
+                target,
+            } => {
                 if full_ref_name == "HEAD" {
                     out.head_symref = Some(target.to_string());
                 }
@@ -115,11 +146,16 @@ pub fn fetch_all(url: &str) -> Result<Fetched, FetchError> {
     for w in &wants {
         args.want(w);
     }
-    let mut reader = args.send(&mut transport, true).map_err(|e| upstream_err(url, e))?;
-    let _response = gix_protocol::fetch::Response::from_line_reader(version, &mut reader, true, false)
+    let mut reader = args
+        .send(&mut transport, true)
         .map_err(|e| upstream_err(url, e))?;
+    let _response =
+        gix_protocol::fetch::Response::from_line_reader(version, &mut reader, true, false)
+            .map_err(|e| upstream_err(url, e))?;
     // Setting a progress handler switches the reader to side-band decoding.
-    reader.set_progress_handler(Some(Box::new(|_is_err: bool, _data: &[u8]| std::ops::ControlFlow::Continue(()))));
+    reader.set_progress_handler(Some(Box::new(|_is_err: bool, _data: &[u8]| {
+        std::ops::ControlFlow::Continue(())
+    })));
     let mut pack = Vec::new();
     reader
         .read_to_end(&mut pack)
@@ -153,7 +189,8 @@ pub fn index_pack(pack: &[u8]) -> Result<Indexed, String> {
         gix_pack::index::Version::V2,
         || {
             Ok((
-                resolve_in_slice as for<'r> fn(gix_pack::data::EntryRange, &'r &[u8]) -> Option<&'r [u8]>,
+                resolve_in_slice
+                    as for<'r> fn(gix_pack::data::EntryRange, &'r &[u8]) -> Option<&'r [u8]>,
                 pack,
             ))
         },

@@ -63,7 +63,10 @@ impl Filler {
     /// Fill `target` unless its ref index already exists; returns the ref index in the store.
     pub async fn fill(&self, target: &Target) -> Result<(RefIndex, ETag), FillError> {
         let lock = {
-            let mut m = self.locks.lock().map_err(|_| FillError::Internal("lock poisoned".into()))?;
+            let mut m = self
+                .locks
+                .lock()
+                .map_err(|_| FillError::Internal("lock poisoned".into()))?;
             m.entry(target.root.clone()).or_default().clone()
         };
         let _guard = lock.lock().await;
@@ -81,7 +84,11 @@ impl Filler {
     }
 
     /// Fetch from upstream and store, even if a ref index exists (used by `goprox mirror`).
-    pub async fn fetch_and_store(&self, target: &Target, keys: &Keys) -> Result<(RefIndex, ETag), FillError> {
+    pub async fn fetch_and_store(
+        &self,
+        target: &Target,
+        keys: &Keys,
+    ) -> Result<(RefIndex, ETag), FillError> {
         let url = target.upstream.clone();
         tracing::info!(root = %target.root, upstream = %url, "filling from upstream");
         let fetched = tokio::task::spawn_blocking(move || fetch::fetch_all(&url))
@@ -100,7 +107,12 @@ impl Filler {
             let pack_key = keys.pack(&indexed.name);
             let size = pack.len() as u64;
             put_immutable(&self.store, &pack_key, pack).await?;
-            put_immutable(&self.store, &keys.idx(&indexed.name), Bytes::from(indexed.idx)).await?;
+            put_immutable(
+                &self.store,
+                &keys.idx(&indexed.name),
+                Bytes::from(indexed.idx),
+            )
+            .await?;
             self.progress.stored(&target.root, indexed.objects, size);
             packs.push(PackEntry {
                 name: indexed.name,
@@ -125,9 +137,9 @@ impl Filler {
             Err(refs::RefsError::Store(StoreError::PreconditionFailed)) => {
                 // Another instance published first: use its index.
                 tracing::info!(root = %target.root, "another instance filled this repository first");
-                refs::load(&self.store, keys)
-                    .await?
-                    .ok_or_else(|| FillError::Internal("ref index vanished after a conflict".into()))
+                refs::load(&self.store, keys).await?.ok_or_else(|| {
+                    FillError::Internal("ref index vanished after a conflict".into())
+                })
             }
             Err(e) => Err(e.into()),
         }

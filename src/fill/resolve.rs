@@ -18,8 +18,13 @@ impl std::str::FromStr for Rule {
             .ok_or_else(|| format!("--upstream {s:?}: expected PREFIX=URL"))?;
         let check = prefix.trim_end_matches('/');
         crate::path::validate(check).map_err(|e| format!("--upstream {s:?}: {e}"))?;
-        if !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with("file://")) {
-            return Err(format!("--upstream {s:?}: URL must be http(s):// or file://"));
+        if !(url.starts_with("http://")
+            || url.starts_with("https://")
+            || url.starts_with("file://"))
+        {
+            return Err(format!(
+                "--upstream {s:?}: URL must be http(s):// or file://"
+            ));
         }
         Ok(Rule {
             prefix: prefix.to_string(),
@@ -59,14 +64,18 @@ impl Resolver {
     pub fn resolve_static(&self, path: &str) -> Option<Target> {
         for r in &self.rules {
             if let Some(dir) = r.prefix.strip_suffix('/') {
-                let Some(rest) = path.strip_prefix(&r.prefix) else { continue };
+                let Some(rest) = path.strip_prefix(&r.prefix) else {
+                    continue;
+                };
                 let host = dir.split('/').next().unwrap_or_default();
                 let prefix_elems = dir.split('/').count();
                 let need = match known_host_depth(host) {
                     Some(d) => (1 + d).saturating_sub(prefix_elems).max(1),
                     None => 1,
                 };
-                let Some(rel) = first_elems(rest, need) else { continue };
+                let Some(rel) = first_elems(rest, need) else {
+                    continue;
+                };
                 let sep = if r.url.ends_with('/') { "" } else { "/" };
                 return Some(Target {
                     root: format!("{}{rel}", r.prefix),
@@ -96,7 +105,10 @@ impl Resolver {
         }
         let host = path.split('/').next().unwrap_or_default();
         if known_host_depth(host).is_some() {
-            return Err(ResolveError::NotFound(path.into(), "path too short for this host".into()));
+            return Err(ResolveError::NotFound(
+                path.into(),
+                "path too short for this host".into(),
+            ));
         }
         discover(path).await
     }
@@ -121,10 +133,16 @@ async fn discover(path: &str) -> Result<Target, ResolveError> {
         .map_err(|e| ResolveError::Discovery(path.into(), e.to_string()))?;
     for (prefix, vcs, repo) in parse_go_import(&body) {
         if vcs == "git" && (path == prefix || path.starts_with(&format!("{prefix}/"))) {
-            return Ok(Target { root: prefix, upstream: repo });
+            return Ok(Target {
+                root: prefix,
+                upstream: repo,
+            });
         }
     }
-    Err(ResolveError::NotFound(path.into(), format!("no go-import meta tag with vcs git at {url}")))
+    Err(ResolveError::NotFound(
+        path.into(),
+        format!("no go-import meta tag with vcs git at {url}"),
+    ))
 }
 
 /// All `<meta name="go-import" content="prefix vcs url">` tags in an HTML page.
@@ -134,17 +152,26 @@ pub fn parse_go_import(html: &str) -> Vec<(String, String, String)> {
     let mut from = 0;
     while let Some(i) = lower[from..].find("<meta") {
         let start = from + i;
-        let end = lower[start..].find('>').map(|e| start + e).unwrap_or(lower.len());
+        let end = lower[start..]
+            .find('>')
+            .map(|e| start + e)
+            .unwrap_or(lower.len());
         let tag = &html[start..end];
         from = end;
         let tl = tag.to_ascii_lowercase();
         if !(tl.contains("name=\"go-import\"") || tl.contains("name='go-import'")) {
             continue;
         }
-        let Some(ci) = tl.find("content=") else { continue };
+        let Some(ci) = tl.find("content=") else {
+            continue;
+        };
         let rest = &tag[ci + 8..];
-        let Some(q) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') else { continue };
-        let Some(close) = rest[1..].find(q) else { continue };
+        let Some(q) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            continue;
+        };
+        let Some(close) = rest[1..].find(q) else {
+            continue;
+        };
         let parts: Vec<&str> = rest[1..1 + close].split_whitespace().collect();
         if let [p, v, u] = parts[..] {
             out.push((p.to_string(), v.to_string(), u.to_string()));
@@ -171,25 +198,42 @@ mod tests {
         ]);
         assert_eq!(
             res.resolve_static("rsc.io/quote/v3/x"),
-            Some(Target { root: "rsc.io/quote".into(), upstream: "https://github.com/rsc/quote".into() })
+            Some(Target {
+                root: "rsc.io/quote".into(),
+                upstream: "https://github.com/rsc/quote".into()
+            })
         );
         assert_eq!(res.resolve_static("rsc.io/quotex"), None);
         assert_eq!(
             res.resolve_static("example.test/mod/sub/pkg"),
-            Some(Target { root: "example.test/mod".into(), upstream: "http://127.0.0.1:9000/x/mod".into() })
+            Some(Target {
+                root: "example.test/mod".into(),
+                upstream: "http://127.0.0.1:9000/x/mod".into()
+            })
         );
         assert_eq!(
-            res.resolve_static("github.com/a/b/c/d").map(|t| (t.root, t.upstream)),
-            Some(("github.com/a/b".into(), "http://127.0.0.1:9000/gh/a/b".into()))
+            res.resolve_static("github.com/a/b/c/d")
+                .map(|t| (t.root, t.upstream)),
+            Some((
+                "github.com/a/b".into(),
+                "http://127.0.0.1:9000/gh/a/b".into()
+            ))
         );
         assert_eq!(
-            res.resolve_static("github.com/acme/w/pkg").map(|t| (t.root, t.upstream)),
-            Some(("github.com/acme/w".into(), "http://127.0.0.1:9001/acme/w".into()))
+            res.resolve_static("github.com/acme/w/pkg")
+                .map(|t| (t.root, t.upstream)),
+            Some((
+                "github.com/acme/w".into(),
+                "http://127.0.0.1:9001/acme/w".into()
+            ))
         );
         let plain = Resolver::new(vec![]);
         assert_eq!(
             plain.resolve_static("gitlab.com/o/r/x"),
-            Some(Target { root: "gitlab.com/o/r".into(), upstream: "https://gitlab.com/o/r".into() })
+            Some(Target {
+                root: "gitlab.com/o/r".into(),
+                upstream: "https://gitlab.com/o/r".into()
+            })
         );
         assert_eq!(plain.resolve_static("github.com/o"), None);
         assert_eq!(plain.resolve_static("example.org/x"), None);
@@ -203,7 +247,11 @@ mod tests {
         <meta name="go-source" content="a b c d"></head></html>"#;
         assert_eq!(
             parse_go_import(html),
-            vec![("example.org/x".into(), "git".into(), "https://git.example.org/x".into())]
+            vec![(
+                "example.org/x".into(),
+                "git".into(),
+                "https://git.example.org/x".into()
+            )]
         );
     }
 }

@@ -47,20 +47,24 @@ pub fn apply(base: &[u8], delta: &[u8]) -> Result<Vec<u8>, DeltaError> {
             let mut size = 0u64;
             for i in 0..4 {
                 if op & (1 << i) != 0 {
-                    offset |= (*delta.get(pos).ok_or(DeltaError("truncated copy"))? as u64) << (8 * i);
+                    offset |=
+                        (*delta.get(pos).ok_or(DeltaError("truncated copy"))? as u64) << (8 * i);
                     pos += 1;
                 }
             }
             for i in 0..3 {
                 if op & (0x10 << i) != 0 {
-                    size |= (*delta.get(pos).ok_or(DeltaError("truncated copy"))? as u64) << (8 * i);
+                    size |=
+                        (*delta.get(pos).ok_or(DeltaError("truncated copy"))? as u64) << (8 * i);
                     pos += 1;
                 }
             }
             if size == 0 {
                 size = 0x10000;
             }
-            let end = offset.checked_add(size).ok_or(DeltaError("copy overflow"))?;
+            let end = offset
+                .checked_add(size)
+                .ok_or(DeltaError("copy overflow"))?;
             let src = base
                 .get(offset as usize..end as usize)
                 .ok_or(DeltaError("copy out of range"))?;

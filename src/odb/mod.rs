@@ -74,7 +74,10 @@ impl Io {
     /// ranged GET per run of consecutive missing blocks.
     pub fn read(&self, pack: &Pack, start: u64, end: u64) -> Result<Bytes> {
         if end > pack.size || start > end {
-            return Err(corrupt(format!("range {start}..{end} outside pack {} of {} bytes", pack.key, pack.size)));
+            return Err(corrupt(format!(
+                "range {start}..{end} outside pack {} of {} bytes",
+                pack.key, pack.size
+            )));
         }
         if start == end {
             return Ok(Bytes::new());
@@ -101,7 +104,9 @@ impl Io {
             }
             let from = (first + i as u64) * BLOCK_SIZE;
             let to = ((first + j as u64) * BLOCK_SIZE).min(pack.size);
-            let data = self.rt.block_on(self.store.get_range(&pack.key, from, to - from))?;
+            let data = self
+                .rt
+                .block_on(self.store.get_range(&pack.key, from, to - from))?;
             if data.len() as u64 != to - from {
                 return Err(corrupt(format!("short read of {} at {from}", pack.key)));
             }
@@ -191,7 +196,10 @@ impl Odb {
         let pack = self.pack(loc)?;
         let end = pack.entry_end(loc.offset);
         if end <= loc.offset {
-            return Err(corrupt(format!("empty entry at {} in {}", loc.offset, pack.key)));
+            return Err(corrupt(format!(
+                "empty entry at {} in {}",
+                loc.offset, pack.key
+            )));
         }
         let raw = self.io.read(pack, loc.offset, end)?;
         let entry = gix_pack::data::Entry::from_bytes(&raw, loc.offset, gix_hash::Kind::Sha1)
@@ -216,7 +224,10 @@ impl Odb {
                     .offset
                     .checked_sub(*base_distance)
                     .ok_or_else(|| corrupt("ofs-delta base before start of pack"))?;
-                Ok(Some(Location { pack: loc.pack, offset }))
+                Ok(Some(Location {
+                    pack: loc.pack,
+                    offset,
+                }))
             }
             Header::RefDelta { base_id } => Ok(self.locate(base_id)),
             _ => Ok(None),
@@ -224,7 +235,9 @@ impl Odb {
     }
 
     pub fn object(&self, id: &oid) -> Result<Arc<Object>> {
-        let loc = self.locate(id).ok_or_else(|| OdbError::NotFound(id.to_owned()))?;
+        let loc = self
+            .locate(id)
+            .ok_or_else(|| OdbError::NotFound(id.to_owned()))?;
         self.object_at(loc)
     }
 
@@ -281,7 +294,10 @@ impl Odb {
         }
         while let Some((l, d)) = chain.pop() {
             let data = delta::apply(&base.data, &d).map_err(|e| corrupt(e.to_string()))?;
-            base = Arc::new(Object { kind: base.kind, data });
+            base = Arc::new(Object {
+                kind: base.kind,
+                data,
+            });
             self.io.objects.insert(key(l)?, base.clone());
         }
         Ok(base)
@@ -297,7 +313,10 @@ pub fn inflate(compressed: &[u8], size: u64) -> Result<Vec<u8>> {
         .read_to_end(&mut out)
         .map_err(|e| corrupt(format!("zlib: {e}")))?;
     if out.len() as u64 != size {
-        return Err(corrupt(format!("inflated {} bytes, expected {size}", out.len())));
+        return Err(corrupt(format!(
+            "inflated {} bytes, expected {size}",
+            out.len()
+        )));
     }
     Ok(out)
 }
@@ -305,7 +324,10 @@ pub fn inflate(compressed: &[u8], size: u64) -> Result<Vec<u8>> {
 /// Deflate an object for a pack entry.
 pub fn deflate(data: &[u8]) -> Vec<u8> {
     use std::io::Write;
-    let mut e = flate2::write::ZlibEncoder::new(Vec::with_capacity(data.len() / 2 + 64), flate2::Compression::new(1));
+    let mut e = flate2::write::ZlibEncoder::new(
+        Vec::with_capacity(data.len() / 2 + 64),
+        flate2::Compression::new(1),
+    );
     // Writing to a Vec cannot fail.
     let _ = e.write_all(data);
     e.finish().unwrap_or_default()

@@ -27,13 +27,20 @@ impl std::fmt::Debug for Pack {
 }
 
 impl Pack {
-    pub fn from_index_bytes(name: String, key: Arc<str>, size: u64, idx: Vec<u8>) -> Result<Self, String> {
+    pub fn from_index_bytes(
+        name: String,
+        key: Arc<str>,
+        size: u64,
+        idx: Vec<u8>,
+    ) -> Result<Self, String> {
         let idx = gix_pack::index::File::from_data(idx, Default::default(), gix_hash::Kind::Sha1)
             .map_err(|e| format!("invalid pack index for {key}: {e}"))?;
         let mut sorted_offsets = idx.sorted_offsets();
         sorted_offsets.sort_unstable();
         if sorted_offsets.last().is_some_and(|&o| o + 20 > size) {
-            return Err(format!("pack index for {key} points past the end of the pack"));
+            return Err(format!(
+                "pack index for {key} points past the end of the pack"
+            ));
         }
         Ok(Pack {
             name,
@@ -50,14 +57,20 @@ impl Pack {
 
     /// Offset of `oid` in this pack.
     pub fn offset_of(&self, oid: &gix_hash::oid) -> Option<u64> {
-        self.idx.lookup(oid).map(|i| self.idx.pack_offset_at_index(i))
+        self.idx
+            .lookup(oid)
+            .map(|i| self.idx.pack_offset_at_index(i))
     }
 
     /// Where the entry starting at `offset` ends (the next entry, or the trailer).
     pub fn entry_end(&self, offset: u64) -> u64 {
         match self.sorted_offsets.binary_search(&offset) {
             Ok(i) | Err(i) => {
-                let next = if self.sorted_offsets.get(i) == Some(&offset) { i + 1 } else { i };
+                let next = if self.sorted_offsets.get(i) == Some(&offset) {
+                    i + 1
+                } else {
+                    i
+                };
                 self.sorted_offsets
                     .get(next)
                     .copied()

@@ -74,7 +74,9 @@ impl Filter {
             b'g' | b'G' => (&n[..n.len() - 1], 1024 * 1024 * 1024),
             _ => (n, 1),
         };
-        num.parse::<u64>().ok().map(|v| Filter::BlobLimit(v.saturating_mul(mul)))
+        num.parse::<u64>()
+            .ok()
+            .map(|v| Filter::BlobLimit(v.saturating_mul(mul)))
     }
 }
 
@@ -111,7 +113,10 @@ impl<'a> Walker<'a> {
         }
         let obj = self.odb.object(id)?;
         if obj.kind != Kind::Commit {
-            return Err(OdbError::Corrupt(format!("{id} is a {}, not a commit", obj.kind)));
+            return Err(OdbError::Corrupt(format!(
+                "{id} is a {}, not a commit",
+                obj.kind
+            )));
         }
         let c = gix_object::CommitRef::from_bytes(&obj.data, gix_hash::Kind::Sha1)
             .map_err(|e| OdbError::Corrupt(format!("commit {id}: {e}")))?;
@@ -137,11 +142,19 @@ impl<'a> Walker<'a> {
         let mut cur = id.to_owned();
         for _ in 0..64 {
             if self.commits.contains_key(&cur) {
-                return Ok(Peeled { tags, id: cur, kind: Kind::Commit });
+                return Ok(Peeled {
+                    tags,
+                    id: cur,
+                    kind: Kind::Commit,
+                });
             }
             let obj = self.odb.object(&cur)?;
             if obj.kind != Kind::Tag {
-                return Ok(Peeled { tags, id: cur, kind: obj.kind });
+                return Ok(Peeled {
+                    tags,
+                    id: cur,
+                    kind: obj.kind,
+                });
             }
             let t = gix_object::TagRef::from_bytes(&obj.data, gix_hash::Kind::Sha1)
                 .map_err(|e| OdbError::Corrupt(format!("tag {cur}: {e}")))?;
@@ -158,7 +171,11 @@ impl<'a> Walker<'a> {
     }
 
     /// Whether every want commit reaches one of `common` (git's `ok_to_give_up`).
-    pub fn all_wants_reach(&mut self, wants: &[ObjectId], common: &HashSet<ObjectId>) -> Result<bool> {
+    pub fn all_wants_reach(
+        &mut self,
+        wants: &[ObjectId],
+        common: &HashSet<ObjectId>,
+    ) -> Result<bool> {
         if common.is_empty() {
             return Ok(false);
         }
@@ -172,7 +189,9 @@ impl<'a> Walker<'a> {
         let cutoff = oldest.saturating_sub(86_400);
         let mut reaches: HashSet<ObjectId> = common.clone();
         for w in wants {
-            let Some(w) = self.peel_commit(w)? else { continue };
+            let Some(w) = self.peel_commit(w)? else {
+                continue;
+            };
             if reaches.contains(&w) {
                 continue;
             }
@@ -244,12 +263,17 @@ impl<'a> Walker<'a> {
         } else if deepen.since.is_some() || !deepen.not.is_empty() {
             let excluded = self.ancestors(&deepen.not)?;
             let included = |w: &mut Self, c: &ObjectId| -> Result<bool> {
-                Ok(!excluded.contains(c) && deepen.since.is_none_or(|s| w.commit(c).map(|i| i.time >= s).unwrap_or(false)))
+                Ok(!excluded.contains(c)
+                    && deepen
+                        .since
+                        .is_none_or(|s| w.commit(c).map(|i| i.time >= s).unwrap_or(false)))
             };
             let mut queue: VecDeque<ObjectId> = VecDeque::new();
             for w in want_commits {
                 if !included(self, w)? {
-                    return Err(OdbError::Corrupt("no commits selected for shallow requests".into()));
+                    return Err(OdbError::Corrupt(
+                        "no commits selected for shallow requests".into(),
+                    ));
                 }
                 if not_shallow.insert(*w) {
                     queue.push_back(*w);
@@ -284,7 +308,8 @@ impl<'a> Walker<'a> {
             out.grafts.insert(s);
             if not_shallow.contains(&s) && !boundary.contains(&s) {
                 out.unshallow.push(s);
-                out.extra_wants.extend(self.commit(&s)?.parents.iter().copied());
+                out.extra_wants
+                    .extend(self.commit(&s)?.parents.iter().copied());
                 out.extra_edges.push(s);
             }
         }
@@ -494,7 +519,10 @@ impl<'a> Walker<'a> {
         while let Some(t) = stack.pop() {
             let obj = self.odb.object(&t)?;
             if obj.kind != Kind::Tree {
-                return Err(OdbError::Corrupt(format!("{t} is a {}, not a tree", obj.kind)));
+                return Err(OdbError::Corrupt(format!(
+                    "{t} is a {}, not a tree",
+                    obj.kind
+                )));
             }
             for entry in gix_object::TreeRefIter::from_bytes(&obj.data, gix_hash::Kind::Sha1) {
                 let entry = entry.map_err(|e| OdbError::Corrupt(format!("tree {t}: {e}")))?;
@@ -525,7 +553,10 @@ impl<'a> Walker<'a> {
 
     /// Size of a blob without inflating it when it is stored whole.
     fn blob_size(&mut self, id: &oid) -> Result<u64> {
-        let loc = self.odb.locate(id).ok_or_else(|| OdbError::NotFound(id.to_owned()))?;
+        let loc = self
+            .odb
+            .locate(id)
+            .ok_or_else(|| OdbError::NotFound(id.to_owned()))?;
         let e = self.odb.raw_entry(loc)?;
         if e.header.is_base() {
             return Ok(e.decompressed_size);

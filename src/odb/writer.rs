@@ -146,7 +146,9 @@ pub fn write_pack(
                         stats.reused_deltas += 1;
                     }
                     Some((b, _)) => {
-                        let base_id = id_at.get(&b).ok_or_else(|| OdbError::Corrupt("base id".into()))?;
+                        let base_id = id_at
+                            .get(&b)
+                            .ok_or_else(|| OdbError::Corrupt("base id".into()))?;
                         entry_header(7, e.decompressed_size, &mut buf);
                         buf.extend_from_slice(base_id.as_bytes());
                         stats.reused_deltas += 1;

@@ -79,13 +79,23 @@ pub fn v2_capabilities() -> Vec<u8> {
 
 /// v2 `ls-refs`.
 pub fn ls_refs(index: &RefIndex, req: &LsRefsRequest) -> Vec<u8> {
-    let wanted = |name: &str| req.ref_prefixes.is_empty() || req.ref_prefixes.iter().any(|p| name.starts_with(p.as_str()));
+    let wanted = |name: &str| {
+        req.ref_prefixes.is_empty()
+            || req
+                .ref_prefixes
+                .iter()
+                .any(|p| name.starts_with(p.as_str()))
+    };
     let mut out = Vec::new();
     if wanted("HEAD") {
         match (index.head(), &index.head_symref) {
-            (Some(oid), Some(t)) if req.symrefs => write_line(&mut out, format_args!("{oid} HEAD symref-target:{t}")),
+            (Some(oid), Some(t)) if req.symrefs => {
+                write_line(&mut out, format_args!("{oid} HEAD symref-target:{t}"))
+            }
             (Some(oid), _) => write_line(&mut out, format_args!("{oid} HEAD")),
-            (None, Some(t)) if req.unborn => write_line(&mut out, format_args!("unborn HEAD symref-target:{t}")),
+            (None, Some(t)) if req.unborn => {
+                write_line(&mut out, format_args!("unborn HEAD symref-target:{t}"))
+            }
             (None, _) => {}
         }
     }

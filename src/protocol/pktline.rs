@@ -61,8 +61,9 @@ impl<'a> PktReader<'a> {
         let Some(hdr) = rest.get(..4) else {
             return Err(PktError::Truncated(self.pos));
         };
-        let len = parse_hex4(hdr)
-            .ok_or_else(|| PktError::BadLength(String::from_utf8_lossy(hdr).into_owned(), self.pos))?;
+        let len = parse_hex4(hdr).ok_or_else(|| {
+            PktError::BadLength(String::from_utf8_lossy(hdr).into_owned(), self.pos)
+        })?;
         let pkt = match len {
             0 => Pkt::Flush,
             1 => Pkt::Delim,
@@ -129,7 +130,10 @@ mod tests {
         write_flush(&mut out);
         assert_eq!(out, b"000dwant abc\n00010000");
         let mut r = PktReader::new(&out);
-        assert_eq!(r.next_pkt().unwrap().unwrap().text(), Some(&b"want abc"[..]));
+        assert_eq!(
+            r.next_pkt().unwrap().unwrap().text(),
+            Some(&b"want abc"[..])
+        );
         assert_eq!(r.next_pkt().unwrap(), Some(Pkt::Delim));
         assert_eq!(r.next_pkt().unwrap(), Some(Pkt::Flush));
         assert_eq!(r.next_pkt().unwrap(), None);

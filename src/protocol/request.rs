@@ -74,14 +74,19 @@ fn shared_arg(req: &mut FetchRequest, line: &[u8]) -> Result<bool, RequestError>
         "have" => req.haves.push(parse_oid(val.as_bytes())?),
         "shallow" => req.shallows.push(parse_oid(val.as_bytes())?),
         "deepen" => {
-            let d: u64 = val.parse().map_err(|_| perr(format!("invalid deepen {val:?}")))?;
+            let d: u64 = val
+                .parse()
+                .map_err(|_| perr(format!("invalid deepen {val:?}")))?;
             if d == 0 {
                 return Err(perr("deepen 0 is not allowed"));
             }
             req.depth = Some(d.min(i32::MAX as u64) as u32);
         }
         "deepen-since" => {
-            req.deepen_since = Some(val.parse().map_err(|_| perr(format!("invalid deepen-since {val:?}")))?)
+            req.deepen_since = Some(
+                val.parse()
+                    .map_err(|_| perr(format!("invalid deepen-since {val:?}")))?,
+            )
         }
         "deepen-not" => {
             if val.is_empty() {
@@ -128,7 +133,10 @@ pub fn parse_v0(body: &[u8]) -> Result<FetchRequest, RequestError> {
             continue;
         }
         if line.starts_with(b"have ") || !shared_arg(&mut req, line)? {
-            return Err(perr(format!("unexpected line {:?} in want list", String::from_utf8_lossy(line))));
+            return Err(perr(format!(
+                "unexpected line {:?} in want list",
+                String::from_utf8_lossy(line)
+            )));
         }
     }
     if req.wants.is_empty() {
@@ -150,7 +158,10 @@ pub fn parse_v0(body: &[u8]) -> Result<FetchRequest, RequestError> {
                     break;
                 }
                 let Some(oid) = line.strip_prefix(b"have ") else {
-                    return Err(perr(format!("expected have or done, got {:?}", String::from_utf8_lossy(line))));
+                    return Err(perr(format!(
+                        "expected have or done, got {:?}",
+                        String::from_utf8_lossy(line)
+                    )));
                 };
                 req.haves.push(parse_oid(oid)?);
             }
@@ -302,7 +313,12 @@ mod tests {
     #[test]
     fn v0_full() {
         let mut b = Vec::new();
-        write_line(&mut b, format!("want {A} multi_ack_detailed side-band-64k thin-pack ofs-delta deepen-relative agent=git/2"));
+        write_line(
+            &mut b,
+            format!(
+                "want {A} multi_ack_detailed side-band-64k thin-pack ofs-delta deepen-relative agent=git/2"
+            ),
+        );
         write_line(&mut b, format!("want {B}"));
         write_line(&mut b, format!("shallow {B}"));
         write_line(&mut b, "deepen 3");
@@ -314,7 +330,13 @@ mod tests {
         assert_eq!(r.wants.len(), 2);
         assert_eq!(r.shallows.len(), 1);
         assert_eq!(r.depth, Some(3));
-        assert!(r.multi_ack_detailed && r.side_band_64k && r.thin_pack && r.ofs_delta && r.deepen_relative);
+        assert!(
+            r.multi_ack_detailed
+                && r.side_band_64k
+                && r.thin_pack
+                && r.ofs_delta
+                && r.deepen_relative
+        );
         assert_eq!(r.haves.len(), 1);
         assert!(r.done);
     }
@@ -345,7 +367,9 @@ mod tests {
         write_line(&mut b, format!("have {B}"));
         write_line(&mut b, "done");
         write_flush(&mut b);
-        let V2Request::Fetch(f) = parse_v2(&b).unwrap() else { panic!() };
+        let V2Request::Fetch(f) = parse_v2(&b).unwrap() else {
+            panic!()
+        };
         assert_eq!(f.depth, Some(1));
         assert!(f.done && f.thin_pack && f.ofs_delta);
         let mut b = Vec::new();
@@ -355,7 +379,9 @@ mod tests {
         write_line(&mut b, "symrefs");
         write_line(&mut b, "ref-prefix refs/heads/");
         write_flush(&mut b);
-        let V2Request::LsRefs(l) = parse_v2(&b).unwrap() else { panic!() };
+        let V2Request::LsRefs(l) = parse_v2(&b).unwrap() else {
+            panic!()
+        };
         assert!(l.peel && l.symrefs);
         assert_eq!(l.ref_prefixes, vec!["refs/heads/".to_string()]);
     }

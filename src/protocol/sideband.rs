@@ -170,6 +170,9 @@ mod tests {
         }
         assert_eq!(&out[..5], b"fff0\x01");
         assert_eq!(out.len(), 70000 + 2 * 5);
-        assert_eq!(&out[65520..65525], format!("{:04x}\x01", 70000 - 65515 + 5).as_bytes());
+        assert_eq!(
+            &out[65520..65525],
+            format!("{:04x}\x01", 70000 - 65515 + 5).as_bytes()
+        );
     }
 }

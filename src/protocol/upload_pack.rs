@@ -29,7 +29,12 @@ impl From<OdbError> for Refuse {
 }
 
 /// Serve one upload-pack request, writing the whole response to `out`.
-pub fn serve(repo: &Repo, req: &FetchRequest, version: Version, out: &mut dyn Write) -> io::Result<()> {
+pub fn serve(
+    repo: &Repo,
+    req: &FetchRequest,
+    version: Version,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let started = Instant::now();
     let mut head = Vec::new();
     match negotiate(repo, req, version, &mut head) {
@@ -57,7 +62,12 @@ struct PackJob {
     filter: Option<Filter>,
 }
 
-fn negotiate(repo: &Repo, req: &FetchRequest, version: Version, out: &mut Vec<u8>) -> Result<Option<PackJob>, Refuse> {
+fn negotiate(
+    repo: &Repo,
+    req: &FetchRequest,
+    version: Version,
+    out: &mut Vec<u8>,
+) -> Result<Option<PackJob>, Refuse> {
     let odb = &repo.odb;
     let mut walker = Walker::new(odb);
     let mut wants = req.wants.clone();
@@ -69,7 +79,8 @@ fn negotiate(repo: &Repo, req: &FetchRequest, version: Version, out: &mut Vec<u8
             repo.index.refs.get(name).map(|r| r.oid.as_str())
         };
         let hex = hex.ok_or_else(|| Refuse(format!("unknown ref {name}")))?;
-        let oid = ObjectId::from_hex(hex.as_bytes()).map_err(|_| Refuse(format!("corrupt ref {name}")))?;
+        let oid = ObjectId::from_hex(hex.as_bytes())
+            .map_err(|_| Refuse(format!("corrupt ref {name}")))?;
         wants.push(oid);
         wanted_refs.push((oid, name.clone()));
     }
@@ -86,7 +97,9 @@ fn negotiate(repo: &Repo, req: &FetchRequest, version: Version, out: &mut Vec<u8
     }
     let filter = match &req.filter {
         None => None,
-        Some(spec) => Some(Filter::parse(spec).ok_or_else(|| Refuse(format!("unsupported filter {spec:?}")))?),
+        Some(spec) => Some(
+            Filter::parse(spec).ok_or_else(|| Refuse(format!("unsupported filter {spec:?}")))?,
+        ),
     };
 
     // Haves we know, in the client's order, without repeats.
@@ -114,7 +127,10 @@ fn negotiate(repo: &Repo, req: &FetchRequest, version: Version, out: &mut Vec<u8
         }
         let mut not = Vec::new();
         for r in &req.deepen_not {
-            not.push(resolve_rev(repo, r).ok_or_else(|| Refuse(format!("deepen-not: unknown ref {r}")))?);
+            not.push(
+                resolve_rev(repo, r)
+                    .ok_or_else(|| Refuse(format!("deepen-not: unknown ref {r}")))?,
+            );
         }
         let deepen = Deepen {
             depth: req.depth,
@@ -125,7 +141,12 @@ fn negotiate(repo: &Repo, req: &FetchRequest, version: Version, out: &mut Vec<u8
         walker.shallow(&want_commits, &req.shallows, &deepen)?
     } else {
         ShallowOutcome {
-            grafts: req.shallows.iter().filter(|s| odb.contains(s)).copied().collect(),
+            grafts: req
+                .shallows
+                .iter()
+                .filter(|s| odb.contains(s))
+                .copied()
+                .collect(),
             ..Default::default()
         }
     };
@@ -227,15 +248,27 @@ fn write_shallow_lines(out: &mut Vec<u8>, s: &ShallowOutcome) {
 
 /// A ref name (full, or under refs/heads or refs/tags) or a hex object id.
 fn resolve_rev(repo: &Repo, name: &str) -> Option<ObjectId> {
-    for full in [name.to_string(), format!("refs/heads/{name}"), format!("refs/tags/{name}")] {
+    for full in [
+        name.to_string(),
+        format!("refs/heads/{name}"),
+        format!("refs/tags/{name}"),
+    ] {
         if let Some(r) = repo.index.refs.get(&full) {
             return ObjectId::from_hex(r.oid.as_bytes()).ok();
         }
     }
-    ObjectId::from_hex(name.as_bytes()).ok().filter(|o| repo.odb.contains(o))
+    ObjectId::from_hex(name.as_bytes())
+        .ok()
+        .filter(|o| repo.odb.contains(o))
 }
 
-fn send_pack(repo: &Repo, req: &FetchRequest, version: Version, job: PackJob, out: &mut dyn Write) -> io::Result<()> {
+fn send_pack(
+    repo: &Repo,
+    req: &FetchRequest,
+    version: Version,
+    job: PackJob,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let mut sb = if version == Version::V2 || req.side_band_64k {
         Sideband::new(out, 65520)
     } else if req.side_band {
@@ -256,7 +289,10 @@ fn send_pack(repo: &Repo, req: &FetchRequest, version: Version, job: PackJob, ou
             .values()
             .filter_map(|r| {
                 let p = r.peeled.as_ref()?;
-                Some((ObjectId::from_hex(r.oid.as_bytes()).ok()?, ObjectId::from_hex(p.as_bytes()).ok()?))
+                Some((
+                    ObjectId::from_hex(r.oid.as_bytes()).ok()?,
+                    ObjectId::from_hex(p.as_bytes()).ok()?,
+                ))
             })
             .collect()
     } else {
@@ -283,7 +319,9 @@ fn send_pack(repo: &Repo, req: &FetchRequest, version: Version, job: PackJob, ou
     if progress {
         sb.progress(&format!("goprox: counted {} objects\n", entries.len()))?;
     }
-    let opts = writer::WriteOptions { ofs_delta: req.ofs_delta };
+    let opts = writer::WriteOptions {
+        ofs_delta: req.ofs_delta,
+    };
     match writer::write_pack(odb, &entries, opts, &mut sb) {
         Ok(stats) => {
             metrics::PACKS_SERVED.inc();
@@ -298,7 +336,9 @@ fn send_pack(repo: &Repo, req: &FetchRequest, version: Version, job: PackJob, ou
                 ))?;
             }
         }
-        Err(OdbError::Store(crate::store::StoreError::Io(e))) if e.kind() == io::ErrorKind::BrokenPipe => {
+        Err(OdbError::Store(crate::store::StoreError::Io(e)))
+            if e.kind() == io::ErrorKind::BrokenPipe =>
+        {
             return Err(e);
         }
         Err(e) => {
@@ -308,4 +348,3 @@ fn send_pack(repo: &Repo, req: &FetchRequest, version: Version, job: PackJob, ou
     }
     sb.finish()
 }
-

@@ -85,7 +85,9 @@ pub fn check_key(key: &str) -> Result<()> {
         || key.starts_with('/')
         || key.contains('\\')
         || key.chars().any(|c| c.is_control())
-        || key.split('/').any(|s| s.is_empty() || s == "." || s == "..");
+        || key
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..");
     if bad {
         Err(StoreError::InvalidKey(key.to_string()))
     } else {
@@ -111,7 +113,9 @@ pub async fn open(url: &str, s3: &s3::S3Options) -> anyhow::Result<DynStore> {
     let path = if let Some(p) = url.strip_prefix("file://") {
         p.to_string()
     } else if url.contains("://") {
-        anyhow::bail!("unsupported --store URL {url:?} (use a path, file:///dir, s3://bucket/prefix or memory://)");
+        anyhow::bail!(
+            "unsupported --store URL {url:?} (use a path, file:///dir, s3://bucket/prefix or memory://)"
+        );
     } else {
         url.to_string()
     };
@@ -134,7 +138,9 @@ pub mod conformance {
             .await
             .unwrap();
         assert!(matches!(
-            store.put(k, Bytes::from_static(b"x"), PutMode::CreateOnly).await,
+            store
+                .put(k, Bytes::from_static(b"x"), PutMode::CreateOnly)
+                .await,
             Err(StoreError::PreconditionFailed)
         ));
         let got = store.get(k).await.unwrap().unwrap();
@@ -148,17 +154,31 @@ pub mod conformance {
             .await
             .unwrap();
         assert!(matches!(
-            store.put(k, Bytes::from_static(b"v3"), PutMode::IfMatch(e1)).await,
+            store
+                .put(k, Bytes::from_static(b"v3"), PutMode::IfMatch(e1))
+                .await,
             Err(StoreError::PreconditionFailed)
         ));
         assert_eq!(&store.get(k).await.unwrap().unwrap().data[..], b"v2");
-        store.put(k, Bytes::from_static(b"v4"), PutMode::IfMatch(e2)).await.unwrap();
-        store.put("t/b", Bytes::from_static(b"b"), PutMode::Overwrite).await.unwrap();
-        assert_eq!(store.list("t/").await.unwrap(), vec!["t/a/obj".to_string(), "t/b".to_string()]);
+        store
+            .put(k, Bytes::from_static(b"v4"), PutMode::IfMatch(e2))
+            .await
+            .unwrap();
+        store
+            .put("t/b", Bytes::from_static(b"b"), PutMode::Overwrite)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.list("t/").await.unwrap(),
+            vec!["t/a/obj".to_string(), "t/b".to_string()]
+        );
         store.delete("t/b").await.unwrap();
         store.delete("t/b").await.unwrap();
         assert_eq!(store.list("t/").await.unwrap(), vec!["t/a/obj".to_string()]);
-        assert!(matches!(store.get_range("t/missing", 0, 1).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            store.get_range("t/missing", 0, 1).await,
+            Err(StoreError::NotFound(_))
+        ));
         assert!(check_key("../x").is_err());
     }
 }

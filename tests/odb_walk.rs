@@ -1,0 +1,321 @@
+//! The object database and negotiator against real git: a repository built with the `git`
+//! binary is packed, indexed with goprox's fill indexer, put in a memory store, and the object
+//! sets goprox computes are compared with `git rev-list --objects`; the packs goprox writes are
+//! checked with `git index-pack` and `git fsck`.
+
+use gix_hash::ObjectId;
+use goprox::fill::fetch::index_pack;
+use goprox::odb::pack::Pack;
+use goprox::odb::walk::{Deepen, PackPlan, Walker};
+use goprox::odb::{Io, Odb, writer};
+use goprox::store::{DynStore, ObjectStore, PutMode, memory::MemoryStore};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.test")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.test")
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf8")
+}
+
+fn git_available() -> bool {
+    let ok = Command::new("git")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok && std::env::var("GOPROX_REQUIRE_TOOLS").as_deref() == Ok("1") {
+        panic!("git is required (GOPROX_REQUIRE_TOOLS=1)");
+    }
+    ok
+}
+
+struct Fixture {
+    dir: PathBuf,
+    odb: Odb,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn commit_at(dir: &Path, i: u32, msg: &str) {
+    let date = format!("{} +0000", 1_600_000_000 + i * 3600);
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(["commit", "-q", "-m", msg])
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.test")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.test")
+        .env("GIT_AUTHOR_DATE", &date)
+        .env("GIT_COMMITTER_DATE", &date)
+        .output()
+        .expect("git commit");
+    assert!(out.status.success());
+}
+
+/// 40 commits on `main` with a merged side branch, a tag of a tag, deltas between versions.
+fn fixture() -> Fixture {
+    let dir = std::env::temp_dir().join(format!("goprox-odbwalk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    git(&dir, &["init", "-q", "-b", "main"]);
+    let mut text = String::new();
+    for i in 0..40u32 {
+        for l in 0..40 {
+            text.push_str(&format!("line {l} of revision {i}\n"));
+        }
+        std::fs::write(dir.join("big.txt"), &text).expect("write");
+        std::fs::create_dir_all(dir.join(format!("d{}", i % 4))).expect("mkdir");
+        std::fs::write(
+            dir.join(format!("d{}/f{i}.txt", i % 4)),
+            format!("file {i}\n"),
+        )
+        .expect("write");
+        git(&dir, &["add", "-A"]);
+        commit_at(&dir, i, &format!("c{i}"));
+        if i == 20 {
+            git(&dir, &["checkout", "-q", "-b", "side", "HEAD~3"]);
+            std::fs::write(dir.join("side.txt"), "side\n").expect("write");
+            git(&dir, &["add", "-A"]);
+            commit_at(&dir, 100, "side");
+            git(&dir, &["checkout", "-q", "main"]);
+            git(&dir, &["merge", "-q", "--no-edit", "side"]);
+        }
+    }
+    git(&dir, &["tag", "-a", "-m", "one", "v1", "HEAD~10"]);
+    git(&dir, &["tag", "-a", "-m", "outer", "v1-outer", "v1"]);
+    git(&dir, &["tag", "light", "HEAD~2"]);
+    git(&dir, &["repack", "-adq"]);
+    let packdir = dir.join(".git/objects/pack");
+    let pack_path = std::fs::read_dir(&packdir)
+        .expect("pack dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "pack"))
+        .expect("a pack");
+    let pack = std::fs::read(pack_path).expect("read pack");
+    let indexed = index_pack(&pack).expect("index pack");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let store: DynStore = Arc::new(MemoryStore::default());
+    let key = format!("r/pack-{}.pack", indexed.name);
+    rt.block_on(store.put(&key, pack.clone().into(), PutMode::CreateOnly))
+        .expect("put");
+    let p = Pack::from_index_bytes(
+        indexed.name.clone(),
+        Arc::from(key.as_str()),
+        pack.len() as u64,
+        indexed.idx,
+    )
+    .expect("pack");
+    let io = Arc::new(Io::new(store, rt.handle().clone(), 8 << 20));
+    Fixture {
+        dir,
+        odb: Odb::new(vec![Arc::new(p)], io),
+        _rt: rt,
+    }
+}
+
+fn oid(s: &str) -> ObjectId {
+    ObjectId::from_hex(s.trim().as_bytes()).expect("oid")
+}
+
+fn rev_list(dir: &Path, args: &[&str]) -> BTreeSet<ObjectId> {
+    let mut a = vec!["rev-list", "--objects"];
+    a.extend_from_slice(args);
+    git(dir, &a)
+        .lines()
+        .map(|l| oid(l.split(' ').next().unwrap_or_default()))
+        .collect()
+}
+
+/// Write a pack of `ids` with goprox and index it with git in a fresh repository.
+/// `strict`: the pack is closed under reachability (a full clone), so git can check links.
+fn check_pack_with_git(f: &Fixture, ids: &[ObjectId], name: &str, strict: bool) {
+    let plan = writer::plan(&f.odb, ids).expect("plan");
+    let mut out = Vec::new();
+    let stats =
+        writer::write_pack(&f.odb, &plan, Default::default(), &mut out).expect("write pack");
+    assert_eq!(stats.objects as usize, ids.len());
+    let dest = f.dir.join(name);
+    std::fs::create_dir_all(&dest).expect("mkdir");
+    git(&dest, &["init", "-q", "--bare"]);
+    let mut child = Command::new("git")
+        .current_dir(&dest)
+        .args(if strict {
+            &["index-pack", "--stdin", "--strict"][..]
+        } else {
+            &["index-pack", "--stdin"][..]
+        })
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("index-pack");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&out)
+        .expect("feed pack");
+    let res = child.wait_with_output().expect("index-pack");
+    assert!(
+        res.status.success(),
+        "index-pack: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+}
+
+#[test]
+fn negotiator_matches_git_rev_list() {
+    if !git_available() {
+        eprintln!("SKIP: git not found");
+        return;
+    }
+    let f = fixture();
+    let dir = f.dir.clone();
+    let all_refs: Vec<ObjectId> = git(&dir, &["for-each-ref", "--format=%(objectname)"])
+        .lines()
+        .map(oid)
+        .collect();
+    let mut w = Walker::new(&f.odb);
+
+    // Full clone: every object of every ref.
+    let full: BTreeSet<ObjectId> = w
+        .objects_to_send(&PackPlan {
+            wants: &all_refs,
+            ..Default::default()
+        })
+        .expect("count")
+        .into_iter()
+        .collect();
+    assert_eq!(full, rev_list(&dir, &["--all"]));
+    check_pack_with_git(
+        &f,
+        &full.iter().copied().collect::<Vec<_>>(),
+        "full.git",
+        true,
+    );
+
+    // Incremental: main with the client at main~7 (crossing the merge).
+    let tip = oid(&git(&dir, &["rev-parse", "main"]));
+    let old = oid(&git(&dir, &["rev-parse", "main~7"]));
+    let inc: BTreeSet<ObjectId> = w
+        .objects_to_send(&PackPlan {
+            wants: &[tip],
+            haves: &[old],
+            ..Default::default()
+        })
+        .expect("count")
+        .into_iter()
+        .collect();
+    let expect = rev_list(&dir, &["main", "^main~7"]);
+    assert_eq!(
+        inc, expect,
+        "incremental object set differs from git rev-list --objects main ^main~7"
+    );
+    assert!(inc.len() < full.len());
+
+    // include-tag: asking for main~10 with include-tag brings v1 and v1-outer.
+    let v1 = oid(&git(&dir, &["rev-parse", "v1"]));
+    let outer = oid(&git(&dir, &["rev-parse", "v1-outer"]));
+    let c10 = oid(&git(&dir, &["rev-parse", "main~10"]));
+    let tags = [(outer, c10), (v1, c10)];
+    let with_tags = w
+        .objects_to_send(&PackPlan {
+            wants: &[c10],
+            include_tags: &tags,
+            ..Default::default()
+        })
+        .expect("count");
+    assert!(with_tags.contains(&v1) && with_tags.contains(&outer));
+    check_pack_with_git(&f, &with_tags, "tags.git", false);
+
+    // Depth 1: the boundary is the want itself.
+    let s = w
+        .shallow(
+            &[tip],
+            &[],
+            &Deepen {
+                depth: Some(1),
+                ..Default::default()
+            },
+        )
+        .expect("shallow");
+    assert_eq!(s.shallow, vec![tip]);
+    let shallow_set = w
+        .objects_to_send(&PackPlan {
+            wants: &[tip],
+            grafts: Some(&s.grafts),
+            ..Default::default()
+        })
+        .expect("count");
+    let tree = oid(&git(&dir, &["rev-parse", "main^{tree}"]));
+    let expect_depth1: BTreeSet<ObjectId> = rev_list(&dir, &["--no-walk", "main"]);
+    assert!(shallow_set.contains(&tree));
+    assert_eq!(
+        shallow_set.iter().copied().collect::<BTreeSet<_>>(),
+        expect_depth1
+    );
+    check_pack_with_git(&f, &shallow_set, "shallow.git", false);
+
+    // Deepen by 3 more from the depth-1 boundary: the old boundary is unshallowed.
+    let d = w
+        .shallow(
+            &[tip],
+            &[tip],
+            &Deepen {
+                depth: Some(3),
+                relative: true,
+                ..Default::default()
+            },
+        )
+        .expect("deepen");
+    assert_eq!(d.unshallow, vec![tip]);
+    assert!(!d.shallow.is_empty());
+    for b in &d.shallow {
+        let n: usize = git(
+            &dir,
+            &[
+                "rev-list",
+                "--count",
+                &format!("{tip}...{b}"),
+                "--left-only",
+                "--ancestry-path",
+            ],
+        )
+        .trim()
+        .parse()
+        .unwrap_or(0);
+        assert!(n <= 4, "boundary {b} too deep ({n})");
+    }
+
+    // ok_to_give_up: main reaches main~7.
+    let common = [old].into_iter().collect();
+    assert!(w.all_wants_reach(&[tip], &common).expect("reach"));
+    let side = oid(&git(&dir, &["rev-parse", "side"]));
+    let later = [tip].into_iter().collect();
+    assert!(!w.all_wants_reach(&[old], &later).expect("reach"));
+    let _ = side;
+}
