@@ -8,30 +8,39 @@ use goprox::fill::fetch::index_pack;
 use goprox::odb::pack::Pack;
 use goprox::odb::walk::{Deepen, PackPlan, Walker};
 use goprox::odb::{Io, Odb, writer};
-use goprox::store::{DynStore, ObjectStore, PutMode, memory::MemoryStore};
+use goprox::store::{DynStore, PutMode, memory::MemoryStore};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(args)
+/// `git` in `dir` with an isolated configuration and a fixed identity.
+fn git_cmd(dir: &Path) -> Command {
+    let mut c = Command::new("git");
+    c.current_dir(dir)
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_AUTHOR_NAME", "t")
         .env("GIT_AUTHOR_EMAIL", "t@example.test")
         .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.test")
-        .output()
-        .expect("run git");
+        .env("GIT_COMMITTER_EMAIL", "t@example.test");
+    c
+}
+
+fn run(mut c: Command) -> String {
+    let out = c.output().expect("run git");
     assert!(
         out.status.success(),
-        "git {args:?}: {}",
+        "{c:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("utf8")
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let mut c = git_cmd(dir);
+    c.args(args);
+    run(c)
 }
 
 fn git_available() -> bool {
@@ -59,20 +68,11 @@ impl Drop for Fixture {
 
 fn commit_at(dir: &Path, i: u32, msg: &str) {
     let date = format!("{} +0000", 1_600_000_000 + i * 3600);
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(["commit", "-q", "-m", msg])
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.test")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.test")
+    let mut c = git_cmd(dir);
+    c.args(["commit", "-q", "-m", msg])
         .env("GIT_AUTHOR_DATE", &date)
-        .env("GIT_COMMITTER_DATE", &date)
-        .output()
-        .expect("git commit");
-    assert!(out.status.success());
+        .env("GIT_COMMITTER_DATE", &date);
+    run(c);
 }
 
 /// 40 commits on `main` with a merged side branch, a tag of a tag, deltas between versions.
@@ -160,8 +160,7 @@ fn check_pack_with_git(f: &Fixture, ids: &[ObjectId], name: &str, strict: bool) 
     let dest = f.dir.join(name);
     std::fs::create_dir_all(&dest).expect("mkdir");
     git(&dest, &["init", "-q", "--bare"]);
-    let mut child = Command::new("git")
-        .current_dir(&dest)
+    let mut child = git_cmd(&dest)
         .args(if strict {
             &["index-pack", "--stdin", "--strict"][..]
         } else {
