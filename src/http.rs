@@ -41,7 +41,12 @@ impl AppState {
         }
         let ours = |url: &str| {
             url.split_once("://")
-                .map(|(_, rest)| rest.split('/').next().unwrap_or_default().eq_ignore_ascii_case(a.as_str()))
+                .map(|(_, rest)| {
+                    rest.split('/')
+                        .next()
+                        .unwrap_or_default()
+                        .eq_ignore_ascii_case(a.as_str())
+                })
                 .unwrap_or(false)
         };
         ours(&self.listen_url) || self.public_url.as_deref().is_some_and(ours)

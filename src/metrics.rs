@@ -35,6 +35,9 @@ pub static OBJECTS_SERVED: Counter = Counter::new();
 pub static PACK_BYTES_SERVED: Counter = Counter::new();
 /// Milliseconds spent generating packs.
 pub static PACK_SECONDS: Counter = Counter::new();
+/// Ranged GETs of pack bytes from the store (block-cache misses), and their bytes.
+pub static STORE_RANGE_GETS: Counter = Counter::new();
+pub static STORE_RANGE_BYTES: Counter = Counter::new();
 pub static FILLS: Counter = Counter::new();
 pub static FILL_ERRORS: Counter = Counter::new();
 

@@ -75,6 +75,10 @@ impl Filler {
             return Ok(x);
         }
         let result = self.fetch_and_store(target, &keys).await;
+        match &result {
+            Ok(_) => crate::metrics::FILLS.inc(),
+            Err(_) => crate::metrics::FILL_ERRORS.inc(),
+        }
         if let Ok(mut m) = self.locks.lock()
             && Arc::strong_count(&lock) <= 2
         {

@@ -107,6 +107,8 @@ impl Io {
             let data = self
                 .rt
                 .block_on(self.store.get_range(&pack.key, from, to - from))?;
+            crate::metrics::STORE_RANGE_GETS.inc();
+            crate::metrics::STORE_RANGE_BYTES.add(data.len() as u64);
             if data.len() as u64 != to - from {
                 return Err(corrupt(format!("short read of {} at {from}", pack.key)));
             }
