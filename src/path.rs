@@ -22,6 +22,9 @@ pub fn percent_decode(s: &str) -> Result<String, BadPath> {
             let hex = b
                 .get(i + 1..i + 3)
                 .ok_or_else(|| bad("truncated %-escape"))?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return Err(bad("bad %-escape"));
+            }
             let hex = std::str::from_utf8(hex).map_err(|_| bad("bad %-escape"))?;
             let v = u8::from_str_radix(hex, 16).map_err(|_| bad("bad %-escape"))?;
             out.push(v);
@@ -107,6 +110,7 @@ mod tests {
             "example.test/../x"
         );
         assert!(percent_decode("a%2").is_err());
+        assert!(percent_decode("a%+f").is_err());
         assert!(validate(&percent_decode("example.test/%2e%2e/x").unwrap()).is_err());
     }
 }

@@ -38,7 +38,8 @@ pub fn apply(base: &[u8], delta: &[u8]) -> Result<Vec<u8>, DeltaError> {
     if result_size > (1 << 40) {
         return Err(DeltaError("result too large"));
     }
-    let mut out = Vec::with_capacity(result_size as usize);
+    // The declared size is untrusted: reserve at most 64 MiB up front and grow from there.
+    let mut out = Vec::with_capacity(result_size.min(64 << 20) as usize);
     while pos < delta.len() {
         let op = delta[pos];
         pos += 1;
@@ -102,5 +103,8 @@ mod tests {
         assert!(apply(b"short", &delta).is_err());
         assert!(apply(base, &[11, 11, 0]).is_err());
         assert!(apply(base, &[11, 3, 0x91, 20, 5]).is_err());
+        // A huge declared result must fail cleanly, not abort on allocation.
+        let huge = [0x00, 0xcd, 0xcc, 0xcd, 0xcd, 0xcd, 0x0b, 0x00, 0x00];
+        assert!(apply(b"", &huge).is_err());
     }
 }

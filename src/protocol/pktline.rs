@@ -91,6 +91,10 @@ fn parse_hex4(h: &[u8]) -> Option<usize> {
 
 /// Append one data pkt-line. Payloads longer than [`MAX_DATA_LEN`] are split.
 pub fn write_data(out: &mut Vec<u8>, data: &[u8]) {
+    if data.is_empty() {
+        out.extend_from_slice(b"0004");
+        return;
+    }
     for chunk in data.chunks(MAX_DATA_LEN) {
         out.extend_from_slice(format!("{:04x}", chunk.len() + 4).as_bytes());
         out.extend_from_slice(chunk);
