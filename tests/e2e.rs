@@ -19,6 +19,8 @@ mod fetch;
 mod go;
 #[path = "e2e/mirror.rs"]
 mod mirror;
+#[path = "e2e/partial.rs"]
+mod partial;
 #[path = "e2e/selftest.rs"]
 mod selftest;
 #[path = "e2e/shallow.rs"]
