@@ -357,9 +357,11 @@ impl<'a> Walker<'a> {
                 Kind::Tag => {}
             }
         }
+        let mut have_commits = Vec::new();
         for h in plan.haves {
             if let Ok(Some(c)) = self.peel_commit(h) {
                 starts.push((c, true));
+                have_commits.push(c);
             }
         }
 
@@ -443,7 +445,7 @@ impl<'a> Walker<'a> {
             .filter(|c| state.get(c).is_some_and(|s| !s.uninteresting))
             .collect();
 
-        // Edges: uninteresting parents of sent commits, and what the client says it has.
+        // Edges: uninteresting parents of sent commits.
         let mut edges: Vec<(i64, ObjectId)> = Vec::new();
         let mut edge_seen = HashSet::new();
         for c in &commits {
@@ -451,6 +453,13 @@ impl<'a> Walker<'a> {
                 if state.get(&p).is_some_and(|s| s.uninteresting) && edge_seen.insert(p) {
                     edges.push((self.commit(&p)?.time, p));
                 }
+            }
+        }
+        // The client's own haves bound the pack too (git's aggressive edge hint): this hides
+        // trees and blobs wanted directly (tags of trees or blobs) that the client already has.
+        for c in have_commits {
+            if edge_seen.insert(c) {
+                edges.push((self.commit(&c)?.time, c));
             }
         }
         edges.sort_by(|a, b| b.cmp(a));
