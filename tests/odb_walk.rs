@@ -236,6 +236,41 @@ fn negotiator_matches_git_rev_list() {
     );
     assert!(inc.len() < full.len());
 
+    // The same as a thin pack: deltas against what the client has stay deltas (REF_DELTA);
+    // git completes it from the objects it has (`--fix-thin` in the full repository).
+    let thin_bases = w.client_has.clone();
+    assert!(!thin_bases.is_empty());
+    let ids: Vec<ObjectId> = inc.iter().copied().collect();
+    let plan = writer::plan(&f.odb, &ids).expect("plan");
+    let mut thin = Vec::new();
+    let opts = writer::WriteOptions {
+        ofs_delta: true,
+        thin_bases: Some(&thin_bases),
+    };
+    let stats = writer::write_pack(&f.odb, &plan, opts, &mut thin).expect("thin pack");
+    eprintln!("thin pack: {stats:?}");
+    let mut c = git_cmd(&dir);
+    c.args(["index-pack", "--stdin", "--fix-thin", "--strict"]);
+    let mut child = c
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("index-pack");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&thin)
+        .expect("feed pack");
+    let res = child.wait_with_output().expect("index-pack");
+    assert!(
+        res.status.success(),
+        "index-pack --fix-thin: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+
     // include-tag: asking for main~10 with include-tag brings v1 and v1-outer.
     let v1 = oid(&git(&dir, &["rev-parse", "v1"]));
     let outer = oid(&git(&dir, &["rev-parse", "v1-outer"]));

@@ -183,6 +183,11 @@ impl Odb {
         })
     }
 
+    /// The object id of the entry at `loc` (reverse index lookup).
+    pub fn oid_at(&self, loc: Location) -> Option<ObjectId> {
+        self.packs.get(loc.pack as usize)?.oid_at_offset(loc.offset)
+    }
+
     pub fn contains(&self, id: &oid) -> bool {
         self.locate(id).is_some()
     }

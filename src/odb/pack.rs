@@ -14,6 +14,8 @@ pub struct Pack {
     idx: gix_pack::index::File<Vec<u8>>,
     /// Entry start offsets in pack order, to find where each entry ends.
     sorted_offsets: Vec<u64>,
+    /// Index positions in pack order (parallel to `sorted_offsets`): offset → object id.
+    by_offset: Vec<u32>,
 }
 
 impl std::fmt::Debug for Pack {
@@ -35,8 +37,11 @@ impl Pack {
     ) -> Result<Self, String> {
         let idx = gix_pack::index::File::from_data(idx, Default::default(), gix_hash::Kind::Sha1)
             .map_err(|e| format!("invalid pack index for {key}: {e}"))?;
-        let mut sorted_offsets = idx.sorted_offsets();
-        sorted_offsets.sort_unstable();
+        let mut pairs: Vec<(u64, u32)> = (0..idx.num_objects())
+            .map(|i| (idx.pack_offset_at_index(i), i))
+            .collect();
+        pairs.sort_unstable();
+        let (sorted_offsets, by_offset): (Vec<u64>, Vec<u32>) = pairs.into_iter().unzip();
         if sorted_offsets.last().is_some_and(|&o| o + 20 > size) {
             return Err(format!(
                 "pack index for {key} points past the end of the pack"
@@ -48,6 +53,7 @@ impl Pack {
             size,
             idx,
             sorted_offsets,
+            by_offset,
         })
     }
 
@@ -60,6 +66,12 @@ impl Pack {
         self.idx
             .lookup(oid)
             .map(|i| self.idx.pack_offset_at_index(i))
+    }
+
+    /// The object whose entry starts at `offset`.
+    pub fn oid_at_offset(&self, offset: u64) -> Option<ObjectId> {
+        let i = self.sorted_offsets.binary_search(&offset).ok()?;
+        Some(self.idx.oid_at_index(self.by_offset[i]).to_owned())
     }
 
     /// Where the entry starting at `offset` ends (the next entry, or the trailer).

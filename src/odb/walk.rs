@@ -95,6 +95,9 @@ pub struct PackPlan<'a> {
 pub struct Walker<'a> {
     pub odb: &'a Odb,
     commits: HashMap<ObjectId, Arc<CommitInfo>>,
+    /// After [`Walker::objects_to_send`]: trees and blobs the client has (those of the edge
+    /// commits), usable as thin-pack delta bases.
+    pub client_has: HashSet<ObjectId>,
 }
 
 const MAX_EDGES: usize = 32;
@@ -104,6 +107,7 @@ impl<'a> Walker<'a> {
         Walker {
             odb,
             commits: HashMap::new(),
+            client_has: HashSet::new(),
         }
     }
 
@@ -483,6 +487,7 @@ impl<'a> Walker<'a> {
                 roots.push(self.commit(c)?.tree);
             }
             roots.extend(tree_roots);
+            self.client_has = client_has.clone();
             let mut seen = client_has;
             for r in roots {
                 self.collect_tree(r, &mut seen, plan.filter, &mut |id| {

@@ -20,18 +20,26 @@ pub struct PackStats {
     pub reused_deltas: u64,
     /// Deltas resolved and recompressed because their base is not in the pack.
     pub recompressed: u64,
+    /// Deltas sent against a base the client has (thin pack).
+    pub thin_deltas: u64,
     pub bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct WriteOptions {
+pub struct WriteOptions<'a> {
     /// The client understands OFS_DELTA; otherwise such entries become REF_DELTA.
     pub ofs_delta: bool,
+    /// Thin pack: objects the client is known to have. A stored delta whose base is among
+    /// them is sent verbatim as a REF_DELTA against it instead of being resolved.
+    pub thin_bases: Option<&'a HashSet<ObjectId>>,
 }
 
-impl Default for WriteOptions {
+impl Default for WriteOptions<'_> {
     fn default() -> Self {
-        WriteOptions { ofs_delta: true }
+        WriteOptions {
+            ofs_delta: true,
+            thin_bases: None,
+        }
     }
 }
 
@@ -111,7 +119,7 @@ pub fn plan(odb: &Odb, ids: &[ObjectId]) -> Result<Vec<(Location, ObjectId)>> {
 pub fn write_pack(
     odb: &Odb,
     entries: &[(Location, ObjectId)],
-    opts: WriteOptions,
+    opts: WriteOptions<'_>,
     out: &mut dyn Write,
 ) -> Result<PackStats> {
     let mut w = HashingWriter {
@@ -136,30 +144,47 @@ pub fn write_pack(
         let e = odb.raw_entry(loc)?;
         buf.clear();
         let mut verbatim_data = true;
+        // A base the client has, for a thin pack.
+        let thin_base = |base_id: Option<ObjectId>| {
+            base_id.filter(|b| opts.thin_bases.is_some_and(|t| t.contains(b)))
+        };
         match e.header {
             Header::OfsDelta { .. } => {
                 let base = odb.base_location(loc, &e.header)?;
-                match base.and_then(|b| written_at.get(&b).map(|o| (b, *o))) {
-                    Some((_, base_out)) if opts.ofs_delta => {
-                        entry_header(6, e.decompressed_size, &mut buf);
-                        ofs_distance(here - base_out, &mut buf);
-                        stats.reused_deltas += 1;
+                let thin = match base {
+                    Some(b) if !written_at.contains_key(&b) => thin_base(odb.oid_at(b)),
+                    _ => None,
+                };
+                if let Some(base_id) = thin {
+                    entry_header(7, e.decompressed_size, &mut buf);
+                    buf.extend_from_slice(base_id.as_bytes());
+                    stats.thin_deltas += 1;
+                } else {
+                    match base.and_then(|b| written_at.get(&b).map(|o| (b, *o))) {
+                        Some((_, base_out)) if opts.ofs_delta => {
+                            entry_header(6, e.decompressed_size, &mut buf);
+                            ofs_distance(here - base_out, &mut buf);
+                            stats.reused_deltas += 1;
+                        }
+                        Some((b, _)) => {
+                            let base_id = id_at
+                                .get(&b)
+                                .ok_or_else(|| OdbError::Corrupt("base id".into()))?;
+                            entry_header(7, e.decompressed_size, &mut buf);
+                            buf.extend_from_slice(base_id.as_bytes());
+                            stats.reused_deltas += 1;
+                        }
+                        None => verbatim_data = false,
                     }
-                    Some((b, _)) => {
-                        let base_id = id_at
-                            .get(&b)
-                            .ok_or_else(|| OdbError::Corrupt("base id".into()))?;
-                        entry_header(7, e.decompressed_size, &mut buf);
-                        buf.extend_from_slice(base_id.as_bytes());
-                        stats.reused_deltas += 1;
-                    }
-                    None => verbatim_data = false,
                 }
             }
             Header::RefDelta { base_id } => {
                 if in_pack.contains(&base_id) {
                     buf.extend_from_slice(&e.raw[..e.header_len]);
                     stats.reused_deltas += 1;
+                } else if thin_base(Some(base_id)).is_some() {
+                    buf.extend_from_slice(&e.raw[..e.header_len]);
+                    stats.thin_deltas += 1;
                 } else {
                     verbatim_data = false;
                 }

@@ -319,8 +319,11 @@ fn send_pack(
     if progress {
         sb.progress(&format!("goprox: counted {} objects\n", entries.len()))?;
     }
+    // Thin packs only when asked, and never for partial clones (the client may lack the bases).
+    let thin = req.thin_pack && req.filter.is_none();
     let opts = writer::WriteOptions {
         ofs_delta: req.ofs_delta,
+        thin_bases: thin.then_some(&walker.client_has),
     };
     match writer::write_pack(odb, &entries, opts, &mut sb) {
         Ok(stats) => {
@@ -328,11 +331,12 @@ fn send_pack(
             metrics::OBJECTS_SERVED.add(stats.objects);
             metrics::PACK_BYTES_SERVED.add(stats.bytes);
             tracing::info!(repo = %repo.root, objects = stats.objects, bytes = stats.bytes,
-                reused = stats.reused, reused_deltas = stats.reused_deltas, recompressed = stats.recompressed, "pack sent");
+                reused = stats.reused, reused_deltas = stats.reused_deltas, thin_deltas = stats.thin_deltas,
+                recompressed = stats.recompressed, "pack sent");
             if progress {
                 sb.progress(&format!(
-                    "goprox: total {} objects ({} reused verbatim, {} deltas kept, {} recompressed)\n",
-                    stats.objects, stats.reused, stats.reused_deltas, stats.recompressed
+                    "goprox: total {} objects ({} reused verbatim, {} deltas kept, {} thin, {} recompressed)\n",
+                    stats.objects, stats.reused, stats.reused_deltas, stats.thin_deltas, stats.recompressed
                 ))?;
             }
         }
