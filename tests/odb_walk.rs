@@ -160,28 +160,34 @@ fn check_pack_with_git(f: &Fixture, ids: &[ObjectId], name: &str, strict: bool) 
     let dest = f.dir.join(name);
     std::fs::create_dir_all(&dest).expect("mkdir");
     git(&dest, &["init", "-q", "--bare"]);
-    let mut child = git_cmd(&dest)
-        .args(if strict {
-            &["index-pack", "--stdin", "--strict"][..]
-        } else {
-            &["index-pack", "--stdin"][..]
-        })
+    let args: &[&str] = if strict {
+        &["index-pack", "--stdin", "--strict"]
+    } else {
+        &["index-pack", "--stdin"]
+    };
+    index_pack_with_git(&dest, args, &out);
+}
+
+/// Feed `pack` to `git ARGS` (an `index-pack --stdin ...`) in `dir`; panic unless it succeeds.
+fn index_pack_with_git(dir: &Path, args: &[&str], pack: &[u8]) {
+    use std::io::Write;
+    let mut child = git_cmd(dir)
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("index-pack");
-    use std::io::Write;
     child
         .stdin
         .take()
         .expect("stdin")
-        .write_all(&out)
+        .write_all(pack)
         .expect("feed pack");
     let res = child.wait_with_output().expect("index-pack");
     assert!(
         res.status.success(),
-        "index-pack: {}",
+        "git {args:?}: {}",
         String::from_utf8_lossy(&res.stderr)
     );
 }
@@ -249,26 +255,10 @@ fn negotiator_matches_git_rev_list() {
     };
     let stats = writer::write_pack(&f.odb, &plan, opts, &mut thin).expect("thin pack");
     eprintln!("thin pack: {stats:?}");
-    let mut c = git_cmd(&dir);
-    c.args(["index-pack", "--stdin", "--fix-thin", "--strict"]);
-    let mut child = c
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("index-pack");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&thin)
-        .expect("feed pack");
-    let res = child.wait_with_output().expect("index-pack");
-    assert!(
-        res.status.success(),
-        "index-pack --fix-thin: {}",
-        String::from_utf8_lossy(&res.stderr)
+    index_pack_with_git(
+        &dir,
+        &["index-pack", "--stdin", "--fix-thin", "--strict"],
+        &thin,
     );
 
     // include-tag: asking for main~10 with include-tag brings v1 and v1-outer.

@@ -312,6 +312,20 @@ fn is_not_found<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
         && (status(err) == Some(404) || matches!(code, Some("NoSuchKey" | "NotFound")))
 }
 
+/// The whole body of a GetObject response.
+async fn read_body(body: ByteStream, key: &str) -> Result<Bytes> {
+    Ok(body
+        .collect()
+        .await
+        .map_err(|e| {
+            StoreError::Backend(format!(
+                "GetObject {key}: reading body: {}",
+                DisplayErrorContext(&e)
+            ))
+        })?
+        .into_bytes())
+}
+
 fn etag_from(etag: Option<&str>, op: &str, key: &str) -> Result<ETag> {
     etag.map(|e| ETag(e.to_string()))
         .ok_or_else(|| StoreError::Backend(format!("{op} {key}: no ETag in the response")))
@@ -347,17 +361,7 @@ impl ObjectStore for S3Store {
             Err(e) => return Err(backend("GetObject", &full, e)),
         };
         let etag = etag_from(out.e_tag(), "GetObject", &full)?;
-        let data = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| {
-                StoreError::Backend(format!(
-                    "GetObject {full}: reading body: {}",
-                    DisplayErrorContext(&e)
-                ))
-            })?
-            .into_bytes();
+        let data = read_body(out.body, &full).await?;
         Ok(Some(GetOutput { data, etag }))
     }
 
@@ -386,17 +390,7 @@ impl ObjectStore for S3Store {
             Err(e) => return Err(backend("GetObject", &full, e)),
         };
         let ranged = out.content_range().is_some();
-        let data = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| {
-                StoreError::Backend(format!(
-                    "GetObject {full}: reading body: {}",
-                    DisplayErrorContext(&e)
-                ))
-            })?
-            .into_bytes();
+        let data = read_body(out.body, &full).await?;
         if ranged {
             // Never hand back more than asked, whatever the server sent.
             Ok(data.slice(..data.len().min(usize::try_from(len).unwrap_or(usize::MAX))))
