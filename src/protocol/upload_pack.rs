@@ -39,9 +39,9 @@ pub fn serve(
     let mut head = Vec::new();
     match negotiate(repo, req, version, &mut head) {
         Ok(None) => out.write_all(&head),
-        Ok(Some(job)) => {
+        Ok(Some((job, walker))) => {
             out.write_all(&head)?;
-            let r = send_pack(repo, req, version, job, out);
+            let r = send_pack(repo, req, version, job, walker, out);
             metrics::PACK_SECONDS.add_ms(started.elapsed().as_millis() as u64);
             r
         }
@@ -62,12 +62,13 @@ struct PackJob {
     filter: Option<Filter>,
 }
 
-fn negotiate(
-    repo: &Repo,
+/// Negotiate; when a pack is due, also hand over the walker (its parsed commits are reused).
+fn negotiate<'r>(
+    repo: &'r Repo,
     req: &FetchRequest,
     version: Version,
     out: &mut Vec<u8>,
-) -> Result<Option<PackJob>, Refuse> {
+) -> Result<Option<(PackJob, Walker<'r>)>, Refuse> {
     let odb = &repo.odb;
     let mut walker = Walker::new(odb);
     let mut wants = req.wants.clone();
@@ -183,7 +184,7 @@ fn negotiate(
                     Some(_) => {}
                     None => write_line(out, "NAK"),
                 }
-                return Ok(Some(job));
+                return Ok(Some((job, walker)));
             }
             let ready = req.multi_ack_detailed
                 && last.is_some()
@@ -196,7 +197,7 @@ fn negotiate(
             }
             if let (true, true, Some(l)) = (req.no_done, ready, last) {
                 write_line(out, format_args!("ACK {l}"));
-                return Ok(Some(job));
+                return Ok(Some((job, walker)));
             }
             Ok(None)
         }
@@ -232,7 +233,7 @@ fn negotiate(
                 write_delim(out);
             }
             write_line(out, "packfile");
-            Ok(Some(job))
+            Ok(Some((job, walker)))
         }
     }
 }
@@ -267,6 +268,7 @@ fn send_pack(
     req: &FetchRequest,
     version: Version,
     job: PackJob,
+    mut walker: Walker<'_>,
     out: &mut dyn Write,
 ) -> io::Result<()> {
     let mut sb = if version == Version::V2 || req.side_band_64k {
@@ -278,7 +280,6 @@ fn send_pack(
     };
     let progress = !req.no_progress;
     let odb = &repo.odb;
-    let mut walker = Walker::new(odb);
     let mut wants = job.wants.clone();
     wants.extend(job.shallow.extra_wants.iter().copied());
     let mut haves = job.haves.clone();
