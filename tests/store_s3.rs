@@ -6,7 +6,7 @@ mod seaweed;
 
 use bytes::Bytes;
 use goprox::store::s3::{S3Options, S3Store};
-use goprox::store::{ObjectStore, PutMode, StoreError};
+use goprox::store::{DynStore, ObjectStore, PutMode, StoreError, conformance};
 use std::sync::Arc;
 
 /// Everything runs in this one test so that the process environment is set before any
@@ -66,14 +66,11 @@ fn s3_store_against_seaweedfs() {
         );
 
         multipart(&plain).await;
-        create_only_race(Arc::new(
-            S3Store::new("goprox-b", "race", &opts).await.unwrap(),
-        ))
-        .await;
-        compare_and_swap(Arc::new(
-            S3Store::new("goprox-b", "cas", &opts).await.unwrap(),
-        ))
-        .await;
+        let race: DynStore = Arc::new(S3Store::new("goprox-b", "race", &opts).await.unwrap());
+        conformance::create_only_race(|| race.clone()).await;
+        let cas: DynStore = Arc::new(S3Store::new("goprox-b", "cas", &opts).await.unwrap());
+        let attempts = conformance::compare_and_swap_race(|| cas.clone()).await;
+        eprintln!("CAS: 16 increments took {attempts} attempts in total");
         listing_pages(&S3Store::new("goprox-b", "many", &opts).await.unwrap()).await;
 
         // A missing bucket is an error, not a missing object.
@@ -209,78 +206,6 @@ async fn multipart(store: &S3Store) {
         .unwrap();
     assert_eq!(store.head(key).await.unwrap(), Some(13 * MIB as u64));
     store.delete(key).await.unwrap();
-}
-
-async fn create_only_race(store: Arc<S3Store>) {
-    let mut tasks = Vec::new();
-    for i in 0..16u32 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            store
-                .put(
-                    "the/key",
-                    Bytes::from(format!("writer {i}")),
-                    PutMode::CreateOnly,
-                )
-                .await
-        }));
-    }
-    let mut winners = Vec::new();
-    for t in tasks {
-        match t.await.unwrap() {
-            Ok(etag) => winners.push(etag),
-            Err(StoreError::PreconditionFailed) => {}
-            Err(e) => panic!("unexpected error in create-only race: {e}"),
-        }
-    }
-    assert_eq!(
-        winners.len(),
-        1,
-        "create-only race must have exactly one winner"
-    );
-    let got = store.get("the/key").await.unwrap().unwrap();
-    assert_eq!(got.etag, winners[0]);
-    assert!(got.data.starts_with(b"writer "));
-}
-
-async fn compare_and_swap(store: Arc<S3Store>) {
-    let key = "counter";
-    store
-        .put(key, Bytes::from_static(b"0"), PutMode::CreateOnly)
-        .await
-        .unwrap();
-    let mut tasks = Vec::new();
-    for _ in 0..16 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            for attempt in 1..=200u32 {
-                let cur = store.get(key).await.unwrap().unwrap();
-                let n: u64 = std::str::from_utf8(&cur.data).unwrap().parse().unwrap();
-                match store
-                    .put(
-                        key,
-                        Bytes::from((n + 1).to_string()),
-                        PutMode::IfMatch(cur.etag),
-                    )
-                    .await
-                {
-                    Ok(_) => return attempt,
-                    Err(StoreError::PreconditionFailed) => {
-                        tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt % 7)))
-                            .await
-                    }
-                    Err(e) => panic!("unexpected error in CAS loop: {e}"),
-                }
-            }
-            panic!("CAS increment gave up after 200 attempts");
-        }));
-    }
-    let mut attempts = 0;
-    for t in tasks {
-        attempts += t.await.unwrap();
-    }
-    assert_eq!(&store.get(key).await.unwrap().unwrap().data[..], b"16");
-    eprintln!("CAS: 16 increments took {attempts} attempts in total");
 }
 
 /// More keys than one ListObjectsV2 page (1000).

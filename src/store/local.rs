@@ -363,6 +363,7 @@ impl ObjectStore for LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::DynStore;
     use std::sync::Arc;
 
     /// A fresh directory under the system temp dir, removed on drop.
@@ -461,71 +462,17 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn racing_create_only_has_one_winner() {
         let dir = TestDir::new("race");
-        let store = Arc::new(LocalStore::new(dir.0.clone()).unwrap());
-        let mut tasks = Vec::new();
-        for i in 0..16u32 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                store
-                    .put(
-                        "race/key",
-                        Bytes::from(format!("writer {i}")),
-                        PutMode::CreateOnly,
-                    )
-                    .await
-            }));
-        }
-        let mut wins = 0;
-        for t in tasks {
-            match t.await.unwrap() {
-                Ok(_) => wins += 1,
-                Err(StoreError::PreconditionFailed) => {}
-                Err(e) => panic!("unexpected error: {e}"),
-            }
-        }
-        assert_eq!(wins, 1);
-        let data = store.get("race/key").await.unwrap().unwrap().data;
-        assert!(data.starts_with(b"writer "));
-        assert_eq!(store.list("race/").await.unwrap(), vec!["race/key"]);
+        let store: DynStore = Arc::new(LocalStore::new(dir.0.clone()).unwrap());
+        crate::store::conformance::create_only_race(|| store.clone()).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn racing_compare_and_swap_loses_no_increment() {
         let dir = TestDir::new("cas");
-        // Separate store instances, like separate processes sharing the directory.
-        let key = "cas/counter";
-        LocalStore::new(dir.0.clone())
-            .unwrap()
-            .put(key, Bytes::from_static(b"0"), PutMode::CreateOnly)
-            .await
-            .unwrap();
-        let mut tasks = Vec::new();
-        for _ in 0..16 {
-            let store = LocalStore::new(dir.0.clone()).unwrap();
-            tasks.push(tokio::spawn(async move {
-                for _attempt in 0..200 {
-                    let cur = store.get(key).await.unwrap().unwrap();
-                    let n: u64 = std::str::from_utf8(&cur.data).unwrap().parse().unwrap();
-                    match store
-                        .put(
-                            key,
-                            Bytes::from((n + 1).to_string()),
-                            PutMode::IfMatch(cur.etag),
-                        )
-                        .await
-                    {
-                        Ok(_) => return true,
-                        Err(StoreError::PreconditionFailed) => tokio::task::yield_now().await,
-                        Err(e) => panic!("unexpected error: {e}"),
-                    }
-                }
-                false
-            }));
-        }
-        for t in tasks {
-            assert!(t.await.unwrap(), "increment gave up after 200 attempts");
-        }
-        let store = LocalStore::new(dir.0.clone()).unwrap();
-        assert_eq!(&store.get(key).await.unwrap().unwrap().data[..], b"16");
+        // One store instance per writer, like separate processes sharing the directory.
+        crate::store::conformance::compare_and_swap_race(|| {
+            Arc::new(LocalStore::new(dir.0.clone()).unwrap()) as DynStore
+        })
+        .await;
     }
 }

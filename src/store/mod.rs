@@ -181,4 +181,80 @@ pub mod conformance {
         ));
         assert!(check_key("../x").is_err());
     }
+
+    /// 16 concurrent create-only writes of one key: exactly one wins, and it is what is stored.
+    /// `make` gives each writer its store handle (shared, or one per writer like processes).
+    pub async fn create_only_race(make: impl Fn() -> DynStore) {
+        let key = "race/key";
+        let mut tasks = Vec::new();
+        for i in 0..16u32 {
+            let store = make();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .put(key, Bytes::from(format!("writer {i}")), PutMode::CreateOnly)
+                    .await
+            }));
+        }
+        let mut winners = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(etag) => winners.push(etag),
+                Err(StoreError::PreconditionFailed) => {}
+                Err(e) => panic!("unexpected error in create-only race: {e}"),
+            }
+        }
+        assert_eq!(
+            winners.len(),
+            1,
+            "create-only race must have exactly one winner"
+        );
+        let got = make().get(key).await.unwrap().unwrap();
+        assert_eq!(got.etag, winners[0]);
+        assert!(got.data.starts_with(b"writer "));
+        assert_eq!(make().list("race/").await.unwrap(), vec![key.to_string()]);
+    }
+
+    /// 16 concurrent read-modify-`If-Match` increments of a counter lose none; returns the
+    /// total number of attempts.
+    pub async fn compare_and_swap_race(make: impl Fn() -> DynStore) -> u32 {
+        let key = "cas/counter";
+        make()
+            .put(key, Bytes::from_static(b"0"), PutMode::CreateOnly)
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let store = make();
+            tasks.push(tokio::spawn(async move {
+                for attempt in 1..=200u32 {
+                    let cur = store.get(key).await.unwrap().unwrap();
+                    let n: u64 = std::str::from_utf8(&cur.data).unwrap().parse().unwrap();
+                    match store
+                        .put(
+                            key,
+                            Bytes::from((n + 1).to_string()),
+                            PutMode::IfMatch(cur.etag),
+                        )
+                        .await
+                    {
+                        Ok(_) => return attempt,
+                        Err(StoreError::PreconditionFailed) => {
+                            tokio::time::sleep(std::time::Duration::from_millis(u64::from(
+                                attempt % 7,
+                            )))
+                            .await
+                        }
+                        Err(e) => panic!("unexpected error in CAS loop: {e}"),
+                    }
+                }
+                panic!("CAS increment gave up after 200 attempts");
+            }));
+        }
+        let mut attempts = 0;
+        for t in tasks {
+            attempts += t.await.unwrap();
+        }
+        assert_eq!(&make().get(key).await.unwrap().unwrap().data[..], b"16");
+        attempts
+    }
 }
