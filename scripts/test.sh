@@ -41,6 +41,10 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
       if [ -n "$ub" ] && [ -x "$ub/bin/weed" ]; then export PATH="$ub/bin:$PATH"; fi
     fi
   fi
+  # The client matrix (tests/e2e/clients.rs): libgit2 through pygit2, and dulwich.
+  if ! python3 -c 'import pygit2, dulwich' >/dev/null 2>&1; then
+    python3 -m pip install --quiet pygit2 dulwich </dev/null
+  fi
   if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
   if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy; fi
   if [ -d fuzz ] && ! cargo fuzz --version >/dev/null 2>&1; then
@@ -49,6 +53,7 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
   git --version
   go version
   command -v weed
+  python3 -c 'import pygit2, dulwich; print("pygit2", pygit2.__version__, "libgit2", pygit2.LIBGIT2_VERSION, "dulwich", dulwich.__version__)'
 fi
 
 step "cargo fmt --check"

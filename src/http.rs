@@ -207,11 +207,8 @@ async fn dispatch(
         Ok(r) => r,
         Err(e) => return open_error(&target, e),
     };
-    let v2 = headers
-        .get_all("git-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(':').any(|p| p.trim() == "version=2"));
+    let version = protocol_version(&headers);
+    let v2 = version == 2;
     match action {
         Action::InfoRefs { .. } => {
             let body = if v2 {
@@ -220,13 +217,36 @@ async fn dispatch(
                 let mut b = Vec::new();
                 pktline::write_line(&mut b, "# service=git-upload-pack");
                 pktline::write_flush(&mut b);
+                if version == 1 {
+                    // Protocol v1 is v0 with this line first (C git does the same).
+                    pktline::write_line(&mut b, "version 1");
+                }
                 b.extend_from_slice(&advertise::v0_refs(&repo.index));
                 b
             };
             git_body(ADVERTISEMENT, Body::from(body))
         }
-        Action::UploadPack => upload(repo, v2, &headers, body).await,
+        Action::UploadPack => upload(&st, &target, repo, v2, &headers, body).await,
         _ => text(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// The protocol version the client asked for with `Git-Protocol: version=N` (the highest
+/// one goprox speaks: 2, 1, or 0 when absent).
+fn protocol_version(headers: &HeaderMap) -> u8 {
+    let asked = |n: &str| {
+        headers
+            .get_all("git-protocol")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(':').any(|p| p.trim() == format!("version={n}")))
+    };
+    if asked("2") {
+        2
+    } else if asked("1") {
+        1
+    } else {
+        0
     }
 }
 
@@ -256,7 +276,14 @@ fn err_response(msg: &str) -> Response {
     git_body(RESULT, Body::from(pktline::err_line(msg)))
 }
 
-async fn upload(repo: Arc<Repo>, v2: bool, headers: &HeaderMap, body: Bytes) -> Response {
+async fn upload(
+    st: &AppState,
+    target: &Target,
+    repo: Arc<Repo>,
+    v2: bool,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
     let gzip = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -290,6 +317,18 @@ async fn upload(repo: Arc<Repo>, v2: bool, headers: &HeaderMap, body: Bytes) -> 
             Ok(f) => (f, upload_pack::Version::V0),
             Err(e) => return err_response(&e.to_string()),
         }
+    };
+    // Wants the store lacks (a commit pushed after the last refresh): look upstream first.
+    let missing: Vec<_> = req
+        .wants
+        .iter()
+        .filter(|w| !repo.odb.contains(w))
+        .copied()
+        .collect();
+    let repo = if missing.is_empty() {
+        repo
+    } else {
+        st.repos.refresh_for_wants(target, repo, &missing).await
     };
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     tokio::task::spawn_blocking(move || {

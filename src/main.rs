@@ -2,13 +2,15 @@
 
 use clap::{Args, Parser, Subcommand};
 use goprox::fill::resolve::{Resolver, Rule};
-use goprox::fill::{FillProgress, Filler};
+use goprox::fill::fetch::RefPrefixes;
+use goprox::fill::{FillProgress, Filler, MirrorOptions, Refreshed};
 use goprox::http::{AppState, router};
 use goprox::odb::Io;
 use goprox::refs::Keys;
-use goprox::repo::Repos;
+use goprox::repo::{RefreshPolicy, Repos};
 use goprox::store::{self, s3::S3Options};
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +52,33 @@ struct StoreArgs {
     /// Block and object cache budget in bytes.
     #[arg(long, env = "GOPROX_CACHE_SIZE", default_value_t = 256 << 20)]
     cache_size: usize,
+    /// Ref prefixes to mirror (comma-separated; `*` for every ref upstream has).
+    #[arg(
+        long = "ref-prefix",
+        env = "GOPROX_REF_PREFIXES",
+        value_delimiter = ',',
+        default_value = "HEAD,refs/heads/,refs/tags/"
+    )]
+    ref_prefixes: Vec<String>,
+    /// Plain mirror semantics for tags: follow upstream when it moves or deletes a tag
+    /// (default: a mirrored tag keeps its first target, and stays).
+    #[arg(long, env = "GOPROX_MIRROR_TAGS")]
+    mirror_tags: bool,
+}
+
+impl StoreArgs {
+    fn mirror_options(&self) -> MirrorOptions {
+        let prefixes = if self.ref_prefixes.iter().any(|p| p == "*") {
+            Vec::new()
+        } else {
+            self.ref_prefixes.clone()
+        };
+        MirrorOptions {
+            prefixes: RefPrefixes(prefixes),
+            mirror_tags: self.mirror_tags,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Args)]
@@ -62,6 +91,36 @@ struct ServeArgs {
     /// Base URL written into go-import meta tags (default: from the request's Host).
     #[arg(long, env = "GOPROX_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Check upstream for new refs when a repository's ref index is older than this
+    /// (`0s`: on every request). Durations: `30s`, `5m`, `1h`.
+    #[arg(long, env = "GOPROX_REFRESH_AFTER", default_value = "1m", value_parser = parse_duration)]
+    refresh_after: Duration,
+    /// How long a request waits for a slow or unreachable upstream before it is served from the
+    /// last ref index.
+    #[arg(long, env = "GOPROX_UPSTREAM_WAIT", default_value = "3s", value_parser = parse_duration)]
+    upstream_wait: Duration,
+    /// How long a sha (or a repository) upstream does not have is not asked for again.
+    #[arg(long, env = "GOPROX_NEGATIVE_TTL", default_value = "1m", value_parser = parse_duration)]
+    negative_ttl: Duration,
+}
+
+/// `90s`, `5m`, `1h`, `2d`, `0s` (a bare number is seconds).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (use e.g. 30s, 5m, 1h)"))?;
+    let secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "ms" => return Ok(Duration::from_millis(n)),
+        _ => return Err(format!("invalid duration unit in {s:?} (s, m, h, d)")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(secs)))
 }
 
 #[derive(Args)]
@@ -123,7 +182,13 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         tokio::runtime::Handle::current(),
         a.store.cache_size,
     ));
-    let repos = Arc::new(Repos::new(store.clone(), io, Filler::new(store.clone())));
+    let filler = Filler::new(store.clone()).with_options(a.store.mirror_options());
+    let policy = RefreshPolicy {
+        refresh_after: a.refresh_after,
+        upstream_wait: a.upstream_wait,
+        negative_ttl: a.negative_ttl,
+    };
+    let repos = Arc::new(Repos::new(store.clone(), io, filler).with_policy(policy));
     let listener = tokio::net::TcpListener::bind(&a.listen).await?;
     let addr = listener.local_addr()?;
     let state = Arc::new(AppState {
@@ -169,21 +234,47 @@ async fn mirror(a: MirrorArgs) -> anyhow::Result<()> {
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} repos {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let filler = Filler::new(store.clone()).with_progress(Arc::new(Bar(bar.clone())));
+    let filler = Filler::new(store.clone())
+        .with_options(a.store.mirror_options())
+        .with_progress(Arc::new(Bar(bar.clone())));
+    let io = Arc::new(Io::new(
+        store.clone(),
+        tokio::runtime::Handle::current(),
+        a.store.cache_size,
+    ));
+    // Never refresh inside `open`: a repository that exists is refreshed below, with errors
+    // reported rather than served around.
+    let policy = RefreshPolicy {
+        refresh_after: Duration::MAX,
+        ..Default::default()
+    };
+    let repos = Arc::new(Repos::new(store.clone(), io, filler).with_policy(policy));
     let mut failed = 0;
     for p in &a.paths {
         goprox::path::validate(p)?;
         let target = resolver.resolve(p).await?;
-        let keys = Keys::new(&target.root);
-        match filler.fetch_and_store(&target, &keys).await {
-            Ok((idx, _)) => {
-                bar.println(format!(
-                    "{}: {} refs from {}",
-                    target.root,
-                    idx.refs.len(),
-                    target.upstream
-                ));
-            }
+        let existed = goprox::refs::load(&store, &Keys::new(&target.root))
+            .await?
+            .is_some();
+        let result = match repos.open(&target).await {
+            Ok(repo) if existed => repos
+                .refresh_now(&target, &repo)
+                .await
+                .map(|r| match r {
+                    Refreshed::Unchanged => format!("{} refs, unchanged", repo.index.refs.len()),
+                    Refreshed::Updated(i, _) => format!(
+                        "{} refs, refreshed (generation {}, {} packs)",
+                        i.refs.len(),
+                        i.generation,
+                        i.packs.len()
+                    ),
+                })
+                .map_err(|e| e.to_string()),
+            Ok(repo) => Ok(format!("{} refs, filled", repo.index.refs.len())),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(msg) => bar.println(format!("{}: {msg} from {}", target.root, target.upstream)),
             Err(e) => {
                 failed += 1;
                 bar.println(format!("{}: {e}", target.root));

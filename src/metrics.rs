@@ -40,6 +40,11 @@ pub static STORE_RANGE_GETS: Counter = Counter::new();
 pub static STORE_RANGE_BYTES: Counter = Counter::new();
 pub static FILLS: Counter = Counter::new();
 pub static FILL_ERRORS: Counter = Counter::new();
+/// Ref-index replacements after a refresh, failed refreshes, and requests served from the last
+/// ref index because upstream did not answer in time.
+pub static REFRESHES: Counter = Counter::new();
+pub static REFRESH_ERRORS: Counter = Counter::new();
+pub static STALE_SERVES: Counter = Counter::new();
 
 pub fn render(io: &crate::odb::Io) -> String {
     let mut s = String::new();
@@ -87,6 +92,21 @@ pub fn render(io: &crate::odb::Io) -> String {
         "goprox_fill_errors_total",
         "Failed fills.",
         FILL_ERRORS.get(),
+    );
+    c(
+        "goprox_refreshes_total",
+        "Ref indexes replaced after a refresh from upstream.",
+        REFRESHES.get(),
+    );
+    c(
+        "goprox_refresh_errors_total",
+        "Refreshes that failed (upstream down, slow or refusing).",
+        REFRESH_ERRORS.get(),
+    );
+    c(
+        "goprox_stale_serves_total",
+        "Requests served from the last ref index because upstream did not answer in time.",
+        STALE_SERVES.get(),
     );
     c(
         "goprox_block_cache_hits_total",

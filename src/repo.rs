@@ -1,8 +1,14 @@
 //! Opening repositories: ref index (filled from upstream on a miss) plus the packs it names,
 //! whose indexes are loaded once per process and shared.
 
+use crate::fill::fetch::FetchError;
 use crate::fill::resolve::Target;
-use crate::fill::{FillError, Filler};
+use crate::fill::{FillError, Filler, Refreshed};
+use crate::metrics;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use gix_hash::ObjectId;
+use std::time::{Duration, Instant};
 use crate::odb::pack::Pack;
 use crate::odb::{Io, Odb};
 use crate::refs::{self, Keys, RefIndex};
@@ -28,12 +34,48 @@ pub enum OpenError {
     Pack(String, String),
 }
 
+/// When to look upstream again.
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshPolicy {
+    /// A ref index older than this is checked against upstream on the next request
+    /// (`Duration::ZERO`: on every request).
+    pub refresh_after: Duration,
+    /// How long a request waits for upstream before it is served from the last ref index
+    /// (the refresh goes on in the background).
+    pub upstream_wait: Duration,
+    /// How long a sha upstream did not have, or a repository upstream does not know, is not
+    /// asked for again.
+    pub negative_ttl: Duration,
+}
+
+impl Default for RefreshPolicy {
+    fn default() -> Self {
+        RefreshPolicy {
+            refresh_after: Duration::from_secs(60),
+            upstream_wait: Duration::from_secs(3),
+            negative_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The result of one refresh, shared by every request that joined it.
+type RefreshResult = Result<Option<(RefIndex, ETag)>, Arc<str>>;
+type SharedRefresh = Shared<BoxFuture<'static, RefreshResult>>;
+
 /// Everything needed to open repositories.
 pub struct Repos {
     pub store: DynStore,
     pub io: Arc<Io>,
     pub filler: Filler,
     packs: Mutex<HashMap<String, Arc<Pack>>>,
+    policy: RefreshPolicy,
+    /// When this process last started a refresh of each repository.
+    checked: Mutex<HashMap<String, Instant>>,
+    /// Refreshes under way, one per repository; requests join them.
+    inflight: Mutex<HashMap<String, SharedRefresh>>,
+    /// Negative cache: `root` (upstream has no such repository) or `root sha` (upstream did
+    /// not send that object), with the time it was recorded.
+    negative: Mutex<HashMap<String, Instant>>,
 }
 
 impl Repos {
@@ -43,16 +85,208 @@ impl Repos {
             io,
             filler,
             packs: Mutex::new(HashMap::new()),
+            policy: RefreshPolicy::default(),
+            checked: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            negative: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Open a repository, filling it from upstream if the store does not have it.
-    pub async fn open(&self, target: &Target) -> Result<Arc<Repo>, OpenError> {
+    pub fn with_policy(mut self, policy: RefreshPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Open a repository: fill it from upstream if the store does not have it; refresh it
+    /// (waiting at most `upstream_wait`) if its ref index is older than `refresh_after`.
+    pub async fn open(self: &Arc<Self>, target: &Target) -> Result<Arc<Repo>, OpenError> {
         let keys = Keys::new(&target.root);
-        let (index, etag) = match refs::load(&self.store, &keys).await? {
+        let loaded = match refs::load(&self.store, &keys).await? {
             Some(x) => x,
-            None => self.filler.fill(target).await?,
+            None => self.fill(target).await?,
         };
+        let repo = self.build(target, loaded).await?;
+        if !self.refresh_due(&repo) {
+            return Ok(repo);
+        }
+        Ok(self.refresh_bounded(target, repo, Vec::new()).await)
+    }
+
+    /// A client wants objects the store lacks: refresh first (asking upstream for those
+    /// objects too), unless they were looked for within `negative_ttl`. Returns the repository
+    /// to serve (the old one when nothing new could be had in time).
+    pub async fn refresh_for_wants(
+        self: &Arc<Self>,
+        target: &Target,
+        repo: Arc<Repo>,
+        missing: &[ObjectId],
+    ) -> Arc<Repo> {
+        let key = |m: &ObjectId| format!("{} {m}", target.root);
+        let fresh: Vec<ObjectId> = missing
+            .iter()
+            .filter(|m| !self.is_negative(&key(m)))
+            .copied()
+            .collect();
+        if fresh.is_empty() {
+            return repo;
+        }
+        let mut repo = self.refresh_bounded(target, repo, fresh.clone()).await;
+        // The refresh joined may have been one started without these wants: one more try.
+        if fresh.iter().any(|m| !repo.odb.contains(m)) {
+            repo = self.refresh_bounded(target, repo, fresh.clone()).await;
+        }
+        for m in fresh.iter().filter(|m| !repo.odb.contains(m)) {
+            self.set_negative(key(m));
+        }
+        repo
+    }
+
+    /// Refresh now, without a time bound, reporting errors (`goprox mirror`).
+    pub async fn refresh_now(&self, target: &Target, repo: &Repo) -> Result<Refreshed, FillError> {
+        let odb = repo.odb.clone();
+        let has: Arc<dyn Fn(&ObjectId) -> bool + Send + Sync> =
+            Arc::new(move |o: &ObjectId| odb.contains(o));
+        let current = (repo.index.clone(), repo.etag.clone());
+        self.filler.refresh(target, &current, has, &[]).await
+    }
+
+    /// Fill a repository the store does not have, detached from the request (a client that
+    /// hangs up does not cancel it; later requests join it).
+    async fn fill(self: &Arc<Self>, target: &Target) -> Result<(RefIndex, ETag), OpenError> {
+        if self.is_negative(&target.root) {
+            return Err(OpenError::Fill(FillError::Fetch(FetchError::NotFound(
+                target.upstream.clone(),
+            ))));
+        }
+        let this = self.clone();
+        let t = target.clone();
+        let r = tokio::spawn(async move { this.filler.fill(&t).await })
+            .await
+            .map_err(|e| OpenError::Fill(FillError::Internal(e.to_string())))?;
+        if let Err(FillError::Fetch(FetchError::NotFound(_))) = &r {
+            self.set_negative(target.root.clone());
+        }
+        Ok(r?)
+    }
+
+    fn refresh_due(&self, repo: &Repo) -> bool {
+        let after = self.policy.refresh_after;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if now.saturating_sub(repo.index.fetched_at) < after.as_secs() && !after.is_zero() {
+            return false;
+        }
+        let checked = lock(&self.checked).get(&repo.root).copied();
+        checked.is_none_or(|t| after.is_zero() || t.elapsed() >= after)
+    }
+
+    /// Start (or join) a refresh and wait for it at most `upstream_wait`.
+    async fn refresh_bounded(
+        self: &Arc<Self>,
+        target: &Target,
+        repo: Arc<Repo>,
+        extra: Vec<ObjectId>,
+    ) -> Arc<Repo> {
+        let fut = self.start_refresh(target, repo.clone(), extra);
+        // A request joining a refresh that has already run `upstream_wait` does not wait again
+        // (a hung upstream costs each repository one wait, not one per request).
+        let started = lock(&self.checked).get(&target.root).copied();
+        let wait = self
+            .policy
+            .upstream_wait
+            .saturating_sub(started.map(|t| t.elapsed()).unwrap_or_default());
+        match tokio::time::timeout(wait, fut).await {
+            Ok(Ok(Some(loaded))) => match self.build(target, loaded).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(root = %target.root, error = %e, "cannot open the refreshed repository; serving the last ref index");
+                    repo
+                }
+            },
+            Ok(Ok(None)) => repo,
+            Ok(Err(e)) => {
+                metrics::STALE_SERVES.inc();
+                tracing::warn!(root = %target.root, error = %e, "refresh failed; serving the last ref index");
+                repo
+            }
+            Err(_) => {
+                metrics::STALE_SERVES.inc();
+                tracing::warn!(root = %target.root, wait = ?wait, "upstream did not answer in time; serving the last ref index (the refresh goes on in the background)");
+                repo
+            }
+        }
+    }
+
+    fn start_refresh(
+        self: &Arc<Self>,
+        target: &Target,
+        repo: Arc<Repo>,
+        extra: Vec<ObjectId>,
+    ) -> SharedRefresh {
+        let mut inflight = lock(&self.inflight);
+        if let Some(f) = inflight.get(&target.root) {
+            return f.clone();
+        }
+        lock(&self.checked).insert(target.root.clone(), Instant::now());
+        let this = self.clone();
+        let t = target.clone();
+        let task = tokio::spawn(async move {
+            let odb = repo.odb.clone();
+            let has: Arc<dyn Fn(&ObjectId) -> bool + Send + Sync> =
+                Arc::new(move |o: &ObjectId| odb.contains(o));
+            let current = (repo.index.clone(), repo.etag.clone());
+            let r = this.filler.refresh(&t, &current, has, &extra).await;
+            lock(&this.inflight).remove(&t.root);
+            match r {
+                Ok(Refreshed::Unchanged) => Ok(None),
+                Ok(Refreshed::Updated(i, e)) => Ok(Some((i, e))),
+                Err(e) => {
+                    metrics::REFRESH_ERRORS.inc();
+                    Err(Arc::<str>::from(e.to_string()))
+                }
+            }
+        });
+        let shared = async move {
+            task.await
+                .unwrap_or_else(|e| Err(Arc::from(format!("refresh task failed: {e}"))))
+        }
+        .boxed()
+        .shared();
+        inflight.insert(target.root.clone(), shared.clone());
+        shared
+    }
+
+    fn is_negative(&self, key: &str) -> bool {
+        let mut m = lock(&self.negative);
+        match m.get(key) {
+            Some(t) if t.elapsed() < self.policy.negative_ttl => true,
+            Some(_) => {
+                m.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn set_negative(&self, key: String) {
+        let mut m = lock(&self.negative);
+        // Bounded: forget expired entries before the map grows large.
+        if m.len() > 10_000 {
+            let ttl = self.policy.negative_ttl;
+            m.retain(|_, t| t.elapsed() < ttl);
+        }
+        m.insert(key, Instant::now());
+    }
+
+    /// A [`Repo`] for one version of the ref index.
+    async fn build(
+        &self,
+        target: &Target,
+        (index, etag): (RefIndex, ETag),
+    ) -> Result<Arc<Repo>, OpenError> {
+        let keys = Keys::new(&target.root);
         let mut packs = Vec::with_capacity(index.packs.len());
         for p in &index.packs {
             packs.push(self.pack(&keys, &p.name, p.size).await?);
@@ -90,4 +324,10 @@ impl Repos {
         }
         Ok(pack)
     }
+}
+
+/// Lock a mutex, ignoring poisoning (the maps stay consistent: every update is one insert or
+/// remove).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -25,3 +25,9 @@ mod partial;
 mod selftest;
 #[path = "e2e/shallow.rs"]
 mod shallow;
+#[path = "e2e/wire.rs"]
+mod wire;
+#[path = "e2e/clients.rs"]
+mod clients;
+#[path = "e2e/refresh.rs"]
+mod refresh;

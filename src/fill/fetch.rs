@@ -19,6 +19,26 @@ pub struct Fetched {
     pub pack: Option<Vec<u8>>,
 }
 
+/// The refs an upstream advertises (those under the mirrored prefixes).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Listing {
+    pub refs: BTreeMap<String, RefEntry>,
+    pub head_symref: Option<String>,
+    pub head_oid: Option<String>,
+}
+
+impl Listing {
+    /// Every object a ref names (tags, not their peeled targets), HEAD included.
+    pub fn tips(&self) -> BTreeSet<ObjectId> {
+        self.refs
+            .values()
+            .map(|r| r.oid.as_str())
+            .chain(self.head_oid.as_deref())
+            .filter_map(|h| ObjectId::from_hex(h.as_bytes()).ok())
+            .collect()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("upstream {0} has no such repository")]
@@ -39,46 +59,177 @@ fn upstream_err(url: &str, e: impl std::fmt::Display) -> FetchError {
     }
 }
 
-/// List the upstream's refs and fetch all of their objects.
-pub fn fetch_all(url: &str) -> Result<Fetched, FetchError> {
-    let mut transport = gix_transport::client::blocking_io::connect::connect(
-        url,
-        gix_transport::client::blocking_io::connect::Options {
-            version: Protocol::V2,
-            ..Default::default()
-        },
-    )
-    .map_err(|e| upstream_err(url, e))?;
-    let mut progress = gix_utils::progress::Discard;
-    let hs = gix_protocol::handshake(
-        &mut transport,
-        Service::UploadPack,
-        |_| Ok(None),
-        vec![],
-        &mut progress,
-    )
-    .map_err(|e| upstream_err(url, e))?;
-    let version = hs.server_protocol_version;
-    let remote_refs = match hs.refs.clone() {
-        Some(r) => r,
-        None => gix_protocol::LsRefsCommand::new(
-            None,
-            &hs.capabilities,
-            ("agent", Some(crate::AGENT.into())),
-        )
-        .invoke_blocking(&mut transport, &mut progress, false)
-        .map_err(|e| upstream_err(url, e))?,
-    };
+/// Which refs to mirror: those starting with one of the prefixes (all when empty). Sent to
+/// the upstream as `ref-prefix` in protocol v2, and applied again to what comes back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefPrefixes(pub Vec<String>);
 
-    let mut out = Fetched::default();
-    let mut wants: BTreeSet<ObjectId> = BTreeSet::new();
+impl Default for RefPrefixes {
+    /// `HEAD`, branches and tags: what `go get` and `git clone` need; not GitHub's
+    /// `refs/pull/*` and the like.
+    fn default() -> Self {
+        RefPrefixes(vec!["HEAD".into(), "refs/heads/".into(), "refs/tags/".into()])
+    }
+}
+
+impl RefPrefixes {
+    pub fn matches(&self, name: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|p| name.starts_with(p.as_str()))
+    }
+}
+
+/// Time limits for talking to an upstream (HTTP transports).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    pub connect: std::time::Duration,
+    /// A transfer slower than 1 KiB/s for this long is aborted (a trickling upstream).
+    pub idle: std::time::Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            connect: std::time::Duration::from_secs(10),
+            idle: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+/// A connection to an upstream after the handshake and ref listing.
+pub struct Session {
+    url: String,
+    transport: Box<dyn gix_transport::client::blocking_io::Transport + Send>,
+    version: Protocol,
+    capabilities: gix_transport::client::Capabilities,
+}
+
+impl Session {
+    /// Connect, handshake and list the refs under `prefixes`.
+    pub fn connect(
+        url: &str,
+        prefixes: &RefPrefixes,
+        deadlines: Deadlines,
+    ) -> Result<(Session, Listing), FetchError> {
+        let mut transport = gix_transport::client::blocking_io::connect::connect(
+            url,
+            gix_transport::client::blocking_io::connect::Options {
+                version: Protocol::V2,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| upstream_err(url, e))?;
+        // Non-HTTP transports ignore the options (and only http(s) upstreams are used).
+        let http = gix_transport::client::blocking_io::http::Options {
+            connect_timeout: Some(deadlines.connect),
+            low_speed_limit_bytes_per_second: 1024,
+            low_speed_time_seconds: deadlines.idle.as_secs().max(1),
+            user_agent: Some(crate::AGENT.into()),
+            ..Default::default()
+        };
+        let _ = transport.configure(&http);
+        let mut progress = gix_utils::progress::Discard;
+        let hs = gix_protocol::handshake(
+            &mut transport,
+            Service::UploadPack,
+            |_| Ok(None),
+            vec![],
+            &mut progress,
+        )
+        .map_err(|e| upstream_err(url, e))?;
+        let version = hs.server_protocol_version;
+        let remote_refs = match hs.refs.clone() {
+            Some(r) => r,
+            None => {
+                let mut p = gix_protocol::ls_refs::RefPrefixes::new();
+                p.extend(prefixes.0.iter().map(|s| s.as_str().into()));
+                gix_protocol::LsRefsCommand::new(
+                    (!prefixes.0.is_empty()).then_some(p),
+                    &hs.capabilities,
+                    ("agent", Some(crate::AGENT.into())),
+                )
+                .invoke_blocking(&mut transport, &mut progress, false)
+                .map_err(|e| upstream_err(url, e))?
+            }
+        };
+        let listing = listing(remote_refs, prefixes);
+        Ok((
+            Session {
+                url: url.to_string(),
+                transport,
+                version,
+                capabilities: hs.capabilities,
+            },
+            listing,
+        ))
+    }
+
+    /// Fetch the objects reachable from `wants` but not from `haves` as one pack (never a thin
+    /// one: every delta base is in the pack, so it can be indexed on its own).
+    pub fn fetch_pack(
+        &mut self,
+        wants: &BTreeSet<ObjectId>,
+        haves: &BTreeSet<ObjectId>,
+    ) -> Result<Vec<u8>, FetchError> {
+        let url = self.url.clone();
+        let mut reader = match self.version {
+            Protocol::V2 => {
+                let mut args: Vec<bstr::BString> = vec!["ofs-delta".into(), "no-progress".into()];
+                args.extend(wants.iter().map(|w| format!("want {w}").into()));
+                args.extend(haves.iter().map(|h| format!("have {h}").into()));
+                args.push("done".into());
+                use gix_transport::client::blocking_io::TransportV2Ext;
+                self.transport
+                    .invoke(
+                        "fetch",
+                        [("agent", Some(std::borrow::Cow::Borrowed(crate::AGENT)))].into_iter(),
+                        Some(args.into_iter()),
+                        false,
+                    )
+                    .map_err(|e| upstream_err(&url, e))?
+            }
+            v => {
+                let mut features =
+                    gix_protocol::Command::Fetch.default_features(v, &self.capabilities);
+                features.retain(|(f, _)| *f != "thin-pack");
+                let mut args = gix_protocol::fetch::Arguments::new(v, features, false);
+                for w in wants {
+                    args.want(w);
+                }
+                for h in haves {
+                    args.have(h);
+                }
+                args.send(&mut self.transport, true)
+                    .map_err(|e| upstream_err(&url, e))?
+            }
+        };
+        let _response = gix_protocol::fetch::Response::from_line_reader(
+            self.version,
+            &mut reader,
+            true,
+            false,
+        )
+        .map_err(|e| upstream_err(&url, e))?;
+        // Setting a progress handler switches the reader to side-band decoding.
+        reader.set_progress_handler(Some(Box::new(|_is_err: bool, _data: &[u8]| {
+            std::ops::ControlFlow::Continue(())
+        })));
+        let mut pack = Vec::new();
+        reader
+            .read_to_end(&mut pack)
+            .map_err(|e| FetchError::Upstream(url.clone(), format!("reading pack: {e}")))?;
+        Ok(pack)
+    }
+}
+
+/// The advertised refs under `prefixes`, with HEAD split out.
+fn listing(remote_refs: Vec<Ref>, prefixes: &RefPrefixes) -> Listing {
+    let mut out = Listing::default();
     for r in remote_refs {
         match r {
             Ref::Direct {
                 full_ref_name,
                 object,
             } => {
-                wants.insert(object);
                 if full_ref_name == "HEAD" {
                     out.head_oid = Some(object.to_string());
                 } else {
@@ -96,7 +247,6 @@ pub fn fetch_all(url: &str) -> Result<Fetched, FetchError> {
                 tag,
                 object,
             } => {
-                wants.insert(tag);
                 out.refs.insert(
                     full_ref_name.to_string(),
                     RefEntry {
@@ -111,9 +261,9 @@ pub fn fetch_all(url: &str) -> Result<Fetched, FetchError> {
                 tag,
                 object,
             } => {
-                wants.insert(tag.unwrap_or(object));
                 if full_ref_name == "HEAD" {
                     out.head_symref = Some(target.to_string());
+                    out.head_oid = Some(tag.unwrap_or(object).to_string());
                 } else {
                     out.refs.insert(
                         full_ref_name.to_string(),
@@ -134,34 +284,33 @@ pub fn fetch_all(url: &str) -> Result<Fetched, FetchError> {
             }
         }
     }
+    out.refs.retain(|name, _| prefixes.matches(name));
+    // A symbolic HEAD is stored as its target; its oid is the target ref's.
     if out.head_symref.is_some() {
         out.head_oid = None;
     }
-    if wants.is_empty() {
-        return Ok(out);
-    }
+    out
+}
 
-    let features = gix_protocol::Command::Fetch.default_features(version, &hs.capabilities);
-    let mut args = gix_protocol::fetch::Arguments::new(version, features, false);
-    for w in &wants {
-        args.want(w);
-    }
-    let mut reader = args
-        .send(&mut transport, true)
-        .map_err(|e| upstream_err(url, e))?;
-    let _response =
-        gix_protocol::fetch::Response::from_line_reader(version, &mut reader, true, false)
-            .map_err(|e| upstream_err(url, e))?;
-    // Setting a progress handler switches the reader to side-band decoding.
-    reader.set_progress_handler(Some(Box::new(|_is_err: bool, _data: &[u8]| {
-        std::ops::ControlFlow::Continue(())
-    })));
-    let mut pack = Vec::new();
-    reader
-        .read_to_end(&mut pack)
-        .map_err(|e| FetchError::Upstream(url.to_string(), format!("reading pack: {e}")))?;
-    out.pack = Some(pack);
-    Ok(out)
+/// List the upstream's refs and fetch all of their objects.
+pub fn fetch_all(
+    url: &str,
+    prefixes: &RefPrefixes,
+    deadlines: Deadlines,
+) -> Result<Fetched, FetchError> {
+    let (mut session, listing) = Session::connect(url, prefixes, deadlines)?;
+    let wants = listing.tips();
+    let pack = if wants.is_empty() {
+        None
+    } else {
+        Some(session.fetch_pack(&wants, &BTreeSet::new())?)
+    };
+    Ok(Fetched {
+        refs: listing.refs,
+        head_symref: listing.head_symref,
+        head_oid: listing.head_oid,
+        pack,
+    })
 }
 
 /// An in-memory pack index.

@@ -6,14 +6,14 @@ use crate::refs::RefIndex;
 
 const ZERO: &str = "0000000000000000000000000000000000000000";
 
-/// v0/v1 capabilities: only what upload_pack implements.
+/// v0/v1 capabilities: only what upload_pack implements, in the order C git's upload-pack
+/// (2.47, `send_ref`) lists them, so that a byte-for-byte comparison differs only in `agent=`.
 pub fn v0_capabilities(index: &RefIndex) -> String {
-    let mut caps = vec![
-        "multi_ack_detailed",
-        "no-done",
-        "side-band-64k",
-        "side-band",
+    let mut caps: Vec<String> = [
+        "multi_ack",
         "thin-pack",
+        "side-band",
+        "side-band-64k",
         "ofs-delta",
         "shallow",
         "deepen-since",
@@ -21,16 +21,18 @@ pub fn v0_capabilities(index: &RefIndex) -> String {
         "deepen-relative",
         "no-progress",
         "include-tag",
+        "multi_ack_detailed",
         "allow-tip-sha1-in-want",
         "allow-reachable-sha1-in-want",
-        "filter",
+        "no-done",
     ]
     .into_iter()
     .map(String::from)
-    .collect::<Vec<_>>();
+    .collect();
     if let (Some(t), Some(_)) = (&index.head_symref, index.head()) {
         caps.push(format!("symref=HEAD:{t}"));
     }
+    caps.push("filter".into());
     caps.push("object-format=sha1".into());
     caps.push(format!("agent={}", crate::AGENT));
     caps.join(" ")

@@ -107,6 +107,12 @@ pub fn write_line(out: &mut Vec<u8>, line: impl fmt::Display) {
     write_data(out, s.as_bytes());
 }
 
+/// Append a text pkt-line *without* a trailing LF. C git's upload-pack sends `shallow`,
+/// `unshallow` and `ERR` lines this way, and some clients (libgit2) parse them strictly.
+pub fn write_unterminated(out: &mut Vec<u8>, line: impl fmt::Display) {
+    write_data(out, line.to_string().as_bytes());
+}
+
 pub fn write_flush(out: &mut Vec<u8>) {
     out.extend_from_slice(b"0000");
 }
@@ -115,10 +121,11 @@ pub fn write_delim(out: &mut Vec<u8>) {
     out.extend_from_slice(b"0001");
 }
 
-/// A pkt-line carrying a git `ERR` message (understood by every client in v0 and v2).
+/// A pkt-line carrying a git `ERR` message (understood by every client in v0 and v2), with no
+/// trailing LF, as C git's `packet_writer_error` writes it.
 pub fn err_line(msg: &str) -> Vec<u8> {
     let mut out = Vec::new();
-    write_line(&mut out, format_args!("ERR {msg}"));
+    write_unterminated(&mut out, format_args!("ERR {msg}"));
     out
 }
 

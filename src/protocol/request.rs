@@ -42,6 +42,7 @@ pub struct FetchRequest {
     pub wait_for_done: bool,
     /// v0 only: the body had a have section (ended by a flush or `done`). A stateless
     /// deepening client first sends only its wants and reads just the shallow list.
+    /// Anything after the first flush of the have section is ignored, as C git does.
     pub have_section: bool,
 }
 
@@ -142,13 +143,14 @@ pub fn parse_v0(body: &[u8]) -> Result<FetchRequest, RequestError> {
     if req.wants.is_empty() {
         return Err(perr("no want lines before flush"));
     }
-    // Phase 2: haves.
+    // Phase 2: haves, up to the first flush (one stateless round: C git's upload-pack answers
+    // that batch and exits) or `done`.
     loop {
         match r.next_pkt()? {
             None => break,
             Some(Pkt::Flush) => {
                 req.have_section = true;
-                continue;
+                break;
             }
             Some(Pkt::Data(d)) => {
                 let line = d.strip_suffix(b"\n").unwrap_or(d);
@@ -324,7 +326,6 @@ mod tests {
         write_line(&mut b, "deepen 3");
         write_flush(&mut b);
         write_line(&mut b, format!("have {A}"));
-        write_flush(&mut b);
         write_line(&mut b, "done");
         let r = parse_v0(&b).unwrap();
         assert_eq!(r.wants.len(), 2);
@@ -339,6 +340,20 @@ mod tests {
         );
         assert_eq!(r.haves.len(), 1);
         assert!(r.done);
+    }
+
+    #[test]
+    fn v0_stops_at_the_first_have_flush() {
+        let mut b = Vec::new();
+        write_line(&mut b, format!("want {A} multi_ack_detailed"));
+        write_flush(&mut b);
+        write_line(&mut b, format!("have {A}"));
+        write_flush(&mut b);
+        write_line(&mut b, format!("have {B}"));
+        write_line(&mut b, "done");
+        let r = parse_v0(&b).unwrap();
+        assert_eq!(r.haves.len(), 1);
+        assert!(r.have_section && !r.done);
     }
 
     #[test]

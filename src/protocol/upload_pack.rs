@@ -1,7 +1,7 @@
 //! upload-pack: negotiation (v0/v1 multi_ack_detailed over stateless HTTP, and v2 `fetch`),
 //! shallow/deepen handling, and streaming the pack. Runs on a blocking thread.
 
-use super::pktline::{err_line, write_delim, write_flush, write_line};
+use super::pktline::{err_line, write_delim, write_flush, write_line, write_unterminated};
 use super::request::FetchRequest;
 use super::sideband::Sideband;
 use crate::metrics;
@@ -91,9 +91,7 @@ fn negotiate<'r>(
         }
     }
     if wants.is_empty() {
-        if version == Version::V2 {
-            write_flush(out);
-        }
+        // C git answers a request without wants with nothing at all, in v0 and v2.
         return Ok(None);
     }
     let filter = match &req.filter {
@@ -103,7 +101,7 @@ fn negotiate<'r>(
         ),
     };
 
-    // Haves we know, in the client's order, without repeats.
+    // Haves we know, in the client's order, without repeats: they bound the pack.
     let mut seen = HashSet::new();
     let common: Vec<ObjectId> = req
         .haves
@@ -111,13 +109,13 @@ fn negotiate<'r>(
         .filter(|h| odb.contains(h) && seen.insert(**h))
         .copied()
         .collect();
-    let mut common_commits: HashSet<ObjectId> = HashSet::new();
-    for c in &common {
-        if let Some(cc) = walker.peel_commit(c)? {
-            common_commits.insert(cc);
-        }
-    }
 
+    if req.depth.is_some() && (req.deepen_since.is_some() || !req.deepen_not.is_empty()) {
+        // C git's wording (upload-pack.c, send_shallow_list).
+        return Err(Refuse(
+            "upload-pack: deepen and deepen-since (or deepen-not) cannot be used together".into(),
+        ));
+    }
     // Shallow boundary.
     let shallow = if req.deepens() {
         let mut want_commits = Vec::new();
@@ -153,11 +151,14 @@ fn negotiate<'r>(
     };
     let job = PackJob {
         wants,
-        haves: common.clone(),
+        haves: common,
         shallow,
         filter,
     };
+    let mut they = TheyHave::default();
 
+    // Every line below is written exactly as C git's upload-pack writes it (see the table in
+    // `protocol/mod.rs`).
     match version {
         Version::V0 => {
             if req.deepens() {
@@ -167,35 +168,56 @@ fn negotiate<'r>(
             if !req.have_section {
                 return Ok(None);
             }
+            // One stateless round of C git's get_common_commits.
             let multi_ack = req.multi_ack_detailed || req.multi_ack;
-            for (i, c) in common.iter().enumerate() {
+            let (mut got_common, mut got_other, mut sent_ready) = (false, false, false);
+            let mut last = None;
+            for h in &req.haves {
+                if !odb.contains(h) {
+                    got_other = true;
+                    if multi_ack && they.ok_to_give_up(&mut walker, &job.wants)? {
+                        if req.multi_ack_detailed {
+                            sent_ready = true;
+                            write_line(out, format_args!("ACK {h} ready"));
+                        } else {
+                            write_line(out, format_args!("ACK {h} continue"));
+                        }
+                    }
+                    continue;
+                }
+                they.got(&mut walker, h)?;
+                got_common = true;
+                last = Some(*h);
                 if req.multi_ack_detailed {
-                    write_line(out, format_args!("ACK {c} common"));
+                    write_line(out, format_args!("ACK {h} common"));
                 } else if req.multi_ack {
-                    write_line(out, format_args!("ACK {c} continue"));
-                } else if i == 0 {
-                    write_line(out, format_args!("ACK {c}"));
+                    write_line(out, format_args!("ACK {h} continue"));
+                } else if they.have_obj == 1 {
+                    write_line(out, format_args!("ACK {h}"));
                 }
             }
-            let last = common.last();
             if req.done {
                 match last {
+                    _ if they.have_obj == 0 => write_line(out, "NAK"),
                     Some(l) if multi_ack => write_line(out, format_args!("ACK {l}")),
-                    Some(_) => {}
-                    None => write_line(out, "NAK"),
+                    _ => {}
                 }
                 return Ok(Some((job, walker)));
             }
-            let ready = req.multi_ack_detailed
-                && last.is_some()
-                && walker.all_wants_reach(&job.wants, &common_commits)?;
-            if let (true, Some(l)) = (ready, last) {
+            // The batch ended with a flush.
+            if req.multi_ack_detailed
+                && got_common
+                && !got_other
+                && they.ok_to_give_up(&mut walker, &job.wants)?
+                && let Some(l) = last
+            {
+                sent_ready = true;
                 write_line(out, format_args!("ACK {l} ready"));
             }
-            if common.is_empty() || multi_ack {
+            if they.have_obj == 0 || multi_ack {
                 write_line(out, "NAK");
             }
-            if let (true, true, Some(l)) = (req.no_done, ready, last) {
+            if let (true, true, Some(l)) = (req.no_done, sent_ready, last) {
                 write_line(out, format_args!("ACK {l}"));
                 return Ok(Some((job, walker)));
             }
@@ -203,16 +225,20 @@ fn negotiate<'r>(
         }
         Version::V2 => {
             if !req.done && !req.haves.is_empty() {
+                // C git acknowledges each known have once, in request order.
                 write_line(out, "acknowledgments");
-                if common.is_empty() {
+                let known: Vec<&ObjectId> = job.haves.iter().collect();
+                for h in &known {
+                    they.got(&mut walker, h)?;
+                }
+                if known.is_empty() {
                     write_line(out, "NAK");
                 }
-                for c in &common {
-                    write_line(out, format_args!("ACK {c}"));
+                for h in &known {
+                    write_line(out, format_args!("ACK {h}"));
                 }
-                let ready = !req.wait_for_done
-                    && !common.is_empty()
-                    && walker.all_wants_reach(&job.wants, &common_commits)?;
+                let ready =
+                    !req.wait_for_done && they.ok_to_give_up(&mut walker, &job.wants)?;
                 if !ready {
                     write_flush(out);
                     return Ok(None);
@@ -220,16 +246,17 @@ fn negotiate<'r>(
                 write_line(out, "ready");
                 write_delim(out);
             }
-            if req.deepens() || !req.shallows.is_empty() {
-                write_line(out, "shallow-info");
-                write_shallow_lines(out, &job.shallow);
-                write_delim(out);
-            }
+            // C git sends wanted-refs before shallow-info (upload_pack_v2, FETCH_SEND_PACK).
             if !wanted_refs.is_empty() {
                 write_line(out, "wanted-refs");
                 for (oid, name) in &wanted_refs {
                     write_line(out, format_args!("{oid} {name}"));
                 }
+                write_delim(out);
+            }
+            if req.deepens() || !req.shallows.is_empty() {
+                write_line(out, "shallow-info");
+                write_shallow_lines(out, &job.shallow);
                 write_delim(out);
             }
             write_line(out, "packfile");
@@ -238,12 +265,61 @@ fn negotiate<'r>(
     }
 }
 
+/// What the client has, kept as C git's `do_got_oid` keeps it: `have_obj` counts each have the
+/// first time (a commit already marked as the parent of an earlier have does not count again);
+/// `marked` holds have commits and their parents (git's THEY_HAVE flag), which is what
+/// `ok_to_give_up` looks for.
+#[derive(Default)]
+struct TheyHave {
+    have_obj: usize,
+    marked: HashSet<ObjectId>,
+    /// `ok_to_give_up` memo: the size of `marked` it was computed for (it only grows).
+    give_up: Option<(usize, bool)>,
+}
+
+impl TheyHave {
+    fn got(&mut self, walker: &mut Walker<'_>, id: &ObjectId) -> Result<(), OdbError> {
+        let p = walker.peel(id)?;
+        if p.tags.is_empty() && p.kind == gix_object::Kind::Commit {
+            let knew = !self.marked.insert(*id);
+            let parents = walker.commit(id)?.parents.clone();
+            self.marked.extend(parents);
+            if knew {
+                return Ok(());
+            }
+        }
+        self.have_obj += 1;
+        Ok(())
+    }
+
+    /// git's `ok_to_give_up`: every want reaches something the client has.
+    fn ok_to_give_up(
+        &mut self,
+        walker: &mut Walker<'_>,
+        wants: &[ObjectId],
+    ) -> Result<bool, OdbError> {
+        if self.have_obj == 0 {
+            return Ok(false);
+        }
+        if let Some((n, r)) = self.give_up
+            && n == self.marked.len()
+        {
+            return Ok(r);
+        }
+        let r = walker.all_wants_reach(wants, &self.marked)?;
+        self.give_up = Some((self.marked.len(), r));
+        Ok(r)
+    }
+}
+
+/// `shallow <oid>` and `unshallow <oid>` without a trailing LF, as C git sends them (libgit2
+/// refuses these lines with an LF).
 fn write_shallow_lines(out: &mut Vec<u8>, s: &ShallowOutcome) {
     for c in &s.shallow {
-        write_line(out, format_args!("shallow {c}"));
+        write_unterminated(out, format_args!("shallow {c}"));
     }
     for c in &s.unshallow {
-        write_line(out, format_args!("unshallow {c}"));
+        write_unterminated(out, format_args!("unshallow {c}"));
     }
 }
 

@@ -201,6 +201,9 @@ impl Goprox {
                 .args(["--listen", &format!("127.0.0.1:{port}")])
                 .args(["--public-url", &url])
                 .args(["--store", &store.arg])
+                // Mirror every ref: the fidelity tests compare with upstream's refs/notes and
+                // refs/pull too (the default mirrors HEAD, branches and tags).
+                .args(["--ref-prefix", "*"])
                 .args(upstream_args)
                 .args(&store.extra_args)
                 .args(extra);
@@ -344,6 +347,7 @@ pub fn mirror(store: &Store, upstream: &Upstream, import_paths: &[&str]) -> supe
     let mut cmd = base_command(store, &log);
     cmd.arg("mirror")
         .args(["--store", &store.arg])
+        .args(["--ref-prefix", "*"])
         .args(upstream.goprox_args())
         .args(&store.extra_args)
         .args(import_paths);

@@ -25,6 +25,8 @@ struct Inner {
     backend: PathBuf,
     port: u16,
     log: Mutex<Vec<String>>,
+    /// While set, every request hangs (accepted, never answered), like a stopped process.
+    hang: std::sync::atomic::AtomicBool,
 }
 
 pub struct Upstream {
@@ -51,6 +53,7 @@ impl Upstream {
             backend,
             port,
             log: Mutex::new(Vec::new()),
+            hang: std::sync::atomic::AtomicBool::new(false),
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -98,6 +101,14 @@ impl Upstream {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Make every request hang without an answer (`true`), as an upstream under SIGSTOP
+    /// would, or answer again (`false`).
+    pub fn hang(&self, on: bool) {
+        self.inner
+            .hang
+            .store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn is_running(&self) -> bool {
@@ -160,6 +171,11 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
 }
 
 async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response<Body> {
+    if inner.hang.load(std::sync::atomic::Ordering::SeqCst) {
+        record(&inner, format!("{} {} -> (hung)", req.method(), req.uri()));
+        // Ends when the test drops the upstream (its runtime shuts down).
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
     let method = req.method().clone();
     let uri = req.uri().clone();
     let proto = req
@@ -338,6 +354,17 @@ async fn cgi(inner: &Inner, req: Request) -> Result<Response<Body>, String> {
         .env("PATH_INFO", parts.uri.path())
         .env("QUERY_STRING", parts.uri.query().unwrap_or(""))
         .env("CONTENT_LENGTH", body.len().to_string())
+        // Serve what goprox serves (filters, wants of any reachable sha, want-ref), so that
+        // tests/e2e/wire.rs can compare the two byte for byte.
+        .env("GIT_CONFIG_COUNT", "4")
+        .env("GIT_CONFIG_KEY_0", "uploadpack.allowFilter")
+        .env("GIT_CONFIG_VALUE_0", "true")
+        .env("GIT_CONFIG_KEY_1", "uploadpack.allowTipSHA1InWant")
+        .env("GIT_CONFIG_VALUE_1", "true")
+        .env("GIT_CONFIG_KEY_2", "uploadpack.allowReachableSHA1InWant")
+        .env("GIT_CONFIG_VALUE_2", "true")
+        .env("GIT_CONFIG_KEY_3", "uploadpack.allowRefInWant")
+        .env("GIT_CONFIG_VALUE_3", "true")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
