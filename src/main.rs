@@ -1,8 +1,8 @@
 //! `goprox serve` and `goprox mirror`.
 
 use clap::{Args, Parser, Subcommand};
-use goprox::fill::resolve::{Resolver, Rule};
 use goprox::fill::fetch::RefPrefixes;
+use goprox::fill::resolve::{Resolver, Rule};
 use goprox::fill::{FillProgress, Filler, MirrorOptions, Refreshed};
 use goprox::http::{AppState, router};
 use goprox::odb::Io;

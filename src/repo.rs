@@ -5,16 +5,16 @@ use crate::fill::fetch::FetchError;
 use crate::fill::resolve::Target;
 use crate::fill::{FillError, Filler, Refreshed};
 use crate::metrics;
-use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
-use gix_hash::ObjectId;
-use std::time::{Duration, Instant};
 use crate::odb::pack::Pack;
 use crate::odb::{Io, Odb};
 use crate::refs::{self, Keys, RefIndex};
 use crate::store::{DynStore, ETag};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use gix_hash::ObjectId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// A repository as of one version of its ref index.
 pub struct Repo {

@@ -9,6 +9,8 @@ mod support;
 
 #[path = "e2e/bad_input.rs"]
 mod bad_input;
+#[path = "e2e/clients.rs"]
+mod clients;
 #[path = "e2e/clone.rs"]
 mod clone;
 #[path = "e2e/down.rs"]
@@ -21,13 +23,11 @@ mod go;
 mod mirror;
 #[path = "e2e/partial.rs"]
 mod partial;
+#[path = "e2e/refresh.rs"]
+mod refresh;
 #[path = "e2e/selftest.rs"]
 mod selftest;
 #[path = "e2e/shallow.rs"]
 mod shallow;
 #[path = "e2e/wire.rs"]
 mod wire;
-#[path = "e2e/clients.rs"]
-mod clients;
-#[path = "e2e/refresh.rs"]
-mod refresh;

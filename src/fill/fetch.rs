@@ -68,7 +68,11 @@ impl Default for RefPrefixes {
     /// `HEAD`, branches and tags: what `go get` and `git clone` need; not GitHub's
     /// `refs/pull/*` and the like.
     fn default() -> Self {
-        RefPrefixes(vec!["HEAD".into(), "refs/heads/".into(), "refs/tags/".into()])
+        RefPrefixes(vec![
+            "HEAD".into(),
+            "refs/heads/".into(),
+            "refs/tags/".into(),
+        ])
     }
 }
 
@@ -202,13 +206,9 @@ impl Session {
                     .map_err(|e| upstream_err(&url, e))?
             }
         };
-        let _response = gix_protocol::fetch::Response::from_line_reader(
-            self.version,
-            &mut reader,
-            true,
-            false,
-        )
-        .map_err(|e| upstream_err(&url, e))?;
+        let _response =
+            gix_protocol::fetch::Response::from_line_reader(self.version, &mut reader, true, false)
+                .map_err(|e| upstream_err(&url, e))?;
         // Setting a progress handler switches the reader to side-band decoding.
         reader.set_progress_handler(Some(Box::new(|_is_err: bool, _data: &[u8]| {
             std::ops::ControlFlow::Continue(())

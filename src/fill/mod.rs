@@ -8,8 +8,8 @@ pub mod resolve;
 use crate::refs::{self, Keys, PackEntry, RefIndex};
 use crate::store::{DynStore, ETag, PutMode, StoreError};
 use bytes::Bytes;
-use resolve::Target;
 use gix_hash::ObjectId;
+use resolve::Target;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -272,8 +272,7 @@ impl Filler {
                         if tips_only.is_empty() {
                             None
                         } else {
-                            let (mut s2, _) =
-                                fetch::Session::connect(&url, &prefixes, deadlines)?;
+                            let (mut s2, _) = fetch::Session::connect(&url, &prefixes, deadlines)?;
                             Some(s2.fetch_pack(&tips_only, &haves)?)
                         }
                     }
@@ -285,8 +284,7 @@ impl Filler {
         .await
         .map_err(|e| FillError::Internal(e.to_string()))??;
 
-        let head_same =
-            listing.head_symref == old.head_symref && listing.head_oid == old.head_oid;
+        let head_same = listing.head_symref == old.head_symref && listing.head_oid == old.head_oid;
         if pack.is_none() && new_refs == old.refs && head_same {
             return Ok(Refreshed::Unchanged);
         }

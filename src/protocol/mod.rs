@@ -24,7 +24,7 @@
 //! | v2 capability advertisement | `version 2`, `agent=`, `ls-refs=unborn`, `fetch=shallow wait-for-done filter ref-in-want`, `server-option`, `object-format=sha1`, flush; each with LF |
 //! | v2 `ls-refs` | `<oid> <ref>[ symref-target:<t>][ peeled:<oid>]\n`, `unborn HEAD symref-target:<t>\n` only when asked; flush |
 //! | v2 `acknowledgments` | only when the request has `have` lines and no `done`; `NAK` if none known, else `ACK <oid>` for each known have once, in request order; `ready` then delim, or flush and stop |
-//! | v2 section order | acknowledgments, **wanted-refs, shallow-info** (C git's order, not the order in gitprotocol-v2), packfile |
+//! | v2 section order | acknowledgments, shallow-info, wanted-refs, packfile: gitprotocol-v2's order, which git's fetch-pack requires. C git 2.47's upload-pack writes wanted-refs first, so `git clone --depth=1` (which sends `want-ref HEAD`) fails against it with `uploadpack.allowRefInWant`; goprox deliberately differs here |
 //! | v2 `shallow-info` | sent when the request deepens or names shallow commits, even if empty |
 //! | v2 fetch without wants | nothing at all (no flush) |
 //! | side-band | pack on band 1, progress on band 2, fatal errors on band 3; 65520-byte packets for side-band-64k and v2, 1000 for side-band; a final flush |

@@ -237,8 +237,7 @@ fn negotiate<'r>(
                 for h in &known {
                     write_line(out, format_args!("ACK {h}"));
                 }
-                let ready =
-                    !req.wait_for_done && they.ok_to_give_up(&mut walker, &job.wants)?;
+                let ready = !req.wait_for_done && they.ok_to_give_up(&mut walker, &job.wants)?;
                 if !ready {
                     write_flush(out);
                     return Ok(None);
@@ -246,17 +245,19 @@ fn negotiate<'r>(
                 write_line(out, "ready");
                 write_delim(out);
             }
-            // C git sends wanted-refs before shallow-info (upload_pack_v2, FETCH_SEND_PACK).
+            // shallow-info before wanted-refs, as gitprotocol-v2 says and git's fetch-pack
+            // reads them. (C git 2.47's upload-pack writes wanted-refs first, which its own
+            // client rejects: "expected 'packfile', received 'shallow-info'".)
+            if req.deepens() || !req.shallows.is_empty() {
+                write_line(out, "shallow-info");
+                write_shallow_lines(out, &job.shallow);
+                write_delim(out);
+            }
             if !wanted_refs.is_empty() {
                 write_line(out, "wanted-refs");
                 for (oid, name) in &wanted_refs {
                     write_line(out, format_args!("{oid} {name}"));
                 }
-                write_delim(out);
-            }
-            if req.deepens() || !req.shallows.is_empty() {
-                write_line(out, "shallow-info");
-                write_shallow_lines(out, &job.shallow);
                 write_delim(out);
             }
             write_line(out, "packfile");

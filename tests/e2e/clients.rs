@@ -186,7 +186,14 @@ fn gix_clone(url: &str, dest: &Path, depth: Option<u32>) -> Result<(), BoxError>
 /// `fetch origin` with gitoxide.
 fn gix_fetch(dir: &Path) -> Result<(), BoxError> {
     let repo = gix::open_opts(dir, gix::open::Options::isolated())?;
-    let remote = repo.find_remote("origin")?;
+    // A bare clone made by gix records no fetch refspec: name the usual ones.
+    let remote = repo.find_remote("origin")?.with_refspecs(
+        [
+            "+refs/heads/*:refs/remotes/origin/*",
+            "+refs/tags/*:refs/tags/*",
+        ],
+        gix::remote::Direction::Fetch,
+    )?;
     let interrupt = AtomicBool::new(false);
     remote
         .connect(gix::remote::Direction::Fetch)?
@@ -207,7 +214,15 @@ fn rewind(env: &GitEnv, dir: &Path) {
         if name.starts_with("refs/tags/") {
             env.run(dir, &["update-ref", "-d", name]);
         } else if env
-            .output(dir, &["rev-parse", "-q", "--verify", &format!("{name}~3^{{commit}}")])
+            .output(
+                dir,
+                &[
+                    "rev-parse",
+                    "-q",
+                    "--verify",
+                    &format!("{name}~3^{{commit}}"),
+                ],
+            )
             .ok()
         {
             env.run(dir, &["update-ref", name, &format!("{name}~3")]);

@@ -142,9 +142,11 @@ fn live(kind: StoreKind) {
     repo.push(&["refs/heads/main", "refs/tags/v1.1.0", "refs/tags/light"]);
     repo.push(&[":refs/tags/v1.0.0"]);
     let v110 = repo.upstream_ref("refs/tags/v1.1.0");
-    wait_until("the new tag through goprox", Duration::from_secs(30), || {
-        ls_remote(env, &url).get("refs/tags/v1.1.0") == Some(&v110)
-    });
+    wait_until(
+        "the new tag through goprox",
+        Duration::from_secs(30),
+        || ls_remote(env, &url).get("refs/tags/v1.1.0") == Some(&v110),
+    );
     let refs = ls_remote(env, &url);
     assert_eq!(refs.get("refs/heads/main"), Some(&second), "branch follows");
     assert_eq!(

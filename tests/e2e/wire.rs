@@ -8,6 +8,7 @@ use crate::support::Harness;
 use crate::support::fixtures::fixtures;
 use crate::support::goprox::StoreKind;
 use crate::support::http::{self, HttpResponse};
+use crate::support::upstream::Upstream;
 
 const UNKNOWN_1: &str = "1111111111111111111111111111111111111111";
 const UNKNOWN_2: &str = "2222222222222222222222222222222222222222";
@@ -67,7 +68,10 @@ fn lines(body: &[u8]) -> Vec<String> {
             .and_then(|h| std::str::from_utf8(h).ok())
             .and_then(|h| usize::from_str_radix(h, 16).ok())
         else {
-            out.push(format!("<not a pkt-line: {:?}>", String::from_utf8_lossy(b)));
+            out.push(format!(
+                "<not a pkt-line: {:?}>",
+                String::from_utf8_lossy(b)
+            ));
             break;
         };
         match n {
@@ -113,6 +117,8 @@ fn mask_agent(s: &str) -> String {
 
 struct Wire<'a> {
     h: &'a Harness,
+    /// C git with `uploadpack.allowRefInWant`, as goprox advertises `ref-in-want`.
+    c_git: &'a Upstream,
     /// goprox's root and the upstream's path for the same repository.
     root: &'a str,
     up_path: &'a str,
@@ -139,7 +145,7 @@ impl Wire<'_> {
             body,
         );
         let up = http::request(
-            self.h.up.port,
+            self.c_git.port,
             method,
             &format!("/{}{suffix}", self.up_path),
             &headers,
@@ -195,8 +201,10 @@ fn responses_match_c_git_line_for_line() {
         .git("rich", &["log", "-1", "--format=%ct", "refs/heads/trunk~5"])
         .trim()
         .to_string();
+    let c_git = Upstream::start_with(&fixtures().root, true);
     let mut w = Wire {
         h: &h,
+        c_git: &c_git,
         root: "example.test/rich",
         up_path: "rich",
         failures: Vec::new(),
@@ -254,15 +262,10 @@ fn responses_match_c_git_line_for_line() {
             ),
         ),
         (
-            "fetch want-ref with deepen (wanted-refs before shallow-info)",
+            "fetch want-ref",
             Body::v2(
                 "fetch",
-                &[
-                    s("no-progress"),
-                    s("deepen 1"),
-                    s("want-ref refs/heads/trunk"),
-                    s("done"),
-                ],
+                &[s("no-progress"), s("want-ref refs/heads/trunk"), s("done")],
             ),
         ),
         (
@@ -280,10 +283,7 @@ fn responses_match_c_git_line_for_line() {
         ),
         (
             "fetch a have on a diverged branch",
-            Body::v2(
-                "fetch",
-                &[format!("want {tip}"), format!("have {release}")],
-            ),
+            Body::v2("fetch", &[format!("want {tip}"), format!("have {release}")]),
         ),
         (
             "fetch unknown haves only",
@@ -379,10 +379,7 @@ fn responses_match_c_git_line_for_line() {
     let caps = "multi_ack_detailed no-done side-band-64k thin-pack include-tag ofs-delta deepen-since deepen-not agent=git/2.47.3";
     let want = |c: &str| Body::default().line(&format!("want {tip} {c}"));
     let v0_cases: Vec<(&str, Body)> = vec![
-        (
-            "deepen 1, first round",
-            want(caps).line("deepen 1").flush(),
-        ),
+        ("deepen 1, first round", want(caps).line("deepen 1").flush()),
         (
             "deepen from a shallow client (unshallow)",
             want(caps)
@@ -400,9 +397,7 @@ fn responses_match_c_git_line_for_line() {
         ),
         (
             "deepen-since, first round",
-            want(caps)
-                .line(&format!("deepen-since {t5_time}"))
-                .flush(),
+            want(caps).line(&format!("deepen-since {t5_time}")).flush(),
         ),
         (
             "deepen-not, first round",
@@ -427,10 +422,7 @@ fn responses_match_c_git_line_for_line() {
         ),
         (
             "have on a diverged branch",
-            want(caps)
-                .flush()
-                .line(&format!("have {release}"))
-                .flush(),
+            want(caps).flush().line(&format!("have {release}")).flush(),
         ),
         (
             "unknown haves only",

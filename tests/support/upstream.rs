@@ -25,6 +25,9 @@ struct Inner {
     backend: PathBuf,
     port: u16,
     log: Mutex<Vec<String>>,
+    /// Serve with `uploadpack.allowRefInWant` (only for tests/e2e/wire.rs: C git 2.47's
+    /// upload-pack then breaks `git clone --depth=1`, see src/protocol/mod.rs).
+    ref_in_want: bool,
     /// While set, every request hangs (accepted, never answered), like a stopped process.
     hang: std::sync::atomic::AtomicBool,
 }
@@ -38,6 +41,11 @@ pub struct Upstream {
 impl Upstream {
     /// Serve the bare repositories under `root` (panics if `git http-backend` is missing).
     pub fn start(root: &Path) -> Upstream {
+        Self::start_with(root, false)
+    }
+
+    /// [`Upstream::start`], optionally with `uploadpack.allowRefInWant`.
+    pub fn start_with(root: &Path, ref_in_want: bool) -> Upstream {
         let backend = super::git_http_backend().expect("git http-backend not found");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -54,6 +62,7 @@ impl Upstream {
             port,
             log: Mutex::new(Vec::new()),
             hang: std::sync::atomic::AtomicBool::new(false),
+            ref_in_want,
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -356,7 +365,10 @@ async fn cgi(inner: &Inner, req: Request) -> Result<Response<Body>, String> {
         .env("CONTENT_LENGTH", body.len().to_string())
         // Serve what goprox serves (filters, wants of any reachable sha, want-ref), so that
         // tests/e2e/wire.rs can compare the two byte for byte.
-        .env("GIT_CONFIG_COUNT", "4")
+        .env(
+            "GIT_CONFIG_COUNT",
+            if inner.ref_in_want { "4" } else { "3" },
+        )
         .env("GIT_CONFIG_KEY_0", "uploadpack.allowFilter")
         .env("GIT_CONFIG_VALUE_0", "true")
         .env("GIT_CONFIG_KEY_1", "uploadpack.allowTipSHA1InWant")
