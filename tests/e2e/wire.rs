@@ -106,9 +106,7 @@ fn mask_agent(s: &str) -> String {
         out.push_str(&rest[..i + 6]);
         out.push('*');
         rest = &rest[i + 6..];
-        let end = rest
-            .find(|c: char| c == ' ' || c == '\n' || c == '\0')
-            .unwrap_or(rest.len());
+        let end = rest.find([' ', '\n', '\0']).unwrap_or(rest.len());
         rest = &rest[end..];
     }
     out.push_str(rest);
