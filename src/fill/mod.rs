@@ -3,6 +3,7 @@
 //! across processes the first ref index wins and the others adopt it.
 
 pub mod fetch;
+pub mod lease;
 pub mod resolve;
 
 use crate::refs::{self, Keys, PackEntry, RefIndex};
@@ -135,6 +136,10 @@ impl Filler {
             head_oid: fetched.head_oid,
             refs: fetched.refs,
             packs,
+            retired: prev
+                .as_ref()
+                .map(|p| p.0.retired.clone())
+                .unwrap_or_default(),
         };
         match refs::store(&self.store, keys, &index, prev.as_ref().map(|p| &p.1)).await {
             Ok(etag) => Ok((index, etag)),
