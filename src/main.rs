@@ -1,4 +1,4 @@
-//! `goprox serve` and `goprox mirror`.
+//! `goprox serve`, `goprox mirror`, `goprox gc` and `goprox fsck`.
 
 use clap::{Args, Parser, Subcommand};
 use goprox::fill::resolve::{Resolver, Rule};
@@ -27,6 +27,10 @@ enum Cmd {
     Serve(ServeArgs),
     /// Fill (or refresh) repositories into the store without serving.
     Mirror(MirrorArgs),
+    /// Delete retired and unreferenced packs, expired leases and stale uploads.
+    Gc(GcArgs),
+    /// Check that every ref index is fully backed by its packs (exit 1 on problems).
+    Fsck(FsckArgs),
 }
 
 #[derive(Args)]
@@ -62,6 +66,28 @@ struct ServeArgs {
     /// Base URL written into go-import meta tags (default: from the request's Host).
     #[arg(long, env = "GOPROX_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Start even if the store does not honour conditional writes (only safe when this is the
+    /// only process writing to the store).
+    #[arg(long, env = "GOPROX_SINGLE_INSTANCE")]
+    single_instance: bool,
+}
+
+#[derive(Args)]
+struct GcArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Only delete what has been unreferenced, retired or expired for at least this long
+    /// (e.g. 30s, 5m, 1h, 2d). Keep it above the longest fill and clone.
+    #[arg(long, env = "GOPROX_GC_GRACE", default_value = "1h", value_parser = goprox::duration::parse_duration)]
+    grace: std::time::Duration,
+}
+
+#[derive(Args)]
+struct FsckArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Repository roots to check (default: every repository with a ref index).
+    roots: Vec<String>,
 }
 
 #[derive(Args)]
@@ -105,6 +131,8 @@ fn main() -> std::process::ExitCode {
         match cli.cmd {
             Cmd::Serve(a) => serve(a).await,
             Cmd::Mirror(a) => mirror(a).await,
+            Cmd::Gc(a) => gc(a).await,
+            Cmd::Fsck(a) => fsck(a).await,
         }
     });
     match r {
@@ -118,6 +146,28 @@ fn main() -> std::process::ExitCode {
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let store = open_store(&a.store).await?;
+    let single_instance = match store::probe(store.as_ref()).await {
+        Ok(()) => {
+            if a.single_instance {
+                tracing::info!("--single-instance given; the store would also allow sharing");
+            }
+            a.single_instance
+        }
+        Err(e) if a.single_instance => {
+            tracing::warn!(
+                error = %e,
+                "store probe failed; continuing because of --single-instance \
+                 (do not let another goprox write to this store)"
+            );
+            true
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(
+                "store probe failed: refusing to start (pass --single-instance if this is the \
+                 only goprox writing to the store)",
+            ));
+        }
+    };
     let io = Arc::new(Io::new(
         store.clone(),
         tokio::runtime::Handle::current(),
@@ -131,6 +181,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         resolver: Resolver::new(a.store.upstreams.clone()),
         public_url: a.public_url.clone(),
         listen_url: format!("http://{addr}"),
+        single_instance,
     });
     println!(
         "goprox listening on http://{addr} (store: {})",
@@ -194,5 +245,44 @@ async fn mirror(a: MirrorArgs) -> anyhow::Result<()> {
     if failed > 0 {
         anyhow::bail!("{failed} of {} repositories failed", a.paths.len());
     }
+    Ok(())
+}
+
+async fn gc(a: GcArgs) -> anyhow::Result<()> {
+    let store = open_store(&a.store).await?;
+    let holder = format!("gc@{}", goprox::fill::lease::default_holder());
+    let mut print = |line: String| println!("{line}");
+    let s = goprox::maint::gc::run(&store, a.grace, &holder, &mut print).await?;
+    println!(
+        "gc: {} repositories, deleted {} objects ({} bytes), dropped {} retired entries, \
+         aborted {} uploads, skipped {}, {} errors",
+        s.repositories,
+        s.deleted,
+        s.deleted_bytes,
+        s.retired_dropped,
+        s.uploads_aborted,
+        s.skipped,
+        s.errors
+    );
+    if s.errors > 0 {
+        anyhow::bail!("gc finished with {} errors", s.errors);
+    }
+    Ok(())
+}
+
+async fn fsck(a: FsckArgs) -> anyhow::Result<()> {
+    let store = open_store(&a.store).await?;
+    let report = goprox::maint::fsck::check(&store, &a.roots).await?;
+    for p in &report.problems {
+        println!("{p}");
+    }
+    if !report.ok() {
+        anyhow::bail!(
+            "{} problems in {} repositories",
+            report.problems.len(),
+            report.repositories
+        );
+    }
+    println!("ok: {} repositories", report.repositories);
     Ok(())
 }
