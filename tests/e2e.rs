@@ -17,6 +17,8 @@ mod down;
 mod fetch;
 #[path = "e2e/go.rs"]
 mod go;
+#[path = "e2e/maint.rs"]
+mod maint;
 #[path = "e2e/mirror.rs"]
 mod mirror;
 #[path = "e2e/partial.rs"]
