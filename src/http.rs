@@ -1,4 +1,5 @@
-//! HTTP front: go-get meta pages, smart-HTTP upload-pack (read-only), health and metrics.
+//! HTTP front: go-get meta pages, smart-HTTP upload-pack (read-only), health (`/healthz`:
+//! the process is up; `/readyz`: the store answers) and metrics.
 //! Repository paths are free-form import paths, so routing is done by hand in [`dispatch`].
 
 use crate::fill::FillError;
@@ -28,6 +29,10 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// Our own address, used for proxy (absolute-form) requests when no public URL is set.
     pub listen_url: String,
+    /// The store failed the start-up probe (conditional writes not honoured) and goprox runs
+    /// with `--single-instance`: cross-instance protection (leases, compare-and-swap) cannot
+    /// be relied on, so in-process locking has to stand in for it.
+    pub single_instance: bool,
 }
 
 impl AppState {
@@ -120,6 +125,12 @@ async fn dispatch(
     if !absolute {
         match (method.clone(), raw.as_str()) {
             (Method::GET, "healthz") => return text(StatusCode::OK, "ok"),
+            (Method::GET, "readyz") => {
+                return match crate::store::ready(st.repos.store.as_ref()).await {
+                    Ok(()) => text(StatusCode::OK, "ready"),
+                    Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")),
+                };
+            }
             (Method::GET, "metrics") => {
                 return (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -4,8 +4,10 @@
 //! Data path: [`http`] → [`protocol`] → [`odb`] → [`store`]; beside it [`refs`] (the ref
 //! index with compare-and-swap) and [`fill`] (upstream resolution and fetch).
 
+pub mod duration;
 pub mod fill;
 pub mod http;
+pub mod maint;
 pub mod metrics;
 pub mod odb;
 pub mod path;

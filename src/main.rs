@@ -1,9 +1,9 @@
-//! `goprox serve` and `goprox mirror`.
+//! `goprox serve`, `goprox mirror`, `goprox gc` and `goprox fsck`.
 
 use clap::{Args, Parser, Subcommand};
 use goprox::fill::fetch::RefPrefixes;
 use goprox::fill::resolve::{Resolver, Rule};
-use goprox::fill::{FillProgress, Filler, MirrorOptions, Refreshed};
+use goprox::fill::{Coordination, FillProgress, Filler, MirrorOptions, Refreshed};
 use goprox::http::{AppState, router};
 use goprox::odb::Io;
 use goprox::refs::Keys;
@@ -29,6 +29,10 @@ enum Cmd {
     Serve(ServeArgs),
     /// Fill (or refresh) repositories into the store without serving.
     Mirror(MirrorArgs),
+    /// Delete retired and unreferenced packs, expired leases and stale uploads.
+    Gc(GcArgs),
+    /// Check that every ref index is fully backed by its packs (exit 1 on problems).
+    Fsck(FsckArgs),
 }
 
 #[derive(Args)]
@@ -64,6 +68,11 @@ struct StoreArgs {
     /// (default: a mirrored tag keeps its first target, and stays).
     #[arg(long, env = "GOPROX_MIRROR_TAGS")]
     mirror_tags: bool,
+    /// Time to live of a repository's lease object (renewed every third of it while an
+    /// instance fills, refreshes or compacts the repository; a crashed holder's lease is
+    /// taken over after it).
+    #[arg(long, env = "GOPROX_LEASE_TTL", default_value = "30s", value_parser = goprox::duration::parse_duration)]
+    lease_ttl: Duration,
 }
 
 impl StoreArgs {
@@ -76,6 +85,14 @@ impl StoreArgs {
         MirrorOptions {
             prefixes: RefPrefixes(prefixes),
             mirror_tags: self.mirror_tags,
+            ..Default::default()
+        }
+    }
+
+    fn coordination(&self, single_instance: bool) -> Coordination {
+        Coordination {
+            leases: !single_instance,
+            ttl: self.lease_ttl.max(Duration::from_secs(1)),
             ..Default::default()
         }
     }
@@ -93,34 +110,37 @@ struct ServeArgs {
     public_url: Option<String>,
     /// Check upstream for new refs when a repository's ref index is older than this
     /// (`0s`: on every request). Durations: `30s`, `5m`, `1h`.
-    #[arg(long, env = "GOPROX_REFRESH_AFTER", default_value = "1m", value_parser = parse_duration)]
+    #[arg(long, env = "GOPROX_REFRESH_AFTER", default_value = "1m", value_parser = goprox::duration::parse_duration)]
     refresh_after: Duration,
     /// How long a request waits for a slow or unreachable upstream before it is served from the
     /// last ref index.
-    #[arg(long, env = "GOPROX_UPSTREAM_WAIT", default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, env = "GOPROX_UPSTREAM_WAIT", default_value = "3s", value_parser = goprox::duration::parse_duration)]
     upstream_wait: Duration,
     /// How long a sha (or a repository) upstream does not have is not asked for again.
-    #[arg(long, env = "GOPROX_NEGATIVE_TTL", default_value = "1m", value_parser = parse_duration)]
+    #[arg(long, env = "GOPROX_NEGATIVE_TTL", default_value = "1m", value_parser = goprox::duration::parse_duration)]
     negative_ttl: Duration,
+    /// Start even if the store does not honour conditional writes (only safe when this is the
+    /// only process writing to the store).
+    #[arg(long, env = "GOPROX_SINGLE_INSTANCE")]
+    single_instance: bool,
 }
 
-/// `90s`, `5m`, `1h`, `2d`, `0s` (a bare number is seconds).
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (use e.g. 30s, 5m, 1h)"))?;
-    let secs = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "ms" => return Ok(Duration::from_millis(n)),
-        _ => return Err(format!("invalid duration unit in {s:?} (s, m, h, d)")),
-    };
-    Ok(Duration::from_secs(n.saturating_mul(secs)))
+#[derive(Args)]
+struct GcArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Only delete what has been unreferenced, retired or expired for at least this long
+    /// (e.g. 30s, 5m, 1h, 2d). Keep it above the longest fill and clone.
+    #[arg(long, env = "GOPROX_GC_GRACE", default_value = "1h", value_parser = goprox::duration::parse_duration)]
+    grace: std::time::Duration,
+}
+
+#[derive(Args)]
+struct FsckArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Repository roots to check (default: every repository with a ref index).
+    roots: Vec<String>,
 }
 
 #[derive(Args)]
@@ -164,6 +184,8 @@ fn main() -> std::process::ExitCode {
         match cli.cmd {
             Cmd::Serve(a) => serve(a).await,
             Cmd::Mirror(a) => mirror(a).await,
+            Cmd::Gc(a) => gc(a).await,
+            Cmd::Fsck(a) => fsck(a).await,
         }
     });
     match r {
@@ -177,12 +199,36 @@ fn main() -> std::process::ExitCode {
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let store = open_store(&a.store).await?;
+    let single_instance = match store::probe(store.as_ref()).await {
+        Ok(()) => {
+            if a.single_instance {
+                tracing::info!("--single-instance given; the store would also allow sharing");
+            }
+            a.single_instance
+        }
+        Err(e) if a.single_instance => {
+            tracing::warn!(
+                error = %e,
+                "store probe failed; continuing because of --single-instance \
+                 (do not let another goprox write to this store)"
+            );
+            true
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(
+                "store probe failed: refusing to start (pass --single-instance if this is the \
+                 only goprox writing to the store)",
+            ));
+        }
+    };
     let io = Arc::new(Io::new(
         store.clone(),
         tokio::runtime::Handle::current(),
         a.store.cache_size,
     ));
-    let filler = Filler::new(store.clone()).with_options(a.store.mirror_options());
+    let filler = Filler::new(store.clone())
+        .with_options(a.store.mirror_options())
+        .with_coordination(a.store.coordination(single_instance));
     let policy = RefreshPolicy {
         refresh_after: a.refresh_after,
         upstream_wait: a.upstream_wait,
@@ -196,6 +242,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         resolver: Resolver::new(a.store.upstreams.clone()),
         public_url: a.public_url.clone(),
         listen_url: format!("http://{addr}"),
+        single_instance,
     });
     println!(
         "goprox listening on http://{addr} (store: {})",
@@ -236,6 +283,7 @@ async fn mirror(a: MirrorArgs) -> anyhow::Result<()> {
     );
     let filler = Filler::new(store.clone())
         .with_options(a.store.mirror_options())
+        .with_coordination(a.store.coordination(false))
         .with_progress(Arc::new(Bar(bar.clone())));
     let io = Arc::new(Io::new(
         store.clone(),
@@ -285,5 +333,44 @@ async fn mirror(a: MirrorArgs) -> anyhow::Result<()> {
     if failed > 0 {
         anyhow::bail!("{failed} of {} repositories failed", a.paths.len());
     }
+    Ok(())
+}
+
+async fn gc(a: GcArgs) -> anyhow::Result<()> {
+    let store = open_store(&a.store).await?;
+    let holder = format!("gc@{}", goprox::fill::lease::default_holder());
+    let mut print = |line: String| println!("{line}");
+    let s = goprox::maint::gc::run(&store, a.grace, &holder, &mut print).await?;
+    println!(
+        "gc: {} repositories, deleted {} objects ({} bytes), dropped {} retired entries, \
+         aborted {} uploads, skipped {}, {} errors",
+        s.repositories,
+        s.deleted,
+        s.deleted_bytes,
+        s.retired_dropped,
+        s.uploads_aborted,
+        s.skipped,
+        s.errors
+    );
+    if s.errors > 0 {
+        anyhow::bail!("gc finished with {} errors", s.errors);
+    }
+    Ok(())
+}
+
+async fn fsck(a: FsckArgs) -> anyhow::Result<()> {
+    let store = open_store(&a.store).await?;
+    let report = goprox::maint::fsck::check(&store, &a.roots).await?;
+    for p in &report.problems {
+        println!("{p}");
+    }
+    if !report.ok() {
+        anyhow::bail!(
+            "{} problems in {} repositories",
+            report.problems.len(),
+            report.repositories
+        );
+    }
+    println!("ok: {} repositories", report.repositories);
     Ok(())
 }

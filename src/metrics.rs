@@ -45,6 +45,9 @@ pub static FILL_ERRORS: Counter = Counter::new();
 pub static REFRESHES: Counter = Counter::new();
 pub static REFRESH_ERRORS: Counter = Counter::new();
 pub static STALE_SERVES: Counter = Counter::new();
+/// Pack merges published by compaction; waits for another instance's lease.
+pub static COMPACTIONS: Counter = Counter::new();
+pub static LEASE_WAITS: Counter = Counter::new();
 
 pub fn render(io: &crate::odb::Io) -> String {
     let mut s = String::new();
@@ -92,6 +95,16 @@ pub fn render(io: &crate::odb::Io) -> String {
         "goprox_fill_errors_total",
         "Failed fills.",
         FILL_ERRORS.get(),
+    );
+    c(
+        "goprox_compactions_total",
+        "Pack merges published by compaction.",
+        COMPACTIONS.get(),
+    );
+    c(
+        "goprox_lease_waits_total",
+        "Fills and refreshes that waited for another instance holding the repository's lease.",
+        LEASE_WAITS.get(),
     );
     c(
         "goprox_refreshes_total",

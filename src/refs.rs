@@ -27,6 +27,17 @@ pub struct PackEntry {
     pub objects: u32,
 }
 
+/// A pack the ref index no longer names (merged away by compaction), kept until `goprox gc`
+/// deletes it once it has been retired for longer than the grace period (readers that loaded
+/// the previous ref index may still be streaming from it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retired {
+    /// Pack checksum (hex), as in [`PackEntry::name`].
+    pub name: String,
+    /// Unix seconds when it stopped being named.
+    pub at: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefIndex {
     pub version: u32,
@@ -46,6 +57,9 @@ pub struct RefIndex {
     pub head_oid: Option<String>,
     pub refs: BTreeMap<String, RefEntry>,
     pub packs: Vec<PackEntry>,
+    /// Packs no longer named, waiting for `goprox gc`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<Retired>,
 }
 
 impl RefIndex {
@@ -80,6 +94,65 @@ impl Keys {
     pub fn idx(&self, name: &str) -> String {
         format!("{}/packs/pack-{name}.idx", self.base)
     }
+    /// The repository's lease object (see `fill::lease`).
+    pub fn lease(&self) -> String {
+        format!("{}/lease.json", self.base)
+    }
+    /// Prefix of every pack and index object of the repository.
+    pub fn packs_prefix(&self) -> String {
+        format!("{}/packs/", self.base)
+    }
+}
+
+/// The marker between a repository root and its objects in every store key.
+pub const GIT_DIR: &str = "/@git/";
+/// How every ref index key ends.
+pub const REF_INDEX_SUFFIX: &str = "/@git/refs.json";
+
+/// What a store key is, as far as repositories go (the inverse of [`Keys`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyKind {
+    RefIndex,
+    Lease,
+    /// `pack-<name>.pack`
+    Pack(String),
+    /// `pack-<name>.idx`
+    Idx(String),
+    /// Anything else under `<root>/@git/`.
+    Other,
+}
+
+/// Split a store key into its repository root and what it is; `None` for keys outside any
+/// repository (no `/@git/`).
+pub fn parse_key(key: &str) -> Option<(&str, KeyKind)> {
+    // `@` never occurs in an import path, so the first `/@git/` ends the root.
+    let i = key.find(GIT_DIR)?;
+    let (root, rest) = (&key[..i], &key[i + GIT_DIR.len()..]);
+    if root.is_empty() {
+        return None;
+    }
+    let kind = match rest {
+        "refs.json" => KeyKind::RefIndex,
+        "lease.json" => KeyKind::Lease,
+        _ => match rest.strip_prefix("packs/pack-") {
+            Some(file) => {
+                let named = |ext| {
+                    file.strip_suffix(ext)
+                        .filter(|n| n.len() == 40 && n.bytes().all(|c| c.is_ascii_hexdigit()))
+                        .map(str::to_string)
+                };
+                if let Some(n) = named(".pack") {
+                    KeyKind::Pack(n)
+                } else if let Some(n) = named(".idx") {
+                    KeyKind::Idx(n)
+                } else {
+                    KeyKind::Other
+                }
+            }
+            None => KeyKind::Other,
+        },
+    };
+    Some((root, kind))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,4 +197,66 @@ pub async fn store(
     Ok(store
         .put(&keys.ref_index(), Bytes::from(body), mode)
         .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    #[test]
+    fn keys_and_their_inverse() {
+        let k = Keys::new("example.com/a/b");
+        assert_eq!(k.lease(), "example.com/a/b/@git/lease.json");
+        assert_eq!(k.packs_prefix(), "example.com/a/b/@git/packs/");
+        assert!(k.ref_index().ends_with(REF_INDEX_SUFFIX));
+        let root = "example.com/a/b";
+        assert_eq!(parse_key(&k.ref_index()), Some((root, KeyKind::RefIndex)));
+        assert_eq!(parse_key(&k.lease()), Some((root, KeyKind::Lease)));
+        assert_eq!(
+            parse_key(&k.pack(SHA)),
+            Some((root, KeyKind::Pack(SHA.into())))
+        );
+        assert_eq!(
+            parse_key(&k.idx(SHA)),
+            Some((root, KeyKind::Idx(SHA.into())))
+        );
+        assert_eq!(
+            parse_key("example.com/a/@git/packs/pack-xyz.pack"),
+            Some(("example.com/a", KeyKind::Other))
+        );
+        assert_eq!(
+            parse_key("example.com/a/@git/packs/.tmp"),
+            Some(("example.com/a", KeyKind::Other))
+        );
+        assert_eq!(parse_key(".goprox/probe/abc"), None);
+        assert_eq!(parse_key("@git/refs.json"), None);
+    }
+
+    #[test]
+    fn retired_is_optional_in_json() {
+        let mut idx = RefIndex {
+            version: FORMAT_VERSION,
+            generation: 1,
+            root: "example.com/x".into(),
+            upstream: "http://127.0.0.1/x".into(),
+            fetched_at: 5,
+            head_symref: None,
+            head_oid: None,
+            refs: BTreeMap::new(),
+            packs: vec![],
+            retired: vec![],
+        };
+        let json = serde_json::to_string(&idx).unwrap();
+        assert!(!json.contains("retired"), "{json}");
+        assert_eq!(serde_json::from_str::<RefIndex>(&json).unwrap(), idx);
+        idx.retired.push(Retired {
+            name: SHA.into(),
+            at: 7,
+        });
+        let json = serde_json::to_string(&idx).unwrap();
+        assert!(json.contains(r#""retired":[{"name":""#), "{json}");
+        assert_eq!(serde_json::from_str::<RefIndex>(&json).unwrap(), idx);
+    }
 }

@@ -13,12 +13,16 @@ mod bad_input;
 mod clients;
 #[path = "e2e/clone.rs"]
 mod clone;
+#[path = "e2e/coordination.rs"]
+mod coordination;
 #[path = "e2e/down.rs"]
 mod down;
 #[path = "e2e/fetch.rs"]
 mod fetch;
 #[path = "e2e/go.rs"]
 mod go;
+#[path = "e2e/maint.rs"]
+mod maint;
 #[path = "e2e/mirror.rs"]
 mod mirror;
 #[path = "e2e/partial.rs"]

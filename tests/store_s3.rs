@@ -8,6 +8,7 @@ use bytes::Bytes;
 use goprox::store::s3::{S3Options, S3Store};
 use goprox::store::{DynStore, ObjectStore, PutMode, StoreError, conformance};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 /// Everything runs in this one test so that the process environment is set before any
 /// other thread exists (the AWS default chain reads credentials from it) and one server
@@ -103,7 +104,57 @@ fn s3_store_against_seaweedfs() {
             "leftover uploads: {:?}",
             uploads.uploads()
         );
+
+        stale_uploads(&client, &opts).await;
     });
+}
+
+/// `abort_stale_uploads` aborts incomplete multipart uploads under the store's prefix that are
+/// older than the limit, and only those.
+async fn stale_uploads(client: &aws_sdk_s3::Client, opts: &S3Options) {
+    let bucket = "goprox-b";
+    let start = |key: &'static str| async move {
+        client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap()
+            .upload_id()
+            .unwrap()
+            .to_string()
+    };
+    let ours = start("stale/x/@git/packs/pack-a.pack").await;
+    let foreign = start("elsewhere/object").await;
+    let store = S3Store::new(bucket, "stale", opts).await.unwrap();
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    assert_eq!(store.abort_stale_uploads(hour_ago).await.unwrap(), 0);
+    let soon = SystemTime::now() + Duration::from_secs(60);
+    assert_eq!(store.abort_stale_uploads(soon).await.unwrap(), 1);
+    let left: Vec<String> = client
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap()
+        .uploads()
+        .iter()
+        .filter_map(|u| u.upload_id().map(str::to_string))
+        .collect();
+    assert!(!left.contains(&ours), "stale upload not aborted: {left:?}");
+    assert!(
+        left.contains(&foreign),
+        "upload outside the prefix aborted: {left:?}"
+    );
+    client
+        .abort_multipart_upload()
+        .bucket(bucket)
+        .key("elsewhere/object")
+        .upload_id(&foreign)
+        .send()
+        .await
+        .unwrap();
 }
 
 fn pattern(len: usize, seed: u8) -> Bytes {

@@ -88,6 +88,8 @@ pub struct Deadlines {
     pub connect: std::time::Duration,
     /// A transfer slower than 1 KiB/s for this long is aborted (a trickling upstream).
     pub idle: std::time::Duration,
+    /// The longest a whole fill or refresh may talk to upstream.
+    pub total: std::time::Duration,
 }
 
 impl Default for Deadlines {
@@ -95,6 +97,7 @@ impl Default for Deadlines {
         Deadlines {
             connect: std::time::Duration::from_secs(10),
             idle: std::time::Duration::from_secs(30),
+            total: std::time::Duration::from_secs(30 * 60),
         }
     }
 }

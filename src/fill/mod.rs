@@ -1,8 +1,16 @@
 //! Fill on miss: fetch a repository from its upstream, store pack and index, then publish the
-//! ref index (create-only). Concurrent fills of one repository in a process share one fetch;
-//! across processes the first ref index wins and the others adopt it.
+//! ref index (create-only); refresh: fetch what is new, add a pack, replace the ref index
+//! (`If-Match`), then compact.
+//!
+//! One instance works on a repository at a time: concurrent requests in a process share one
+//! fill (an in-process lock), and instances sharing a store take the repository's lease object
+//! ([`lease`]) first; the others wait for the ref index to appear or change and serve it. The
+//! lease only saves work: what keeps the bucket consistent is that packs are written before the
+//! ref index names them and the ref index is replaced by compare-and-swap.
 
+pub mod compact;
 pub mod fetch;
+pub mod lease;
 pub mod resolve;
 
 use crate::refs::{self, Keys, PackEntry, RefIndex};
@@ -12,6 +20,7 @@ use gix_hash::ObjectId;
 use resolve::Target;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FillError {
@@ -45,11 +54,45 @@ pub struct MirrorOptions {
     pub deadlines: fetch::Deadlines,
 }
 
+/// How instances sharing a store take turns on a repository.
+#[derive(Debug, Clone)]
+pub struct Coordination {
+    /// Take the repository's lease object before working on it. Off with `--single-instance`
+    /// (a store whose conditional writes cannot be trusted): in-process locks only.
+    pub leases: bool,
+    /// This instance's name in lease objects.
+    pub holder: String,
+    /// Lease time to live; renewed every third of it while working.
+    pub ttl: Duration,
+    /// Longest a fill or refresh waits for another instance's lease.
+    pub max_wait: Duration,
+}
+
+impl Default for Coordination {
+    fn default() -> Self {
+        Coordination {
+            leases: true,
+            holder: lease::default_holder(),
+            ttl: Duration::from_secs(30),
+            max_wait: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// Whose turn it is on a repository ([`Filler::take_turn`]).
+enum Turn {
+    /// Ours; the lease (if leases are used) is renewed in the background until released.
+    Ours(Option<lease::Renewal>),
+    /// Another instance changed the ref index while we waited: its new state.
+    Changed(Option<(RefIndex, ETag)>),
+}
+
 pub struct Filler {
     store: DynStore,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     progress: Arc<dyn FillProgress>,
     options: MirrorOptions,
+    coord: Coordination,
 }
 
 /// The outcome of [`Filler::refresh`].
@@ -105,6 +148,66 @@ impl Filler {
             locks: Mutex::new(HashMap::new()),
             progress: Arc::new(NoProgress),
             options: MirrorOptions::default(),
+            coord: Coordination::default(),
+        }
+    }
+
+    pub fn with_coordination(mut self, coord: Coordination) -> Self {
+        self.coord = coord;
+        self
+    }
+
+    /// Take the repository's lease, or, while another instance holds it, wait (bounded
+    /// polling) until the ref index differs from `seen` and return that.
+    async fn take_turn(&self, keys: &Keys, seen: Option<&ETag>) -> Result<Turn, FillError> {
+        if !self.coord.leases {
+            return Ok(Turn::Ours(None));
+        }
+        let key = keys.lease();
+        let t0 = Instant::now();
+        let mut poll = Duration::from_millis(100);
+        let mut waited = false;
+        loop {
+            match lease::try_acquire(&self.store, &key, &self.coord.holder, self.coord.ttl)
+                .await
+                .map_err(|e| FillError::Store(key.clone(), e))?
+            {
+                lease::Acquire::Acquired(l) => {
+                    return Ok(Turn::Ours(Some(lease::spawn_renewal(
+                        self.store.clone(),
+                        l,
+                        self.coord.ttl,
+                    ))));
+                }
+                lease::Acquire::Held { holder, .. } if !waited => {
+                    waited = true;
+                    crate::metrics::LEASE_WAITS.inc();
+                    tracing::info!(key = %key, holder = %holder, "another instance is working on this repository; waiting for it");
+                }
+                lease::Acquire::Held { .. } => {}
+            }
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(Duration::from_secs(1));
+            let now = refs::load(&self.store, keys).await?;
+            if now.as_ref().map(|n| &n.1) != seen {
+                return Ok(Turn::Changed(now));
+            }
+            if t0.elapsed() > self.coord.max_wait {
+                return Err(FillError::Internal(format!(
+                    "timed out after {:?} waiting for another instance's lease {key}",
+                    self.coord.max_wait
+                )));
+            }
+        }
+    }
+
+    /// Give a turn back (release the lease so the next instance need not wait for expiry).
+    async fn end_turn(&self, renewal: Option<lease::Renewal>) {
+        if let Some(r) = renewal
+            && let Some(l) = r.stop().await
+            && let Err(e) = l.release(&self.store).await
+        {
+            tracing::warn!(error = %e, "releasing a lease failed; it will expire");
         }
     }
 
@@ -132,7 +235,21 @@ impl Filler {
         if let Some(x) = refs::load(&self.store, &keys).await? {
             return Ok(x);
         }
-        let result = self.fetch_and_store(target, &keys).await;
+        let result = match self.take_turn(&keys, None).await {
+            Ok(Turn::Changed(Some(x))) => Ok(x),
+            Ok(Turn::Changed(None)) => Err(FillError::Internal("ref index vanished".into())),
+            Ok(Turn::Ours(renewal)) => {
+                // Another instance may have published between our look and the lease.
+                let r = match refs::load(&self.store, &keys).await {
+                    Ok(Some(x)) => Ok(x),
+                    Ok(None) => self.fetch_and_store(target, &keys).await,
+                    Err(e) => Err(e.into()),
+                };
+                self.end_turn(renewal).await;
+                r
+            }
+            Err(e) => Err(e),
+        };
         match &result {
             Ok(_) => crate::metrics::FILLS.inc(),
             Err(_) => crate::metrics::FILL_ERRORS.inc(),
@@ -154,10 +271,11 @@ impl Filler {
         let url = target.upstream.clone();
         tracing::info!(root = %target.root, upstream = %url, "filling from upstream");
         let (prefixes, deadlines) = (self.options.prefixes.clone(), self.options.deadlines);
-        let fetched =
-            tokio::task::spawn_blocking(move || fetch::fetch_all(&url, &prefixes, deadlines))
-                .await
-                .map_err(|e| FillError::Internal(e.to_string()))??;
+        let fetched = with_deadline(
+            deadlines.total,
+            tokio::task::spawn_blocking(move || fetch::fetch_all(&url, &prefixes, deadlines)),
+        )
+        .await??;
         let mut packs = Vec::new();
         if let Some(pack) = fetched.pack {
             packs.push(self.store_pack(target, keys, pack).await?);
@@ -173,6 +291,10 @@ impl Filler {
             head_oid: fetched.head_oid,
             refs: fetched.refs,
             packs,
+            retired: prev
+                .as_ref()
+                .map(|p| p.0.retired.clone())
+                .unwrap_or_default(),
         };
         match refs::store(&self.store, keys, &index, prev.as_ref().map(|p| &p.1)).await {
             Ok(etag) => Ok((index, etag)),
@@ -225,6 +347,9 @@ impl Filler {
     /// pack and replace the ref index with `If-Match`. `extra_wants` are objects a client asked
     /// for that the store lacks (fetched too if upstream will send them); `has` tells which
     /// objects the store has.
+    ///
+    /// Takes the repository's lease first; if another instance holds it, waits for its result
+    /// instead. After publishing a new pack, merges packs ([`compact`]) under the same lease.
     pub async fn refresh(
         &self,
         target: &Target,
@@ -233,7 +358,47 @@ impl Filler {
         extra_wants: &[ObjectId],
     ) -> Result<Refreshed, FillError> {
         let keys = Keys::new(&target.root);
-        let (old, etag) = current;
+        let renewal = match self.take_turn(&keys, Some(&current.1)).await? {
+            Turn::Changed(Some((i, e))) => return Ok(Refreshed::Updated(i, e)),
+            Turn::Changed(None) => return Err(FillError::Internal("ref index vanished".into())),
+            Turn::Ours(r) => r,
+        };
+        let r = self
+            .refresh_turn(target, &keys, current, has, extra_wants)
+            .await;
+        let r = match r {
+            Ok(Refreshed::Updated(i, e)) => match compact::compact(&self.store, &keys, &i, &e).await
+            {
+                Ok(Some((i, e))) => Ok(Refreshed::Updated(i, e)),
+                Ok(None) => Ok(Refreshed::Updated(i, e)),
+                Err(err) => {
+                    tracing::warn!(root = %target.root, error = %err, "compaction failed");
+                    Ok(Refreshed::Updated(i, e))
+                }
+            },
+            other => other,
+        };
+        self.end_turn(renewal).await;
+        r
+    }
+
+    async fn refresh_turn(
+        &self,
+        target: &Target,
+        keys: &Keys,
+        current: &(RefIndex, ETag),
+        has: Arc<dyn Fn(&ObjectId) -> bool + Send + Sync>,
+        extra_wants: &[ObjectId],
+    ) -> Result<Refreshed, FillError> {
+        // The ref index may have changed between our look and the lease: start from the latest.
+        let latest;
+        let (old, etag) = match refs::load(&self.store, keys).await? {
+            Some(x) if x.1 != current.1 => {
+                latest = x;
+                (&latest.0, &latest.1)
+            }
+            _ => (&current.0, &current.1),
+        };
         let url = target.upstream.clone();
         let (prefixes, deadlines) = (self.options.prefixes.clone(), self.options.deadlines);
         let mirror_tags = self.options.mirror_tags;
@@ -241,7 +406,7 @@ impl Filler {
         let extra: Vec<ObjectId> = extra_wants.to_vec();
         let root = target.root.clone();
         // Everything upstream-facing runs on one blocking thread (one connection).
-        let (listing, new_refs, pack) = tokio::task::spawn_blocking(move || {
+        let (listing, new_refs, pack) = with_deadline(deadlines.total, tokio::task::spawn_blocking(move || {
             let (mut session, listing) = fetch::Session::connect(&url, &prefixes, deadlines)?;
             let (new_refs, kept) = merge_refs(&old_refs, &listing.refs, mirror_tags);
             for k in &kept {
@@ -280,9 +445,8 @@ impl Filler {
                 }
             };
             Ok::<_, fetch::FetchError>((listing, new_refs, pack))
-        })
-        .await
-        .map_err(|e| FillError::Internal(e.to_string()))??;
+        }))
+        .await??;
 
         let head_same = listing.head_symref == old.head_symref && listing.head_oid == old.head_oid;
         if pack.is_none() && new_refs == old.refs && head_same {
@@ -290,7 +454,7 @@ impl Filler {
         }
         let mut packs = old.packs.clone();
         if let Some(pack) = pack {
-            packs.push(self.store_pack(target, &keys, pack).await?);
+            packs.push(self.store_pack(target, keys, pack).await?);
         }
         let index = RefIndex {
             generation: old.generation + 1,
@@ -301,7 +465,7 @@ impl Filler {
             packs,
             ..old.clone()
         };
-        match refs::store(&self.store, &keys, &index, Some(etag)).await {
+        match refs::store(&self.store, keys, &index, Some(etag)).await {
             Ok(etag) => {
                 crate::metrics::REFRESHES.inc();
                 tracing::info!(root = %target.root, generation = index.generation, packs = index.packs.len(), "refreshed from upstream");
@@ -311,13 +475,27 @@ impl Filler {
                 // Another instance replaced it first: serve theirs; our pack (if any) is
                 // unreferenced garbage for `goprox gc`.
                 tracing::info!(root = %target.root, "another instance refreshed this repository first");
-                let (i, e) = refs::load(&self.store, &keys).await?.ok_or_else(|| {
+                let (i, e) = refs::load(&self.store, keys).await?.ok_or_else(|| {
                     FillError::Internal("ref index vanished after a conflict".into())
                 })?;
                 Ok(Refreshed::Updated(i, e))
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// Await an upstream operation on a blocking thread for at most `total` (the thread itself
+/// ends by the transport's idle deadline).
+async fn with_deadline<T>(
+    total: Duration,
+    task: tokio::task::JoinHandle<Result<T, fetch::FetchError>>,
+) -> Result<Result<T, fetch::FetchError>, FillError> {
+    match tokio::time::timeout(total, task).await {
+        Ok(joined) => joined.map_err(|e| FillError::Internal(e.to_string())),
+        Err(_) => Err(FillError::Internal(format!(
+            "upstream operation exceeded its {total:?} deadline"
+        ))),
     }
 }
 

@@ -14,7 +14,7 @@
 //! As on any file system, a key cannot be both an object and a "directory" of other keys
 //! (`a` and `a/b`): the second write fails with an I/O error.
 
-use super::{ETag, GetOutput, ObjectStore, PutMode, Result, StoreError, check_key};
+use super::{ETag, GetOutput, ListEntry, ObjectStore, PutMode, Result, StoreError, check_key};
 use async_trait::async_trait;
 use bytes::Bytes;
 use sha1::{Digest, Sha1};
@@ -26,6 +26,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// File names starting with this are internal to the store.
 pub const RESERVED_PREFIX: &str = ".goprox-";
+/// Temporary files (a write in progress, or left by a crashed writer) start with this.
+const TMP_PREFIX: &str = ".goprox-tmp-";
 /// Per-directory lock file taken for overwrite, compare-and-swap and delete.
 const LOCK_NAME: &str = ".goprox-lock";
 /// Upper bound of directory entries visited by one `list` (guards against runaway walks).
@@ -128,7 +130,7 @@ impl TempFile {
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let name = format!(
-            "{RESERVED_PREFIX}tmp-{}-{}-{nanos}",
+            "{TMP_PREFIX}{}-{}-{nanos}",
             std::process::id(),
             TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
@@ -238,14 +240,22 @@ fn get_range_blocking(path: &Path, key: &str, offset: u64, len: u64) -> Result<B
     Ok(Bytes::from(buf))
 }
 
-/// Keys under `root` starting with `prefix`, sorted.
-fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<String>> {
+/// What [`walk`] finds.
+enum Found<'a> {
+    /// A regular file (or a link to one) whose key starts with the prefix.
+    Object { key: String, path: PathBuf },
+    /// A store-internal file (temporary file, lock) in a directory the walk visited.
+    Internal { name: &'a str, path: PathBuf },
+}
+
+/// Visit every object under `root` whose key starts with `prefix` (and the internal files next
+/// to them), in no particular order.
+fn walk(root: &Path, prefix: &str, visit: &mut dyn FnMut(Found<'_>)) -> Result<()> {
     // Start at the deepest directory the prefix fully names, e.g. `refs/heads` for `refs/heads/ma`.
     let start_rel = match prefix.rfind('/') {
         Some(i) if check_key(&prefix[..i]).is_ok() => &prefix[..i],
         _ => "",
     };
-    let mut keys = Vec::new();
     let mut stack: Vec<(PathBuf, String)> = vec![(root.join(start_rel), start_rel.to_string())];
     let mut visited = 0usize;
     while let Some((dir, rel)) = stack.pop() {
@@ -266,6 +276,10 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<String>> {
                 continue; // not UTF-8: cannot be a key
             };
             if name.starts_with(RESERVED_PREFIX) {
+                visit(Found::Internal {
+                    name: &name,
+                    path: entry.path(),
+                });
                 continue;
             }
             let key = if rel.is_empty() {
@@ -289,12 +303,76 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<String>> {
             if ft.is_dir() {
                 stack.push((entry.path(), key));
             } else if ft.is_file() && key.starts_with(prefix) {
-                keys.push(key);
+                visit(Found::Object {
+                    key,
+                    path: entry.path(),
+                });
             }
         }
     }
+    Ok(())
+}
+
+/// Keys under `root` starting with `prefix`, sorted.
+fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<String>> {
+    let mut keys = Vec::new();
+    walk(root, prefix, &mut |found| {
+        if let Found::Object { key, .. } = found {
+            keys.push(key);
+        }
+    })?;
     keys.sort();
     Ok(keys)
+}
+
+/// [`list_blocking`] with sizes and modification times; objects deleted meanwhile are skipped.
+fn list_meta_blocking(root: &Path, prefix: &str) -> Result<Vec<ListEntry>> {
+    let mut out = Vec::new();
+    let mut failure = None;
+    walk(root, prefix, &mut |found| {
+        if let Found::Object { key, path } = found {
+            match fs::metadata(&path).and_then(|m| Ok((m.len(), m.modified()?))) {
+                Ok((size, modified)) => out.push(ListEntry {
+                    key,
+                    size,
+                    modified,
+                }),
+                Err(e) if is_missing(&e) => {}
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+    })?;
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}
+
+/// Remove temporary files (left by writers that crashed) last modified before `older_than`.
+fn remove_stale_temp_files(root: &Path, older_than: SystemTime) -> Result<u32> {
+    let mut stale = Vec::new();
+    walk(root, "", &mut |found| {
+        if let Found::Internal { name, path } = found
+            && name.starts_with(TMP_PREFIX)
+            && fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < older_than)
+        {
+            stale.push(path);
+        }
+    })?;
+    let mut removed = 0;
+    for path in stale {
+        match fs::remove_file(&path) {
+            Ok(()) => removed += 1,
+            Err(e) if is_missing(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(removed)
 }
 
 #[async_trait]
@@ -357,6 +435,19 @@ impl ObjectStore for LocalStore {
         let root = self.root.clone();
         let prefix = prefix.to_string();
         blocking(move || list_blocking(&root, &prefix)).await
+    }
+
+    async fn list_meta(&self, prefix: &str) -> Result<Vec<ListEntry>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        blocking(move || list_meta_blocking(&root, &prefix)).await
+    }
+
+    /// The local store has no multipart uploads; what a crashed writer leaves behind is its
+    /// temporary file next to the object it was writing.
+    async fn abort_stale_uploads(&self, older_than: SystemTime) -> Result<u32> {
+        let root = self.root.clone();
+        blocking(move || remove_stale_temp_files(&root, older_than)).await
     }
 }
 
@@ -457,6 +548,51 @@ mod tests {
             .put("a/b", Bytes::from_static(b"y"), PutMode::IfMatch(e))
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn stale_temp_files_are_removed_and_fresh_ones_kept() {
+        let dir = TestDir::new("stale");
+        let store = LocalStore::new(dir.0.clone()).unwrap();
+        store
+            .put(
+                "r/@git/packs/x",
+                Bytes::from_static(b"x"),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        // What a writer killed between writing and publishing leaves behind.
+        let packs = dir.0.join("r/@git/packs");
+        let crashed = packs.join(format!("{TMP_PREFIX}1-2-3"));
+        fs::write(&crashed, b"partial").unwrap();
+        let old = SystemTime::now() - std::time::Duration::from_secs(7200);
+        File::options()
+            .write(true)
+            .open(&crashed)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let fresh = packs.join(format!("{TMP_PREFIX}4-5-6"));
+        fs::write(&fresh, b"in progress").unwrap();
+        let hour_ago = SystemTime::now() - std::time::Duration::from_secs(3600);
+        assert_eq!(store.abort_stale_uploads(hour_ago).await.unwrap(), 1);
+        assert!(!crashed.exists());
+        assert!(fresh.exists(), "a fresh temporary file was removed");
+        // The lock file (made by the overwrite) and objects are never touched.
+        assert!(packs.join(LOCK_NAME).exists());
+        assert_eq!(
+            store.list("").await.unwrap(),
+            vec!["r/@git/packs/x".to_string()]
+        );
+        let later = SystemTime::now() + std::time::Duration::from_secs(60);
+        assert_eq!(store.abort_stale_uploads(later).await.unwrap(), 1);
+        assert!(!fresh.exists());
+        assert!(packs.join(LOCK_NAME).exists());
+        assert_eq!(
+            store.list("").await.unwrap(),
+            vec!["r/@git/packs/x".to_string()]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

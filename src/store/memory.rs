@@ -3,15 +3,24 @@
 //! Every write gets a fresh tag from a per-store counter, so two writes of the same
 //! content still get different tags (like S3 versions, unlike content hashes).
 
-use super::{ETag, GetOutput, ObjectStore, PutMode, Result, StoreError, check_key};
+use super::{ETag, GetOutput, ListEntry, ObjectStore, PutMode, Result, StoreError, check_key};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
+use std::time::SystemTime;
+
+#[derive(Debug)]
+struct Object {
+    data: Bytes,
+    etag: ETag,
+    /// When it was written.
+    modified: SystemTime,
+}
 
 #[derive(Debug, Default)]
 struct Inner {
-    objects: BTreeMap<String, (Bytes, ETag)>,
+    objects: BTreeMap<String, Object>,
     next_version: u64,
 }
 
@@ -43,19 +52,20 @@ impl ObjectStore for MemoryStore {
 
     async fn get(&self, key: &str) -> Result<Option<GetOutput>> {
         check_key(key)?;
-        Ok(self.lock().objects.get(key).map(|(data, etag)| GetOutput {
-            data: data.clone(),
-            etag: etag.clone(),
+        Ok(self.lock().objects.get(key).map(|o| GetOutput {
+            data: o.data.clone(),
+            etag: o.etag.clone(),
         }))
     }
 
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes> {
         check_key(key)?;
         let inner = self.lock();
-        let (data, _) = inner
+        let data = &inner
             .objects
             .get(key)
-            .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+            .ok_or_else(|| StoreError::NotFound(key.to_string()))?
+            .data;
         let size = data.len() as u64;
         let start = offset.min(size);
         let end = offset.saturating_add(len).min(size);
@@ -65,17 +75,13 @@ impl ObjectStore for MemoryStore {
 
     async fn head(&self, key: &str) -> Result<Option<u64>> {
         check_key(key)?;
-        Ok(self
-            .lock()
-            .objects
-            .get(key)
-            .map(|(data, _)| data.len() as u64))
+        Ok(self.lock().objects.get(key).map(|o| o.data.len() as u64))
     }
 
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ETag> {
         check_key(key)?;
         let mut inner = self.lock();
-        let current = inner.objects.get(key).map(|(_, etag)| etag);
+        let current = inner.objects.get(key).map(|o| &o.etag);
         let allowed = match &mode {
             PutMode::Overwrite => true,
             PutMode::CreateOnly => current.is_none(),
@@ -86,7 +92,14 @@ impl ObjectStore for MemoryStore {
         }
         inner.next_version += 1;
         let etag = ETag(format!("\"m{}\"", inner.next_version));
-        inner.objects.insert(key.to_string(), (data, etag.clone()));
+        inner.objects.insert(
+            key.to_string(),
+            Object {
+                data,
+                etag: etag.clone(),
+                modified: SystemTime::now(),
+            },
+        );
         Ok(etag)
     }
 
@@ -105,6 +118,34 @@ impl ObjectStore for MemoryStore {
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, _)| k.clone())
             .collect())
+    }
+
+    async fn list_meta(&self, prefix: &str) -> Result<Vec<ListEntry>> {
+        let inner = self.lock();
+        Ok(inner
+            .objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, o)| ListEntry {
+                key: k.clone(),
+                size: o.data.len() as u64,
+                modified: o.modified,
+            })
+            .collect())
+    }
+}
+
+impl MemoryStore {
+    /// Pretend `key` was last written at `when` (tests of age-based clean-up).
+    /// Returns false if there is no such object.
+    pub fn set_modified(&self, key: &str, when: SystemTime) -> bool {
+        match self.lock().objects.get_mut(key) {
+            Some(o) => {
+                o.modified = when;
+                true
+            }
+            None => false,
+        }
     }
 }
 

@@ -5,10 +5,14 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 pub mod local;
 pub mod memory;
+pub mod probe;
 pub mod s3;
+
+pub use probe::{ProbeError, probe, ready};
 
 /// Opaque version tag of a stored object, as returned by the store.
 /// For S3 it is the ETag exactly as returned (quotes included).
@@ -42,6 +46,16 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// One object of a listing with its metadata ([`ObjectStore::list_meta`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// When the object was last written (S3 `LastModified`, file mtime, write time in memory).
+    pub modified: SystemTime,
+}
+
 /// A whole object read from the store.
 #[derive(Debug, Clone)]
 pub struct GetOutput {
@@ -74,6 +88,16 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 
     /// All keys starting with `prefix`, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+
+    /// Like [`ObjectStore::list`], with each object's size and last-modified time; sorted by key.
+    async fn list_meta(&self, prefix: &str) -> Result<Vec<ListEntry>>;
+
+    /// Remove what interrupted writes left behind that is older than `older_than`: incomplete
+    /// S3 multipart uploads (under the store's prefix), or the local store's temporary files.
+    /// Returns how many were removed. Stores that leave nothing behind return 0.
+    async fn abort_stale_uploads(&self, _older_than: SystemTime) -> Result<u32> {
+        Ok(0)
+    }
 }
 
 pub type DynStore = Arc<dyn ObjectStore>;
@@ -180,6 +204,43 @@ pub mod conformance {
             Err(StoreError::NotFound(_))
         ));
         assert!(check_key("../x").is_err());
+        list_meta(store).await;
+        // Nothing was interrupted: nothing to clean up, whatever the age limit.
+        let later = SystemTime::now() + std::time::Duration::from_secs(3600);
+        assert_eq!(store.abort_stale_uploads(later).await.unwrap(), 0);
+    }
+
+    /// `list_meta` agrees with `list` and reports sizes and plausible modification times.
+    async fn list_meta(store: &dyn ObjectStore) {
+        // Object stores keep whole seconds at best: allow for truncation and small skew.
+        let slack = std::time::Duration::from_secs(5);
+        let before = SystemTime::now() - slack;
+        for (k, v) in [("m/a", &b"12345"[..]), ("m/b/c", b""), ("mz", b"x")] {
+            store
+                .put(k, Bytes::copy_from_slice(v), PutMode::Overwrite)
+                .await
+                .unwrap();
+        }
+        let after = SystemTime::now() + slack;
+        let listed = store.list_meta("m/").await.unwrap();
+        let keys: Vec<_> = listed.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["m/a", "m/b/c"]);
+        assert_eq!(keys, store.list("m/").await.unwrap());
+        assert_eq!(listed[0].size, 5);
+        assert_eq!(listed[1].size, 0);
+        for e in &listed {
+            assert!(
+                e.modified >= before && e.modified <= after,
+                "{}: modified {:?} not within the write window",
+                e.key,
+                e.modified
+            );
+        }
+        assert!(store.list_meta("nothing/").await.unwrap().is_empty());
+        for k in ["m/a", "m/b/c", "mz"] {
+            store.delete(k).await.unwrap();
+        }
+        assert!(store.list_meta("m").await.unwrap().is_empty());
     }
 
     /// 16 concurrent create-only writes of one key: exactly one wins, and it is what is stored.

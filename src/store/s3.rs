@@ -4,7 +4,7 @@
 //! (compare and swap); for multipart uploads the condition goes on
 //! CompleteMultipartUpload, so the object still appears atomically, whole.
 
-use super::{ETag, GetOutput, ObjectStore, PutMode, Result, StoreError, check_key};
+use super::{ETag, GetOutput, ListEntry, ObjectStore, PutMode, Result, StoreError, check_key};
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::Client;
@@ -16,6 +16,7 @@ use aws_sdk_s3::types::{
 };
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Objects up to this size are written with one PutObject; larger ones in parts of this size.
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -132,6 +133,15 @@ impl S3Store {
     fn full_key(&self, key: &str) -> Result<String> {
         check_key(key)?;
         Ok(self.with_prefix(key))
+    }
+
+    /// What to strip from listed keys to get store keys: the prefix and its slash.
+    fn strip_prefix(&self) -> String {
+        if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        }
     }
 
     fn with_prefix(&self, s: &str) -> String {
@@ -452,13 +462,18 @@ impl ObjectStore for S3Store {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self
+            .list_meta(prefix)
+            .await?
+            .into_iter()
+            .map(|e| e.key)
+            .collect())
+    }
+
+    async fn list_meta(&self, prefix: &str) -> Result<Vec<ListEntry>> {
         let full_prefix = self.with_prefix(prefix);
-        let strip = if self.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.prefix)
-        };
-        let mut keys = Vec::new();
+        let strip = self.strip_prefix();
+        let mut entries = Vec::new();
         let mut token: Option<String> = None;
         for _page in 0..MAX_LIST_PAGES {
             let out = self
@@ -474,15 +489,24 @@ impl ObjectStore for S3Store {
                 if let Some(k) = obj.key().and_then(|k| k.strip_prefix(&strip))
                     && k.starts_with(prefix)
                 {
-                    keys.push(k.to_string());
+                    entries.push(ListEntry {
+                        key: k.to_string(),
+                        size: obj.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                        // An object without a date counts as brand new: age-based clean-up
+                        // must never see it as old.
+                        modified: obj
+                            .last_modified()
+                            .map(system_time)
+                            .unwrap_or_else(SystemTime::now),
+                    });
                 }
             }
             match (out.is_truncated(), out.next_continuation_token()) {
                 (Some(true), Some(next)) => token = Some(next.to_string()),
                 _ => {
-                    keys.sort();
-                    keys.dedup();
-                    return Ok(keys);
+                    entries.sort_by(|a, b| a.key.cmp(&b.key));
+                    entries.dedup_by(|a, b| a.key == b.key);
+                    return Ok(entries);
                 }
             }
         }
@@ -490,4 +514,66 @@ impl ObjectStore for S3Store {
             "ListObjectsV2 {full_prefix}: more than {MAX_LIST_PAGES} pages"
         )))
     }
+
+    /// ListMultipartUploads under the store's prefix, then AbortMultipartUpload for each upload
+    /// initiated before `older_than`.
+    async fn abort_stale_uploads(&self, older_than: SystemTime) -> Result<u32> {
+        let full_prefix = self.strip_prefix();
+        let mut stale = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut upload_marker: Option<String> = None;
+        for _page in 0..MAX_LIST_PAGES {
+            let out = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(&full_prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(upload_marker.take())
+                .send()
+                .await
+                .map_err(|e| backend("ListMultipartUploads", &full_prefix, e))?;
+            for up in out.uploads() {
+                let initiated = up.initiated().map(system_time);
+                if let (Some(key), Some(id), Some(t)) = (up.key(), up.upload_id(), initiated)
+                    && t < older_than
+                {
+                    stale.push((key.to_string(), id.to_string()));
+                }
+            }
+            let next = (out.next_key_marker(), out.next_upload_id_marker());
+            match (out.is_truncated(), next) {
+                (Some(true), (Some(k), u)) if !k.is_empty() => {
+                    key_marker = Some(k.to_string());
+                    upload_marker = u.map(str::to_string);
+                }
+                _ => break,
+            }
+        }
+        let mut aborted = 0;
+        for (key, id) in stale {
+            match self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&key)
+                .upload_id(&id)
+                .send()
+                .await
+            {
+                Ok(_) => aborted += 1,
+                // Completed or aborted by someone else meanwhile.
+                Err(e) if e.code() == Some("NoSuchUpload") || status(&e) == Some(404) => {}
+                Err(e) => return Err(backend("AbortMultipartUpload", &key, e)),
+            }
+        }
+        Ok(aborted)
+    }
+}
+
+/// An S3 timestamp as a `SystemTime` (dates before 1970 become the epoch).
+fn system_time(t: &aws_sdk_s3::primitives::DateTime) -> SystemTime {
+    u64::try_from(t.secs())
+        .map(|secs| UNIX_EPOCH + Duration::new(secs, t.subsec_nanos()))
+        .unwrap_or(UNIX_EPOCH)
 }

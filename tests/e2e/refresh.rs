@@ -3,111 +3,12 @@
 //! mirrored tags keep their first target (and stay when deleted upstream) while branches follow
 //! force-pushes; an upstream that hangs does not hold clients up.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::support::git::GitEnv;
 use crate::support::goprox::{Goprox, Store, StoreKind};
 use crate::support::upstream::Upstream;
+use crate::support::live::{Live, ls_remote, wait_until};
 use crate::support::{TempDir, gotool, have_git, have_go, skip};
-
-/// A repository that changes during the test: a work tree, pushed to a bare repository that
-/// the upstream server serves as `example.test/live`.
-struct Live {
-    env: GitEnv,
-    work: PathBuf,
-    bare: PathBuf,
-    n: std::cell::Cell<u32>,
-}
-
-impl Live {
-    fn new(tmp: &TempDir) -> Live {
-        let env = GitEnv::new();
-        let work = tmp.join("work");
-        let bare = tmp.join("up/live");
-        std::fs::create_dir_all(&work).expect("mkdir");
-        let l = Live {
-            env,
-            work,
-            bare,
-            n: std::cell::Cell::new(0),
-        };
-        l.git(&["init", "-q", "-b", "main"]);
-        std::fs::write(
-            l.work.join("go.mod"),
-            "module example.test/live\n\ngo 1.19\n",
-        )
-        .expect("write go.mod");
-        l.commit("first");
-        l.git(&["tag", "-a", "-m", "v1.0.0", "v1.0.0"]);
-        l.git(&["tag", "light"]);
-        let parent = l.bare.parent().expect("parent").to_path_buf();
-        std::fs::create_dir_all(&parent).expect("mkdir");
-        l.env.run(
-            &parent,
-            &[
-                "clone",
-                "-q",
-                "--bare",
-                &l.work.to_string_lossy(),
-                &l.bare.to_string_lossy(),
-            ],
-        );
-        l
-    }
-
-    fn git(&self, args: &[&str]) -> String {
-        self.env.run(&self.work, args).trim().to_string()
-    }
-
-    /// A new commit on the current branch; returns its id.
-    fn commit(&self, msg: &str) -> String {
-        let n = self.n.get() + 1;
-        self.n.set(n);
-        std::fs::write(
-            self.work.join("live.go"),
-            format!("package live\n\n// N is {n}.\nconst N = {n}\n"),
-        )
-        .expect("write");
-        self.git(&["add", "-A"]);
-        self.git(&["commit", "-q", "-m", msg]);
-        self.git(&["rev-parse", "HEAD"])
-    }
-
-    /// `git push --force` of `refspecs` to the upstream's bare repository.
-    fn push(&self, refspecs: &[&str]) {
-        let bare = self.bare.to_string_lossy().into_owned();
-        let mut args = vec!["push", "-q", "--force", bare.as_str()];
-        args.extend_from_slice(refspecs);
-        self.git(&args);
-    }
-
-    fn upstream_ref(&self, name: &str) -> String {
-        self.env
-            .run(&self.bare, &["rev-parse", name])
-            .trim()
-            .to_string()
-    }
-}
-
-/// `ls-remote` through goprox, as `name -> oid`.
-fn ls_remote(env: &GitEnv, url: &str) -> std::collections::BTreeMap<String, String> {
-    env.ls_remote(2, url)
-        .lines()
-        .filter_map(|l| {
-            let (oid, name) = l.split_once('\t')?;
-            Some((name.to_string(), oid.to_string()))
-        })
-        .collect()
-}
-
-fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !ok() {
-        assert!(t0.elapsed() < limit, "timed out after {limit:?}: {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn live(kind: StoreKind) {
     if !have_git() {

@@ -12,6 +12,9 @@ pub fn goprox_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_goprox"))
 }
 
+/// Key prefix of the S3 stores inside their bucket.
+const S3_PREFIX: &str = "goprox/";
+
 /// Which object store a test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreKind {
@@ -27,6 +30,8 @@ pub struct Store {
     pub extra_args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub bucket: Option<String>,
+    /// Client configuration of the S3 server, for direct access from tests.
+    s3_config: Option<aws_sdk_s3::Config>,
     _dir: Option<TempDir>,
     _seaweed: Option<Arc<Seaweed>>,
 }
@@ -41,6 +46,7 @@ impl Store {
             extra_args: vec![],
             env: vec![],
             bucket: None,
+            s3_config: None,
             _dir: Some(dir),
             _seaweed: None,
         }
@@ -50,6 +56,16 @@ impl Store {
     /// under `GOPROX_REQUIRE_TOOLS=1`) if SeaweedFS can't be started.
     pub fn s3(label: &str) -> Option<Store> {
         let sw = shared_seaweed()?;
+        Some(Store::bucket_on(&sw, label, Some(sw.clone())))
+    }
+
+    /// A fresh bucket on `sw`, a SeaweedFS instance the caller owns (and may stop: dropping it
+    /// kills the server, e.g. to see goprox lose its store).
+    pub fn s3_on(sw: &Seaweed, label: &str) -> Store {
+        Store::bucket_on(sw, label, None)
+    }
+
+    fn bucket_on(sw: &Seaweed, label: &str, keep: Option<Arc<Seaweed>>) -> Store {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let clean: String = label
@@ -60,9 +76,9 @@ impl Store {
             .collect();
         let bucket = format!("e2e-{}-{n}-{clean}", std::process::id());
         sw.create_bucket(&bucket);
-        Some(Store {
+        Store {
             kind: StoreKind::S3,
-            arg: format!("s3://{bucket}/goprox"),
+            arg: format!("s3://{bucket}/{}", S3_PREFIX.trim_end_matches('/')),
             extra_args: vec![
                 "--s3-endpoint".into(),
                 sw.endpoint.clone(),
@@ -72,9 +88,10 @@ impl Store {
             // AWS_EC2_METADATA_DISABLED=true
             env: sw.env(),
             bucket: Some(bucket),
+            s3_config: Some(sw.s3_config()),
             _dir: None,
-            _seaweed: Some(sw),
-        })
+            _seaweed: keep,
+        }
     }
 
     /// [`Store::local`] or [`Store::s3`].
@@ -85,50 +102,176 @@ impl Store {
         }
     }
 
-    /// Every object of an S3 store: (key, size, ETag). Empty for a local store.
-    pub fn s3_objects(&self) -> Vec<(String, i64, String)> {
-        let (Some(sw), Some(bucket)) = (self._seaweed.clone(), self.bucket.clone()) else {
-            return vec![];
+    /// Run `f(client, bucket)` on a fresh runtime in its own thread (callable from anywhere);
+    /// `None` for a local store.
+    fn with_s3<T, F, Fut>(&self, f: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(aws_sdk_s3::Client, String) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T>,
+    {
+        let (Some(conf), Some(bucket)) = (self.s3_config.clone(), self.bucket.clone()) else {
+            return None;
         };
-        std::thread::spawn(move || {
+        let out = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            rt.block_on(async move {
-                let client = aws_sdk_s3::Client::from_conf(sw.s3_config());
+            rt.block_on(f(aws_sdk_s3::Client::from_conf(conf), bucket))
+        })
+        .join()
+        .expect("S3 helper thread panicked");
+        Some(out)
+    }
+
+    /// Every object of an S3 store: (key, size, ETag). Empty for a local store.
+    pub fn s3_objects(&self) -> Vec<(String, i64, String)> {
+        self.with_s3(|client, bucket| async move {
+            let mut out = Vec::new();
+            let mut token = None;
+            loop {
+                let page = client
+                    .list_objects_v2()
+                    .bucket(&bucket)
+                    .set_continuation_token(token.take())
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "list bucket {bucket}: {}",
+                            aws_sdk_s3::error::DisplayErrorContext(&e)
+                        )
+                    });
+                for o in page.contents() {
+                    out.push((
+                        o.key().unwrap_or_default().to_string(),
+                        o.size().unwrap_or(0),
+                        o.e_tag().unwrap_or_default().to_string(),
+                    ));
+                }
+                match page.next_continuation_token() {
+                    Some(t) => token = Some(t.to_string()),
+                    None => break,
+                }
+            }
+            out
+        })
+        .unwrap_or_default()
+    }
+
+    /// Every key of the store as goprox sees it (relative to the bucket prefix or directory),
+    /// sorted; internal files of the local store (`.goprox-*`) are left out.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = match self.kind {
+            StoreKind::S3 => self
+                .s3_objects()
+                .into_iter()
+                .filter_map(|(k, _, _)| k.strip_prefix(S3_PREFIX).map(str::to_string))
+                .collect(),
+            StoreKind::Local => {
+                let root = PathBuf::from(&self.arg);
                 let mut out = Vec::new();
-                let mut token = None;
-                loop {
-                    let page = client
-                        .list_objects_v2()
+                let mut stack = vec![root.clone()];
+                while let Some(dir) = stack.pop() {
+                    let Ok(entries) = std::fs::read_dir(&dir) else {
+                        continue;
+                    };
+                    for e in entries.flatten() {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        if name.starts_with(".goprox-") {
+                            continue;
+                        }
+                        let p = e.path();
+                        if p.is_dir() {
+                            stack.push(p);
+                        } else if let Ok(rel) = p.strip_prefix(&root) {
+                            out.push(rel.to_string_lossy().into_owned());
+                        }
+                    }
+                }
+                out
+            }
+        };
+        keys.sort();
+        keys
+    }
+
+    /// Write an object behind goprox's back (key relative to the store root).
+    pub fn put_object(&self, key: &str, data: &[u8]) {
+        match self.kind {
+            StoreKind::Local => {
+                let path = PathBuf::from(&self.arg).join(key);
+                std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+                std::fs::write(&path, data).unwrap_or_else(|e| panic!("write {key}: {e}"));
+            }
+            StoreKind::S3 => {
+                let full = format!("{S3_PREFIX}{key}");
+                let data = data.to_vec();
+                self.with_s3(move |client, bucket| async move {
+                    client
+                        .put_object()
                         .bucket(&bucket)
-                        .set_continuation_token(token.take())
+                        .key(&full)
+                        .body(data.into())
+                        .send()
+                        .await
+                        .unwrap_or_else(|e| {
+                            panic!("put {full}: {}", aws_sdk_s3::error::DisplayErrorContext(&e))
+                        });
+                });
+            }
+        }
+    }
+
+    /// Read an object behind goprox's back (key relative to the store root); `None` if absent.
+    pub fn get_object(&self, key: &str) -> Option<Vec<u8>> {
+        match self.kind {
+            StoreKind::Local => std::fs::read(PathBuf::from(&self.arg).join(key)).ok(),
+            StoreKind::S3 => {
+                let full = format!("{S3_PREFIX}{key}");
+                self.with_s3(move |client, bucket| async move {
+                    let got = client.get_object().bucket(&bucket).key(&full).send().await;
+                    match got {
+                        Ok(o) => Some(
+                            o.body
+                                .collect()
+                                .await
+                                .expect("read S3 object body")
+                                .into_bytes()
+                                .to_vec(),
+                        ),
+                        Err(_) => None,
+                    }
+                })
+                .flatten()
+            }
+        }
+    }
+
+    /// Delete an object behind goprox's back (key relative to the store root).
+    pub fn delete_object(&self, key: &str) {
+        match self.kind {
+            StoreKind::Local => std::fs::remove_file(PathBuf::from(&self.arg).join(key))
+                .unwrap_or_else(|e| panic!("delete {key}: {e}")),
+            StoreKind::S3 => {
+                let full = format!("{S3_PREFIX}{key}");
+                self.with_s3(move |client, bucket| async move {
+                    client
+                        .delete_object()
+                        .bucket(&bucket)
+                        .key(&full)
                         .send()
                         .await
                         .unwrap_or_else(|e| {
                             panic!(
-                                "list bucket {bucket}: {}",
+                                "delete {full}: {}",
                                 aws_sdk_s3::error::DisplayErrorContext(&e)
                             )
                         });
-                    for o in page.contents() {
-                        out.push((
-                            o.key().unwrap_or_default().to_string(),
-                            o.size().unwrap_or(0),
-                            o.e_tag().unwrap_or_default().to_string(),
-                        ));
-                    }
-                    match page.next_continuation_token() {
-                        Some(t) => token = Some(t.to_string()),
-                        None => break,
-                    }
-                }
-                out
-            })
-        })
-        .join()
-        .expect("list thread panicked")
+                });
+            }
+        }
     }
 
     /// The same store (same bucket/prefix or directory) for a second goprox process.
@@ -139,6 +282,7 @@ impl Store {
             extra_args: self.extra_args.clone(),
             env: self.env.clone(),
             bucket: self.bucket.clone(),
+            s3_config: self.s3_config.clone(),
             _dir: None,
             _seaweed: self._seaweed.clone(),
         }
@@ -352,6 +496,19 @@ pub fn mirror(store: &Store, upstream: &Upstream, import_paths: &[&str]) -> supe
         .args(&store.extra_args)
         .args(import_paths);
     super::run(&mut cmd, None, Duration::from_secs(300)).check()
+}
+
+/// `goprox ARGS... --store STORE <store flags>` (e.g. `gc --grace 0s`, `fsck`) to completion;
+/// the caller checks the exit status and output.
+pub fn command(store: &Store, args: &[&str]) -> super::Output {
+    let logdir = TempDir::new("goprox-cmd");
+    let log = logdir.join("unused.log");
+    let mut cmd = base_command(store, &log);
+    // stdout and stderr are captured by `run`, not sent to the log.
+    cmd.args(args)
+        .args(["--store", &store.arg])
+        .args(&store.extra_args);
+    super::run(&mut cmd, None, Duration::from_secs(300))
 }
 
 /// `GET /healthz` answers 200.

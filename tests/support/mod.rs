@@ -16,6 +16,7 @@ pub mod git;
 pub mod goprox;
 pub mod gotool;
 pub mod http;
+pub mod live;
 pub mod seaweed;
 pub mod upstream;
 

@@ -1,0 +1,819 @@
+//! `goprox gc --grace DURATION`: delete what no current ref index needs.
+//!
+//! Deleted, once older than the grace period:
+//! * packs and indexes a ref index lists as `retired` (by the time they were retired), then
+//!   the `retired` entries themselves (an `If-Match` replacement of the ref index; losing that
+//!   race leaves them for the next run);
+//! * pack and index objects no ref index names or retires (crash leftovers, or packs a refresh
+//!   replaced), by their last-modified time, also for repositories with no ref index at all;
+//!   the grace protects a fill in progress, which uploads packs before naming them;
+//! * lease objects expired (or released) longer ago than the grace;
+//! * scratch objects of the start-up probe, and incomplete multipart uploads (S3) or
+//!   temporary files (local directory).
+//!
+//! Never deleted: anything the current ref index names. Deciding is a pure function
+//! ([`plan_repo`]); before deleting a repository's objects gc takes the repository's lease
+//! (skipping repositories another instance is working on), re-reads the ref index and plans
+//! again, deletes only what both plans agree on, and finally removes its lease object.
+
+use crate::fill::lease::{self, Acquire, LeaseRecord};
+use crate::refs::{self, KeyKind, Keys, RefIndex, RefsError};
+use crate::store::probe::PROBE_PREFIX;
+use crate::store::{DynStore, ListEntry, StoreError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long gc holds a repository's lease while deleting its objects.
+const GC_LEASE_TTL: Duration = Duration::from_secs(600);
+
+/// Why an object is deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// Listed in the ref index's `retired` since `at` (Unix seconds).
+    Retired { at: u64 },
+    /// Not named by the repository's ref index.
+    Unreferenced,
+    /// The repository has no ref index.
+    NoRefIndex,
+    /// A lease that expired (or was released) at `expired_at_ms`.
+    ExpiredLease { expired_at_ms: u64 },
+    /// A lease object that does not parse.
+    UnreadableLease,
+    /// A start-up probe's scratch object left by a crashed process.
+    ProbeLeftover,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Retired { at } => write!(f, "retired at {at}"),
+            Reason::Unreferenced => f.write_str("not named by the ref index"),
+            Reason::NoRefIndex => f.write_str("repository has no ref index"),
+            Reason::ExpiredLease { expired_at_ms } => {
+                write!(f, "lease expired at {}", expired_at_ms / 1000)
+            }
+            Reason::UnreadableLease => f.write_str("unreadable lease"),
+            Reason::ProbeLeftover => f.write_str("probe leftover"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deletion {
+    pub key: String,
+    pub size: u64,
+    pub reason: Reason,
+}
+
+/// The state of a repository's ref index when planning.
+#[derive(Debug, Clone, Copy)]
+pub enum IndexState<'a> {
+    Missing,
+    /// Present but unreadable: nothing of the repository is touched.
+    Corrupt,
+    Present(&'a RefIndex),
+}
+
+/// The state of a repository's lease object when planning.
+#[derive(Debug, Clone, Copy)]
+pub enum LeaseState<'a> {
+    Missing,
+    Unreadable,
+    Present(&'a LeaseRecord),
+}
+
+/// What gc will do to one repository.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepoPlan {
+    pub root: String,
+    /// Packs and indexes to delete.
+    pub objects: Vec<Deletion>,
+    /// The lease object, if it is to be deleted.
+    pub lease: Option<Deletion>,
+    /// Names to drop from the ref index's `retired` list (once their objects are gone).
+    pub drop_retired: Vec<String>,
+}
+
+impl RepoPlan {
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty() && self.lease.is_none() && self.drop_retired.is_empty()
+    }
+}
+
+/// `now - then`, zero when `then` is in the future.
+fn age(now: SystemTime, then: SystemTime) -> Duration {
+    now.duration_since(then).unwrap_or(Duration::ZERO)
+}
+
+/// Decide what to delete of repository `root`, given the listing of its keys (`entries`, other
+/// keys are ignored), its ref index and lease, the time and the grace period.
+pub fn plan_repo(
+    root: &str,
+    entries: &[ListEntry],
+    index: IndexState<'_>,
+    lease: LeaseState<'_>,
+    now: SystemTime,
+    grace: Duration,
+) -> RepoPlan {
+    let mut plan = RepoPlan {
+        root: root.to_string(),
+        ..RepoPlan::default()
+    };
+    let old_enough = |then: SystemTime| age(now, then) >= grace;
+    let (named, retired): (BTreeSet<&str>, BTreeMap<&str, u64>) = match index {
+        IndexState::Corrupt => return plan,
+        IndexState::Missing => (BTreeSet::new(), BTreeMap::new()),
+        IndexState::Present(idx) => (
+            idx.packs.iter().map(|p| p.name.as_str()).collect(),
+            idx.retired
+                .iter()
+                .map(|r| (r.name.as_str(), r.at))
+                .collect(),
+        ),
+    };
+    let retired_expired = |at: u64| old_enough(UNIX_EPOCH + Duration::from_secs(at));
+    for e in entries {
+        let Some((r, kind)) = refs::parse_key(&e.key) else {
+            continue;
+        };
+        if r != root {
+            continue;
+        }
+        let reason = match kind {
+            KeyKind::Pack(name) | KeyKind::Idx(name) => {
+                if named.contains(name.as_str()) {
+                    None
+                } else if let Some(&at) = retired.get(name.as_str()) {
+                    retired_expired(at).then_some(Reason::Retired { at })
+                } else if !old_enough(e.modified) {
+                    None
+                } else if matches!(index, IndexState::Missing) {
+                    Some(Reason::NoRefIndex)
+                } else {
+                    Some(Reason::Unreferenced)
+                }
+            }
+            KeyKind::Lease => {
+                let reason = match lease {
+                    LeaseState::Present(rec) => {
+                        let expired = UNIX_EPOCH + Duration::from_millis(rec.expires_at_ms);
+                        (now >= expired && old_enough(expired)).then_some(Reason::ExpiredLease {
+                            expired_at_ms: rec.expires_at_ms,
+                        })
+                    }
+                    LeaseState::Unreadable => {
+                        old_enough(e.modified).then_some(Reason::UnreadableLease)
+                    }
+                    // Appeared after we read the leases: leave it for the next run.
+                    LeaseState::Missing => None,
+                };
+                if let Some(reason) = reason {
+                    plan.lease = Some(Deletion {
+                        key: e.key.clone(),
+                        size: e.size,
+                        reason,
+                    });
+                }
+                None
+            }
+            KeyKind::RefIndex | KeyKind::Other => None,
+        };
+        if let Some(reason) = reason {
+            plan.objects.push(Deletion {
+                key: e.key.clone(),
+                size: e.size,
+                reason,
+            });
+        }
+    }
+    if let IndexState::Present(idx) = index {
+        plan.drop_retired = idx
+            .retired
+            .iter()
+            .filter(|r| !named.contains(r.name.as_str()) && retired_expired(r.at))
+            .map(|r| r.name.clone())
+            .collect();
+    }
+    plan
+}
+
+/// Probe scratch objects older than the grace period.
+pub fn plan_probe_leftovers(
+    entries: &[ListEntry],
+    now: SystemTime,
+    grace: Duration,
+) -> Vec<Deletion> {
+    entries
+        .iter()
+        .filter(|e| e.key.starts_with(PROBE_PREFIX) && age(now, e.modified) >= grace)
+        .map(|e| Deletion {
+            key: e.key.clone(),
+            size: e.size,
+            reason: Reason::ProbeLeftover,
+        })
+        .collect()
+}
+
+/// Counts of one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcSummary {
+    pub repositories: usize,
+    pub deleted: usize,
+    pub deleted_bytes: u64,
+    pub retired_dropped: usize,
+    pub uploads_aborted: u32,
+    pub skipped: usize,
+    pub errors: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error("listing the store: {0}")]
+    List(StoreError),
+}
+
+/// Everything gc reads about one repository before planning.
+struct Loaded {
+    index: Option<Result<(RefIndex, crate::store::ETag), String>>,
+    lease: Option<Option<LeaseRecord>>,
+}
+
+async fn load_index(
+    store: &DynStore,
+    root: &str,
+) -> Option<Result<(RefIndex, crate::store::ETag), String>> {
+    match refs::load(store, &Keys::new(root)).await {
+        Ok(None) => None,
+        Ok(Some(x)) => Some(Ok(x)),
+        Err(RefsError::Corrupt(k, e)) => Some(Err(format!("corrupt ref index {k}: {e}"))),
+        Err(RefsError::Store(e)) => Some(Err(format!("cannot read the ref index: {e}"))),
+    }
+}
+
+fn index_state(loaded: &Option<Result<(RefIndex, crate::store::ETag), String>>) -> IndexState<'_> {
+    match loaded {
+        None => IndexState::Missing,
+        Some(Err(_)) => IndexState::Corrupt,
+        Some(Ok((idx, _))) => IndexState::Present(idx),
+    }
+}
+
+fn lease_state(loaded: &Option<Option<LeaseRecord>>) -> LeaseState<'_> {
+    match loaded {
+        None => LeaseState::Missing,
+        Some(None) => LeaseState::Unreadable,
+        Some(Some(rec)) => LeaseState::Present(rec),
+    }
+}
+
+async fn load_lease(
+    store: &DynStore,
+    key: &str,
+) -> Result<Option<Option<LeaseRecord>>, StoreError> {
+    Ok(store.get(key).await?.map(|got| lease::decode(&got.data)))
+}
+
+/// Run gc over the whole store with grace period `grace`; `out` receives one line per
+/// deletion, skip or error. `holder` names this process in the leases it takes.
+pub async fn run(
+    store: &DynStore,
+    grace: Duration,
+    holder: &str,
+    out: &mut (dyn FnMut(String) + Send),
+) -> Result<GcSummary, GcError> {
+    let mut summary = GcSummary::default();
+    let entries = store.list_meta("").await.map_err(GcError::List)?;
+    let mut by_root: BTreeMap<String, Vec<ListEntry>> = BTreeMap::new();
+    for e in &entries {
+        if let Some((root, _)) = refs::parse_key(&e.key) {
+            by_root.entry(root.to_string()).or_default().push(e.clone());
+        }
+    }
+    for (root, entries) in &by_root {
+        summary.repositories += 1;
+        repo(store, root, entries, grace, holder, out, &mut summary).await;
+    }
+    let now = SystemTime::now();
+    for d in plan_probe_leftovers(&entries, now, grace) {
+        delete(store, &d, out, &mut summary).await;
+    }
+    match store
+        .abort_stale_uploads(now.checked_sub(grace).unwrap_or(UNIX_EPOCH))
+        .await
+    {
+        Ok(n) => {
+            if n > 0 {
+                out(format!(
+                    "aborted {n} incomplete uploads older than the grace period"
+                ));
+            }
+            summary.uploads_aborted = n;
+        }
+        Err(e) => {
+            summary.errors += 1;
+            out(format!("error: aborting incomplete uploads: {e}"));
+        }
+    }
+    Ok(summary)
+}
+
+async fn delete(
+    store: &DynStore,
+    d: &Deletion,
+    out: &mut (dyn FnMut(String) + Send),
+    summary: &mut GcSummary,
+) -> bool {
+    match store.delete(&d.key).await {
+        Ok(()) => {
+            summary.deleted += 1;
+            summary.deleted_bytes += d.size;
+            out(format!(
+                "deleted {} ({}, {} bytes)",
+                d.key, d.reason, d.size
+            ));
+            true
+        }
+        Err(e) => {
+            summary.errors += 1;
+            out(format!("error: deleting {}: {e}", d.key));
+            false
+        }
+    }
+}
+
+async fn load(store: &DynStore, root: &str) -> Result<Loaded, StoreError> {
+    Ok(Loaded {
+        index: load_index(store, root).await,
+        lease: load_lease(store, &Keys::new(root).lease()).await?,
+    })
+}
+
+async fn repo(
+    store: &DynStore,
+    root: &str,
+    entries: &[ListEntry],
+    grace: Duration,
+    holder: &str,
+    out: &mut (dyn FnMut(String) + Send),
+    summary: &mut GcSummary,
+) {
+    let keys = Keys::new(root);
+    let first = match load(store, root).await {
+        Ok(l) => l,
+        Err(e) => {
+            summary.errors += 1;
+            out(format!("error: {root}: reading the lease: {e}"));
+            return;
+        }
+    };
+    if let Some(Err(e)) = &first.index {
+        summary.skipped += 1;
+        out(format!("skipped {root}: {e}"));
+        return;
+    }
+    let plan = plan_repo(
+        root,
+        entries,
+        index_state(&first.index),
+        lease_state(&first.lease),
+        SystemTime::now(),
+        grace,
+    );
+    if plan.objects.is_empty() && plan.drop_retired.is_empty() {
+        if let Some(d) = &plan.lease {
+            // Re-check right before deleting: a lease taken over meanwhile is kept.
+            let again = load_lease(store, &keys.lease()).await;
+            let still = match &again {
+                Ok(l) => {
+                    let p = plan_repo(
+                        root,
+                        entries,
+                        index_state(&first.index),
+                        lease_state(l),
+                        SystemTime::now(),
+                        grace,
+                    );
+                    p.lease.is_some()
+                }
+                Err(_) => false,
+            };
+            if still {
+                delete(store, d, out, summary).await;
+            }
+        }
+        return;
+    }
+    // Work on the repository's packs: exclude refreshes and compactions of other instances.
+    let held = match lease::try_acquire(store, &keys.lease(), holder, GC_LEASE_TTL).await {
+        Ok(Acquire::Acquired(l)) => l,
+        Ok(Acquire::Held { holder, .. }) => {
+            summary.skipped += 1;
+            out(format!("skipped {root}: its lease is held by {holder:?}"));
+            return;
+        }
+        Err(e) => {
+            summary.errors += 1;
+            out(format!("error: {root}: taking the lease: {e}"));
+            return;
+        }
+    };
+    // Re-read the ref index and plan again: delete only what both plans agree on.
+    let fresh = load_index(store, root).await;
+    let ok = match &fresh {
+        Some(Err(e)) => {
+            summary.skipped += 1;
+            out(format!("skipped {root}: {e}"));
+            false
+        }
+        _ => true,
+    };
+    if ok {
+        let second = plan_repo(
+            root,
+            entries,
+            index_state(&fresh),
+            LeaseState::Missing,
+            SystemTime::now(),
+            grace,
+        );
+        let mut failed: BTreeSet<String> = BTreeSet::new();
+        for d in plan.objects.iter().filter(|d| second.objects.contains(*d)) {
+            if !delete(store, d, out, summary).await
+                && let Some((_, KeyKind::Pack(n) | KeyKind::Idx(n))) = refs::parse_key(&d.key)
+            {
+                failed.insert(n);
+            }
+        }
+        let drop: Vec<String> = second
+            .drop_retired
+            .iter()
+            .filter(|n| plan.drop_retired.contains(*n) && !failed.contains(*n))
+            .cloned()
+            .collect();
+        if let (false, Some(Ok((idx, etag)))) = (drop.is_empty(), &fresh) {
+            let mut next = idx.clone();
+            next.generation += 1;
+            next.retired.retain(|r| !drop.contains(&r.name));
+            match refs::store(store, &keys, &next, Some(etag)).await {
+                Ok(_) => {
+                    summary.retired_dropped += drop.len();
+                    out(format!(
+                        "{root}: dropped {} retired packs from the ref index",
+                        drop.len()
+                    ));
+                }
+                Err(RefsError::Store(StoreError::PreconditionFailed)) => out(format!(
+                    "{root}: ref index changed meanwhile; its retired list is left for the next run"
+                )),
+                Err(e) => {
+                    summary.errors += 1;
+                    out(format!("error: {root}: updating the ref index: {e}"));
+                }
+            }
+        }
+    }
+    // Remove (rather than release) the lease: gc leaves no lease objects behind.
+    match held.remove(store, GC_LEASE_TTL).await {
+        Ok(true) => {}
+        Ok(false) => out(format!(
+            "{root}: gc's lease was taken over before it finished (it ran longer than {} s)",
+            GC_LEASE_TTL.as_secs()
+        )),
+        Err(e) => {
+            summary.errors += 1;
+            out(format!("error: {root}: removing the lease: {e}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::refs::{PackEntry, Retired};
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    const C: &str = "cccccccccccccccccccccccccccccccccccccccc";
+    const ROOT: &str = "example.com/r";
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn t(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn entry(key: String, modified: u64) -> ListEntry {
+        ListEntry {
+            key,
+            size: 10,
+            modified: t(modified),
+        }
+    }
+
+    fn index(packs: &[&str], retired: &[(&str, u64)]) -> RefIndex {
+        RefIndex {
+            version: refs::FORMAT_VERSION,
+            generation: 1,
+            root: ROOT.into(),
+            upstream: "http://127.0.0.1/r".into(),
+            fetched_at: 0,
+            head_symref: None,
+            head_oid: None,
+            refs: BTreeMap::new(),
+            packs: packs
+                .iter()
+                .map(|n| PackEntry {
+                    name: n.to_string(),
+                    size: 10,
+                    objects: 1,
+                })
+                .collect(),
+            retired: retired
+                .iter()
+                .map(|(n, at)| Retired {
+                    name: n.to_string(),
+                    at: *at,
+                })
+                .collect(),
+        }
+    }
+
+    /// pack + idx of each name, all written at `modified`, plus the ref index.
+    fn listing(names: &[&str], modified: u64) -> Vec<ListEntry> {
+        let k = Keys::new(ROOT);
+        let mut v = vec![entry(k.ref_index(), modified)];
+        for n in names {
+            v.push(entry(k.pack(n), modified));
+            v.push(entry(k.idx(n), modified));
+        }
+        v
+    }
+
+    fn deleted(plan: &RepoPlan) -> Vec<(String, Reason)> {
+        plan.objects
+            .iter()
+            .map(|d| (d.key.clone(), d.reason.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn named_packs_are_never_deleted() {
+        let idx = index(&[A, B], &[]);
+        // Even ancient, even with a zero grace period.
+        let plan = plan_repo(
+            ROOT,
+            &listing(&[A, B], 0),
+            IndexState::Present(&idx),
+            LeaseState::Missing,
+            t(1_000_000),
+            Duration::ZERO,
+        );
+        assert!(plan.is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn stray_packs_go_after_the_grace_period() {
+        let k = Keys::new(ROOT);
+        let idx = index(&[A], &[]);
+        let mut entries = listing(&[A], 0);
+        entries.push(entry(k.pack(B), 10_000));
+        entries.push(entry(k.idx(B), 10_000));
+        let at = |now| {
+            plan_repo(
+                ROOT,
+                &entries,
+                IndexState::Present(&idx),
+                LeaseState::Missing,
+                t(now),
+                HOUR,
+            )
+        };
+        assert!(at(10_000).is_empty());
+        assert!(at(10_000 + 3599).is_empty());
+        assert_eq!(
+            deleted(&at(10_000 + 3600)),
+            vec![
+                (k.pack(B), Reason::Unreferenced),
+                (k.idx(B), Reason::Unreferenced)
+            ]
+        );
+        // A clock behind the store's: the object looks brand new, it is kept.
+        assert!(at(5_000).is_empty());
+    }
+
+    #[test]
+    fn retired_packs_go_by_retirement_time_not_mtime() {
+        let k = Keys::new(ROOT);
+        // B was written long ago but retired only at 50_000.
+        let idx = index(&[A], &[(B, 50_000), (C, 1_000)]);
+        let entries = listing(&[A, B], 0);
+        let plan = |now| {
+            plan_repo(
+                ROOT,
+                &entries,
+                IndexState::Present(&idx),
+                LeaseState::Missing,
+                t(now),
+                HOUR,
+            )
+        };
+        let early = plan(50_000 + 60);
+        assert!(early.objects.is_empty(), "{early:?}");
+        // C's objects are already gone: its entry can go.
+        assert_eq!(early.drop_retired, vec![C.to_string()]);
+        let late = plan(50_000 + 3600);
+        assert_eq!(
+            deleted(&late),
+            vec![
+                (k.pack(B), Reason::Retired { at: 50_000 }),
+                (k.idx(B), Reason::Retired { at: 50_000 })
+            ]
+        );
+        assert_eq!(late.drop_retired, vec![B.to_string(), C.to_string()]);
+    }
+
+    #[test]
+    fn a_pack_both_named_and_retired_is_kept() {
+        let idx = index(&[A], &[(A, 0)]);
+        let plan = plan_repo(
+            ROOT,
+            &listing(&[A], 0),
+            IndexState::Present(&idx),
+            LeaseState::Missing,
+            t(1_000_000),
+            Duration::ZERO,
+        );
+        assert!(plan.is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn repositories_without_ref_index_and_corrupt_ones() {
+        let k = Keys::new(ROOT);
+        let entries: Vec<ListEntry> = listing(&[A], 100).into_iter().skip(1).collect();
+        let plan = |index, now| plan_repo(ROOT, &entries, index, LeaseState::Missing, t(now), HOUR);
+        assert!(plan(IndexState::Missing, 100 + 3599).is_empty());
+        assert_eq!(
+            deleted(&plan(IndexState::Missing, 100 + 3600)),
+            vec![
+                (k.pack(A), Reason::NoRefIndex),
+                (k.idx(A), Reason::NoRefIndex)
+            ]
+        );
+        // An unreadable ref index might name anything: touch nothing.
+        assert!(plan(IndexState::Corrupt, 1_000_000).is_empty());
+    }
+
+    #[test]
+    fn leases_go_when_expired_longer_than_grace() {
+        let k = Keys::new(ROOT);
+        let idx = index(&[A], &[]);
+        let mut entries = listing(&[A], 0);
+        entries.push(entry(k.lease(), 0));
+        let rec = LeaseRecord {
+            holder: "x".into(),
+            expires_at_ms: 10_000_000,
+            generation: 1,
+            nonce: "n".into(),
+            released: false,
+        };
+        let plan = |lease, now| {
+            plan_repo(
+                ROOT,
+                &entries,
+                IndexState::Present(&idx),
+                lease,
+                t(now),
+                HOUR,
+            )
+            .lease
+        };
+        assert_eq!(plan(LeaseState::Present(&rec), 9_000), None);
+        assert_eq!(plan(LeaseState::Present(&rec), 10_000 + 3599), None);
+        assert_eq!(
+            plan(LeaseState::Present(&rec), 10_000 + 3600).map(|d| d.reason),
+            Some(Reason::ExpiredLease {
+                expired_at_ms: 10_000_000
+            })
+        );
+        assert_eq!(
+            plan(LeaseState::Unreadable, 3600).map(|d| d.reason),
+            Some(Reason::UnreadableLease)
+        );
+        assert_eq!(plan(LeaseState::Missing, 1_000_000), None);
+    }
+
+    #[test]
+    fn other_repositories_and_unknown_keys_are_ignored() {
+        let idx = index(&[], &[]);
+        let entries = vec![
+            entry(Keys::new("example.com/other").pack(A), 0),
+            entry(format!("{ROOT}/@git/packs/notes.txt"), 0),
+            entry(format!("{ROOT}/@git/something-else"), 0),
+            entry(".goprox/probe/abc".into(), 0),
+        ];
+        let plan = plan_repo(
+            ROOT,
+            &entries,
+            IndexState::Present(&idx),
+            LeaseState::Missing,
+            t(1_000_000),
+            Duration::ZERO,
+        );
+        assert!(plan.is_empty(), "{plan:?}");
+        let probes = plan_probe_leftovers(&entries, t(3600), HOUR);
+        assert_eq!(probes.len(), 1);
+        assert_eq!(probes[0].key, ".goprox/probe/abc");
+        assert!(plan_probe_leftovers(&entries, t(3599), HOUR).is_empty());
+    }
+
+    #[tokio::test]
+    async fn run_on_a_memory_store() {
+        use crate::store::PutMode;
+        use crate::store::memory::MemoryStore;
+        use bytes::Bytes;
+        use std::sync::Arc;
+        let mem = Arc::new(MemoryStore::new());
+        let store: DynStore = mem.clone();
+        let k = Keys::new(ROOT);
+        let put = |key: String| {
+            let store = store.clone();
+            async move {
+                store
+                    .put(&key, Bytes::from_static(b"0123456789"), PutMode::CreateOnly)
+                    .await
+                    .unwrap();
+            }
+        };
+        for n in [A, B, C] {
+            put(k.pack(n)).await;
+            put(k.idx(n)).await;
+        }
+        // A named, B retired two hours ago, C a fresh stray.
+        let two_hours_ago = SystemTime::now() - 2 * HOUR;
+        let at = two_hours_ago.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let idx = index(&[A], &[(B, at)]);
+        refs::store(&store, &k, &idx, None).await.unwrap();
+        // An old stray in a repository without a ref index.
+        let orphan = Keys::new("example.com/orphan");
+        put(orphan.pack(A)).await;
+        assert!(mem.set_modified(&orphan.pack(A), two_hours_ago));
+
+        let mut lines = Vec::new();
+        let s = run(&store, HOUR, "gc-test", &mut |l| lines.push(l))
+            .await
+            .unwrap();
+        assert_eq!(s.deleted, 3, "{lines:#?}");
+        assert_eq!(s.retired_dropped, 1);
+        assert_eq!(s.errors, 0);
+        // No lease objects are left behind either.
+        let left = store.list("").await.unwrap();
+        let mut want = vec![k.ref_index(), k.pack(A), k.idx(A), k.pack(C), k.idx(C)];
+        want.sort();
+        assert_eq!(left, want, "{lines:#?}");
+        let (after, _) = refs::load(&store, &k).await.unwrap().unwrap();
+        assert!(after.retired.is_empty());
+        assert_eq!(after.packs, idx.packs);
+        assert_eq!(after.generation, 2);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("deleted {}", k.pack(B))))
+        );
+
+        // With no grace period the fresh stray goes too; A stays.
+        let mut lines = Vec::new();
+        run(&store, Duration::ZERO, "gc-test", &mut |l| lines.push(l))
+            .await
+            .unwrap();
+        let mut want = vec![k.ref_index(), k.pack(A), k.idx(A)];
+        want.sort();
+        assert_eq!(store.list("").await.unwrap(), want, "{lines:#?}");
+    }
+
+    #[tokio::test]
+    async fn a_held_lease_makes_gc_skip_the_repository() {
+        use crate::store::PutMode;
+        use crate::store::memory::MemoryStore;
+        use bytes::Bytes;
+        use std::sync::Arc;
+        let store: DynStore = Arc::new(MemoryStore::new());
+        let k = Keys::new(ROOT);
+        store
+            .put(&k.pack(B), Bytes::from_static(b"x"), PutMode::CreateOnly)
+            .await
+            .unwrap();
+        refs::store(&store, &k, &index(&[], &[]), None)
+            .await
+            .unwrap();
+        let _busy = lease::try_acquire(&store, &k.lease(), "filler", HOUR)
+            .await
+            .unwrap();
+        let mut lines = Vec::new();
+        let s = run(&store, Duration::ZERO, "gc-test", &mut |l| lines.push(l))
+            .await
+            .unwrap();
+        assert_eq!(s.deleted, 0);
+        assert_eq!(s.skipped, 1);
+        assert!(lines.iter().any(|l| l.contains("filler")), "{lines:?}");
+        assert!(store.head(&k.pack(B)).await.unwrap().is_some());
+    }
+}

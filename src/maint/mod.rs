@@ -1,0 +1,23 @@
+//! Bucket maintenance: `goprox gc` (delete what no ref index needs any more) and `goprox fsck`
+//! (check that every ref index is fully backed by its packs).
+
+pub mod fsck;
+pub mod gc;
+
+use crate::refs::{self, REF_INDEX_SUFFIX};
+use crate::store::{DynStore, StoreError};
+
+/// Repository roots that have a ref index, sorted.
+pub async fn repository_roots(store: &DynStore) -> Result<Vec<String>, StoreError> {
+    Ok(store
+        .list("")
+        .await?
+        .into_iter()
+        .filter_map(|k| {
+            let root = k.strip_suffix(REF_INDEX_SUFFIX)?;
+            // Only keys that really are a ref index (not `a/@git/x/@git/refs.json`).
+            matches!(refs::parse_key(&k), Some((r, refs::KeyKind::RefIndex)) if r == root)
+                .then(|| root.to_string())
+        })
+        .collect())
+}

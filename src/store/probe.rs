@@ -1,0 +1,278 @@
+//! Start-up probe and readiness check of a store.
+//!
+//! Several goprox instances can share one bucket only if the store honours conditional writes:
+//! `If-None-Match: *` (a second create-only write of a key is refused) and `If-Match: <etag>`
+//! (a write against a stale tag is refused). [`probe`] checks both on a scratch object under
+//! [`PROBE_PREFIX`] and removes it again. [`ready`] is the cheap check behind `GET /readyz`.
+//!
+//! Scratch keys live under [`RESERVED_PREFIX`] (`.goprox/`): repository keys are import paths,
+//! whose elements never start with a dot, so they can never collide with it.
+
+use super::{ETag, ObjectStore, PutMode, StoreError};
+use bytes::Bytes;
+use sha1::{Digest, Sha1};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Keys of goprox's own bookkeeping (never a repository: import-path elements cannot start
+/// with a dot).
+pub const RESERVED_PREFIX: &str = ".goprox/";
+/// Scratch objects written by [`probe`] (deleted again; `goprox gc` removes crash leftovers).
+pub const PROBE_PREFIX: &str = ".goprox/probe/";
+/// What [`ready`] lists (normally nothing is there: only the answer matters).
+const READY_PREFIX: &str = ".goprox/ready/";
+/// How long [`ready`] waits for the store.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("store {store}: probe {op} of {key} failed: {source}")]
+    Store {
+        store: String,
+        op: &'static str,
+        key: String,
+        source: StoreError,
+    },
+    #[error(
+        "store {store} ignores create-only writes (If-None-Match: *): a second create of {key} \
+         succeeded, so several goprox instances could overwrite each other's ref indexes \
+         (use --single-instance if only this process writes to it)"
+    )]
+    CreateOnlyIgnored { store: String, key: String },
+    #[error(
+        "store {store} ignores If-Match: a write of {key} with a stale version tag succeeded, \
+         so compare-and-swap of ref indexes is not safe (use --single-instance if only this \
+         process writes to it)"
+    )]
+    IfMatchIgnored { store: String, key: String },
+    #[error("store {store}: probe object {key} read back with the wrong content")]
+    WrongContent { store: String, key: String },
+}
+
+/// A key under [`PROBE_PREFIX`] that no other process picks: hash of time, pid, a counter
+/// and an address.
+fn probe_key() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let local = 0u8;
+    let seed = format!(
+        "{nanos}-{}-{}-{:p}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        &local
+    );
+    let digest = Sha1::digest(seed.as_bytes());
+    format!("{PROBE_PREFIX}{}", hex::encode(&digest[..12]))
+}
+
+/// Check that `store` honours create-only and `If-Match` writes, on a scratch object that is
+/// deleted again (also when a check fails).
+pub async fn probe(store: &dyn ObjectStore) -> Result<(), ProbeError> {
+    let key = probe_key();
+    let result = probe_key_checks(store, &key).await;
+    let cleanup = store.delete(&key).await;
+    result?;
+    cleanup.map_err(|source| ProbeError::Store {
+        store: store.describe(),
+        op: "delete",
+        key: key.clone(),
+        source,
+    })
+}
+
+async fn probe_key_checks(store: &dyn ObjectStore, key: &str) -> Result<(), ProbeError> {
+    let fail = |op, source| ProbeError::Store {
+        store: store.describe(),
+        op,
+        key: key.to_string(),
+        source,
+    };
+    let put = |body: &'static [u8], mode| store.put(key, Bytes::from_static(body), mode);
+    let first = put(b"probe 1", PutMode::CreateOnly)
+        .await
+        .map_err(|e| fail("create", e))?;
+    let create_ignored = || ProbeError::CreateOnlyIgnored {
+        store: store.describe(),
+        key: key.to_string(),
+    };
+    let if_match_ignored = || ProbeError::IfMatchIgnored {
+        store: store.describe(),
+        key: key.to_string(),
+    };
+    match put(b"probe 2", PutMode::CreateOnly).await {
+        Err(StoreError::PreconditionFailed) => {}
+        Ok(_) => return Err(create_ignored()),
+        Err(e) => return Err(fail("second create", e)),
+    }
+    // A tag that never named any version must be refused...
+    let bogus = ETag("\"goprox-probe-no-such-version\"".to_string());
+    match put(b"probe 3", PutMode::IfMatch(bogus)).await {
+        Err(StoreError::PreconditionFailed) => {}
+        Ok(_) => return Err(if_match_ignored()),
+        Err(e) => return Err(fail("If-Match write with a bogus tag", e)),
+    }
+    // ...the current one accepted...
+    put(b"probe 4", PutMode::IfMatch(first.clone()))
+        .await
+        .map_err(|e| fail("If-Match write with the current tag", e))?;
+    // ...and then it is stale.
+    match put(b"probe 5", PutMode::IfMatch(first)).await {
+        Err(StoreError::PreconditionFailed) => {}
+        Ok(_) => return Err(if_match_ignored()),
+        Err(e) => return Err(fail("If-Match write with a stale tag", e)),
+    }
+    let got = store.get(key).await.map_err(|e| fail("read", e))?;
+    if got.as_ref().map(|g| &g.data[..]) != Some(&b"probe 4"[..]) {
+        return Err(ProbeError::WrongContent {
+            store: store.describe(),
+            key: key.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether the store answers: one small listing under a reserved prefix, bounded by
+/// [`READY_TIMEOUT`]. The error is a message for the `/readyz` body.
+pub async fn ready(store: &dyn ObjectStore) -> Result<(), String> {
+    match tokio::time::timeout(READY_TIMEOUT, store.list(READY_PREFIX)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("store {} is not answering: {e}", store.describe())),
+        Err(_) => Err(format!(
+            "store {} did not answer within {} s",
+            store.describe(),
+            READY_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{GetOutput, ListEntry, Result};
+    use async_trait::async_trait;
+
+    /// A memory store that turns some conditional writes into plain overwrites, or fails.
+    #[derive(Debug, Default)]
+    struct Lax {
+        inner: MemoryStore,
+        ignore_create_only: bool,
+        ignore_if_match: bool,
+        broken: bool,
+    }
+
+    #[async_trait]
+    impl ObjectStore for Lax {
+        fn describe(&self) -> String {
+            "lax://".into()
+        }
+        async fn get(&self, key: &str) -> Result<Option<GetOutput>> {
+            self.inner.get(key).await
+        }
+        async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes> {
+            self.inner.get_range(key, offset, len).await
+        }
+        async fn head(&self, key: &str) -> Result<Option<u64>> {
+            self.inner.head(key).await
+        }
+        async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ETag> {
+            let mode = match mode {
+                PutMode::CreateOnly if self.ignore_create_only => PutMode::Overwrite,
+                PutMode::IfMatch(_) if self.ignore_if_match => PutMode::Overwrite,
+                m => m,
+            };
+            self.inner.put(key, data, mode).await
+        }
+        async fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+            if self.broken {
+                return Err(StoreError::Backend("connection refused".into()));
+            }
+            self.inner.list(prefix).await
+        }
+        async fn list_meta(&self, prefix: &str) -> Result<Vec<ListEntry>> {
+            self.inner.list_meta(prefix).await
+        }
+    }
+
+    #[tokio::test]
+    async fn honest_store_passes_and_is_left_clean() {
+        let store = MemoryStore::new();
+        probe(&store).await.unwrap();
+        probe(&store).await.unwrap();
+        assert!(store.list("").await.unwrap().is_empty());
+        ready(&store).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn store_ignoring_create_only_fails() {
+        let store = Lax {
+            ignore_create_only: true,
+            ..Lax::default()
+        };
+        let err = probe(&store).await.unwrap_err();
+        assert!(
+            matches!(err, ProbeError::CreateOnlyIgnored { .. }),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("If-None-Match"), "{msg}");
+        assert!(msg.contains("lax://"), "{msg}");
+        assert!(msg.contains(PROBE_PREFIX), "{msg}");
+        // The scratch object is removed even when the check fails.
+        assert!(store.list("").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn store_ignoring_if_match_fails() {
+        let store = Lax {
+            ignore_if_match: true,
+            ..Lax::default()
+        };
+        let err = probe(&store).await.unwrap_err();
+        assert!(matches!(err, ProbeError::IfMatchIgnored { .. }), "{err:?}");
+        assert!(err.to_string().contains("If-Match"), "{err}");
+        assert!(store.list("").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn store_ignoring_both_fails_on_the_first() {
+        let store = Lax {
+            ignore_create_only: true,
+            ignore_if_match: true,
+            ..Lax::default()
+        };
+        assert!(matches!(
+            probe(&store).await,
+            Err(ProbeError::CreateOnlyIgnored { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn ready_reports_a_failing_store() {
+        let store = Lax {
+            broken: true,
+            ..Lax::default()
+        };
+        let msg = ready(&store).await.unwrap_err();
+        assert!(msg.contains("lax://"), "{msg}");
+        assert!(msg.contains("connection refused"), "{msg}");
+    }
+
+    #[test]
+    fn probe_keys_are_reserved_and_unique() {
+        let a = probe_key();
+        let b = probe_key();
+        assert_ne!(a, b);
+        assert!(a.starts_with(PROBE_PREFIX));
+        crate::store::check_key(&a).unwrap();
+        // No import path can produce a key under the reserved prefix.
+        assert!(crate::path::validate(".goprox/probe").is_err());
+        assert!(!a.contains("/@git/"));
+    }
+}

@@ -1,0 +1,388 @@
+//! Many instances, one bucket, a long life: three `goprox serve` processes on one store make one
+//! upstream fetch for 30 concurrent first clones; 30 refreshes leave a handful of packs (geometric
+//! compaction) that `gc` and `fsck` agree on; `kill -9` in the middle of fills, refreshes and
+//! compactions never leaves a bucket that serves a broken repository.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::support::git::{self, CloneKind, GitEnv, assert_same};
+use crate::support::goprox::{Goprox, Store, StoreKind, command};
+use crate::support::live::{Live, ls_remote, wait_until};
+use crate::support::upstream::Upstream;
+use crate::support::{Output, TempDir, fixtures, have_git, skip};
+use goprox::refs::RefIndex;
+
+const RICH: &str = "example.test/rich";
+const LIVE: &str = "example.test/live";
+
+/// Upstream requests that fetched objects (not ref listings).
+fn upstream_fetches(up: &Upstream) -> Vec<String> {
+    up.requests()
+        .into_iter()
+        .filter(|r| {
+            r.starts_with("POST") && r.contains("git-upload-pack") && !r.contains("command=ls-refs")
+        })
+        .collect()
+}
+
+fn ref_index(store: &Store, root: &str) -> RefIndex {
+    let data = store
+        .get_object(&format!("{root}/@git/refs.json"))
+        .unwrap_or_else(|| panic!("no ref index for {root}"));
+    serde_json::from_slice(&data).expect("parse ref index")
+}
+
+fn describe(o: &Output) -> String {
+    format!(
+        "{} ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        o.what,
+        o.status,
+        o.stdout_str(),
+        o.stderr_str()
+    )
+}
+
+fn fsck_ok(store: &Store) {
+    let o = command(store, &["fsck"]);
+    assert!(o.ok(), "fsck: {}", describe(&o));
+}
+
+fn one_fill(kind: StoreKind) {
+    if !have_git() {
+        skip("git http-backend not found");
+        return;
+    }
+    let Some(store) = Store::new(kind, "instances") else {
+        return;
+    };
+    let up = Upstream::start(&fixtures::fixtures().root);
+    let gps: Vec<Goprox> = (0..3)
+        .map(|_| Goprox::start_with(&store.share(), &up.goprox_args(), &[]))
+        .collect();
+    let expected = git::reference(RICH, 2, CloneKind::Mirror);
+    up.clear_requests();
+    let env = GitEnv::new();
+    let tmp = TempDir::new("instances");
+    let start = std::sync::Barrier::new(30);
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for i in 0..30 {
+            let (env, tmp, start) = (&env, &tmp, &start);
+            let url = gps[i % 3].repo_url(RICH);
+            let expected = &expected;
+            s.spawn(move || {
+                let dest = tmp.join(format!("clone-{i}"));
+                start.wait();
+                env.clone(2, &url, &dest, CloneKind::Mirror.args()).check();
+                assert_same(
+                    &format!("clone {i} through {url}"),
+                    &env.snapshot(&dest),
+                    &expected.snapshot,
+                );
+            });
+        }
+    });
+    let took = t0.elapsed();
+    for c in (0..30).step_by(7) {
+        env.fsck(&tmp.join(format!("clone-{c}")));
+    }
+    let fetches = upstream_fetches(&up);
+    let waited = gps
+        .iter()
+        .filter(|g| g.log_text().contains("waiting for it"))
+        .count();
+    eprintln!(
+        "one_fill({kind:?}): 30 concurrent first clones over 3 instances in {took:?}: {} upstream fetch(es); {waited} instance(s) waited for another's lease",
+        fetches.len()
+    );
+    assert_eq!(
+        fetches.len(),
+        1,
+        "30 first clones over 3 instances: upstream fetches {fetches:#?}"
+    );
+    fsck_ok(&store);
+}
+
+#[test]
+fn instances_share_one_fill_local() {
+    one_fill(StoreKind::Local);
+}
+
+#[test]
+fn instances_share_one_fill_s3() {
+    one_fill(StoreKind::S3);
+}
+
+fn bare_clone(env: &GitEnv, url: &str, dest: &Path) -> Duration {
+    let t0 = Instant::now();
+    env.clone(2, url, dest, &["--bare"]).check();
+    let took = t0.elapsed();
+    env.fsck(dest);
+    took
+}
+
+fn compaction(kind: StoreKind) {
+    if !have_git() {
+        skip("git http-backend not found");
+        return;
+    }
+    let Some(store) = Store::new(kind, "compaction") else {
+        return;
+    };
+    let tmp = TempDir::new("compaction");
+    let repo = Live::new(&tmp);
+    let up = Upstream::start(&tmp.join("up"));
+    let gp = Goprox::start_with(
+        &store,
+        &up.goprox_args(),
+        &["--refresh-after", "0s", "--upstream-wait", "60s"],
+    );
+    let url = gp.repo_url(LIVE);
+    let env = &repo.env;
+    ls_remote(env, &url);
+    let after_fill = bare_clone(env, &url, &tmp.join("after-fill"));
+
+    let mut latencies = Vec::new();
+    let mut max_packs = 0;
+    for i in 0..30 {
+        let sha = if i % 5 == 4 {
+            repo.commit_big(&format!("refresh {i}"), 200 << 10)
+        } else {
+            repo.commit(&format!("refresh {i}"))
+        };
+        repo.push(&["refs/heads/main"]);
+        let t0 = Instant::now();
+        let refs = ls_remote(env, &url);
+        latencies.push(t0.elapsed());
+        assert_eq!(refs.get("refs/heads/main"), Some(&sha), "refresh {i}");
+        max_packs = max_packs.max(ref_index(&store, LIVE).packs.len());
+    }
+    let index = ref_index(&store, LIVE);
+    let dest = tmp.join("after-refreshes");
+    let after_refreshes = bare_clone(env, &url, &dest);
+    assert_eq!(
+        env.rev_parse(&dest, "refs/heads/main"),
+        repo.upstream_ref("refs/heads/main")
+    );
+    assert_eq!(
+        env.count(&dest, "--all"),
+        env.count(&repo.bare, "--all"),
+        "commits after 30 refreshes"
+    );
+    latencies.sort();
+    eprintln!(
+        "compaction({kind:?}): after 30 refreshes {} packs (at most {max_packs} at any time), {} retired; \
+         ls-remote with refresh of a one-commit push: median {:?}, max {:?}; \
+         bare clone right after the fill {after_fill:?}, after 30 refreshes {after_refreshes:?}",
+        index.packs.len(),
+        index.retired.len(),
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1],
+    );
+    assert!(
+        index.packs.len() <= 8,
+        "{} packs after 30 refreshes",
+        index.packs.len()
+    );
+    assert!(max_packs <= 8, "{max_packs} packs at some point");
+    assert!(!index.retired.is_empty(), "compaction retired no pack");
+
+    // gc --grace 0s leaves exactly the packs the ref index names.
+    fsck_ok(&store);
+    let o = command(&store, &["gc", "--grace", "0s"]);
+    assert!(o.ok(), "gc: {}", describe(&o));
+    let index = ref_index(&store, LIVE);
+    assert!(index.retired.is_empty(), "gc left retired entries");
+    let mut named: Vec<String> = index
+        .packs
+        .iter()
+        .flat_map(|p| {
+            ["pack", "idx"].map(|ext| format!("{LIVE}/@git/packs/pack-{}.{ext}", p.name))
+        })
+        .collect();
+    named.sort();
+    let packs: Vec<String> = store
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with(&format!("{LIVE}/@git/packs/")))
+        .collect();
+    assert_eq!(packs, named, "gc --grace 0s must leave exactly the named packs");
+    fsck_ok(&store);
+    bare_clone(env, &url, &tmp.join("after-gc"));
+
+    // A named pack deleted by hand: fsck fails and says which.
+    let victim = format!("{LIVE}/@git/packs/pack-{}.pack", index.packs[0].name);
+    store.delete_object(&victim);
+    let o = command(&store, &["fsck"]);
+    assert!(!o.ok(), "fsck passed with {victim} missing: {}", describe(&o));
+    assert!(
+        o.stdout_str().contains(&index.packs[0].name) || o.stderr_str().contains(&index.packs[0].name),
+        "fsck does not name the missing pack: {}",
+        describe(&o)
+    );
+}
+
+#[test]
+fn compaction_gc_fsck_local() {
+    compaction(StoreKind::Local);
+}
+
+#[test]
+fn compaction_gc_fsck_s3() {
+    compaction(StoreKind::S3);
+}
+
+/// xorshift64*: reproducible "random" moments from a printed seed.
+fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+fn crash(kind: StoreKind, rounds: u32) {
+    if !have_git() {
+        skip("git http-backend not found");
+        return;
+    }
+    let Some(store) = Store::new(kind, "crash") else {
+        return;
+    };
+    let tmp = TempDir::new("crash");
+    let repo = Live::new(&tmp);
+    let up = Upstream::start(&tmp.join("up"));
+    let seed = std::env::var("GOPROX_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+                | 1
+        });
+    let rounds = std::env::var("GOPROX_CRASH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(rounds);
+    eprintln!("crash({kind:?}): GOPROX_CRASH_SEED={seed} GOPROX_CRASH_ROUNDS={rounds}");
+    let mut rng = seed;
+    let writer_args = [
+        "--refresh-after",
+        "0s",
+        "--upstream-wait",
+        "120s",
+        "--lease-ttl",
+        "2s",
+    ];
+    let reader_args = ["--refresh-after", "1h", "--lease-ttl", "2s"];
+    let env = &repo.env;
+    let mut previous: Option<String> = None;
+    let mut uninterrupted = Duration::from_millis(900);
+    for round in 0..rounds {
+        if round > 0 {
+            repo.commit_big(&format!("big {round}"), 3 << 20);
+            repo.push(&["refs/heads/main"]);
+        }
+        let current = repo.upstream_ref("refs/heads/main");
+        // A writer starts a fill (round 0) or a refresh carrying a multi-megabyte push, and is
+        // killed at a random moment.
+        let mut writer = Goprox::start_with(&store.share(), &up.goprox_args(), &writer_args);
+        let url = writer.repo_url(LIVE);
+        let client_env = GitEnv::new();
+        let trigger = std::thread::spawn(move || client_env.output(Path::new("/"), &["ls-remote", &url]));
+        // Even rounds: a random moment within the time an uninterrupted refresh took last round
+        // (a bit beyond). Odd rounds: the moment a new pack object appears in the store, that is
+        // between writing a pack and publishing the ref index that names it.
+        let how = if round % 2 == 0 {
+            let window = u64::try_from(uninterrupted.as_millis() * 5 / 4)
+                .unwrap_or(1000)
+                .max(50);
+            let delay = Duration::from_millis(next_random(&mut rng) % window);
+            std::thread::sleep(delay);
+            format!("after {delay:?}")
+        } else {
+            let t0 = Instant::now();
+            let packs = |keys: Vec<String>| -> Vec<String> {
+                keys.into_iter()
+                    .filter(|k| k.contains("/@git/packs/"))
+                    .collect()
+            };
+            let before = packs(store.keys());
+            while t0.elapsed() < Duration::from_secs(20)
+                && packs(store.keys()).iter().all(|k| before.contains(k))
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            format!("when a new pack object appeared, after {:?}", t0.elapsed())
+        };
+        writer.stop();
+        let killed_at = Instant::now();
+        let _ = trigger.join();
+        let state = store.keys();
+        // Another instance serves a complete repository: the old state or the new one.
+        let reader = Goprox::start_with(&store.share(), &up.goprox_args(), &reader_args);
+        let dest = tmp.join(format!("round-{round}"));
+        env.clone(2, &reader.repo_url(LIVE), &dest, &["--bare"])
+            .check();
+        env.fsck(&dest);
+        let served = env.rev_parse(&dest, "refs/heads/main");
+        let ok: Vec<&String> = previous.iter().chain([&current]).collect();
+        assert!(
+            ok.contains(&&served),
+            "round {round} (killed {how}): served main {served}, expected one of {ok:?}; store: {state:#?}"
+        );
+        let named: Vec<String> = store
+            .get_object(&format!("{LIVE}/@git/refs.json"))
+            .and_then(|d| serde_json::from_slice::<RefIndex>(&d).ok())
+            .map(|i| {
+                let retired = i.retired.into_iter().map(|r| r.name);
+                i.packs.into_iter().map(|p| p.name).chain(retired).collect()
+            })
+            .unwrap_or_default();
+        let strays = state
+            .iter()
+            .filter(|k| k.contains("/@git/packs/") && !named.iter().any(|n| k.contains(n.as_str())))
+            .count();
+        eprintln!(
+            "crash({kind:?}) round {round}: killed {how}, leaving {strays} pack/idx objects the ref index neither names nor retires; a second instance served {}",
+            if served == current { "the new state" } else { "the old state" }
+        );
+        fsck_ok(&store);
+        // Let the dead writer's lease expire; then the next instance that refreshes finishes
+        // the job (timed: the next round kills within that time).
+        std::thread::sleep(Duration::from_millis(2200).saturating_sub(killed_at.elapsed()));
+        let finisher = Goprox::start_with(&store.share(), &up.goprox_args(), &writer_args);
+        let t0 = Instant::now();
+        let url = finisher.repo_url(LIVE);
+        wait_until("the finisher refreshes", Duration::from_secs(120), || {
+            ls_remote(env, &url).get("refs/heads/main") == Some(&current)
+        });
+        uninterrupted = t0.elapsed();
+        previous = Some(current);
+    }
+    // The next instance that refreshes finishes the job.
+    let gp = Goprox::start_with(&store.share(), &up.goprox_args(), &writer_args);
+    let url = gp.repo_url(LIVE);
+    let newest = repo.upstream_ref("refs/heads/main");
+    wait_until("the newest main after the crashes", Duration::from_secs(120), || {
+        ls_remote(env, &url).get("refs/heads/main") == Some(&newest)
+    });
+    bare_clone(env, &url, &tmp.join("final"));
+    fsck_ok(&store);
+    let o = command(&store, &["gc", "--grace", "0s"]);
+    assert!(o.ok(), "gc: {}", describe(&o));
+    fsck_ok(&store);
+    bare_clone(env, &url, &tmp.join("after-gc"));
+}
+
+#[test]
+fn kill_9_mid_operation_s3() {
+    crash(StoreKind::S3, 6);
+}
+
+#[test]
+fn kill_9_mid_operation_local() {
+    crash(StoreKind::Local, 4);
+}

