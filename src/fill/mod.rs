@@ -97,6 +97,7 @@ pub struct Filler {
 
 /// The outcome of [`Filler::refresh`].
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // a return value, moved once
 pub enum Refreshed {
     /// Upstream has nothing the ref index lacks.
     Unchanged,
@@ -367,15 +368,16 @@ impl Filler {
             .refresh_turn(target, &keys, current, has, extra_wants)
             .await;
         let r = match r {
-            Ok(Refreshed::Updated(i, e)) => match compact::compact(&self.store, &keys, &i, &e).await
-            {
-                Ok(Some((i, e))) => Ok(Refreshed::Updated(i, e)),
-                Ok(None) => Ok(Refreshed::Updated(i, e)),
-                Err(err) => {
-                    tracing::warn!(root = %target.root, error = %err, "compaction failed");
-                    Ok(Refreshed::Updated(i, e))
+            Ok(Refreshed::Updated(i, e)) => {
+                match compact::compact(&self.store, &keys, &i, &e).await {
+                    Ok(Some((i, e))) => Ok(Refreshed::Updated(i, e)),
+                    Ok(None) => Ok(Refreshed::Updated(i, e)),
+                    Err(err) => {
+                        tracing::warn!(root = %target.root, error = %err, "compaction failed");
+                        Ok(Refreshed::Updated(i, e))
+                    }
                 }
-            },
+            }
             other => other,
         };
         self.end_turn(renewal).await;

@@ -23,8 +23,9 @@ use crate::store::{DynStore, ListEntry, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// How long gc holds a repository's lease while deleting its objects.
-const GC_LEASE_TTL: Duration = Duration::from_secs(600);
+/// Time to live of gc's lease on a repository, renewed while it deletes (a gc killed mid-run
+/// holds up the repository's refreshes for at most this long).
+const GC_LEASE_TTL: Duration = Duration::from_secs(30);
 
 /// Why an object is deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -405,7 +406,7 @@ async fn repo(
     }
     // Work on the repository's packs: exclude refreshes and compactions of other instances.
     let held = match lease::try_acquire(store, &keys.lease(), holder, GC_LEASE_TTL).await {
-        Ok(Acquire::Acquired(l)) => l,
+        Ok(Acquire::Acquired(l)) => lease::spawn_renewal(store.clone(), l, GC_LEASE_TTL),
         Ok(Acquire::Held { holder, .. }) => {
             summary.skipped += 1;
             out(format!("skipped {root}: its lease is held by {holder:?}"));
@@ -473,10 +474,14 @@ async fn repo(
         }
     }
     // Remove (rather than release) the lease: gc leaves no lease objects behind.
-    match held.remove(store, GC_LEASE_TTL).await {
+    let removed = match held.stop().await {
+        Some(l) => l.remove(store, GC_LEASE_TTL).await,
+        None => Ok(false),
+    };
+    match removed {
         Ok(true) => {}
         Ok(false) => out(format!(
-            "{root}: gc's lease was taken over before it finished (it ran longer than {} s)",
+            "{root}: gc's lease was taken over before it finished (renewals failed for {} s)",
             GC_LEASE_TTL.as_secs()
         )),
         Err(e) => {

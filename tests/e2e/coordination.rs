@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::support::git::{self, CloneKind, GitEnv, assert_same};
-use crate::support::goprox::{Goprox, Store, StoreKind, command};
+use crate::support::goprox::{Goprox, Store, StoreKind, command, spawn_command};
 use crate::support::live::{Live, ls_remote, wait_until};
 use crate::support::upstream::Upstream;
 use crate::support::{Output, TempDir, fixtures, have_git, skip};
@@ -197,9 +197,7 @@ fn compaction(kind: StoreKind) {
     let mut named: Vec<String> = index
         .packs
         .iter()
-        .flat_map(|p| {
-            ["pack", "idx"].map(|ext| format!("{LIVE}/@git/packs/pack-{}.{ext}", p.name))
-        })
+        .flat_map(|p| ["pack", "idx"].map(|ext| format!("{LIVE}/@git/packs/pack-{}.{ext}", p.name)))
         .collect();
     named.sort();
     let packs: Vec<String> = store
@@ -207,7 +205,10 @@ fn compaction(kind: StoreKind) {
         .into_iter()
         .filter(|k| k.starts_with(&format!("{LIVE}/@git/packs/")))
         .collect();
-    assert_eq!(packs, named, "gc --grace 0s must leave exactly the named packs");
+    assert_eq!(
+        packs, named,
+        "gc --grace 0s must leave exactly the named packs"
+    );
     fsck_ok(&store);
     bare_clone(env, &url, &tmp.join("after-gc"));
 
@@ -215,9 +216,14 @@ fn compaction(kind: StoreKind) {
     let victim = format!("{LIVE}/@git/packs/pack-{}.pack", index.packs[0].name);
     store.delete_object(&victim);
     let o = command(&store, &["fsck"]);
-    assert!(!o.ok(), "fsck passed with {victim} missing: {}", describe(&o));
     assert!(
-        o.stdout_str().contains(&index.packs[0].name) || o.stderr_str().contains(&index.packs[0].name),
+        !o.ok(),
+        "fsck passed with {victim} missing: {}",
+        describe(&o)
+    );
+    assert!(
+        o.stdout_str().contains(&index.packs[0].name)
+            || o.stderr_str().contains(&index.packs[0].name),
         "fsck does not name the missing pack: {}",
         describe(&o)
     );
@@ -291,7 +297,8 @@ fn crash(kind: StoreKind, rounds: u32) {
         let mut writer = Goprox::start_with(&store.share(), &up.goprox_args(), &writer_args);
         let url = writer.repo_url(LIVE);
         let client_env = GitEnv::new();
-        let trigger = std::thread::spawn(move || client_env.output(Path::new("/"), &["ls-remote", &url]));
+        let trigger =
+            std::thread::spawn(move || client_env.output(Path::new("/"), &["ls-remote", &url]));
         // Even rounds: a random moment within the time an uninterrupted refresh took last round
         // (a bit beyond). Odd rounds: the moment a new pack object appears in the store, that is
         // between writing a pack and publishing the ref index that names it.
@@ -347,7 +354,11 @@ fn crash(kind: StoreKind, rounds: u32) {
             .count();
         eprintln!(
             "crash({kind:?}) round {round}: killed {how}, leaving {strays} pack/idx objects the ref index neither names nor retires; a second instance served {}",
-            if served == current { "the new state" } else { "the old state" }
+            if served == current {
+                "the new state"
+            } else {
+                "the old state"
+            }
         );
         fsck_ok(&store);
         // Let the dead writer's lease expire; then the next instance that refreshes finishes
@@ -366,11 +377,23 @@ fn crash(kind: StoreKind, rounds: u32) {
     let gp = Goprox::start_with(&store.share(), &up.goprox_args(), &writer_args);
     let url = gp.repo_url(LIVE);
     let newest = repo.upstream_ref("refs/heads/main");
-    wait_until("the newest main after the crashes", Duration::from_secs(120), || {
-        ls_remote(env, &url).get("refs/heads/main") == Some(&newest)
-    });
+    wait_until(
+        "the newest main after the crashes",
+        Duration::from_secs(120),
+        || ls_remote(env, &url).get("refs/heads/main") == Some(&newest),
+    );
     bare_clone(env, &url, &tmp.join("final"));
     fsck_ok(&store);
+    // gc killed at random moments: the bucket still serves; the next gc finishes the job.
+    for attempt in 0..3 {
+        let mut child = spawn_command(&store, &["gc", "--grace", "0s"]);
+        let delay = Duration::from_millis(next_random(&mut rng) % 300);
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let _ = child.wait();
+        fsck_ok(&store);
+        bare_clone(env, &url, &tmp.join(format!("gc-killed-{attempt}")));
+    }
     let o = command(&store, &["gc", "--grace", "0s"]);
     assert!(o.ok(), "gc: {}", describe(&o));
     fsck_ok(&store);

@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use crate::support::goprox::{Goprox, Store, StoreKind};
-use crate::support::upstream::Upstream;
 use crate::support::live::{Live, ls_remote, wait_until};
+use crate::support::upstream::Upstream;
 use crate::support::{TempDir, gotool, have_git, have_go, skip};
 
 fn live(kind: StoreKind) {

@@ -511,6 +511,26 @@ pub fn command(store: &Store, args: &[&str]) -> super::Output {
     super::run(&mut cmd, None, Duration::from_secs(300))
 }
 
+/// Start `goprox ARGS... --store STORE <store flags>` without waiting (output discarded); the
+/// caller kills or waits for it.
+pub fn spawn_command(store: &Store, args: &[&str]) -> Child {
+    let mut cmd = Command::new(goprox_bin());
+    cmd.env_clear()
+        .env("PATH", super::path_var())
+        .env("NO_COLOR", "1")
+        .args(args)
+        .args(["--store", &store.arg])
+        .args(&store.extra_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in &store.env {
+        cmd.env(k, v);
+    }
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("spawn goprox {args:?}: {e}"))
+}
+
 /// `GET /healthz` answers 200.
 pub fn healthz(port: u16) -> bool {
     use std::io::{Read, Write};

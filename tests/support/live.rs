@@ -16,7 +16,6 @@ pub struct Live {
     n: std::cell::Cell<u32>,
 }
 
-
 impl Live {
     pub fn new(tmp: &TempDir) -> Live {
         let env = GitEnv::new();
@@ -116,4 +115,3 @@ pub fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
-
