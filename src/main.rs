@@ -310,7 +310,7 @@ async fn mirror(a: MirrorArgs) -> anyhow::Result<()> {
                 .await
                 .map(|r| match r {
                     Refreshed::Unchanged => format!("{} refs, unchanged", repo.index.refs.len()),
-                    Refreshed::Updated(i, _) => format!(
+                    Refreshed::Updated(i, _, _) => format!(
                         "{} refs, refreshed (generation {}, {} packs)",
                         i.refs.len(),
                         i.generation,

@@ -60,6 +60,12 @@ pub struct RefIndex {
     /// Packs no longer named, waiting for `goprox gc`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired: Vec<Retired>,
+    /// The packs together hold exactly the objects reachable from the refs (and a detached
+    /// HEAD), each once: a clone that wants every ref is answered by streaming them whole.
+    /// Set by a fill; kept by a refresh only when it just adds history (every ref it moves
+    /// moves forward, none is deleted, nothing is fetched by sha); kept by compaction.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closed: bool,
 }
 
 impl RefIndex {
@@ -247,6 +253,7 @@ mod tests {
             refs: BTreeMap::new(),
             packs: vec![],
             retired: vec![],
+            closed: false,
         };
         let json = serde_json::to_string(&idx).unwrap();
         assert!(!json.contains("retired"), "{json}");

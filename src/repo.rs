@@ -58,6 +58,9 @@ impl Default for RefreshPolicy {
     }
 }
 
+/// Commits walked at most to decide that a ref moved forward.
+const ANCESTRY_BUDGET: usize = 100_000;
+
 /// The result of one refresh, shared by every request that joined it.
 type RefreshResult = Result<Option<(RefIndex, ETag)>, Arc<str>>;
 type SharedRefresh = Shared<BoxFuture<'static, RefreshResult>>;
@@ -147,7 +150,13 @@ impl Repos {
         let has: Arc<dyn Fn(&ObjectId) -> bool + Send + Sync> =
             Arc::new(move |o: &ObjectId| odb.contains(o));
         let current = (repo.index.clone(), repo.etag.clone());
-        self.filler.refresh(target, &current, has, &[]).await
+        match self.filler.refresh(target, &current, has, &[]).await? {
+            Refreshed::Updated(i, e, closing) => {
+                let (i, e) = self.close(target, i, e, closing).await;
+                Ok(Refreshed::Updated(i, e, None))
+            }
+            r => Ok(r),
+        }
     }
 
     /// Fill a repository the store does not have, detached from the request (a client that
@@ -241,7 +250,9 @@ impl Repos {
             lock(&this.inflight).remove(&t.root);
             match r {
                 Ok(Refreshed::Unchanged) => Ok(None),
-                Ok(Refreshed::Updated(i, e)) => Ok(Some((i, e))),
+                Ok(Refreshed::Updated(i, e, closing)) => {
+                    Ok(Some(this.close(&t, i, e, closing).await))
+                }
                 Err(e) => {
                     metrics::REFRESH_ERRORS.inc();
                     Err(Arc::<str>::from(e.to_string()))
@@ -256,6 +267,47 @@ impl Repos {
         .shared();
         inflight.insert(target.root.clone(), shared.clone());
         shared
+    }
+
+    /// Mark a refreshed ref index closed ([`RefIndex::closed`]) when every ref it moved moved
+    /// forward: one more `If-Match` replacement (a lost race keeps the other writer's index).
+    async fn close(
+        &self,
+        target: &Target,
+        index: RefIndex,
+        etag: ETag,
+        closing: crate::fill::Closing,
+    ) -> (RefIndex, ETag) {
+        let Some(moves) = closing else {
+            return (index, etag);
+        };
+        if index.closed {
+            return (index, etag);
+        }
+        let repo = match self.build(target, (index.clone(), etag.clone())).await {
+            Ok(r) => r,
+            Err(_) => return (index, etag),
+        };
+        let odb = repo.odb.clone();
+        let forward = tokio::task::spawn_blocking(move || {
+            moves
+                .iter()
+                .all(|(old, new)| crate::odb::walk::is_ancestor(&odb, old, new, ANCESTRY_BUDGET))
+        })
+        .await
+        .unwrap_or(false);
+        if !forward {
+            return (index, etag);
+        }
+        let next = RefIndex {
+            closed: true,
+            generation: index.generation + 1,
+            ..index.clone()
+        };
+        match refs::store(&self.store, &Keys::new(&target.root), &next, Some(&etag)).await {
+            Ok(e) => (next, e),
+            Err(_) => (index, etag),
+        }
     }
 
     fn is_negative(&self, key: &str) -> bool {

@@ -102,7 +102,34 @@ pub enum Refreshed {
     /// Upstream has nothing the ref index lacks.
     Unchanged,
     /// A new ref index (and possibly a new pack) was published, by us or by another instance.
-    Updated(RefIndex, ETag),
+    Updated(RefIndex, ETag, Closing),
+}
+
+/// After a refresh of a closed repository ([`RefIndex::closed`]): the ref moves `(old, new)`
+/// that must each go forward (old an ancestor of new) for the new ref index to be closed too;
+/// `None` when it cannot be (a ref deleted, or objects fetched by sha).
+pub type Closing = Option<Vec<(ObjectId, ObjectId)>>;
+
+/// The moves from `old`'s refs to `new` ([`Closing`]).
+fn ref_moves(
+    old: &RefIndex,
+    new: &std::collections::BTreeMap<String, refs::RefEntry>,
+    new_head_oid: Option<&str>,
+) -> Closing {
+    let oid = |h: &str| ObjectId::from_hex(h.as_bytes()).ok();
+    let mut moves = Vec::new();
+    for (name, entry) in &old.refs {
+        let now = new.get(name)?;
+        if now.oid != entry.oid {
+            moves.push((oid(&entry.oid)?, oid(&now.oid)?));
+        }
+    }
+    match (old.head_oid.as_deref(), new_head_oid) {
+        (Some(a), Some(b)) if a != b => moves.push((oid(a)?, oid(b)?)),
+        (Some(_), None) => return None,
+        _ => {}
+    }
+    Some(moves)
 }
 
 /// The refs to publish after a refresh: branches and HEAD follow upstream; tags keep their
@@ -296,6 +323,8 @@ impl Filler {
                 .as_ref()
                 .map(|p| p.0.retired.clone())
                 .unwrap_or_default(),
+            // Everything upstream listed was wanted, nothing was had: the pack is the closure.
+            closed: true,
         };
         match refs::store(&self.store, keys, &index, prev.as_ref().map(|p| &p.1)).await {
             Ok(etag) => Ok((index, etag)),
@@ -360,7 +389,7 @@ impl Filler {
     ) -> Result<Refreshed, FillError> {
         let keys = Keys::new(&target.root);
         let renewal = match self.take_turn(&keys, Some(&current.1)).await? {
-            Turn::Changed(Some((i, e))) => return Ok(Refreshed::Updated(i, e)),
+            Turn::Changed(Some((i, e))) => return Ok(Refreshed::Updated(i, e, None)),
             Turn::Changed(None) => return Err(FillError::Internal("ref index vanished".into())),
             Turn::Ours(r) => r,
         };
@@ -368,13 +397,13 @@ impl Filler {
             .refresh_turn(target, &keys, current, has, extra_wants)
             .await;
         let r = match r {
-            Ok(Refreshed::Updated(i, e)) => {
+            Ok(Refreshed::Updated(i, e, c)) => {
                 match compact::compact(&self.store, &keys, &i, &e).await {
-                    Ok(Some((i, e))) => Ok(Refreshed::Updated(i, e)),
-                    Ok(None) => Ok(Refreshed::Updated(i, e)),
+                    Ok(Some((i, e))) => Ok(Refreshed::Updated(i, e, c)),
+                    Ok(None) => Ok(Refreshed::Updated(i, e, c)),
                     Err(err) => {
                         tracing::warn!(root = %target.root, error = %err, "compaction failed");
-                        Ok(Refreshed::Updated(i, e))
+                        Ok(Refreshed::Updated(i, e, c))
                     }
                 }
             }
@@ -408,7 +437,7 @@ impl Filler {
         let extra: Vec<ObjectId> = extra_wants.to_vec();
         let root = target.root.clone();
         // Everything upstream-facing runs on one blocking thread (one connection).
-        let (listing, new_refs, pack) = with_deadline(deadlines.total, tokio::task::spawn_blocking(move || {
+        let (listing, new_refs, pack, by_sha) = with_deadline(deadlines.total, tokio::task::spawn_blocking(move || {
             let (mut session, listing) = fetch::Session::connect(&url, &prefixes, deadlines)?;
             let (new_refs, kept) = merge_refs(&old_refs, &listing.refs, mirror_tags);
             for k in &kept {
@@ -428,11 +457,15 @@ impl Filler {
                 .collect();
             let tips_only = wants.clone();
             wants.extend(extra.iter().filter(|o| !has(o)));
+            let mut by_sha = false;
             let pack = if wants.is_empty() {
                 None
             } else {
                 match session.fetch_pack(&wants, &haves) {
-                    Ok(p) => Some(p),
+                    Ok(p) => {
+                        by_sha = wants.len() > tips_only.len();
+                        Some(p)
+                    }
                     // Upstream refused the extra wants (not reachable there): fetch the tips.
                     Err(e) if wants.len() > tips_only.len() => {
                         tracing::info!(root = %root, error = %e, "upstream refused wants by sha");
@@ -446,9 +479,14 @@ impl Filler {
                     Err(e) => return Err(e),
                 }
             };
-            Ok::<_, fetch::FetchError>((listing, new_refs, pack))
+            Ok::<_, fetch::FetchError>((listing, new_refs, pack, by_sha))
         }))
         .await??;
+        let closing = if old.closed && !by_sha {
+            ref_moves(old, &new_refs, listing.head_oid.as_deref())
+        } else {
+            None
+        };
 
         let head_same = listing.head_symref == old.head_symref && listing.head_oid == old.head_oid;
         if pack.is_none() && new_refs == old.refs && head_same {
@@ -465,13 +503,15 @@ impl Filler {
             head_oid: listing.head_oid,
             refs: new_refs,
             packs,
+            // Until the moves are checked ([`Closing`]).
+            closed: false,
             ..old.clone()
         };
         match refs::store(&self.store, keys, &index, Some(etag)).await {
             Ok(etag) => {
                 crate::metrics::REFRESHES.inc();
                 tracing::info!(root = %target.root, generation = index.generation, packs = index.packs.len(), "refreshed from upstream");
-                Ok(Refreshed::Updated(index, etag))
+                Ok(Refreshed::Updated(index, etag, closing))
             }
             Err(refs::RefsError::Store(StoreError::PreconditionFailed)) => {
                 // Another instance replaced it first: serve theirs; our pack (if any) is
@@ -480,7 +520,7 @@ impl Filler {
                 let (i, e) = refs::load(&self.store, keys).await?.ok_or_else(|| {
                     FillError::Internal("ref index vanished after a conflict".into())
                 })?;
-                Ok(Refreshed::Updated(i, e))
+                Ok(Refreshed::Updated(i, e, None))
             }
             Err(e) => Err(e.into()),
         }

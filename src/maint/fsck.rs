@@ -261,6 +261,7 @@ mod tests {
                 objects: 1,
             }],
             retired: vec![],
+            closed: false,
         };
         refs::store(store, &keys, &index, None).await.unwrap();
         (index, name)

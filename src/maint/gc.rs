@@ -539,6 +539,7 @@ mod tests {
                     at: *at,
                 })
                 .collect(),
+            closed: false,
         }
     }
 

@@ -100,6 +100,45 @@ pub struct Walker<'a> {
     pub client_has: HashSet<ObjectId>,
 }
 
+/// Whether `old` is `new` or one of its ancestors, walking at most `budget` commits newest
+/// first (false when the budget runs out, or either is not a commit: "not known to be").
+pub fn is_ancestor(odb: &Odb, old: &oid, new: &oid, budget: usize) -> bool {
+    if old == new {
+        return true;
+    }
+    let mut walker = Walker::new(odb);
+    let Ok(target) = walker.commit(old) else {
+        return false;
+    };
+    let mut seen: HashSet<ObjectId> = HashSet::new();
+    let mut queue: BinaryHeap<(i64, ObjectId)> = BinaryHeap::new();
+    let Ok(start) = walker.commit(new) else {
+        return false;
+    };
+    queue.push((start.time, new.to_owned()));
+    seen.insert(new.to_owned());
+    while let Some((time, id)) = queue.pop() {
+        if id == old {
+            return true;
+        }
+        // Everything left is older than `old` by more than a day of clock skew: not found.
+        if seen.len() > budget || time < target.time - 86_400 {
+            return false;
+        }
+        let Ok(c) = walker.commit(&id) else {
+            return false;
+        };
+        for p in &c.parents {
+            if seen.insert(*p)
+                && let Ok(pc) = walker.commit(p)
+            {
+                queue.push((pc.time, *p));
+            }
+        }
+    }
+    false
+}
+
 const MAX_EDGES: usize = 32;
 
 impl<'a> Walker<'a> {

@@ -340,6 +340,48 @@ fn resolve_rev(repo: &Repo, name: &str) -> Option<ObjectId> {
         .filter(|o| repo.odb.contains(o))
 }
 
+/// Whether the answer is the repository's packs, streamed whole: a full clone (no haves, no
+/// shallow, no filter) that wants every ref of a closed repository (its packs hold exactly the
+/// objects the refs reach, see `RefIndex::closed`), from packs that share no object.
+fn whole_packs_answer(repo: &Repo, req: &FetchRequest, job: &PackJob) -> bool {
+    let index = &repo.index;
+    if !index.closed
+        || repo.odb.packs.is_empty()
+        || !job.haves.is_empty()
+        || job.filter.is_some()
+        || !req.ofs_delta
+        || !req.shallows.is_empty()
+        || req.deepens()
+        || !job.shallow.grafts.is_empty()
+    {
+        return false;
+    }
+    let wants: HashSet<&ObjectId> = job.wants.iter().collect();
+    let every_tip = index
+        .refs
+        .values()
+        .map(|r| r.oid.as_str())
+        .chain(index.head_oid.as_deref())
+        .all(|t| ObjectId::from_hex(t.as_bytes()).is_ok_and(|o| wants.contains(&o)));
+    every_tip && disjoint(&repo.odb)
+}
+
+/// No object is in two packs (checked from every pack but the largest).
+fn disjoint(odb: &crate::odb::Odb) -> bool {
+    let largest = (0..odb.packs.len())
+        .max_by_key(|&i| odb.packs[i].num_objects())
+        .unwrap_or(0);
+    odb.packs.iter().enumerate().all(|(i, p)| {
+        i == largest
+            || p.oids().all(|id| {
+                odb.packs
+                    .iter()
+                    .enumerate()
+                    .all(|(j, q)| j == i || q.offset_of(&id).is_none())
+            })
+    })
+}
+
 fn send_pack(
     repo: &Repo,
     req: &FetchRequest,
@@ -357,6 +399,34 @@ fn send_pack(
     };
     let progress = !req.no_progress;
     let odb = &repo.odb;
+    if whole_packs_answer(repo, req, &job) {
+        if progress {
+            sb.progress(&format!(
+                "goprox: sending {} stored pack(s) whole\n",
+                odb.packs.len()
+            ))?;
+        }
+        let started = Instant::now();
+        match writer::write_whole_packs(odb, &mut sb) {
+            Ok(stats) => {
+                metrics::PACKS_SERVED.inc();
+                metrics::OBJECTS_SERVED.add(stats.objects);
+                metrics::PACK_BYTES_SERVED.add(stats.bytes);
+                tracing::info!(repo = %repo.root, objects = stats.objects, bytes = stats.bytes,
+                    packs = odb.packs.len(), ms = started.elapsed().as_millis() as u64, "whole packs sent");
+            }
+            Err(OdbError::Store(crate::store::StoreError::Io(e)))
+                if e.kind() == io::ErrorKind::BrokenPipe =>
+            {
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::error!(repo = %repo.root, error = %e, "streaming whole packs failed");
+                sb.error(&format!("goprox: {e}"))?;
+            }
+        }
+        return sb.finish();
+    }
     let mut wants = job.wants.clone();
     wants.extend(job.shallow.extra_wants.iter().copied());
     let mut haves = job.haves.clone();

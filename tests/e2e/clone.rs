@@ -33,6 +33,12 @@ fn clone_matrix(kind: StoreKind, proto: u8) {
     if kind == StoreKind::S3 && proto == 2 {
         assert_multipart(&h);
     }
+    // Mirror clones want every ref of a freshly filled repository: answered by streaming its
+    // pack whole (the comparisons above checked the result).
+    assert!(
+        h.gp.log_text().contains("whole packs sent"),
+        "no full clone was answered from the stored packs whole"
+    );
     h.gp.assert_alive();
 }
 

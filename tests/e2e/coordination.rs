@@ -186,6 +186,13 @@ fn compaction(kind: StoreKind) {
         index.packs.len()
     );
     assert!(max_packs <= 8, "{max_packs} packs at some point");
+    // Every refresh only moved main forward: the packs still hold exactly what the refs reach,
+    // and a full clone is answered by streaming them whole.
+    assert!(index.closed, "the ref index is no longer closed: {index:?}");
+    assert!(
+        gp.log_text().contains("whole packs sent"),
+        "full clones did not stream the packs whole"
+    );
     assert!(!index.retired.is_empty(), "compaction retired no pack");
 
     // gc --grace 0s leaves exactly the packs the ref index names.

@@ -86,6 +86,19 @@ fn live(kind: StoreKind) {
         Duration::from_secs(30),
         || ls_remote(env, &url).get("refs/heads/side") == Some(&first),
     );
+    // A ref moved backwards: the packs now hold objects no ref reaches, so full clones are
+    // computed, not streamed from the packs whole; they still match upstream.
+    let index: goprox::refs::RefIndex = serde_json::from_slice(
+        &store
+            .get_object("example.test/live/@git/refs.json")
+            .expect("ref index"),
+    )
+    .expect("parse ref index");
+    assert!(!index.closed, "closed after a force-push: {index:?}");
+    let dest = tmp.join("after-force-push");
+    env.clone(2, &url, &dest, &["--mirror"]).check();
+    env.fsck(&dest);
+    assert_eq!(env.count(&dest, "--all"), env.count(&repo.bare, "--all"));
 
     // A second instance on the same store that considers its refs fresh for an hour still
     // fetches a just-pushed sha on demand.
