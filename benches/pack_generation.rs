@@ -10,6 +10,8 @@
 //! - `count_full_clone`: the object walk of a full clone (wants = every ref tip).
 //! - `write_full_pack`: planning + writing the full-clone pack into `io::sink()` (throughput in
 //!   bytes of generated pack).
+//! - `whole_pack/cold`: a full clone of a closed repository: the stored pack streamed whole
+//!   (header, entries, trailer) with no counting, from a fresh `Io`.
 //! - `incremental`: walk + plan + write for wants = tip of `main`, haves = `main~20`.
 //! - `*_cold`: the same with a fresh `Io` (empty caches) per iteration, so every block is read
 //!   from the (in-memory) store and every object inflated again.
@@ -479,6 +481,25 @@ fn benches(c: &mut Criterion) {
                 )
                 .expect("write_pack")
             },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+
+    // A full clone of a closed repository: its single pack streamed whole (no counting).
+    let mut whole = Vec::new();
+    let whole_stats = writer::write_whole_packs(&fx.odb, &mut whole).expect("write_whole_packs");
+    assert_eq!(
+        whole_stats.objects,
+        full_ids.len() as u64,
+        "whole pack object count"
+    );
+    let mut g = c.benchmark_group("whole_pack");
+    g.throughput(Throughput::Bytes(whole_stats.bytes));
+    g.bench_function("cold", |b| {
+        b.iter_batched(
+            || new_odb(&fx.pack, &fx.store, &fx.rt),
+            |odb| writer::write_whole_packs(&odb, &mut std::io::sink()).expect("whole"),
             BatchSize::PerIteration,
         )
     });

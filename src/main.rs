@@ -119,6 +119,10 @@ struct ServeArgs {
     /// How long a sha (or a repository) upstream does not have is not asked for again.
     #[arg(long, env = "GOPROX_NEGATIVE_TTL", default_value = "1m", value_parser = goprox::duration::parse_duration)]
     negative_ttl: Duration,
+    /// How long a repository's ref index is used from memory before it is revalidated against
+    /// the store (a conditional GET); another instance's changes show after at most this.
+    #[arg(long, env = "GOPROX_REF_CACHE_TTL", default_value = "2s", value_parser = goprox::duration::parse_duration)]
+    ref_cache_ttl: Duration,
     /// Start even if the store does not honour conditional writes (only safe when this is the
     /// only process writing to the store).
     #[arg(long, env = "GOPROX_SINGLE_INSTANCE")]
@@ -233,6 +237,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         refresh_after: a.refresh_after,
         upstream_wait: a.upstream_wait,
         negative_ttl: a.negative_ttl,
+        ref_ttl: a.ref_cache_ttl,
     };
     let repos = Arc::new(Repos::new(store.clone(), io, filler).with_policy(policy));
     let listener = tokio::net::TcpListener::bind(&a.listen).await?;

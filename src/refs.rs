@@ -175,6 +175,12 @@ pub async fn load(store: &DynStore, keys: &Keys) -> Result<Option<(RefIndex, ETa
     let Some(got) = store.get(&key).await? else {
         return Ok(None);
     };
+    parse(keys, got).map(Some)
+}
+
+/// Parse a ref index read from the store.
+pub fn parse(keys: &Keys, got: crate::store::GetOutput) -> Result<(RefIndex, ETag), RefsError> {
+    let key = keys.ref_index();
     let idx: RefIndex = serde_json::from_slice(&got.data)
         .map_err(|e| RefsError::Corrupt(key.clone(), e.to_string()))?;
     if idx.version != FORMAT_VERSION {
@@ -183,7 +189,7 @@ pub async fn load(store: &DynStore, keys: &Keys) -> Result<Option<(RefIndex, ETa
             format!("unsupported version {}", idx.version),
         ));
     }
-    Ok(Some((idx, got.etag)))
+    Ok((idx, got.etag))
 }
 
 /// Create (`prev == None`, `If-None-Match: *`) or replace (`If-Match`) the ref index.

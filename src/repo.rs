@@ -8,7 +8,7 @@ use crate::metrics;
 use crate::odb::pack::Pack;
 use crate::odb::{Io, Odb};
 use crate::refs::{self, Keys, RefIndex};
-use crate::store::{DynStore, ETag};
+use crate::store::{DynStore, ETag, Revalidated};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use gix_hash::ObjectId;
@@ -46,6 +46,9 @@ pub struct RefreshPolicy {
     /// How long a sha upstream did not have, or a repository upstream does not know, is not
     /// asked for again.
     pub negative_ttl: Duration,
+    /// A repository opened less than this ago is served from memory without reading its ref
+    /// index again; after it, the ref index is revalidated (a conditional GET).
+    pub ref_ttl: Duration,
 }
 
 impl Default for RefreshPolicy {
@@ -54,6 +57,7 @@ impl Default for RefreshPolicy {
             refresh_after: Duration::from_secs(60),
             upstream_wait: Duration::from_secs(3),
             negative_ttl: Duration::from_secs(60),
+            ref_ttl: Duration::from_secs(2),
         }
     }
 }
@@ -79,6 +83,9 @@ pub struct Repos {
     /// Negative cache: `root` (upstream has no such repository) or `root sha` (upstream did
     /// not send that object), with the time it was recorded.
     negative: Mutex<HashMap<String, Instant>>,
+    /// The newest version of each repository this process has opened, and when its ref index
+    /// was last read or revalidated.
+    opened: Mutex<HashMap<String, (Arc<Repo>, Instant)>>,
 }
 
 impl Repos {
@@ -92,6 +99,7 @@ impl Repos {
             checked: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             negative: Mutex::new(HashMap::new()),
+            opened: Mutex::new(HashMap::new()),
         }
     }
 
@@ -103,16 +111,53 @@ impl Repos {
     /// Open a repository: fill it from upstream if the store does not have it; refresh it
     /// (waiting at most `upstream_wait`) if its ref index is older than `refresh_after`.
     pub async fn open(self: &Arc<Self>, target: &Target) -> Result<Arc<Repo>, OpenError> {
-        let keys = Keys::new(&target.root);
-        let loaded = match refs::load(&self.store, &keys).await? {
-            Some(x) => x,
-            None => self.fill(target).await?,
-        };
-        let repo = self.build(target, loaded).await?;
+        let repo = self.current(target).await?;
         if !self.refresh_due(&repo) {
             return Ok(repo);
         }
         Ok(self.refresh_bounded(target, repo, Vec::new()).await)
+    }
+
+    /// The repository as the store has it now (within `ref_ttl`), filled if the store does not
+    /// have it.
+    async fn current(self: &Arc<Self>, target: &Target) -> Result<Arc<Repo>, OpenError> {
+        let keys = Keys::new(&target.root);
+        let cached = lock(&self.opened).get(&target.root).cloned();
+        let loaded = match cached {
+            Some((repo, at)) if at.elapsed() < self.policy.ref_ttl => return Ok(repo),
+            Some((repo, _)) => {
+                match self
+                    .store
+                    .get_if_changed(&keys.ref_index(), &repo.etag)
+                    .await
+                    .map_err(refs::RefsError::from)?
+                {
+                    Revalidated::Unchanged => {
+                        self.remember(&repo);
+                        return Ok(repo);
+                    }
+                    Revalidated::Changed(got) => Some(refs::parse(&keys, got)?),
+                    Revalidated::Missing => None,
+                }
+            }
+            None => refs::load(&self.store, &keys).await?,
+        };
+        let loaded = match loaded {
+            Some(x) => x,
+            None => self.fill(target).await?,
+        };
+        self.build(target, loaded).await
+    }
+
+    /// Keep `repo` as the newest known version of its repository (unless a newer one is).
+    fn remember(&self, repo: &Arc<Repo>) {
+        let mut m = lock(&self.opened);
+        match m.get(&repo.root) {
+            Some((r, _)) if r.index.generation > repo.index.generation => {}
+            _ => {
+                m.insert(repo.root.clone(), (repo.clone(), Instant::now()));
+            }
+        }
     }
 
     /// A client wants objects the store lacks: refresh first (asking upstream for those
@@ -343,12 +388,14 @@ impl Repos {
         for p in &index.packs {
             packs.push(self.pack(&keys, &p.name, p.size).await?);
         }
-        Ok(Arc::new(Repo {
+        let repo = Arc::new(Repo {
             root: target.root.clone(),
             index,
             etag,
             odb: Arc::new(Odb::new(packs, self.io.clone())),
-        }))
+        });
+        self.remember(&repo);
+        Ok(repo)
     }
 
     async fn pack(&self, keys: &Keys, name: &str, size: u64) -> Result<Arc<Pack>, OpenError> {

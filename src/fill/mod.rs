@@ -490,7 +490,12 @@ impl Filler {
 
         let head_same = listing.head_symref == old.head_symref && listing.head_oid == old.head_oid;
         if pack.is_none() && new_refs == old.refs && head_same {
-            return Ok(Refreshed::Unchanged);
+            // Nothing new upstream; but the caller's version may be older than the store's.
+            return Ok(if etag == &current.1 {
+                Refreshed::Unchanged
+            } else {
+                Refreshed::Updated(old.clone(), etag.clone(), None)
+            });
         }
         let mut packs = old.packs.clone();
         if let Some(pack) = pack {

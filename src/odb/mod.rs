@@ -20,6 +20,12 @@ use pack::Pack;
 use std::sync::Arc;
 
 pub const BLOCK_SIZE: u64 = 64 * 1024;
+/// Largest ranged GET of [`Odb::prefetch`].
+pub const PREFETCH_RUN: u64 = 8 << 20;
+/// Blocks between two needed ones are read too when the gap is at most this.
+pub const PREFETCH_GAP: u64 = 256 << 10;
+/// Ranged GETs of one prefetch in flight at once.
+pub const PREFETCH_PARALLEL: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OdbError {
@@ -70,6 +76,27 @@ impl Io {
         }
     }
 
+    /// Cache `data`, read from `key` at block `first`, as blocks; returns them.
+    fn insert_blocks(&self, key: &Arc<str>, first: u64, data: &Bytes) -> Vec<Bytes> {
+        let mut out = Vec::with_capacity(data.len().div_ceil(BLOCK_SIZE as usize));
+        let mut off = 0usize;
+        let mut block = first;
+        while off < data.len() {
+            let blk = data.slice(off..(off + BLOCK_SIZE as usize).min(data.len()));
+            self.blocks.insert(
+                BlockKey {
+                    pack: key.clone(),
+                    block,
+                },
+                blk.clone(),
+            );
+            out.push(blk);
+            off += BLOCK_SIZE as usize;
+            block += 1;
+        }
+        out
+    }
+
     /// Read `[start, end)` of a pack through the block cache, loading missing blocks with one
     /// ranged GET per run of consecutive missing blocks.
     pub fn read(&self, pack: &Pack, start: u64, end: u64) -> Result<Bytes> {
@@ -112,16 +139,8 @@ impl Io {
             if data.len() as u64 != to - from {
                 return Err(corrupt(format!("short read of {} at {from}", pack.key)));
             }
-            for (k, slot) in blocks.iter_mut().enumerate().take(j).skip(i) {
-                let off = ((k - i) as u64 * BLOCK_SIZE) as usize;
-                let blk = data.slice(off..(off + BLOCK_SIZE as usize).min(data.len()));
-                self.blocks.insert(
-                    BlockKey {
-                        pack: pack.key.clone(),
-                        block: first + k as u64,
-                    },
-                    blk.clone(),
-                );
+            let loaded = self.insert_blocks(&pack.key, first + i as u64, &data);
+            for (slot, blk) in blocks[i..j].iter_mut().zip(loaded) {
                 *slot = Some(blk);
             }
             i = j;
@@ -186,6 +205,69 @@ impl Odb {
     /// The object id of the entry at `loc` (reverse index lookup).
     pub fn oid_at(&self, loc: Location) -> Option<ObjectId> {
         self.packs.get(loc.pack as usize)?.oid_at_offset(loc.offset)
+    }
+
+    /// Start loading the blocks that hold the entries at `locs` and are not cached: coalesced
+    /// into ranged GETs of up to [`PREFETCH_RUN`] bytes (small gaps read through), at most
+    /// [`PREFETCH_PARALLEL`] at a time. The handle resolves once they are cached; errors are
+    /// left for the reader, which loads what is still missing itself.
+    pub fn prefetch(&self, locs: &[Location]) -> Option<tokio::task::JoinHandle<()>> {
+        let gap = PREFETCH_GAP / BLOCK_SIZE;
+        let max_run = PREFETCH_RUN / BLOCK_SIZE;
+        // (pack, first block, last block)
+        let mut runs: Vec<(Arc<Pack>, u64, u64)> = Vec::new();
+        for loc in locs {
+            let Ok(pack) = self.pack(*loc) else { continue };
+            let end = pack.entry_end(loc.offset);
+            if end <= loc.offset {
+                continue;
+            }
+            for b in loc.offset / BLOCK_SIZE..=(end - 1) / BLOCK_SIZE {
+                let key = BlockKey {
+                    pack: pack.key.clone(),
+                    block: b,
+                };
+                if self.io.blocks.get(&key).is_some() {
+                    continue;
+                }
+                match runs.last_mut() {
+                    Some((p, first, last))
+                        if Arc::ptr_eq(p, pack)
+                            && b >= *first
+                            && b <= *last + gap + 1
+                            && b - *first < max_run =>
+                    {
+                        *last = (*last).max(b);
+                    }
+                    _ => runs.push((pack.clone(), b, b)),
+                }
+            }
+        }
+        if runs.is_empty() {
+            return None;
+        }
+        let io = self.io.clone();
+        Some(self.io.rt.spawn(async move {
+            use futures::StreamExt;
+            futures::stream::iter(runs)
+                .map(|(pack, first, last)| {
+                    let io = io.clone();
+                    async move {
+                        let from = first * BLOCK_SIZE;
+                        let to = ((last + 1) * BLOCK_SIZE).min(pack.size);
+                        if let Ok(data) = io.store.get_range(&pack.key, from, to - from).await {
+                            crate::metrics::STORE_RANGE_GETS.inc();
+                            crate::metrics::STORE_RANGE_BYTES.add(data.len() as u64);
+                            if data.len() as u64 == to - from {
+                                io.insert_blocks(&pack.key, first, &data);
+                            }
+                        }
+                    }
+                })
+                .buffer_unordered(PREFETCH_PARALLEL)
+                .collect::<Vec<()>>()
+                .await;
+        }))
     }
 
     pub fn contains(&self, id: &oid) -> bool {

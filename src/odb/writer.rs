@@ -115,6 +115,32 @@ pub fn plan(odb: &Odb, ids: &[ObjectId]) -> Result<Vec<(Location, ObjectId)>> {
     Ok(v)
 }
 
+/// Compressed bytes per read-ahead window of [`write_pack`].
+const WINDOW_BYTES: u64 = 16 << 20;
+
+/// `entries` cut into consecutive windows of about [`WINDOW_BYTES`] stored bytes: (index of
+/// the window's first entry, its locations).
+fn prefetch_windows(odb: &Odb, entries: &[(Location, ObjectId)]) -> Vec<(usize, Vec<Location>)> {
+    let mut out: Vec<(usize, Vec<Location>)> = Vec::new();
+    let mut bytes = WINDOW_BYTES;
+    for (n, &(loc, _)) in entries.iter().enumerate() {
+        let size = odb
+            .packs
+            .get(loc.pack as usize)
+            .map(|p| p.entry_end(loc.offset).saturating_sub(loc.offset))
+            .unwrap_or(0);
+        if bytes >= WINDOW_BYTES {
+            out.push((n, Vec::new()));
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some(w) = out.last_mut() {
+            w.1.push(loc);
+        }
+    }
+    out
+}
+
 /// Write a complete pack (header, entries, SHA-1 trailer) of `entries` (from [`plan`]).
 pub fn write_pack(
     odb: &Odb,
@@ -139,7 +165,19 @@ pub fn write_pack(
     let mut written_at: HashMap<Location, u64> = HashMap::with_capacity(entries.len());
     let mut buf = Vec::with_capacity(32);
 
-    for &(loc, _id) in entries {
+    // Read ahead: while one window of entries is written, the next one's blocks load.
+    let windows = prefetch_windows(odb, entries);
+    let mut next = windows.first().and_then(|w| odb.prefetch(&w.1));
+    let mut window = 0;
+    for (n, &(loc, _id)) in entries.iter().enumerate() {
+        // Entering window `window` (windows are consecutive runs of `entries`).
+        if windows.get(window).is_some_and(|w| w.0 == n) {
+            if let Some(h) = next.take() {
+                let _ = odb.io.rt.block_on(h);
+            }
+            next = windows.get(window + 1).and_then(|w| odb.prefetch(&w.1));
+            window += 1;
+        }
         let here = w.written;
         let e = odb.raw_entry(loc)?;
         buf.clear();
@@ -213,13 +251,24 @@ pub fn write_pack(
 }
 
 /// Bytes per ranged GET when packs are streamed whole.
-const WHOLE_CHUNK: u64 = 16 << 20;
+const WHOLE_CHUNK: u64 = 8 << 20;
+
+/// MiB of whole-pack chunks in memory at once across all requests (read and not yet written):
+/// many concurrent full clones share it instead of each holding two chunks.
+const WHOLE_BUDGET_MIB: u32 = 192;
+
+fn whole_budget() -> &'static std::sync::Arc<tokio::sync::Semaphore> {
+    static B: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
+        std::sync::OnceLock::new();
+    B.get_or_init(|| std::sync::Arc::new(tokio::sync::Semaphore::new(WHOLE_BUDGET_MIB as usize)))
+}
 
 /// Stream every entry of `packs` as one pack (a new header and trailer around their entries,
 /// copied verbatim in store order): the answer to a clone that wants exactly what the packs
 /// hold (see `RefIndex::closed`). The stored packs are self-contained and disjoint, so each
 /// `OFS_DELTA`'s distance to its base stays valid. Reads bypass the block cache, in large
-/// ranged GETs with the next one in flight while the current one is written.
+/// ranged GETs with the next one in flight while the current one is written, within a
+/// process-wide memory budget.
 pub fn write_whole_packs(odb: &Odb, out: &mut dyn Write) -> Result<PackStats> {
     let mut w = HashingWriter {
         inner: out,
@@ -249,18 +298,23 @@ pub fn write_whole_packs(odb: &Odb, out: &mut dyn Write) -> Result<PackStats> {
     let io = &odb.io;
     let fetch = |(key, from, to): (std::sync::Arc<str>, u64, u64)| {
         let store = io.store.clone();
+        let mib = u32::try_from((to - from).div_ceil(1 << 20)).unwrap_or(WHOLE_BUDGET_MIB);
         io.rt.spawn(async move {
-            store
-                .get_range(&key, from, to - from)
+            // Held (with the data) until the chunk is written.
+            let permit = whole_budget()
+                .clone()
+                .acquire_many_owned(mib.min(WHOLE_BUDGET_MIB))
                 .await
-                .map(|d| (d, to - from))
+                .map_err(|e| OdbError::Corrupt(e.to_string()))?;
+            let data = store.get_range(&key, from, to - from).await?;
+            Ok::<_, OdbError>((data, to - from, permit))
         })
     };
     let mut ranges = ranges.into_iter();
     let mut next = ranges.next().map(fetch);
     while let Some(pending) = next.take() {
         next = ranges.next().map(fetch);
-        let (data, want) = io
+        let (data, want, _permit) = io
             .rt
             .block_on(pending)
             .map_err(|e| OdbError::Corrupt(format!("read task failed: {e}")))??;

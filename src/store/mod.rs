@@ -63,6 +63,15 @@ pub struct GetOutput {
     pub etag: ETag,
 }
 
+/// The answer to [`ObjectStore::get_if_changed`].
+#[derive(Debug, Clone)]
+pub enum Revalidated {
+    /// The object still has the given tag.
+    Unchanged,
+    Changed(GetOutput),
+    Missing,
+}
+
 #[async_trait]
 pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Human-readable description (for logs).
@@ -70,6 +79,16 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 
     /// Read a whole object; `Ok(None)` if it does not exist.
     async fn get(&self, key: &str) -> Result<Option<GetOutput>>;
+
+    /// Read a whole object unless it still has tag `etag` (S3: `If-None-Match`, answered by a
+    /// 304 without a body). The default reads it and compares.
+    async fn get_if_changed(&self, key: &str, etag: &ETag) -> Result<Revalidated> {
+        Ok(match self.get(key).await? {
+            None => Revalidated::Missing,
+            Some(got) if &got.etag == etag => Revalidated::Unchanged,
+            Some(got) => Revalidated::Changed(got),
+        })
+    }
 
     /// Read `len` bytes at `offset`. Reading past the end returns the bytes that exist
     /// (possibly fewer than `len`); a missing key is [`StoreError::NotFound`].

@@ -375,6 +375,27 @@ impl ObjectStore for S3Store {
         Ok(Some(GetOutput { data, etag }))
     }
 
+    async fn get_if_changed(&self, key: &str, etag: &ETag) -> Result<super::Revalidated> {
+        let full = self.full_key(key)?;
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .if_none_match(&etag.0)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if status(&e) == Some(304) => return Ok(super::Revalidated::Unchanged),
+            Err(e) if is_not_found(&e) => return Ok(super::Revalidated::Missing),
+            Err(e) => return Err(backend("GetObject", &full, e)),
+        };
+        let new = etag_from(out.e_tag(), "GetObject", &full)?;
+        let data = read_body(out.body, &full).await?;
+        Ok(super::Revalidated::Changed(GetOutput { data, etag: new }))
+    }
+
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes> {
         let full = self.full_key(key)?;
         if len == 0 {
