@@ -77,7 +77,9 @@ fn commit_at(dir: &Path, i: u32, msg: &str) {
 
 /// 40 commits on `main` with a merged side branch, a tag of a tag, deltas between versions.
 fn fixture() -> Fixture {
-    let dir = std::env::temp_dir().join(format!("goprox-odbwalk-{}", std::process::id()));
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("goprox-odbwalk-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("mkdir");
     git(&dir, &["init", "-q", "-b", "main"]);
@@ -342,4 +344,71 @@ fn negotiator_matches_git_rev_list() {
     let later = [tip].into_iter().collect();
     assert!(!w.all_wants_reach(&[old], &later).expect("reach"));
     let _ = side;
+}
+
+#[test]
+fn blob_limit_matches_git_rev_list() {
+    if !git_available() {
+        eprintln!("SKIP: git not found");
+        return;
+    }
+    let f = fixture();
+    let all_refs: Vec<ObjectId> = git(&f.dir, &["for-each-ref", "--format=%(objectname)"])
+        .lines()
+        .map(oid)
+        .collect();
+    // `big.txt` grows by 40 lines per revision and is stored as deltas: the limit falls in the
+    // middle of its versions, whose sizes come from the deltas' headers.
+    for limit in [0u64, 1000, 10_000, 30_000] {
+        let mut w = Walker::new(&f.odb);
+        let got: BTreeSet<ObjectId> = w
+            .objects_to_send(&PackPlan {
+                wants: &all_refs,
+                filter: Some(goprox::odb::walk::Filter::BlobLimit(limit)),
+                ..Default::default()
+            })
+            .expect("count")
+            .into_iter()
+            .collect();
+        let want = rev_list(&f.dir, &["--all", &format!("--filter=blob:limit={limit}")]);
+        assert_eq!(got, want, "blob:limit={limit}");
+    }
+}
+
+#[test]
+fn corrupted_stored_entry_fails_loudly() {
+    if !git_available() {
+        eprintln!("SKIP: git not found");
+        return;
+    }
+    let f = fixture();
+    let pack = &f.odb.packs[0];
+    // Flip one byte in the middle of the pack (inside some entry's compressed data).
+    let rt = &f.odb.io.rt;
+    let store = f.odb.io.store.clone();
+    let mut bytes = rt
+        .block_on(store.get(&pack.key))
+        .expect("get")
+        .expect("pack present")
+        .data
+        .to_vec();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x55;
+    rt.block_on(store.put(&pack.key, bytes.into(), PutMode::Overwrite))
+        .expect("overwrite");
+    // A fresh cache, so the corrupted bytes are what is read.
+    let io = Arc::new(Io::new(store, rt.clone(), 8 << 20));
+    let odb = Odb::new(f.odb.packs.clone(), io);
+    let ids: Vec<ObjectId> = pack.oids().collect();
+    let plan = writer::plan(&odb, &ids).expect("plan");
+    let err = writer::write_pack(&odb, &plan, Default::default(), &mut std::io::sink())
+        .expect_err("a corrupted entry was sent");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("CRC mismatch") || msg.contains("corrupt") || msg.contains("inflate"),
+        "unexpected error: {msg}"
+    );
+    let err = writer::write_whole_packs(&odb, &mut std::io::sink())
+        .expect_err("a corrupted pack was streamed whole");
+    assert!(err.to_string().contains("CRC mismatch"), "{err}");
 }

@@ -347,7 +347,7 @@ pub fn index_pack(pack: &[u8]) -> Result<Indexed, String> {
             ))
         },
         &mut entries,
-        Some(1),
+        None,
         &mut gix_utils::progress::Discard,
         &mut idx,
         &interrupt,

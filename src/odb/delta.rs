@@ -28,6 +28,15 @@ pub fn sizes(delta: &[u8]) -> Result<(u64, u64), DeltaError> {
 }
 
 /// Apply `delta` to `base`, producing the target object.
+/// The result size of a stored (zlib-compressed) delta, inflating only its first bytes.
+pub fn result_size_of_compressed(compressed: &[u8]) -> Option<u64> {
+    let mut z = flate2::Decompress::new(true);
+    let mut head = [0u8; 32];
+    let _ = z.decompress(compressed, &mut head, flate2::FlushDecompress::None);
+    let n = usize::try_from(z.total_out()).ok()?.min(head.len());
+    sizes(&head[..n]).ok().map(|(_, result)| result)
+}
+
 pub fn apply(base: &[u8], delta: &[u8]) -> Result<Vec<u8>, DeltaError> {
     let mut pos = 0;
     let base_size = varint(delta, &mut pos)?;
@@ -92,6 +101,18 @@ pub fn apply(base: &[u8], delta: &[u8]) -> Result<Vec<u8>, DeltaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn result_size_from_compressed_prefix() {
+        let mut d = vec![0x80 | 0x2c, 0x01]; // base size 172
+        d.extend_from_slice(&[0x80 | 0x10, 0x80 | 0x02, 0x03]); // result size 0x3 << 14 | 2 << 7 | 16
+        d.extend_from_slice(&[0x05, b'h', b'e', b'l', b'l', b'o']);
+        d.extend(std::iter::repeat_n(0x7fu8, 4000));
+        let z = crate::odb::deflate(&d);
+        let want = (0x3u64 << 14) | (2 << 7) | 0x10;
+        assert_eq!(result_size_of_compressed(&z), Some(want));
+        assert_eq!(result_size_of_compressed(b"not zlib"), None);
+    }
 
     #[test]
     fn copy_and_insert() {

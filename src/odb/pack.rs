@@ -68,6 +68,18 @@ impl Pack {
             .map(|i| self.idx.pack_offset_at_index(i))
     }
 
+    /// Start offsets of the entries, in pack order.
+    pub fn entry_offsets(&self) -> &[u64] {
+        &self.sorted_offsets
+    }
+
+    /// The CRC-32 the index records for the entry starting at `offset` (header and compressed
+    /// data), if any.
+    pub fn crc32_at_offset(&self, offset: u64) -> Option<u32> {
+        let i = self.sorted_offsets.binary_search(&offset).ok()?;
+        self.idx.crc32_at_index(self.by_offset[i])
+    }
+
     /// The object whose entry starts at `offset`.
     pub fn oid_at_offset(&self, offset: u64) -> Option<ObjectId> {
         let i = self.sorted_offsets.binary_search(&offset).ok()?;

@@ -614,6 +614,10 @@ impl<'a> Walker<'a> {
         if e.header.is_base() {
             return Ok(e.decompressed_size);
         }
+        // A delta records its result's size up front: no need to resolve it.
+        if let Some(n) = super::delta::result_size_of_compressed(e.compressed()) {
+            return Ok(n);
+        }
         Ok(self.odb.object_at(loc)?.data.len() as u64)
     }
 }

@@ -230,6 +230,23 @@ pub fn write_pack(
             _ => buf.extend_from_slice(&e.raw[..e.header_len]),
         }
         if verbatim_data {
+            // A stored entry goes out as it is only if it is what was indexed: a corrupted
+            // object in the bucket fails the request loudly instead of reaching the client.
+            if let Some(want) = odb
+                .packs
+                .get(loc.pack as usize)
+                .and_then(|p| p.crc32_at_offset(loc.offset))
+                && crc32fast::hash(&e.raw) != want
+            {
+                return Err(OdbError::Corrupt(format!(
+                    "CRC mismatch for the entry at {} in {}",
+                    loc.offset,
+                    odb.packs
+                        .get(loc.pack as usize)
+                        .map(|p| &*p.key)
+                        .unwrap_or("?")
+                )));
+            }
             w.write_all(&buf).map_err(io_err)?;
             w.write_all(e.compressed()).map_err(io_err)?;
             stats.reused += 1;
@@ -291,12 +308,14 @@ pub fn write_whole_packs(odb: &Odb, out: &mut dyn Write) -> Result<PackStats> {
         let (mut at, end) = (12, p.size - 20);
         while at < end {
             let to = (at + WHOLE_CHUNK).min(end);
-            ranges.push((p.key.clone(), at, to));
+            ranges.push((p.clone(), at, to));
             at = to;
         }
     }
     let io = &odb.io;
-    let fetch = |(key, from, to): (std::sync::Arc<str>, u64, u64)| {
+    let mut crc = EntryCrc::default();
+    let fetch = |(pack, from, to): (std::sync::Arc<super::pack::Pack>, u64, u64)| {
+        let key = pack.key.clone();
         let store = io.store.clone();
         let mib = u32::try_from((to - from).div_ceil(1 << 20)).unwrap_or(WHOLE_BUDGET_MIB);
         io.rt.spawn(async move {
@@ -307,14 +326,14 @@ pub fn write_whole_packs(odb: &Odb, out: &mut dyn Write) -> Result<PackStats> {
                 .await
                 .map_err(|e| OdbError::Corrupt(e.to_string()))?;
             let data = store.get_range(&key, from, to - from).await?;
-            Ok::<_, OdbError>((data, to - from, permit))
+            Ok::<_, OdbError>((pack, from, data, to - from, permit))
         })
     };
     let mut ranges = ranges.into_iter();
     let mut next = ranges.next().map(fetch);
     while let Some(pending) = next.take() {
         next = ranges.next().map(fetch);
-        let (data, want, _permit) = io
+        let (pack, from, data, want, _permit) = io
             .rt
             .block_on(pending)
             .map_err(|e| OdbError::Corrupt(format!("read task failed: {e}")))??;
@@ -325,6 +344,7 @@ pub fn write_whole_packs(odb: &Odb, out: &mut dyn Write) -> Result<PackStats> {
                 "short read while streaming a pack".into(),
             ));
         }
+        crc.check(&pack, from, &data)?;
         w.write_all(&data).map_err(io_err)?;
     }
     let digest = w.hasher.clone().finalize();
@@ -335,6 +355,69 @@ pub fn write_whole_packs(odb: &Odb, out: &mut dyn Write) -> Result<PackStats> {
         bytes: w.written + 20,
         ..PackStats::default()
     })
+}
+
+/// CRC-32 of each entry of a pack streamed in consecutive chunks, checked against its index.
+#[derive(Default)]
+struct EntryCrc {
+    pack: Option<std::sync::Arc<super::pack::Pack>>,
+    /// Position in the pack's entry offsets of the entry being hashed.
+    entry: usize,
+    hasher: crc32fast::Hasher,
+}
+
+impl EntryCrc {
+    /// Feed `data`, read at `from` in `pack` (right after the previous chunk of that pack, or
+    /// at its first entry); fail on the first entry whose CRC is not the index's.
+    fn check(
+        &mut self,
+        pack: &std::sync::Arc<super::pack::Pack>,
+        from: u64,
+        data: &[u8],
+    ) -> Result<()> {
+        if !self
+            .pack
+            .as_ref()
+            .is_some_and(|p| std::sync::Arc::ptr_eq(p, pack))
+        {
+            self.pack = Some(pack.clone());
+            self.entry = 0;
+            self.hasher = crc32fast::Hasher::new();
+        }
+        let offsets = pack.entry_offsets();
+        let body_end = pack.size - 20;
+        let (mut pos, to) = (from, from + data.len() as u64);
+        while pos < to {
+            let Some(&start) = offsets.get(self.entry) else {
+                return Err(OdbError::Corrupt(format!(
+                    "bytes after the last entry of {}",
+                    pack.key
+                )));
+            };
+            let end = offsets.get(self.entry + 1).copied().unwrap_or(body_end);
+            if pos < start || end <= pos {
+                return Err(OdbError::Corrupt(format!(
+                    "entry offsets of {} out of order",
+                    pack.key
+                )));
+            }
+            let upto = end.min(to);
+            self.hasher
+                .update(&data[(pos - from) as usize..(upto - from) as usize]);
+            pos = upto;
+            if pos == end {
+                let got = std::mem::take(&mut self.hasher).finalize();
+                if pack.crc32_at_offset(start).is_some_and(|want| want != got) {
+                    return Err(OdbError::Corrupt(format!(
+                        "CRC mismatch for the entry at {start} in {}",
+                        pack.key
+                    )));
+                }
+                self.entry += 1;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
