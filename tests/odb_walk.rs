@@ -75,13 +75,19 @@ fn commit_at(dir: &Path, i: u32, msg: &str) {
     run(c);
 }
 
-/// 40 commits on `main` with a merged side branch, a tag of a tag, deltas between versions.
-fn fixture() -> Fixture {
+/// A fresh scratch directory for a fixture repository.
+fn scratch() -> PathBuf {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("goprox-odbwalk-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("mkdir");
+    dir
+}
+
+/// 40 commits on `main` with a merged side branch, a tag of a tag, deltas between versions.
+fn fixture() -> Fixture {
+    let dir = scratch();
     git(&dir, &["init", "-q", "-b", "main"]);
     let mut text = String::new();
     for i in 0..40u32 {
@@ -109,6 +115,11 @@ fn fixture() -> Fixture {
     git(&dir, &["tag", "-a", "-m", "one", "v1", "HEAD~10"]);
     git(&dir, &["tag", "-a", "-m", "outer", "v1-outer", "v1"]);
     git(&dir, &["tag", "light", "HEAD~2"]);
+    load(dir)
+}
+
+/// `git repack -ad` the repository at `dir` and open its pack as an [`Odb`] over a memory store.
+fn load(dir: PathBuf) -> Fixture {
     git(&dir, &["repack", "-adq"]);
     let packdir = dir.join(".git/objects/pack");
     let pack_path = std::fs::read_dir(&packdir)
@@ -411,4 +422,70 @@ fn corrupted_stored_entry_fails_loudly() {
     let err = writer::write_whole_packs(&odb, &mut std::io::sink())
         .expect_err("a corrupted pack was streamed whole");
     assert!(err.to_string().contains("CRC mismatch"), "{err}");
+}
+
+#[test]
+fn fetch_updating_many_branches_matches_git() {
+    if !git_available() {
+        eprintln!("SKIP: git not found");
+        return;
+    }
+    // 40 branches, each with its own big file; each branch then gets one commit that edits its
+    // file slightly. A client that has every old tip fetches every new one: every old tip is an
+    // edge, and the new blobs are the only new objects besides commits and trees.
+    let dir = scratch();
+    git(&dir, &["init", "-q", "-b", "main"]);
+    std::fs::write(dir.join("README"), "base\n").expect("write");
+    git(&dir, &["add", "-A"]);
+    commit_at(&dir, 0, "base");
+    let mut old = Vec::new();
+    let mut new = Vec::new();
+    for b in 0..40u32 {
+        git(&dir, &["checkout", "-q", "-b", &format!("b{b}"), "main"]);
+        let text: String = (0..200).map(|l| format!("branch {b} line {l}\n")).collect();
+        std::fs::write(dir.join(format!("f{b}.txt")), &text).expect("write");
+        // A file of this branch alone, left unchanged: the client has it through this
+        // branch's old tip only, so it must not be sent again.
+        std::fs::write(
+            dir.join(format!("g{b}.txt")),
+            format!("kept {b}\n").repeat(50),
+        )
+        .expect("write");
+        git(&dir, &["add", "-A"]);
+        commit_at(&dir, 1 + b, &format!("b{b} one"));
+        old.push(oid(&git(&dir, &["rev-parse", "HEAD"])));
+        std::fs::write(
+            dir.join(format!("f{b}.txt")),
+            format!("{text}one more line\n"),
+        )
+        .expect("write");
+        git(&dir, &["add", "-A"]);
+        commit_at(&dir, 100 + b, &format!("b{b} two"));
+        new.push(oid(&git(&dir, &["rev-parse", "HEAD"])));
+    }
+    git(&dir, &["checkout", "-q", "main"]);
+    let f = load(dir);
+    let mut w = Walker::new(&f.odb);
+    let got: BTreeSet<ObjectId> = w
+        .objects_to_send(&PackPlan {
+            wants: &new,
+            haves: &old,
+            ..Default::default()
+        })
+        .expect("count")
+        .into_iter()
+        .collect();
+    let mut args: Vec<String> = new.iter().map(|o| o.to_string()).collect();
+    args.push("--not".into());
+    args.extend(old.iter().map(|o| o.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let want = rev_list(&f.dir, &refs);
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "goprox sends {} objects, git {}",
+        got.len(),
+        want.len()
+    );
+    assert_eq!(got, want);
 }

@@ -139,7 +139,8 @@ pub fn is_ancestor(odb: &Odb, old: &oid, new: &oid, budget: usize) -> bool {
     false
 }
 
-const MAX_EDGES: usize = 32;
+/// Client haves used as extra edges besides the real ones (see `objects_to_send`).
+const MAX_HAVE_HINTS: usize = 64;
 
 impl<'a> Walker<'a> {
     pub fn new(odb: &'a Odb) -> Self {
@@ -238,25 +239,37 @@ impl<'a> Walker<'a> {
             if reaches.contains(&w) {
                 continue;
             }
-            let mut seen = HashSet::new();
+            // Breadth-first towards a commit known to reach; on success every commit on the
+            // path found is known to reach too, so later wants stop as soon as they meet it.
+            let mut came_from: HashMap<ObjectId, ObjectId> = HashMap::new();
             let mut queue = VecDeque::from([w]);
-            let mut found = false;
+            came_from.insert(w, w);
+            let mut found = None;
             while let Some(c) = queue.pop_front() {
                 if reaches.contains(&c) {
-                    found = true;
+                    found = Some(c);
                     break;
-                }
-                if !seen.insert(c) {
-                    continue;
                 }
                 let info = self.commit(&c)?;
                 if info.time < cutoff {
                     continue;
                 }
-                queue.extend(info.parents.iter().copied());
+                for p in &info.parents {
+                    if !came_from.contains_key(p) {
+                        came_from.insert(*p, c);
+                        queue.push_back(*p);
+                    }
+                }
             }
-            if !found {
+            let Some(mut c) = found else {
                 return Ok(false);
+            };
+            while c != w {
+                reaches.insert(c);
+                match came_from.get(&c) {
+                    Some(prev) => c = *prev,
+                    None => break,
+                }
             }
             reaches.insert(w);
         }
@@ -500,13 +513,20 @@ impl<'a> Walker<'a> {
         }
         // The client's own haves bound the pack too (git's aggressive edge hint): this hides
         // trees and blobs wanted directly (tags of trees or blobs) that the client already has.
+        // Only the newest few: a client listing thousands of haves must not cost a tree walk
+        // per have.
+        let mut hinted: Vec<(i64, ObjectId)> = Vec::new();
         for c in have_commits {
             if edge_seen.insert(c) {
-                edges.push((self.commit(&c)?.time, c));
+                hinted.push((self.commit(&c)?.time, c));
             }
         }
+        hinted.sort_by(|a, b| b.cmp(a));
+        hinted.truncate(MAX_HAVE_HINTS);
+        edges.extend(hinted);
+        // Every edge bounds the pack, as git marks every edge uninteresting (a cap here made a
+        // fetch that moves many branches resend what the client has).
         edges.sort_by(|a, b| b.cmp(a));
-        edges.truncate(MAX_EDGES);
         let mut client_has: HashSet<ObjectId> = HashSet::new();
         if !commits.is_empty() || !tree_roots.is_empty() {
             for (_, e) in &edges {

@@ -269,6 +269,8 @@ pub fn write_pack(
 
 /// Bytes per ranged GET when packs are streamed whole.
 const WHOLE_CHUNK: u64 = 8 << 20;
+/// Ranged GETs of one whole-pack stream in flight at once.
+const WHOLE_AHEAD: usize = 4;
 
 /// MiB of whole-pack chunks in memory at once across all requests (read and not yet written):
 /// many concurrent full clones share it instead of each holding two chunks.
@@ -329,10 +331,15 @@ pub fn write_whole_packs(odb: &Odb, out: &mut dyn Write) -> Result<PackStats> {
             Ok::<_, OdbError>((pack, from, data, to - from, permit))
         })
     };
+    // Up to WHOLE_AHEAD reads in flight (a store's latency hides behind the transfer), in
+    // order.
     let mut ranges = ranges.into_iter();
-    let mut next = ranges.next().map(fetch);
-    while let Some(pending) = next.take() {
-        next = ranges.next().map(fetch);
+    let mut inflight: std::collections::VecDeque<_> =
+        ranges.by_ref().take(WHOLE_AHEAD).map(fetch).collect();
+    while let Some(pending) = inflight.pop_front() {
+        if let Some(r) = ranges.next() {
+            inflight.push_back(fetch(r));
+        }
         let (pack, from, data, want, _permit) = io
             .rt
             .block_on(pending)
