@@ -25,6 +25,10 @@ pub struct PackEntry {
     pub name: String,
     pub size: u64,
     pub objects: u32,
+    /// End of the pack's commits, trees and tags (written before its blobs): loaded into the
+    /// block cache when a process first opens the pack, so history walks do not miss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub walk_end: Option<u64>,
 }
 
 /// A pack the ref index no longer names (merged away by compaction), kept until `goprox gc`

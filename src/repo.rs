@@ -7,7 +7,7 @@ use crate::fill::{FillError, Filler, Refreshed};
 use crate::metrics;
 use crate::odb::pack::Pack;
 use crate::odb::{Io, Odb};
-use crate::refs::{self, Keys, RefIndex};
+use crate::refs::{self, Keys, PackEntry, RefIndex};
 use crate::store::{DynStore, ETag, Revalidated};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
@@ -74,7 +74,8 @@ pub struct Repos {
     pub store: DynStore,
     pub io: Arc<Io>,
     pub filler: Filler,
-    packs: Mutex<HashMap<String, Arc<Pack>>>,
+    /// Opened packs by store key; one load per pack however many requests open it at once.
+    packs: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Pack>>>>>,
     policy: RefreshPolicy,
     /// When this process last started a refresh of each repository.
     checked: Mutex<HashMap<String, Instant>>,
@@ -386,7 +387,7 @@ impl Repos {
         let keys = Keys::new(&target.root);
         let mut packs = Vec::with_capacity(index.packs.len());
         for p in &index.packs {
-            packs.push(self.pack(&keys, &p.name, p.size).await?);
+            packs.push(self.pack(&keys, p).await?);
         }
         let repo = Arc::new(Repo {
             root: target.root.clone(),
@@ -398,29 +399,37 @@ impl Repos {
         Ok(repo)
     }
 
-    async fn pack(&self, keys: &Keys, name: &str, size: u64) -> Result<Arc<Pack>, OpenError> {
+    async fn pack(&self, keys: &Keys, entry: &PackEntry) -> Result<Arc<Pack>, OpenError> {
+        let (name, size) = (entry.name.as_str(), entry.size);
         let key = keys.pack(name);
-        if let Some(p) = self.packs.lock().ok().and_then(|m| m.get(&key).cloned()) {
-            return Ok(p);
-        }
-        let idx_key = keys.idx(name);
-        let idx = self
-            .store
-            .get(&idx_key)
-            .await
-            .map_err(|e| OpenError::Pack(idx_key.clone(), e.to_string()))?
-            .ok_or_else(|| OpenError::Pack(idx_key.clone(), "missing from the store".into()))?;
-        let pack = Pack::from_index_bytes(
-            name.to_string(),
-            Arc::from(key.as_str()),
-            size,
-            idx.data.to_vec(),
-        )
-        .map_err(|e| OpenError::Pack(idx_key, e))?;
-        let pack = Arc::new(pack);
-        if let Ok(mut m) = self.packs.lock() {
-            m.insert(key, pack.clone());
-        }
+        let cell = lock(&self.packs).entry(key.clone()).or_default().clone();
+        let pack = cell
+            .get_or_try_init(|| async {
+                let idx_key = keys.idx(name);
+                let idx = self
+                    .store
+                    .get(&idx_key)
+                    .await
+                    .map_err(|e| OpenError::Pack(idx_key.clone(), e.to_string()))?
+                    .ok_or_else(|| {
+                        OpenError::Pack(idx_key.clone(), "missing from the store".into())
+                    })?;
+                // Parsing and sorting a large index is CPU work: not on a runtime worker.
+                let (name, pack_key) = (name.to_string(), Arc::<str>::from(key.as_str()));
+                let parsed = tokio::task::spawn_blocking(move || {
+                    Pack::from_index_bytes(name, pack_key, size, idx.data.to_vec())
+                })
+                .await
+                .map_err(|e| OpenError::Pack(idx_key.clone(), e.to_string()))?
+                .map_err(|e| OpenError::Pack(idx_key, e))?;
+                let pack = Arc::new(parsed);
+                if let Some(end) = entry.walk_end {
+                    self.io.warm(&pack, end);
+                }
+                Ok::<_, OpenError>(pack)
+            })
+            .await?
+            .clone();
         Ok(pack)
     }
 }

@@ -146,6 +146,7 @@ pub async fn compact(
         name: indexed.name.clone(),
         size,
         objects: indexed.objects,
+        walk_end: Some(indexed.walk_end),
     });
     let next = RefIndex {
         generation: index.generation + 1,

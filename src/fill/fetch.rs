@@ -323,18 +323,34 @@ pub struct Indexed {
     pub name: String,
     pub idx: Vec<u8>,
     pub objects: u32,
+    /// End of the last commit, tree or tag entry: git writes those before the blobs, so
+    /// `[12, walk_end)` is what history walks read.
+    pub walk_end: u64,
 }
 
 /// Verify a pack (trailer checksum, every object hashed) and write its `.idx` in memory.
 pub fn index_pack(pack: &[u8]) -> Result<Indexed, String> {
     use gix_pack::data::input;
-    let mut entries = input::BytesToEntriesIter::new_from_header(
+    let entries = input::BytesToEntriesIter::new_from_header(
         std::io::BufReader::with_capacity(1 << 16, pack),
         input::Mode::Verify,
         input::EntryDataMode::Crc32,
         gix_hash::Kind::Sha1,
     )
     .map_err(|e| format!("{e:#}"))?;
+    let walk_end = std::cell::Cell::new(0u64);
+    let mut entries = entries.inspect(|e| {
+        if let Ok(e) = e
+            && matches!(
+                e.header,
+                gix_pack::data::entry::Header::Commit
+                    | gix_pack::data::entry::Header::Tree
+                    | gix_pack::data::entry::Header::Tag
+            )
+        {
+            walk_end.set(e.pack_offset + u64::from(e.header_size) + e.compressed_size);
+        }
+    });
     let mut idx = Vec::new();
     let interrupt = std::sync::atomic::AtomicBool::new(false);
     let outcome = gix_pack::index::write_data_iter_to_stream(
@@ -360,6 +376,7 @@ pub fn index_pack(pack: &[u8]) -> Result<Indexed, String> {
         name: outcome.data_hash.to_string(),
         idx,
         objects: outcome.num_objects,
+        walk_end: walk_end.get(),
     })
 }
 

@@ -369,6 +369,7 @@ impl Filler {
             name: indexed.name,
             size,
             objects: indexed.objects,
+            walk_end: Some(indexed.walk_end),
         })
     }
 

@@ -259,6 +259,7 @@ mod tests {
                 name: name.clone(),
                 size,
                 objects: 1,
+                walk_end: None,
             }],
             retired: vec![],
             closed: false,

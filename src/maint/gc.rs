@@ -530,6 +530,7 @@ mod tests {
                     name: n.to_string(),
                     size: 10,
                     objects: 1,
+                    walk_end: None,
                 })
                 .collect(),
             retired: retired

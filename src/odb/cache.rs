@@ -39,6 +39,11 @@ impl<K: Hash + Eq, V: Weigh + Clone> ByteLru<K, V> {
         }
     }
 
+    /// The budget in bytes.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
     pub fn get(&self, k: &K) -> Option<V> {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let v = g.0.get(k).cloned();

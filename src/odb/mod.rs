@@ -76,6 +76,44 @@ impl Io {
         }
     }
 
+    /// Load `[12, end)` of `pack` (its commits and trees, see `PackEntry::walk_end`) into the
+    /// block cache in the background, in [`PREFETCH_RUN`]-byte GETs, [`PREFETCH_PARALLEL`] at a
+    /// time, at most half the block budget: a new process's first history walk then does not
+    /// wait for one block at a time.
+    pub fn warm(self: &Arc<Self>, pack: &Arc<pack::Pack>, end: u64) {
+        let cap = (self.blocks.budget() / 2) as u64;
+        let end = end.min(pack.size.saturating_sub(20)).min(12 + cap);
+        if end <= 12 {
+            return;
+        }
+        let (io, key, size) = (self.clone(), pack.key.clone(), pack.size);
+        self.rt.spawn(async move {
+            use futures::StreamExt;
+            let runs: Vec<u64> = (0..end.div_ceil(PREFETCH_RUN)).collect();
+            futures::stream::iter(runs)
+                .map(|i| {
+                    let (io, key) = (io.clone(), key.clone());
+                    async move {
+                        let from = i * PREFETCH_RUN;
+                        let to = (from + PREFETCH_RUN).min(end).min(size);
+                        let first = from / BLOCK_SIZE;
+                        // Whole blocks only (the last one may end at the pack's end).
+                        let to = to.div_ceil(BLOCK_SIZE).saturating_mul(BLOCK_SIZE).min(size);
+                        if let Ok(data) = io.store.get_range(&key, from, to - from).await {
+                            crate::metrics::STORE_RANGE_GETS.inc();
+                            crate::metrics::STORE_RANGE_BYTES.add(data.len() as u64);
+                            if data.len() as u64 == to - from {
+                                io.insert_blocks(&key, first, &data);
+                            }
+                        }
+                    }
+                })
+                .buffer_unordered(PREFETCH_PARALLEL)
+                .collect::<Vec<()>>()
+                .await;
+        });
+    }
+
     /// Cache `data`, read from `key` at block `first`, as blocks; returns them.
     fn insert_blocks(&self, key: &Arc<str>, first: u64, data: &Bytes) -> Vec<Bytes> {
         let mut out = Vec::with_capacity(data.len().div_ceil(BLOCK_SIZE as usize));
