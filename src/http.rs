@@ -201,6 +201,10 @@ async fn dispatch(
         Err(e @ ResolveError::Discovery(..)) => {
             return text(StatusCode::BAD_GATEWAY, e.to_string());
         }
+        Err(ResolveError::Refused(r)) => {
+            tracing::info!(path = %repo_path, refused = %r, "upstream refused by policy");
+            return text(StatusCode::FORBIDDEN, r.to_string());
+        }
     };
     if let Action::GoGet = action {
         return go_get(&st, &target, &headers, absolute);

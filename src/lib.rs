@@ -11,6 +11,7 @@ pub mod maint;
 pub mod metrics;
 pub mod odb;
 pub mod path;
+pub mod policy;
 pub mod protocol;
 pub mod refs;
 pub mod repo;

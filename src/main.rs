@@ -161,6 +161,12 @@ async fn open_store(a: &StoreArgs) -> anyhow::Result<store::DynStore> {
     store::open(&a.store, &opts).await
 }
 
+/// Explicit `--upstream` rules are trusted as given (they may name http and private hosts);
+/// every other upstream goes through the policy in `goprox::policy`.
+fn trust_rules(rules: &[Rule]) {
+    goprox::policy::trust_rule_urls(rules.iter().map(|r| r.url.clone()));
+}
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -239,7 +245,10 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let state = Arc::new(AppState {
         repos,
-        resolver: Resolver::new(a.store.upstreams.clone()),
+        resolver: {
+            trust_rules(&a.store.upstreams);
+            Resolver::new(a.store.upstreams.clone())
+        },
         public_url: a.public_url.clone(),
         listen_url: format!("http://{addr}"),
         single_instance,
@@ -275,6 +284,7 @@ impl FillProgress for Bar {
 
 async fn mirror(a: MirrorArgs) -> anyhow::Result<()> {
     let store = open_store(&a.store).await?;
+    trust_rules(&a.store.upstreams);
     let resolver = Resolver::new(a.store.upstreams.clone());
     let bar = indicatif::ProgressBar::new(a.paths.len() as u64);
     bar.set_style(
