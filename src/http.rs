@@ -29,6 +29,8 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// Our own address, used for proxy (absolute-form) requests when no public URL is set.
     pub listen_url: String,
+    /// `--allow` / `--deny`: which import paths may be served and filled.
+    pub access: crate::access::Access,
     /// The store failed the start-up probe (conditional writes not honoured) and goprox runs
     /// with `--single-instance`: cross-instance protection (leases, compare-and-swap) cannot
     /// be relied on, so in-process locking has to stand in for it.
@@ -175,6 +177,10 @@ async fn dispatch(
     let repo_path = repo_path.strip_suffix(".git").unwrap_or(repo_path);
     if let Err(e) = path::validate(repo_path) {
         return text(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    // Before anything else looks at the path (and long before any upstream contact).
+    if let Err(why) = st.access.check(repo_path) {
+        return text(StatusCode::FORBIDDEN, why);
     }
     match action {
         Action::ReceivePack => return text(StatusCode::FORBIDDEN, "goprox is a read-only mirror"),

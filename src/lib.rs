@@ -4,6 +4,7 @@
 //! Data path: [`http`] → [`protocol`] → [`odb`] → [`store`]; beside it [`refs`] (the ref
 //! index with compare-and-swap) and [`fill`] (upstream resolution and fetch).
 
+pub mod access;
 pub mod duration;
 pub mod fill;
 pub mod http;

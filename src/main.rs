@@ -98,10 +98,32 @@ impl StoreArgs {
     }
 }
 
+/// `--allow` / `--deny` (serve and mirror).
+#[derive(Args)]
+struct AccessArgs {
+    /// Only serve and fill import paths matching these comma-separated glob patterns
+    /// (matched against path prefixes like GOPRIVATE: `*.corp.example.com,github.com/acme`).
+    /// Default: every path.
+    #[arg(long, env = "GOPROX_ALLOW", value_delimiter = ',')]
+    allow: Vec<String>,
+    /// Never serve or fill import paths matching these patterns (same syntax as --allow;
+    /// --deny wins).
+    #[arg(long, env = "GOPROX_DENY", value_delimiter = ',')]
+    deny: Vec<String>,
+}
+
+impl AccessArgs {
+    fn access(&self) -> goprox::access::Access {
+        goprox::access::Access::new(&self.allow, &self.deny)
+    }
+}
+
 #[derive(Args)]
 struct ServeArgs {
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    access: AccessArgs,
     /// Address to listen on.
     #[arg(long, env = "GOPROX_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
@@ -147,6 +169,8 @@ struct FsckArgs {
 struct MirrorArgs {
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    access: AccessArgs,
     /// Import paths to fill or refresh.
     #[arg(required = true)]
     paths: Vec<String>,
@@ -250,6 +274,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             Resolver::new(a.store.upstreams.clone())
         },
         public_url: a.public_url.clone(),
+        access: a.access.access(),
         listen_url: format!("http://{addr}"),
         single_instance,
     });
@@ -308,8 +333,14 @@ async fn mirror(a: MirrorArgs) -> anyhow::Result<()> {
     };
     let repos = Arc::new(Repos::new(store.clone(), io, filler).with_policy(policy));
     let mut failed = 0;
+    let access = a.access.access();
     for p in &a.paths {
         goprox::path::validate(p)?;
+        if let Err(why) = access.check(p) {
+            failed += 1;
+            bar.suspend(|| eprintln!("goprox: {why}"));
+            continue;
+        }
         let target = resolver.resolve(p).await?;
         let existed = goprox::refs::load(&store, &Keys::new(&target.root))
             .await?

@@ -163,3 +163,133 @@ fn ssrf_loopback_spellings_refused() {
     );
     crate::support::remove_tree(&dest);
 }
+
+/// `--allow example.test/rich --deny example.test/rich/forbidden`: that repository clones;
+/// other paths get 403 with a text body on every route (go-get page, info/refs, upload-pack),
+/// the upstream sees no request for them, and `goprox mirror` refuses them too.
+#[test]
+fn allow_and_deny_patterns() {
+    if !crate::support::have_git() {
+        crate::support::skip("git http-backend not found");
+        return;
+    }
+    let store = crate::support::goprox::Store::local();
+    let up = crate::support::upstream::Upstream::start(&crate::support::fixtures::fixtures().root);
+    let gp = crate::support::goprox::Goprox::start_with(
+        &store,
+        &up.goprox_args(),
+        &[
+            "--allow",
+            "example.test/rich,github.com/acme/*",
+            "--deny",
+            "github.com/acme/secret",
+        ],
+    );
+    let git = crate::support::git::GitEnv::new();
+    let tmp = crate::support::TempDir::new("allow");
+    let dest = crate::support::git::clone_and_compare(
+        &git,
+        &tmp,
+        &gp.repo_url("example.test/rich"),
+        "example.test/rich",
+        2,
+        crate::support::git::CloneKind::Mirror,
+    );
+    crate::support::remove_tree(&dest);
+    up.clear_requests();
+    let port = gp.port;
+    for (method, target) in [
+        ("GET", "/example.test/vmod?go-get=1"),
+        ("GET", "/example.test/vmod/sub/pkg?go-get=1"),
+        (
+            "GET",
+            "/example.test/vmod/info/refs?service=git-upload-pack",
+        ),
+        ("POST", "/example.test/vmod/git-upload-pack"),
+        (
+            "GET",
+            "/example.test/richer/info/refs?service=git-upload-pack",
+        ),
+        (
+            "GET",
+            "/github.com/acme/secret/info/refs?service=git-upload-pack",
+        ),
+        ("GET", "/github.com/other/widget?go-get=1"),
+        ("GET", "/127.0.0.1/x?go-get=1"),
+    ] {
+        let r = http::request(
+            port,
+            method,
+            target,
+            &[("Content-Type", "application/x-git-upload-pack-request")],
+            b"",
+        );
+        assert_eq!(r.status, 403, "{method} {target}: {}", show(&r));
+        assert!(
+            r.header("content-type")
+                .is_some_and(|c| c.starts_with("text/plain")),
+            "{method} {target}: {}",
+            show(&r)
+        );
+        assert!(
+            r.text().contains("not allowed") || r.text().contains("denied"),
+            "{method} {target}: {}",
+            show(&r)
+        );
+    }
+    // A proxied (absolute-form) go-get request as the go command sends it.
+    let r = http::request(
+        port,
+        "GET",
+        "http://example.test/vmod?go-get=1",
+        &[("Host", "example.test")],
+        b"",
+    );
+    assert_eq!(r.status, 403, "proxied: {}", show(&r));
+    let out = git.output(
+        tmp.path(),
+        &[
+            "clone",
+            &gp.repo_url("example.test/vmod"),
+            &tmp.join("vmod").to_string_lossy(),
+        ],
+    );
+    assert!(!out.ok(), "clone of a path not allowed must fail");
+    assert!(
+        out.stderr_str().contains("403") || out.stderr_str().contains("not allowed"),
+        "{}",
+        out.stderr_str()
+    );
+    let seen = up.requests();
+    assert!(
+        seen.is_empty(),
+        "upstream saw requests for refused paths: {seen:?}"
+    );
+    // The allowed repository still works after all that, the denied one in mirror fails.
+    let mut args: Vec<String> = vec![
+        "mirror".into(),
+        "--allow".into(),
+        "example.test/rich".into(),
+    ];
+    args.extend(up.goprox_args());
+    args.push("example.test/vmod".into());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = crate::support::goprox::command(&store, &argv);
+    assert!(!out.ok(), "mirror of a refused path must fail");
+    assert!(
+        format!("{}{}", out.stdout_str(), out.stderr_str()).contains("not allowed"),
+        "{}\n{}",
+        out.stdout_str(),
+        out.stderr_str()
+    );
+    assert!(
+        up.requests().is_empty(),
+        "mirror contacted upstream: {:?}",
+        up.requests()
+    );
+    assert!(
+        !store.keys().iter().any(|k| k.contains("vmod")),
+        "{:?}",
+        store.keys()
+    );
+}
