@@ -29,6 +29,9 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// Our own address, used for proxy (absolute-form) requests when no public URL is set.
     pub listen_url: String,
+    /// `--auth-file`: clients must authenticate (HTTP basic) on every route but `/healthz`
+    /// and `/readyz`.
+    pub auth: Option<Arc<crate::auth::Users>>,
     /// `--allow` / `--deny`: which import paths may be served and filled.
     pub access: crate::access::Access,
     /// The store failed the start-up probe (conditional writes not honoured) and goprox runs
@@ -61,10 +64,18 @@ impl AppState {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let auth = state.auth.clone();
+    let r = Router::new()
         .fallback(dispatch)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
+        .with_state(state);
+    match auth {
+        Some(users) => r.layer(axum::middleware::from_fn_with_state(
+            users,
+            crate::auth::require_auth,
+        )),
+        None => r,
+    }
 }
 
 fn text(status: StatusCode, msg: impl Into<String>) -> Response {

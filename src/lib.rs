@@ -5,6 +5,7 @@
 //! index with compare-and-swap) and [`fill`] (upstream resolution and fetch).
 
 pub mod access;
+pub mod auth;
 pub mod duration;
 pub mod fill;
 pub mod http;

@@ -141,6 +141,10 @@ struct ServeArgs {
     /// How long a sha (or a repository) upstream does not have is not asked for again.
     #[arg(long, env = "GOPROX_NEGATIVE_TTL", default_value = "1m", value_parser = goprox::duration::parse_duration)]
     negative_ttl: Duration,
+    /// htpasswd file with bcrypt hashes (`htpasswd -B`): clients must authenticate with HTTP
+    /// basic auth on every route but /healthz and /readyz. Re-read when it changes.
+    #[arg(long, env = "GOPROX_AUTH_FILE")]
+    auth_file: Option<std::path::PathBuf>,
     /// Start even if the store does not honour conditional writes (only safe when this is the
     /// only process writing to the store).
     #[arg(long, env = "GOPROX_SINGLE_INSTANCE")]
@@ -228,6 +232,14 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let auth = match &a.auth_file {
+        Some(f) => {
+            let users = goprox::auth::Users::open(f)?;
+            tracing::info!(file = %f.display(), "client authentication required (--auth-file)");
+            Some(Arc::new(users))
+        }
+        None => None,
+    };
     let store = open_store(&a.store).await?;
     let single_instance = match store::probe(store.as_ref()).await {
         Ok(()) => {
@@ -275,6 +287,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         },
         public_url: a.public_url.clone(),
         access: a.access.access(),
+        auth,
         listen_url: format!("http://{addr}"),
         single_instance,
     });

@@ -293,3 +293,166 @@ fn allow_and_deny_patterns() {
         store.keys()
     );
 }
+
+fn basic(user: &str, pass: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+/// `--auth-file` with a bcrypt htpasswd: 401 + `WWW-Authenticate: Basic` without or with
+/// wrong credentials; git with credentials in the URL and go with a NETRC file work;
+/// `/healthz` and `/readyz` stay open; the file is re-read when it changes; the password is
+/// never logged.
+#[test]
+fn client_auth_htpasswd() {
+    if !crate::support::have_git() {
+        crate::support::skip("git http-backend not found");
+        return;
+    }
+    const PASS: &str = "pw-Zq8-unlogged";
+    let store = crate::support::goprox::Store::local();
+    let up = crate::support::upstream::Upstream::start(&crate::support::fixtures::fixtures().root);
+    let tmp = crate::support::TempDir::new("auth");
+    let htpasswd = tmp.join("htpasswd");
+    // htpasswd -B writes $2y$ with cost 5.
+    let hash = bcrypt::hash(PASS, 5)
+        .expect("bcrypt")
+        .replacen("$2b$", "$2y$", 1);
+    std::fs::write(&htpasswd, format!("# users\nalice:{hash}\n")).expect("write htpasswd");
+    let mut gp = crate::support::goprox::Goprox::start_with(
+        &store,
+        &up.goprox_args(),
+        &["--auth-file", &htpasswd.to_string_lossy()],
+    );
+    let port = gp.port;
+    for open in ["/healthz", "/readyz"] {
+        let r = http::get(port, open);
+        assert_eq!(r.status, 200, "{open} without credentials: {}", show(&r));
+    }
+    let refs = "/example.test/rich/info/refs?service=git-upload-pack";
+    for (what, headers) in [
+        ("no credentials", vec![]),
+        (
+            "wrong password",
+            vec![("Authorization", basic("alice", "nope"))],
+        ),
+        (
+            "unknown user",
+            vec![("Authorization", basic("mallory", PASS))],
+        ),
+        (
+            "not basic",
+            vec![("Authorization", "Bearer abc".to_string())],
+        ),
+    ] {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        for target in [refs, "/example.test/rich?go-get=1", "/metrics", "/"] {
+            let r = http::request(port, "GET", target, &h, b"");
+            assert_eq!(r.status, 401, "{what} {target}: {}", show(&r));
+            assert!(
+                r.header("www-authenticate")
+                    .is_some_and(|v| v.starts_with("Basic realm=\"goprox\"")),
+                "{what} {target}: {}",
+                show(&r)
+            );
+            assert!(
+                r.header("content-type")
+                    .is_some_and(|c| c.starts_with("text/plain"))
+                    && !r.body.is_empty(),
+                "{what}: {}",
+                show(&r)
+            );
+        }
+        let r = http::request(
+            port,
+            "POST",
+            "/example.test/rich/git-upload-pack",
+            &h,
+            b"0000",
+        );
+        assert_eq!(r.status, 401, "{what} upload-pack: {}", show(&r));
+    }
+    assert!(
+        up.requests().is_empty(),
+        "refused requests reached upstream"
+    );
+    // Right credentials: the first check runs bcrypt, later ones are remembered.
+    let good = basic("alice", PASS);
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let t0 = Instant::now();
+        let r = http::request(port, "GET", refs, &[("Authorization", &good)], b"");
+        times.push(t0.elapsed());
+        assert_eq!(r.status, 200, "{}", show(&r));
+    }
+    eprintln!(
+        "authenticated info/refs: first {:?}, median of the rest {:?}",
+        times[0],
+        {
+            let mut t = times[1..].to_vec();
+            t.sort();
+            t[t.len() / 2]
+        }
+    );
+    // git: credentials in the URL (sent after the 401 challenge).
+    let git = crate::support::git::GitEnv::new();
+    let url = format!("http://alice:{PASS}@127.0.0.1:{port}/example.test/rich");
+    let dest = crate::support::git::clone_and_compare(
+        &git,
+        &tmp,
+        &url,
+        "example.test/rich",
+        2,
+        crate::support::git::CloneKind::Mirror,
+    );
+    crate::support::remove_tree(&dest);
+    let out = git.output(
+        tmp.path(),
+        &[
+            "clone",
+            &gp.repo_url("example.test/rich"),
+            &tmp.join("noauth").to_string_lossy(),
+        ],
+    );
+    assert!(!out.ok(), "clone without credentials must fail");
+    // go: credentials from NETRC, used by the git it runs (github.com needs no go-get page;
+    // the go command itself sends netrc credentials only over https).
+    if crate::support::have_go() {
+        let module = "github.com/acme/widget@v1.2.3";
+        let expected = crate::support::gotool::reference(module);
+        let netrc = format!("machine 127.0.0.1 login alice password {PASS}\n");
+        let got = crate::support::gotool::download_with_netrc(
+            module,
+            &crate::support::gotool::goprox_route("github.com/acme/widget", port),
+            Some(&netrc),
+        );
+        assert_eq!(
+            (&got.sum, &got.go_mod_sum),
+            (&expected.sum, &expected.go_mod_sum)
+        );
+    } else {
+        crate::support::skip("go not installed (NETRC part of the auth test)");
+    }
+    // Reload: replace alice by bob; within a few seconds bob works and alice is refused.
+    let hash2 = bcrypt::hash("bobs-pw", 4).expect("bcrypt");
+    std::fs::write(&htpasswd, format!("bob:{hash2}\n")).expect("rewrite htpasswd");
+    crate::support::wait_for("auth file reload", Duration::from_secs(10), || {
+        let r = http::request(
+            port,
+            "GET",
+            refs,
+            &[("Authorization", &basic("bob", "bobs-pw"))],
+            b"",
+        );
+        (r.status == 200).then_some(())
+    });
+    let r = http::request(port, "GET", refs, &[("Authorization", &good)], b"");
+    assert_eq!(r.status, 401, "alice after reload: {}", show(&r));
+    gp.assert_alive();
+    let log = gp.log_text();
+    assert!(!log.contains(PASS), "password in goprox's log");
+    assert!(!log.contains("bobs-pw"), "password in goprox's log");
+}
