@@ -19,8 +19,29 @@ use axum::response::{IntoResponse, Response};
 use std::io::Read;
 use std::sync::Arc;
 
-/// Largest accepted request body (after gzip decoding).
+/// Default largest accepted request body (also after gzip decoding).
 pub const MAX_BODY: usize = 64 << 20;
+
+/// Per-request limits (`--max-request-bytes`, `--max-wants`, `--max-haves`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body, before and after gzip decoding (413 beyond it).
+    pub max_request_bytes: usize,
+    /// Most `want` lines in one upload-pack request (a clean `ERR` beyond it).
+    pub max_wants: usize,
+    /// Most `have` lines in one upload-pack request (a clean `ERR` beyond it).
+    pub max_haves: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_bytes: MAX_BODY,
+            max_wants: 10_000,
+            max_haves: 100_000,
+        }
+    }
+}
 
 pub struct AppState {
     pub repos: Arc<Repos>,
@@ -32,6 +53,8 @@ pub struct AppState {
     /// `--auth-file`: clients must authenticate (HTTP basic) on every route but `/healthz`
     /// and `/readyz`.
     pub auth: Option<Arc<crate::auth::Users>>,
+    /// Request size limits.
+    pub limits: Limits,
     /// `--allow` / `--deny`: which import paths may be served and filled.
     pub access: crate::access::Access,
     /// The store failed the start-up probe (conditional writes not honoured) and goprox runs
@@ -65,9 +88,10 @@ impl AppState {
 
 pub fn router(state: Arc<AppState>) -> Router {
     let auth = state.auth.clone();
+    let max_body = state.limits.max_request_bytes;
     let r = Router::new()
         .fallback(dispatch)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(DefaultBodyLimit::max(max_body))
         .with_state(state);
     match auth {
         Some(users) => r.layer(axum::middleware::from_fn_with_state(
@@ -322,14 +346,20 @@ async fn upload(
         .is_some_and(|v| v.eq_ignore_ascii_case("gzip") || v.eq_ignore_ascii_case("x-gzip"));
     let body = if gzip {
         let mut out = Vec::new();
+        let max = st.limits.max_request_bytes;
         let r = flate2::read::GzDecoder::new(&body[..])
-            .take(MAX_BODY as u64 + 1)
+            .take(max as u64 + 1)
             .read_to_end(&mut out);
         if r.is_err() {
             return text(StatusCode::BAD_REQUEST, "request body is not valid gzip");
         }
-        if out.len() > MAX_BODY {
-            return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+        if out.len() > max {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body too large after gzip decoding (limit {max} bytes, --max-request-bytes)"
+                ),
+            );
         }
         Bytes::from(out)
     } else {
@@ -350,6 +380,20 @@ async fn upload(
             Err(e) => return err_response(&e.to_string()),
         }
     };
+    let wants = req.wants.len() + req.want_refs.len();
+    if wants > st.limits.max_wants {
+        return err_response(&format!(
+            "upload-pack: too many wants ({wants} > {}, --max-wants)",
+            st.limits.max_wants
+        ));
+    }
+    if req.haves.len() > st.limits.max_haves {
+        return err_response(&format!(
+            "upload-pack: too many haves ({} > {}, --max-haves)",
+            req.haves.len(),
+            st.limits.max_haves
+        ));
+    }
     // Wants the store lacks (a commit pushed after the last refresh): look upstream first.
     let missing: Vec<_> = req
         .wants

@@ -17,6 +17,7 @@ pub mod policy;
 pub mod protocol;
 pub mod refs;
 pub mod repo;
+pub mod server;
 pub mod store;
 
 /// Agent string sent to clients and upstreams.

@@ -141,6 +141,19 @@ struct ServeArgs {
     /// How long a sha (or a repository) upstream does not have is not asked for again.
     #[arg(long, env = "GOPROX_NEGATIVE_TTL", default_value = "1m", value_parser = goprox::duration::parse_duration)]
     negative_ttl: Duration,
+    /// Largest upload-pack request body, also after gzip decoding (413 beyond it).
+    #[arg(long, env = "GOPROX_MAX_REQUEST_BYTES", default_value_t = goprox::http::MAX_BODY)]
+    max_request_bytes: usize,
+    /// Most `want` lines in one upload-pack request.
+    #[arg(long, env = "GOPROX_MAX_WANTS", default_value_t = 10_000)]
+    max_wants: usize,
+    /// Most `have` lines in one upload-pack request.
+    #[arg(long, env = "GOPROX_MAX_HAVES", default_value_t = 100_000)]
+    max_haves: usize,
+    /// A client must send a complete request head within this (also the longest a keep-alive
+    /// connection may sit idle between requests).
+    #[arg(long, env = "GOPROX_HEADER_TIMEOUT", default_value = "10s", value_parser = goprox::duration::parse_duration)]
+    header_timeout: Duration,
     /// htpasswd file with bcrypt hashes (`htpasswd -B`): clients must authenticate with HTTP
     /// basic auth on every route but /healthz and /readyz. Re-read when it changes.
     #[arg(long, env = "GOPROX_AUTH_FILE")]
@@ -288,6 +301,11 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         public_url: a.public_url.clone(),
         access: a.access.access(),
         auth,
+        limits: goprox::http::Limits {
+            max_request_bytes: a.max_request_bytes,
+            max_wants: a.max_wants,
+            max_haves: a.max_haves,
+        },
         listen_url: format!("http://{addr}"),
         single_instance,
     });
@@ -296,12 +314,29 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         store.describe()
     );
     tracing::info!(%addr, store = %store.describe(), "listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let limits = goprox::server::ServerLimits {
+        header_timeout: a.header_timeout.max(Duration::from_millis(100)),
+    };
+    goprox::server::serve(listener, router(state), limits, shutdown_signal()).await?;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: draining in-flight requests");
 }
 
 struct Bar(indicatif::ProgressBar);

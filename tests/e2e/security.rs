@@ -456,3 +456,157 @@ fn client_auth_htpasswd() {
     assert!(!log.contains(PASS), "password in goprox's log");
     assert!(!log.contains("bobs-pw"), "password in goprox's log");
 }
+
+/// Request limits: a body above `--max-request-bytes` gets 413 (also when it only grows that
+/// large when gunzipped); too many haves get a clean `ERR`; connections that send half a
+/// request head are cut off after `--header-timeout` while clones go on.
+#[test]
+fn request_limits_and_slow_headers() {
+    use std::io::{Read, Write};
+    let Some(mut h) = Harness::start(StoreKind::Local, "limits") else {
+        return;
+    };
+    // Restart goprox with small limits on the same store and upstream.
+    let extra = [
+        "--max-request-bytes",
+        "1048576",
+        "--max-haves",
+        "1000",
+        "--max-wants",
+        "50",
+        "--header-timeout",
+        "2s",
+    ];
+    h.gp.stop();
+    h.gp = crate::support::goprox::Goprox::start_with(&h.store, &h.up.goprox_args(), &extra);
+    let port = h.gp.port;
+    let up_pack = "/example.test/rich/git-upload-pack";
+    let ct = ("Content-Type", "application/x-git-upload-pack-request");
+    // Fill the repository first (and learn a real oid).
+    let r = http::get(port, "/example.test/rich/info/refs?service=git-upload-pack");
+    assert_eq!(r.status, 200, "{}", show(&r));
+    let head = crate::support::fixtures::fixtures().git("rich", &["rev-parse", "HEAD"]);
+    let head = head.trim();
+
+    // Plain body above the limit.
+    let big = vec![b'0'; 2 << 20];
+    let t0 = Instant::now();
+    let r = http::request(port, "POST", up_pack, &[ct], &big);
+    assert_eq!(r.status, 413, "{}", show(&r));
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("text/"))
+            && !r.body.is_empty(),
+        "413 needs a text body: {}",
+        show(&r)
+    );
+    eprintln!("2 MiB body refused in {:?}", t0.elapsed());
+    // A small gzip body that inflates beyond the limit.
+    let mut bomb = Vec::new();
+    {
+        let mut enc = flate2::write::GzEncoder::new(&mut bomb, flate2::Compression::best());
+        enc.write_all(&vec![b'0'; 8 << 20]).expect("gzip");
+        enc.finish().expect("gzip");
+    }
+    assert!(bomb.len() < 1 << 20, "gzip body {} bytes", bomb.len());
+    let r = http::request(
+        port,
+        "POST",
+        up_pack,
+        &[ct, ("Content-Encoding", "gzip")],
+        &bomb,
+    );
+    assert_eq!(r.status, 413, "gzip bomb: {}", show(&r));
+    assert!(r.text().contains("too large"), "{}", show(&r));
+
+    // Too many haves: a clean ERR pkt-line, v0 and v2.
+    let mut body = http::pkt(&format!(
+        "want {head} multi_ack_detailed side-band-64k ofs-delta\n"
+    ));
+    body.extend_from_slice(b"0000");
+    for i in 0..1500u32 {
+        body.extend_from_slice(&http::pkt(&format!("have {:040x}\n", i + 1)));
+    }
+    body.extend_from_slice(b"0000");
+    body.extend_from_slice(&http::pkt("done\n"));
+    let r = http::request(port, "POST", up_pack, &[ct], &body);
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert!(
+        r.text()
+            .contains("ERR upload-pack: too many haves (1500 > 1000"),
+        "{}",
+        show(&r)
+    );
+    let mut body = http::pkt("command=fetch\n");
+    body.extend_from_slice(b"0001");
+    for i in 0..60u32 {
+        body.extend_from_slice(&http::pkt(&format!("want {:040x}\n", i + 1)));
+    }
+    body.extend_from_slice(&http::pkt("done\n"));
+    body.extend_from_slice(b"0000");
+    let r = http::request(
+        port,
+        "POST",
+        up_pack,
+        &[ct, ("Git-Protocol", "version=2")],
+        &body,
+    );
+    assert!(
+        r.text()
+            .contains("ERR upload-pack: too many wants (60 > 50"),
+        "{}",
+        show(&r)
+    );
+
+    // Slow headers: many connections each send half a request head and stall.
+    const SLOW: usize = 100;
+    let mut slow = Vec::new();
+    for _ in 0..SLOW {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.write_all(b"GET /example.test/rich/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .expect("write half a head");
+        s.set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        slow.push(s);
+    }
+    let t0 = Instant::now();
+    // A clone still works meanwhile.
+    let dest = h.clone_and_compare(
+        "example.test/rich",
+        2,
+        crate::support::git::CloneKind::Mirror,
+    );
+    crate::support::remove_tree(&dest);
+    let clone_time = t0.elapsed();
+    // Each stalled connection is closed by goprox (EOF or reset) after about 2 s.
+    let mut closed_after = Vec::new();
+    for s in &mut slow {
+        let mut buf = [0u8; 512];
+        let r = s.read(&mut buf);
+        closed_after.push(t0.elapsed());
+        match r {
+            Ok(0) | Err(_) => {}
+            Ok(n) => {
+                // hyper may answer 408 before closing; then EOF must follow.
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                assert!(
+                    text.starts_with("HTTP/1.1 408"),
+                    "unexpected answer: {text}"
+                );
+                let mut rest = Vec::new();
+                let _ = s.read_to_end(&mut rest);
+            }
+        }
+    }
+    let last = closed_after.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "{SLOW} stalled connections; clone meanwhile took {clone_time:?}; all stalled connections closed within {last:?}"
+    );
+    assert!(
+        last < Duration::from_secs(12),
+        "stalled connections held for {last:?}"
+    );
+    h.gp.assert_alive();
+    let r = http::get(port, "/healthz");
+    assert_eq!(r.status, 200);
+}
