@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod creds;
 pub mod duration;
 pub mod fill;
 pub mod http;

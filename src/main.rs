@@ -44,6 +44,10 @@ struct StoreArgs {
     /// covers many repositories (PREFIX + the host's usual number of path elements, appended to URL).
     #[arg(long = "upstream", env = "GOPROX_UPSTREAM", value_delimiter = ',')]
     upstreams: Vec<Rule>,
+    /// netrc file with upstream credentials by host (`machine HOST login USER password PW`).
+    /// Default: $NETRC, else ~/.netrc if it exists.
+    #[arg(long, env = "GOPROX_NETRC")]
+    netrc: Option<std::path::PathBuf>,
     /// S3 endpoint URL (default: AWS_ENDPOINT_URL or AWS).
     #[arg(long, env = "GOPROX_S3_ENDPOINT")]
     s3_endpoint: Option<String>,
@@ -202,10 +206,38 @@ async fn open_store(a: &StoreArgs) -> anyhow::Result<store::DynStore> {
     store::open(&a.store, &opts).await
 }
 
-/// Explicit `--upstream` rules are trusted as given (they may name http and private hosts);
-/// every other upstream goes through the policy in `goprox::policy`.
-fn trust_rules(rules: &[Rule]) {
+/// Take credentials out of the rules' URLs (they must never be logged or stored), read the
+/// netrc file, and trust the explicit `--upstream` rules as given (they may name http and
+/// private hosts; every other upstream goes through the policy in `goprox::policy`). Returns
+/// the rules without userinfo.
+fn prepare_upstreams(a: &StoreArgs) -> anyhow::Result<Vec<Rule>> {
+    let mut creds = goprox::creds::Credentials::default();
+    let mut rules = Vec::new();
+    for r in &a.upstreams {
+        let (url, secret) = goprox::creds::split_userinfo(&r.url);
+        if let Some(s) = secret {
+            creds.by_prefix.push((url.clone(), s));
+        }
+        rules.push(Rule {
+            prefix: r.prefix.clone(),
+            url,
+        });
+    }
+    if let Some(p) = goprox::creds::netrc_path(a.netrc.as_deref()) {
+        match std::fs::read_to_string(&p) {
+            Ok(text) => {
+                creds.by_host = goprox::creds::parse_netrc(&text);
+                tracing::info!(file = %p.display(), hosts = creds.by_host.len(), "upstream credentials from netrc");
+            }
+            Err(e) if a.netrc.is_some() => {
+                anyhow::bail!("--netrc {}: {e}", p.display());
+            }
+            Err(e) => tracing::warn!(file = %p.display(), error = %e, "cannot read netrc"),
+        }
+    }
+    goprox::creds::install(creds);
     goprox::policy::trust_rule_urls(rules.iter().map(|r| r.url.clone()));
+    Ok(rules)
 }
 
 fn main() -> std::process::ExitCode {
@@ -245,6 +277,7 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let rules = prepare_upstreams(&a.store)?;
     let auth = match &a.auth_file {
         Some(f) => {
             let users = goprox::auth::Users::open(f)?;
@@ -294,10 +327,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let state = Arc::new(AppState {
         repos,
-        resolver: {
-            trust_rules(&a.store.upstreams);
-            Resolver::new(a.store.upstreams.clone())
-        },
+        resolver: Resolver::new(rules),
         public_url: a.public_url.clone(),
         access: a.access.access(),
         auth,
@@ -357,8 +387,7 @@ impl FillProgress for Bar {
 
 async fn mirror(a: MirrorArgs) -> anyhow::Result<()> {
     let store = open_store(&a.store).await?;
-    trust_rules(&a.store.upstreams);
-    let resolver = Resolver::new(a.store.upstreams.clone());
+    let resolver = Resolver::new(prepare_upstreams(&a.store)?);
     let bar = indicatif::ProgressBar::new(a.paths.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} repos {msg}")

@@ -165,6 +165,20 @@ impl Session {
                 format!("cannot configure the HTTP transport: {e}"),
             ));
         }
+        // Credentials live apart from the URL (which is logged and stored): rule userinfo or
+        // the netrc entry of the host.
+        // They are only ever sent over https (gix refuses clear-text credentials anyway).
+        if let Some(s) = crate::creds::for_url(url) {
+            if url.starts_with("https://") {
+                let _ = transport.set_identity(gix_sec::identity::Account {
+                    username: s.user,
+                    password: s.password,
+                    oauth_refresh_token: None,
+                });
+            } else {
+                tracing::warn!(upstream = %url, "upstream credentials configured but not sent over plain http");
+            }
+        }
         let mut progress = gix_utils::progress::Discard;
         let hs = gix_protocol::handshake(
             &mut transport,

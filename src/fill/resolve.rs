@@ -13,17 +13,19 @@ pub struct Rule {
 impl std::str::FromStr for Rule {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // Error texts show the rule without its credentials.
+        let shown = crate::policy::redact(s);
         let (prefix, url) = s
             .split_once('=')
-            .ok_or_else(|| format!("--upstream {s:?}: expected PREFIX=URL"))?;
+            .ok_or_else(|| format!("--upstream {shown:?}: expected PREFIX=URL"))?;
         let check = prefix.trim_end_matches('/');
-        crate::path::validate(check).map_err(|e| format!("--upstream {s:?}: {e}"))?;
+        crate::path::validate(check).map_err(|e| format!("--upstream {shown:?}: {e}"))?;
         if !(url.starts_with("http://")
             || url.starts_with("https://")
             || url.starts_with("file://"))
         {
             return Err(format!(
-                "--upstream {s:?}: URL must be http(s):// or file://"
+                "--upstream {shown:?}: URL must be http(s):// or file://"
             ));
         }
         Ok(Rule {

@@ -610,3 +610,67 @@ fn request_limits_and_slow_headers() {
     let r = http::get(port, "/healthz");
     assert_eq!(r.status, 200);
 }
+
+/// Credentials in an `--upstream` URL are used but never shown: not in refs.json, the log,
+/// error bodies or metrics.
+#[test]
+fn upstream_credentials_never_leak() {
+    if !crate::support::have_git() {
+        crate::support::skip("git http-backend not found");
+        return;
+    }
+    const SECRET: &str = "tok-Vx93-never-shown";
+    let store = crate::support::goprox::Store::local();
+    let up = crate::support::upstream::Upstream::start(&crate::support::fixtures::fixtures().root);
+    let rule = format!("example.test/=http://bot:{SECRET}@127.0.0.1:{}/", up.port);
+    let mut gp =
+        crate::support::goprox::Goprox::start_with(&store, &["--upstream".to_string(), rule], &[]);
+    let git = crate::support::git::GitEnv::new();
+    let tmp = crate::support::TempDir::new("creds");
+    let dest = crate::support::git::clone_and_compare(
+        &git,
+        &tmp,
+        &gp.repo_url("example.test/rich"),
+        "example.test/rich",
+        2,
+        crate::support::git::CloneKind::Mirror,
+    );
+    crate::support::remove_tree(&dest);
+    let refs = store
+        .get_object("example.test/rich/@git/refs.json")
+        .expect("refs.json");
+    let refs = String::from_utf8_lossy(&refs);
+    assert!(!refs.contains(SECRET) && !refs.contains("bot@"), "{refs}");
+    assert!(
+        refs.contains(&format!("\"http://127.0.0.1:{}/rich\"", up.port)),
+        "{refs}"
+    );
+    let port = gp.port;
+    let mut bodies = Vec::new();
+    for target in [
+        "/example.test/nosuch/info/refs?service=git-upload-pack",
+        "/example.test/nosuch?go-get=1",
+        "/metrics",
+    ] {
+        let r = http::get(port, target);
+        bodies.push(format!("{target}: {}", show(&r)));
+    }
+    let all = bodies.join("\n");
+    assert!(!all.contains(SECRET), "{all}");
+    assert!(
+        all.contains(&format!("http://127.0.0.1:{}/nosuch", up.port)),
+        "the error names the upstream (without credentials): {all}"
+    );
+    gp.assert_alive();
+    let log = gp.log_text();
+    assert!(!log.contains(SECRET), "credentials in goprox's log");
+    let keys = store.keys();
+    for k in &keys {
+        if let Some(b) = store.get_object(k) {
+            assert!(
+                !b.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+                "credentials in stored object {k}"
+            );
+        }
+    }
+}
