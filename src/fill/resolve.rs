@@ -338,6 +338,56 @@ mod tests {
     }
 
     #[test]
+    fn discovered_urls_must_be_https_and_public() {
+        // What a hostile go-get page could name as the repository: all refused before any
+        // connection (check_url decides on the text alone).
+        for repo in [
+            "file:///srv/git/secret.git",
+            "file://localhost/etc",
+            "git://internal.example:9418/x",
+            "ssh://git@internal.example/x",
+            "git+ssh://internal.example/x",
+            "http://example.org/x",
+            "ext::sh -c id",
+            "https://127.0.0.1/x",
+            "https://[::1]/x",
+            "https://10.0.0.1/x",
+            "https://169.254.169.254/x",
+            "https://[fd00::1]/x",
+        ] {
+            let html = format!(r#"<meta name="go-import" content="example.org/x git {repo}">"#);
+            let tags = parse_go_import(&html);
+            let url = tags
+                .first()
+                .map(|t| t.2.clone())
+                .unwrap_or(repo.to_string());
+            assert!(
+                crate::policy::check_url(&url).is_err(),
+                "{url} accepted as an upstream"
+            );
+        }
+        // The same schemes are refused for well-known hosts without a rule (never happens
+        // today, but the check runs on every derived URL).
+        assert!(crate::policy::check_url("https://github.com/a/b").is_ok());
+    }
+
+    #[tokio::test]
+    async fn refused_import_path_hosts() {
+        let r = Resolver::new(vec![]);
+        for p in [
+            "127.0.0.1/x",
+            "localhost/x",
+            "127.1.2.3/x",
+            "169.254.169.254/x",
+        ] {
+            match r.resolve(p).await {
+                Err(ResolveError::Refused(_)) => {}
+                other => panic!("{p}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn meta_parsing() {
         let html = r#"<html><head><meta name="go-import" content="example.org/x git https://git.example.org/x">
         <meta name="go-source" content="a b c d"></head></html>"#;
