@@ -50,6 +50,8 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// Our own address, used for proxy (absolute-form) requests when no public URL is set.
     pub listen_url: String,
+    /// goprox serves TLS itself (`--tls-cert`): go-import tags say `https://`.
+    pub tls: bool,
     /// `--auth-file`: clients must authenticate (HTTP basic) on every route but `/healthz`
     /// and `/readyz`.
     pub auth: Option<Arc<crate::auth::Users>>,
@@ -248,7 +250,7 @@ async fn dispatch(
         }
     };
     if let Action::GoGet = action {
-        return go_get(&st, &target, &headers, absolute);
+        return go_get(&st, &target, &headers, &uri, absolute);
     }
     if target.root != repo_path {
         return text(
@@ -426,20 +428,32 @@ fn html_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-fn go_get(st: &AppState, target: &Target, headers: &HeaderMap, absolute: bool) -> Response {
+fn go_get(
+    st: &AppState,
+    target: &Target,
+    headers: &HeaderMap,
+    uri: &Uri,
+    absolute: bool,
+) -> Response {
     let base = match &st.public_url {
         Some(u) => u.trim_end_matches('/').to_string(),
         None if absolute => st.listen_url.clone(),
         None => {
+            // HTTP/2 carries the host as the URI's authority, not as a Host header.
             let host = headers
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
+                .or_else(|| uri.authority().map(|a| a.as_str()))
                 .unwrap_or("localhost");
-            let proto = headers
-                .get("x-forwarded-proto")
-                .and_then(|h| h.to_str().ok())
-                .filter(|p| *p == "https" || *p == "http")
-                .unwrap_or("http");
+            let proto = if st.tls {
+                "https"
+            } else {
+                headers
+                    .get("x-forwarded-proto")
+                    .and_then(|h| h.to_str().ok())
+                    .filter(|p| *p == "https" || *p == "http")
+                    .unwrap_or("http")
+            };
             format!("{proto}://{host}")
         }
     };

@@ -158,6 +158,12 @@ struct ServeArgs {
     /// connection may sit idle between requests).
     #[arg(long, env = "GOPROX_HEADER_TIMEOUT", default_value = "10s", value_parser = goprox::duration::parse_duration)]
     header_timeout: Duration,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "GOPROX_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "GOPROX_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// htpasswd file with bcrypt hashes (`htpasswd -B`): clients must authenticate with HTTP
     /// basic auth on every route but /healthz and /readyz. Re-read when it changes.
     #[arg(long, env = "GOPROX_AUTH_FILE")]
@@ -278,6 +284,11 @@ fn main() -> std::process::ExitCode {
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let rules = prepare_upstreams(&a.store)?;
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(c), Some(k)) => Some(goprox::server::tls_acceptor(c, k)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let auth = match &a.auth_file {
         Some(f) => {
             let users = goprox::auth::Users::open(f)?;
@@ -336,18 +347,19 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             max_wants: a.max_wants,
             max_haves: a.max_haves,
         },
-        listen_url: format!("http://{addr}"),
+        listen_url: format!("{scheme}://{addr}"),
+        tls: tls.is_some(),
         single_instance,
     });
     println!(
-        "goprox listening on http://{addr} (store: {})",
+        "goprox listening on {scheme}://{addr} (store: {})",
         store.describe()
     );
     tracing::info!(%addr, store = %store.describe(), "listening");
     let limits = goprox::server::ServerLimits {
         header_timeout: a.header_timeout.max(Duration::from_millis(100)),
     };
-    goprox::server::serve(listener, router(state), limits, shutdown_signal()).await?;
+    goprox::server::serve(listener, router(state), limits, tls, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

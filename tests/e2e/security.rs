@@ -674,3 +674,136 @@ fn upstream_credentials_never_leak() {
         }
     }
 }
+
+/// `--tls-cert/--tls-key` with a self-signed certificate: git clones over https (trusting
+/// that certificate), the go-get page says `https://`, and plain HTTP is not answered.
+#[test]
+fn tls_serving() {
+    use std::process::{Command, Stdio};
+    if !crate::support::have_git() {
+        crate::support::skip("git http-backend not found");
+        return;
+    }
+    let have = |bin: &str| {
+        Command::new(bin)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    if !have("openssl") || !have("curl") {
+        crate::support::skip("openssl or curl missing (TLS test)");
+        return;
+    }
+    let tmp = crate::support::TempDir::new("tls");
+    let (cert, key) = (tmp.join("cert.pem"), tmp.join("key.pem"));
+    crate::support::run(
+        Command::new("openssl").args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            &key.to_string_lossy(),
+            "-out",
+            &cert.to_string_lossy(),
+        ]),
+        None,
+        Duration::from_secs(30),
+    )
+    .check();
+    let store = crate::support::goprox::Store::local();
+    let up = crate::support::upstream::Upstream::start(&crate::support::fixtures::fixtures().root);
+    let port = crate::support::free_port();
+    let log = tmp.join("goprox.log");
+    let logf = std::fs::File::create(&log).expect("log");
+    let mut child = Command::new(crate::support::goprox::goprox_bin())
+        .env_clear()
+        .env("PATH", crate::support::path_var())
+        .env("HOME", tmp.path())
+        .env("RUST_LOG", "info")
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--store", &store.arg])
+        .args(["--ref-prefix", "*"])
+        .args(up.goprox_args())
+        .args(["--tls-cert", &cert.to_string_lossy()])
+        .args(["--tls-key", &key.to_string_lossy()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(logf.try_clone().expect("dup")))
+        .stderr(Stdio::from(logf))
+        .spawn()
+        .expect("spawn goprox");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    crate::support::wait_for("goprox TLS listener", Duration::from_secs(30), || {
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!(
+                "goprox exited ({st}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("listening on https://")
+            .then_some(())
+    });
+    let _guard = Kill(child);
+    let base = format!("https://127.0.0.1:{port}");
+    let curl = |path: &str| {
+        crate::support::run(
+            Command::new("curl").args([
+                "-sS",
+                "--max-time",
+                "20",
+                "--cacert",
+                &cert.to_string_lossy(),
+                &format!("{base}{path}"),
+            ]),
+            None,
+            Duration::from_secs(30),
+        )
+    };
+    let page = curl("/example.test/rich?go-get=1").check().stdout_str();
+    assert!(
+        page.contains(&format!(
+            "content=\"example.test/rich git https://127.0.0.1:{port}/example.test/rich\""
+        )),
+        "{page}"
+    );
+    assert_eq!(curl("/healthz").check().stdout_str().trim(), "ok");
+    let git = crate::support::git::GitEnv::with_config(&format!(
+        "[http]\n\tsslCAInfo = {}\n",
+        cert.display()
+    ));
+    let dest = crate::support::git::clone_and_compare(
+        &git,
+        &tmp,
+        &format!("{base}/example.test/rich"),
+        "example.test/rich",
+        2,
+        crate::support::git::CloneKind::Mirror,
+    );
+    crate::support::remove_tree(&dest);
+    // Without trusting the certificate, git refuses.
+    let plain = crate::support::git::GitEnv::new();
+    let out = plain.output(
+        tmp.path(),
+        &["ls-remote", &format!("{base}/example.test/rich")],
+    );
+    assert!(!out.ok(), "an untrusted certificate must be refused by git");
+}
