@@ -559,7 +559,17 @@ fn request_limits_and_slow_headers() {
     );
 
     // Slow headers: many connections each send half a request head and stall.
-    const SLOW: usize = 100;
+    let rss = |pid: Option<u32>| -> u64 {
+        pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+            })
+            .unwrap_or(0)
+    };
+    let rss_before = rss(h.gp.pid());
+    const SLOW: usize = 300;
     let mut slow = Vec::new();
     for _ in 0..SLOW {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -569,6 +579,7 @@ fn request_limits_and_slow_headers() {
             .expect("timeout");
         slow.push(s);
     }
+    let rss_during = rss(h.gp.pid());
     let t0 = Instant::now();
     // A clone still works meanwhile.
     let dest = h.clone_and_compare(
@@ -600,7 +611,7 @@ fn request_limits_and_slow_headers() {
     }
     let last = closed_after.iter().max().copied().unwrap_or_default();
     eprintln!(
-        "{SLOW} stalled connections; clone meanwhile took {clone_time:?}; all stalled connections closed within {last:?}"
+        "{SLOW} stalled connections; clone meanwhile took {clone_time:?}; all stalled connections closed within {last:?}; goprox RSS {rss_before} KiB before, {rss_during} KiB with them open"
     );
     assert!(
         last < Duration::from_secs(12),
@@ -806,4 +817,58 @@ fn tls_serving() {
         &["ls-remote", &format!("{base}/example.test/rich")],
     );
     assert!(!out.ok(), "an untrusted certificate must be refused by git");
+}
+
+/// 50,000 haves in one request (below the default `--max-haves`) are answered well within
+/// 30 s, and goprox keeps serving.
+#[test]
+fn fifty_thousand_haves() {
+    let Some(mut h) = Harness::start(StoreKind::Local, "haves") else {
+        return;
+    };
+    let port = h.gp.port;
+    let r = http::get(port, "/example.test/rich/info/refs?service=git-upload-pack");
+    assert_eq!(r.status, 200, "{}", show(&r));
+    let head = crate::support::fixtures::fixtures().git("rich", &["rev-parse", "HEAD"]);
+    let mut body = http::pkt(&format!(
+        "want {} multi_ack_detailed side-band-64k ofs-delta\n",
+        head.trim()
+    ));
+    body.extend_from_slice(b"0000");
+    for i in 0..50_000u32 {
+        body.extend_from_slice(&http::pkt(&format!(
+            "have {:040x}\n",
+            u64::from(i) * 7919 + 1
+        )));
+    }
+    body.extend_from_slice(&http::pkt("done\n"));
+    let t0 = Instant::now();
+    let r = http::request(
+        port,
+        "POST",
+        "/example.test/rich/git-upload-pack",
+        &[("Content-Type", "application/x-git-upload-pack-request")],
+        &body,
+    );
+    let took = t0.elapsed();
+    eprintln!(
+        "50,000 haves ({} byte request): status {} in {took:?}, {} byte answer",
+        body.len(),
+        r.status,
+        r.body.len()
+    );
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert!(took < Duration::from_secs(15), "50k haves took {took:?}");
+    assert!(
+        r.body.windows(4).any(|w| w == b"PACK") || r.text().contains("ERR"),
+        "neither a pack nor an ERR: {}",
+        crate::support::tail(&r.text(), 500)
+    );
+    h.gp.assert_alive();
+    let dest = h.clone_and_compare(
+        "example.test/rich",
+        0,
+        crate::support::git::CloneKind::Mirror,
+    );
+    crate::support::remove_tree(&dest);
 }
