@@ -19,8 +19,29 @@ use axum::response::{IntoResponse, Response};
 use std::io::Read;
 use std::sync::Arc;
 
-/// Largest accepted request body (after gzip decoding).
+/// Default largest accepted request body (also after gzip decoding).
 pub const MAX_BODY: usize = 64 << 20;
+
+/// Per-request limits (`--max-request-bytes`, `--max-wants`, `--max-haves`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body, before and after gzip decoding (413 beyond it).
+    pub max_request_bytes: usize,
+    /// Most `want` lines in one upload-pack request (a clean `ERR` beyond it).
+    pub max_wants: usize,
+    /// Most `have` lines in one upload-pack request (a clean `ERR` beyond it).
+    pub max_haves: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_bytes: MAX_BODY,
+            max_wants: 10_000,
+            max_haves: 100_000,
+        }
+    }
+}
 
 pub struct AppState {
     pub repos: Arc<Repos>,
@@ -29,6 +50,15 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// Our own address, used for proxy (absolute-form) requests when no public URL is set.
     pub listen_url: String,
+    /// goprox serves TLS itself (`--tls-cert`): go-import tags say `https://`.
+    pub tls: bool,
+    /// `--auth-file`: clients must authenticate (HTTP basic) on every route but `/healthz`
+    /// and `/readyz`.
+    pub auth: Option<Arc<crate::auth::Users>>,
+    /// Request size limits.
+    pub limits: Limits,
+    /// `--allow` / `--deny`: which import paths may be served and filled.
+    pub access: crate::access::Access,
     /// The store failed the start-up probe (conditional writes not honoured) and goprox runs
     /// with `--single-instance`: cross-instance protection (leases, compare-and-swap) cannot
     /// be relied on, so in-process locking has to stand in for it.
@@ -59,10 +89,19 @@ impl AppState {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let auth = state.auth.clone();
+    let max_body = state.limits.max_request_bytes;
+    let r = Router::new()
         .fallback(dispatch)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state);
+    match auth {
+        Some(users) => r.layer(axum::middleware::from_fn_with_state(
+            users,
+            crate::auth::require_auth,
+        )),
+        None => r,
+    }
 }
 
 fn text(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -176,6 +215,10 @@ async fn dispatch(
     if let Err(e) = path::validate(repo_path) {
         return text(StatusCode::BAD_REQUEST, e.to_string());
     }
+    // Before anything else looks at the path (and long before any upstream contact).
+    if let Err(why) = st.access.check(repo_path) {
+        return text(StatusCode::FORBIDDEN, why);
+    }
     match action {
         Action::ReceivePack => return text(StatusCode::FORBIDDEN, "goprox is a read-only mirror"),
         Action::InfoRefs { ref service } if service == "git-receive-pack" => {
@@ -201,9 +244,13 @@ async fn dispatch(
         Err(e @ ResolveError::Discovery(..)) => {
             return text(StatusCode::BAD_GATEWAY, e.to_string());
         }
+        Err(ResolveError::Refused(r)) => {
+            tracing::info!(path = %repo_path, refused = %r, "upstream refused by policy");
+            return text(StatusCode::FORBIDDEN, r.to_string());
+        }
     };
     if let Action::GoGet = action {
-        return go_get(&st, &target, &headers, absolute);
+        return go_get(&st, &target, &headers, &uri, absolute);
     }
     if target.root != repo_path {
         return text(
@@ -301,14 +348,20 @@ async fn upload(
         .is_some_and(|v| v.eq_ignore_ascii_case("gzip") || v.eq_ignore_ascii_case("x-gzip"));
     let body = if gzip {
         let mut out = Vec::new();
+        let max = st.limits.max_request_bytes;
         let r = flate2::read::GzDecoder::new(&body[..])
-            .take(MAX_BODY as u64 + 1)
+            .take(max as u64 + 1)
             .read_to_end(&mut out);
         if r.is_err() {
             return text(StatusCode::BAD_REQUEST, "request body is not valid gzip");
         }
-        if out.len() > MAX_BODY {
-            return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+        if out.len() > max {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body too large after gzip decoding (limit {max} bytes, --max-request-bytes)"
+                ),
+            );
         }
         Bytes::from(out)
     } else {
@@ -329,6 +382,20 @@ async fn upload(
             Err(e) => return err_response(&e.to_string()),
         }
     };
+    let wants = req.wants.len() + req.want_refs.len();
+    if wants > st.limits.max_wants {
+        return err_response(&format!(
+            "upload-pack: too many wants ({wants} > {}, --max-wants)",
+            st.limits.max_wants
+        ));
+    }
+    if req.haves.len() > st.limits.max_haves {
+        return err_response(&format!(
+            "upload-pack: too many haves ({} > {}, --max-haves)",
+            req.haves.len(),
+            st.limits.max_haves
+        ));
+    }
     // Wants the store lacks (a commit pushed after the last refresh): look upstream first.
     let missing: Vec<_> = req
         .wants
@@ -361,20 +428,32 @@ fn html_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-fn go_get(st: &AppState, target: &Target, headers: &HeaderMap, absolute: bool) -> Response {
+fn go_get(
+    st: &AppState,
+    target: &Target,
+    headers: &HeaderMap,
+    uri: &Uri,
+    absolute: bool,
+) -> Response {
     let base = match &st.public_url {
         Some(u) => u.trim_end_matches('/').to_string(),
         None if absolute => st.listen_url.clone(),
         None => {
+            // HTTP/2 carries the host as the URI's authority, not as a Host header.
             let host = headers
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
+                .or_else(|| uri.authority().map(|a| a.as_str()))
                 .unwrap_or("localhost");
-            let proto = headers
-                .get("x-forwarded-proto")
-                .and_then(|h| h.to_str().ok())
-                .filter(|p| *p == "https" || *p == "http")
-                .unwrap_or("http");
+            let proto = if st.tls {
+                "https"
+            } else {
+                headers
+                    .get("x-forwarded-proto")
+                    .and_then(|h| h.to_str().ok())
+                    .filter(|p| *p == "https" || *p == "http")
+                    .unwrap_or("http")
+            };
             format!("{proto}://{host}")
         }
     };

@@ -4,6 +4,9 @@
 //! Data path: [`http`] → [`protocol`] → [`odb`] → [`store`]; beside it [`refs`] (the ref
 //! index with compare-and-swap) and [`fill`] (upstream resolution and fetch).
 
+pub mod access;
+pub mod auth;
+pub mod creds;
 pub mod duration;
 pub mod fill;
 pub mod http;
@@ -11,9 +14,11 @@ pub mod maint;
 pub mod metrics;
 pub mod odb;
 pub mod path;
+pub mod policy;
 pub mod protocol;
 pub mod refs;
 pub mod repo;
+pub mod server;
 pub mod store;
 
 /// Agent string sent to clients and upstreams.

@@ -24,6 +24,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 enum Cmd {
     /// Serve git smart HTTP (upload-pack) and ?go-get=1 pages.
     Serve(ServeArgs),
@@ -44,6 +45,10 @@ struct StoreArgs {
     /// covers many repositories (PREFIX + the host's usual number of path elements, appended to URL).
     #[arg(long = "upstream", env = "GOPROX_UPSTREAM", value_delimiter = ',')]
     upstreams: Vec<Rule>,
+    /// netrc file with upstream credentials by host (`machine HOST login USER password PW`).
+    /// Default: $NETRC, else ~/.netrc if it exists.
+    #[arg(long, env = "GOPROX_NETRC")]
+    netrc: Option<std::path::PathBuf>,
     /// S3 endpoint URL (default: AWS_ENDPOINT_URL or AWS).
     #[arg(long, env = "GOPROX_S3_ENDPOINT")]
     s3_endpoint: Option<String>,
@@ -98,10 +103,32 @@ impl StoreArgs {
     }
 }
 
+/// `--allow` / `--deny` (serve and mirror).
+#[derive(Args)]
+struct AccessArgs {
+    /// Only serve and fill import paths matching these comma-separated glob patterns
+    /// (matched against path prefixes like GOPRIVATE: `*.corp.example.com,github.com/acme`).
+    /// Default: every path.
+    #[arg(long, env = "GOPROX_ALLOW", value_delimiter = ',')]
+    allow: Vec<String>,
+    /// Never serve or fill import paths matching these patterns (same syntax as --allow;
+    /// --deny wins).
+    #[arg(long, env = "GOPROX_DENY", value_delimiter = ',')]
+    deny: Vec<String>,
+}
+
+impl AccessArgs {
+    fn access(&self) -> goprox::access::Access {
+        goprox::access::Access::new(&self.allow, &self.deny)
+    }
+}
+
 #[derive(Args)]
 struct ServeArgs {
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    access: AccessArgs,
     /// Address to listen on.
     #[arg(long, env = "GOPROX_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
@@ -123,6 +150,29 @@ struct ServeArgs {
     /// the store (a conditional GET); another instance's changes show after at most this.
     #[arg(long, env = "GOPROX_REF_CACHE_TTL", default_value = "2s", value_parser = goprox::duration::parse_duration)]
     ref_cache_ttl: Duration,
+    /// Largest upload-pack request body, also after gzip decoding (413 beyond it).
+    #[arg(long, env = "GOPROX_MAX_REQUEST_BYTES", default_value_t = goprox::http::MAX_BODY)]
+    max_request_bytes: usize,
+    /// Most `want` lines in one upload-pack request.
+    #[arg(long, env = "GOPROX_MAX_WANTS", default_value_t = 10_000)]
+    max_wants: usize,
+    /// Most `have` lines in one upload-pack request.
+    #[arg(long, env = "GOPROX_MAX_HAVES", default_value_t = 100_000)]
+    max_haves: usize,
+    /// A client must send a complete request head within this (also the longest a keep-alive
+    /// connection may sit idle between requests).
+    #[arg(long, env = "GOPROX_HEADER_TIMEOUT", default_value = "10s", value_parser = goprox::duration::parse_duration)]
+    header_timeout: Duration,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "GOPROX_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "GOPROX_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// htpasswd file with bcrypt hashes (`htpasswd -B`): clients must authenticate with HTTP
+    /// basic auth on every route but /healthz and /readyz. Re-read when it changes.
+    #[arg(long, env = "GOPROX_AUTH_FILE")]
+    auth_file: Option<std::path::PathBuf>,
     /// Start even if the store does not honour conditional writes (only safe when this is the
     /// only process writing to the store).
     #[arg(long, env = "GOPROX_SINGLE_INSTANCE")]
@@ -151,6 +201,8 @@ struct FsckArgs {
 struct MirrorArgs {
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    access: AccessArgs,
     /// Import paths to fill or refresh.
     #[arg(required = true)]
     paths: Vec<String>,
@@ -163,6 +215,40 @@ async fn open_store(a: &StoreArgs) -> anyhow::Result<store::DynStore> {
         region: a.s3_region.clone(),
     };
     store::open(&a.store, &opts).await
+}
+
+/// Take credentials out of the rules' URLs (they must never be logged or stored), read the
+/// netrc file, and trust the explicit `--upstream` rules as given (they may name http and
+/// private hosts; every other upstream goes through the policy in `goprox::policy`). Returns
+/// the rules without userinfo.
+fn prepare_upstreams(a: &StoreArgs) -> anyhow::Result<Vec<Rule>> {
+    let mut creds = goprox::creds::Credentials::default();
+    let mut rules = Vec::new();
+    for r in &a.upstreams {
+        let (url, secret) = goprox::creds::split_userinfo(&r.url);
+        if let Some(s) = secret {
+            creds.by_prefix.push((url.clone(), s));
+        }
+        rules.push(Rule {
+            prefix: r.prefix.clone(),
+            url,
+        });
+    }
+    if let Some(p) = goprox::creds::netrc_path(a.netrc.as_deref()) {
+        match std::fs::read_to_string(&p) {
+            Ok(text) => {
+                creds.by_host = goprox::creds::parse_netrc(&text);
+                tracing::info!(file = %p.display(), hosts = creds.by_host.len(), "upstream credentials from netrc");
+            }
+            Err(e) if a.netrc.is_some() => {
+                anyhow::bail!("--netrc {}: {e}", p.display());
+            }
+            Err(e) => tracing::warn!(file = %p.display(), error = %e, "cannot read netrc"),
+        }
+    }
+    goprox::creds::install(creds);
+    goprox::policy::trust_rule_urls(rules.iter().map(|r| r.url.clone()));
+    Ok(rules)
 }
 
 fn main() -> std::process::ExitCode {
@@ -202,6 +288,20 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let rules = prepare_upstreams(&a.store)?;
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(c), Some(k)) => Some(goprox::server::tls_acceptor(c, k)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let auth = match &a.auth_file {
+        Some(f) => {
+            let users = goprox::auth::Users::open(f)?;
+            tracing::info!(file = %f.display(), "client authentication required (--auth-file)");
+            Some(Arc::new(users))
+        }
+        None => None,
+    };
     let store = open_store(&a.store).await?;
     let single_instance = match store::probe(store.as_ref()).await {
         Ok(()) => {
@@ -244,22 +344,47 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let state = Arc::new(AppState {
         repos,
-        resolver: Resolver::new(a.store.upstreams.clone()),
+        resolver: Resolver::new(rules),
         public_url: a.public_url.clone(),
-        listen_url: format!("http://{addr}"),
+        access: a.access.access(),
+        auth,
+        limits: goprox::http::Limits {
+            max_request_bytes: a.max_request_bytes,
+            max_wants: a.max_wants,
+            max_haves: a.max_haves,
+        },
+        listen_url: format!("{scheme}://{addr}"),
+        tls: tls.is_some(),
         single_instance,
     });
     println!(
-        "goprox listening on http://{addr} (store: {})",
+        "goprox listening on {scheme}://{addr} (store: {})",
         store.describe()
     );
     tracing::info!(%addr, store = %store.describe(), "listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let limits = goprox::server::ServerLimits {
+        header_timeout: a.header_timeout.max(Duration::from_millis(100)),
+    };
+    goprox::server::serve(listener, router(state), limits, tls, shutdown_signal()).await?;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: draining in-flight requests");
 }
 
 struct Bar(indicatif::ProgressBar);
@@ -280,7 +405,7 @@ impl FillProgress for Bar {
 
 async fn mirror(a: MirrorArgs) -> anyhow::Result<()> {
     let store = open_store(&a.store).await?;
-    let resolver = Resolver::new(a.store.upstreams.clone());
+    let resolver = Resolver::new(prepare_upstreams(&a.store)?);
     let bar = indicatif::ProgressBar::new(a.paths.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} repos {msg}")
@@ -303,8 +428,14 @@ async fn mirror(a: MirrorArgs) -> anyhow::Result<()> {
     };
     let repos = Arc::new(Repos::new(store.clone(), io, filler).with_policy(policy));
     let mut failed = 0;
+    let access = a.access.access();
     for p in &a.paths {
         goprox::path::validate(p)?;
+        if let Err(why) = access.check(p) {
+            failed += 1;
+            bar.suspend(|| eprintln!("goprox: {why}"));
+            continue;
+        }
         let target = resolver.resolve(p).await?;
         let existed = goprox::refs::load(&store, &Keys::new(&target.root))
             .await?

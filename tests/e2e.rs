@@ -29,6 +29,8 @@ mod mirror;
 mod partial;
 #[path = "e2e/refresh.rs"]
 mod refresh;
+#[path = "e2e/security.rs"]
+mod security;
 #[path = "e2e/selftest.rs"]
 mod selftest;
 #[path = "e2e/shallow.rs"]

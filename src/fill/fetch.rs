@@ -117,6 +117,14 @@ impl Session {
         prefixes: &RefPrefixes,
         deadlines: Deadlines,
     ) -> Result<(Session, Listing), FetchError> {
+        // Upstreams no explicit `--upstream` rule names: https to public addresses only (the
+        // HTTP client's resolver refuses the rest), and no redirects (a redirect could lead
+        // to an address that was never checked).
+        let trusted = crate::policy::is_trusted(url);
+        if !trusted {
+            crate::policy::check_url(url)
+                .map_err(|e| FetchError::Upstream(crate::policy::redact(url), e.to_string()))?;
+        }
         let mut transport = gix_transport::client::blocking_io::connect::connect(
             url,
             gix_transport::client::blocking_io::connect::Options {
@@ -131,9 +139,46 @@ impl Session {
             low_speed_limit_bytes_per_second: 1024,
             low_speed_time_seconds: deadlines.idle.as_secs().max(1),
             user_agent: Some(crate::AGENT.into()),
+            follow_redirects: if trusted {
+                Default::default()
+            } else {
+                gix_transport::client::blocking_io::http::options::FollowRedirects::None
+            },
+            backend: (!trusted).then(|| {
+                let opts = gix_transport::client::blocking_io::http::reqwest::Options {
+                    configure_client: Some(Box::new(|b: reqwest::blocking::ClientBuilder| {
+                        Ok(b.dns_resolver(crate::policy::public_resolver()).no_proxy())
+                    })),
+                    configure_request: None,
+                };
+                std::sync::Arc::new(std::sync::Mutex::new(opts))
+                    as std::sync::Arc<std::sync::Mutex<dyn std::any::Any + Send + Sync>>
+            }),
             ..Default::default()
         };
-        let _ = transport.configure(&http);
+        if let Err(e) = transport.configure(&http)
+            && !trusted
+        {
+            // Without the policy's resolver the connection must not be made.
+            return Err(FetchError::Upstream(
+                crate::policy::redact(url),
+                format!("cannot configure the HTTP transport: {e}"),
+            ));
+        }
+        // Credentials live apart from the URL (which is logged and stored): rule userinfo or
+        // the netrc entry of the host.
+        // They are only ever sent over https (gix refuses clear-text credentials anyway).
+        if let Some(s) = crate::creds::for_url(url) {
+            if url.starts_with("https://") {
+                let _ = transport.set_identity(gix_sec::identity::Account {
+                    username: s.user,
+                    password: s.password,
+                    oauth_refresh_token: None,
+                });
+            } else {
+                tracing::warn!(upstream = %url, "upstream credentials configured but not sent over plain http");
+            }
+        }
         let mut progress = gix_utils::progress::Discard;
         let hs = gix_protocol::handshake(
             &mut transport,

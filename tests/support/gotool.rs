@@ -36,9 +36,25 @@ pub struct Download {
 /// `go mod download -json MODULE@VERSION` in a fresh, empty module cache (panics on failure, with
 /// go's stdout and stderr).
 pub fn download(module_at_version: &str, route: &Route) -> Download {
+    download_with_netrc(module_at_version, route, None)
+}
+
+/// [`download`] with a netrc file (`NETRC`, and `$HOME/.netrc` for git) holding `netrc`.
+pub fn download_with_netrc(
+    module_at_version: &str,
+    route: &Route,
+    netrc: Option<&str>,
+) -> Download {
     let tmp = TempDir::new("go");
     for d in ["home", "gopath", "modcache", "gocache", "work"] {
         std::fs::create_dir_all(tmp.join(d)).expect("mkdir");
+    }
+    let netrc_path = tmp.join("home").join(".netrc");
+    if let Some(text) = netrc {
+        std::fs::write(&netrc_path, text).expect("write netrc");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&netrc_path, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod netrc");
     }
     let gitconfig = tmp.join("gitconfig");
     let mut cfg = String::from("[user]\n\tname = Go Test\n\temail = go@example.test\n");
@@ -71,6 +87,9 @@ pub fn download(module_at_version: &str, route: &Route) -> Download {
         .env("GIT_CONFIG_GLOBAL", &gitconfig)
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("LC_ALL", "C");
+    if netrc.is_some() {
+        cmd.env("NETRC", &netrc_path);
+    }
     if let Route::Proxy(port) = route {
         let p = format!("http://127.0.0.1:{port}");
         cmd.env("GOINSECURE", "example.test")

@@ -1,0 +1,211 @@
+//! Upstream credentials, kept apart from upstream URLs so that URLs can be logged, stored in
+//! `refs.json` and sent back in error texts without leaking anything.
+//!
+//! Two sources: the userinfo of `--upstream PREFIX=https://user:token@host/...` rules (taken
+//! out of the URL at start-up; it applies to upstreams under that rule's URL), and a netrc
+//! file (`--netrc FILE`, default `$NETRC`, else `~/.netrc`) matched by host name. netrc's
+//! `default` entry is ignored: credentials only go to hosts that are named.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// A user name and password (or token).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({:?}, <redacted>)", self.user)
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Credentials {
+    /// (upstream URL prefix without userinfo, credentials), from rules.
+    pub by_prefix: Vec<(String, Secret)>,
+    /// host name (lower case) → credentials, from netrc.
+    pub by_host: HashMap<String, Secret>,
+}
+
+fn percent_decode_lossy(s: &str) -> String {
+    crate::path::percent_decode(s).unwrap_or_else(|_| s.to_string())
+}
+
+/// Split `scheme://user:pass@host/...` into the URL without userinfo and the credentials.
+pub fn split_userinfo(url: &str) -> (String, Option<Secret>) {
+    let clean = crate::policy::redact(url);
+    if clean == url {
+        return (clean, None);
+    }
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or_default();
+    let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let userinfo = rest[..auth_end]
+        .rfind('@')
+        .map(|at| &rest[..at])
+        .unwrap_or_default();
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    (
+        clean,
+        Some(Secret {
+            user: percent_decode_lossy(user),
+            password: percent_decode_lossy(password),
+        }),
+    )
+}
+
+/// Parse a netrc file: `machine HOST login USER password PASS` (tokens separated by any
+/// whitespace; `default` and `macdef` entries are skipped).
+pub fn parse_netrc(text: &str) -> HashMap<String, Secret> {
+    let mut out = HashMap::new();
+    let mut toks = text.split_whitespace().peekable();
+    let mut host: Option<String> = None;
+    let mut login = String::new();
+    let mut password: Option<String> = None;
+    let mut flush =
+        |host: &mut Option<String>, login: &mut String, password: &mut Option<String>| {
+            if let (Some(h), Some(p)) = (host.take(), password.take()) {
+                out.entry(h.to_ascii_lowercase()).or_insert(Secret {
+                    user: std::mem::take(login),
+                    password: p,
+                });
+            }
+            login.clear();
+        };
+    while let Some(t) = toks.next() {
+        match t {
+            "machine" => {
+                flush(&mut host, &mut login, &mut password);
+                host = toks.next().map(str::to_string);
+            }
+            "default" => {
+                flush(&mut host, &mut login, &mut password);
+                host = None;
+            }
+            "login" => login = toks.next().unwrap_or_default().to_string(),
+            "password" => password = toks.next().map(str::to_string),
+            "account" => {
+                toks.next();
+            }
+            "macdef" => {
+                // A macro runs to the next blank line; with whitespace tokens, skip its name.
+                toks.next();
+            }
+            _ => {}
+        }
+    }
+    flush(&mut host, &mut login, &mut password);
+    out
+}
+
+/// Where to read netrc from: `--netrc`, else `$NETRC`, else `~/.netrc` (if it exists).
+pub fn netrc_path(explicit: Option<&std::path::Path>) -> Option<std::path::PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("NETRC").filter(|p| !p.is_empty()) {
+        return Some(p.into());
+    }
+    let home = std::env::var_os("HOME")?;
+    let p = std::path::Path::new(&home).join(".netrc");
+    p.is_file().then_some(p)
+}
+
+static CREDS: OnceLock<Credentials> = OnceLock::new();
+
+/// Install the process's upstream credentials (once, at start-up).
+pub fn install(c: Credentials) {
+    let _ = CREDS.set(c);
+}
+
+impl Credentials {
+    /// Credentials for an upstream URL (without userinfo): the longest rule prefix it is
+    /// under, else its host's netrc entry.
+    pub fn for_url(&self, url: &str) -> Option<Secret> {
+        let under = |p: &str| {
+            url == p
+                || (p.ends_with('/') && url.starts_with(p))
+                || url.strip_prefix(p).is_some_and(|r| r.starts_with('/'))
+        };
+        if let Some((_, s)) = self
+            .by_prefix
+            .iter()
+            .filter(|(p, _)| under(p))
+            .max_by_key(|(p, _)| p.len())
+        {
+            return Some(s.clone());
+        }
+        let host = reqwest::Url::parse(url)
+            .ok()?
+            .host_str()?
+            .to_ascii_lowercase();
+        self.by_host.get(&host).cloned()
+    }
+}
+
+/// Credentials for `url` from the installed set.
+pub fn for_url(url: &str) -> Option<Secret> {
+    CREDS.get()?.for_url(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn userinfo() {
+        let (u, s) = split_userinfo("https://bot:t%40ken@git.example.com/x/");
+        assert_eq!(u, "https://git.example.com/x/");
+        assert_eq!(
+            s,
+            Some(Secret {
+                user: "bot".into(),
+                password: "t@ken".into()
+            })
+        );
+        assert_eq!(
+            split_userinfo("https://git.example.com/a@b"),
+            ("https://git.example.com/a@b".into(), None)
+        );
+        assert!(!format!("{s:?}").contains("t@ken"));
+    }
+
+    #[test]
+    fn netrc() {
+        let n = parse_netrc(
+            "machine git.example.com login bot password s1\n\
+             default login any password nope\n\
+             machine GitHub.com\n  login x\n  password s2\n",
+        );
+        assert_eq!(n.len(), 2);
+        assert_eq!(n["git.example.com"].password, "s1");
+        assert_eq!(n["github.com"].user, "x");
+        let c = Credentials {
+            by_prefix: vec![(
+                "https://git.example.com/team/".into(),
+                Secret {
+                    user: "r".into(),
+                    password: "rule".into(),
+                },
+            )],
+            by_host: n,
+        };
+        assert_eq!(
+            c.for_url("https://git.example.com/team/x")
+                .map(|s| s.password),
+            Some("rule".into())
+        );
+        assert_eq!(
+            c.for_url("https://git.example.com/other")
+                .map(|s| s.password),
+            Some("s1".into())
+        );
+        assert_eq!(
+            c.for_url("https://github.com/o/r").map(|s| s.password),
+            Some("s2".into())
+        );
+        assert_eq!(c.for_url("https://elsewhere.example/x"), None);
+    }
+}

@@ -1,0 +1,874 @@
+//! Safe to expose: the upstream policy (no SSRF to loopback in any spelling), `--allow` /
+//! `--deny`, client authentication and request limits.
+
+use crate::support::Harness;
+use crate::support::goprox::StoreKind;
+use crate::support::http::{self, HttpResponse};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn show(r: &HttpResponse) -> String {
+    format!("status {} headers {:?}\n{}", r.status, r.headers, r.text())
+}
+
+/// A listener on 127.0.0.1 that counts the connections it accepts (in a thread), until dropped.
+struct Trap {
+    port: u16,
+    hits: Arc<AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Trap {
+    fn bind(port: u16) -> Option<Trap> {
+        let l = TcpListener::bind(("127.0.0.1", port)).ok()?;
+        l.set_nonblocking(true).ok()?;
+        let port = l.local_addr().ok()?.port();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (h, s) = (hits.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok(_) => {
+                        h.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Some(Trap {
+            port,
+            hits,
+            stop,
+            thread: Some(thread),
+        })
+    }
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Trap {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Import paths naming loopback in several spellings: go-get pages and clones get a 4xx, and a
+/// listener on 127.0.0.1:443 (where discovery of `https://127.0.0.1/x?go-get=1` would go)
+/// sees no connection.
+#[test]
+fn ssrf_loopback_spellings_refused() {
+    let Some(mut h) = Harness::start(StoreKind::Local, "ssrf") else {
+        return;
+    };
+    // 443 is where goprox would connect for `https://127.0.0.1/...`. Without it (no
+    // privilege to bind it), the trap on a free port still shows that nothing wanders off,
+    // and the unit tests of the classifier carry the rest.
+    let trap = match Trap::bind(443) {
+        Some(t) => t,
+        None => {
+            eprintln!("cannot bind 127.0.0.1:443; trap on a free port instead");
+            Trap::bind(0).expect("bind a free port")
+        }
+    };
+    eprintln!("trap on 127.0.0.1:{}", trap.port);
+    let port = h.gp.port;
+    let paths = [
+        "localhost/x",
+        "127.0.0.1/x",
+        "127.1.2.3/x",
+        "0x7f000001/x",
+        "2130706433/x",
+        "127.1/x",
+        "0177.0.0.1/x",
+        "foo.localhost/x",
+        "169.254.169.254/latest",
+    ];
+    let mut timings = Vec::new();
+    for p in paths {
+        for target in [
+            format!("/{p}?go-get=1"),
+            format!("/{p}/info/refs?service=git-upload-pack"),
+        ] {
+            let t0 = Instant::now();
+            let r = http::get(port, &target);
+            timings.push(t0.elapsed());
+            assert!(
+                (400..500).contains(&r.status),
+                "GET {target}: want a 4xx, got {}",
+                show(&r)
+            );
+            assert!(
+                r.header("content-type")
+                    .is_some_and(|c| c.starts_with("text/")),
+                "GET {target}: text body expected: {}",
+                show(&r)
+            );
+        }
+        // The real git client too.
+        let dest = h.tmp.join(format!("clone-{}", p.replace('/', "_")));
+        let out = h.git.output(
+            h.tmp.path(),
+            &[
+                "clone",
+                &format!("http://127.0.0.1:{port}/{p}"),
+                &dest.to_string_lossy(),
+            ],
+        );
+        assert!(!out.ok(), "clone of {p} must fail");
+    }
+    // The refusal says what was refused.
+    let r = http::get(port, "/127.0.0.1/x?go-get=1");
+    assert_eq!(r.status, 403, "{}", show(&r));
+    assert!(
+        r.text()
+            .contains("refusing upstream 127.0.0.1: loopback address"),
+        "{}",
+        show(&r)
+    );
+    let r = http::get(port, "/localhost/x?go-get=1");
+    assert_eq!(r.status, 403, "{}", show(&r));
+    assert!(r.text().contains("loopback"), "{}", show(&r));
+    // Give a late connection attempt a moment to land, then check the trap.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        trap.hits(),
+        0,
+        "goprox connected to 127.0.0.1:{}",
+        trap.port
+    );
+    let max = timings.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "{} refusals, slowest {:?} (includes the test's own connect)",
+        timings.len(),
+        max
+    );
+    assert!(
+        max < Duration::from_secs(5),
+        "refusals should be quick: {max:?}"
+    );
+    // goprox still serves the real repositories.
+    h.gp.assert_alive();
+    let dest = h.clone_and_compare(
+        "example.test/rich",
+        2,
+        crate::support::git::CloneKind::Mirror,
+    );
+    crate::support::remove_tree(&dest);
+}
+
+/// `--allow example.test/rich --deny example.test/rich/forbidden`: that repository clones;
+/// other paths get 403 with a text body on every route (go-get page, info/refs, upload-pack),
+/// the upstream sees no request for them, and `goprox mirror` refuses them too.
+#[test]
+fn allow_and_deny_patterns() {
+    if !crate::support::have_git() {
+        crate::support::skip("git http-backend not found");
+        return;
+    }
+    let store = crate::support::goprox::Store::local();
+    let up = crate::support::upstream::Upstream::start(&crate::support::fixtures::fixtures().root);
+    let gp = crate::support::goprox::Goprox::start_with(
+        &store,
+        &up.goprox_args(),
+        &[
+            "--allow",
+            "example.test/rich,github.com/acme/*",
+            "--deny",
+            "github.com/acme/secret",
+        ],
+    );
+    let git = crate::support::git::GitEnv::new();
+    let tmp = crate::support::TempDir::new("allow");
+    let dest = crate::support::git::clone_and_compare(
+        &git,
+        &tmp,
+        &gp.repo_url("example.test/rich"),
+        "example.test/rich",
+        2,
+        crate::support::git::CloneKind::Mirror,
+    );
+    crate::support::remove_tree(&dest);
+    up.clear_requests();
+    let port = gp.port;
+    for (method, target) in [
+        ("GET", "/example.test/vmod?go-get=1"),
+        ("GET", "/example.test/vmod/sub/pkg?go-get=1"),
+        (
+            "GET",
+            "/example.test/vmod/info/refs?service=git-upload-pack",
+        ),
+        ("POST", "/example.test/vmod/git-upload-pack"),
+        (
+            "GET",
+            "/example.test/richer/info/refs?service=git-upload-pack",
+        ),
+        (
+            "GET",
+            "/github.com/acme/secret/info/refs?service=git-upload-pack",
+        ),
+        ("GET", "/github.com/other/widget?go-get=1"),
+        ("GET", "/127.0.0.1/x?go-get=1"),
+    ] {
+        let r = http::request(
+            port,
+            method,
+            target,
+            &[("Content-Type", "application/x-git-upload-pack-request")],
+            b"",
+        );
+        assert_eq!(r.status, 403, "{method} {target}: {}", show(&r));
+        assert!(
+            r.header("content-type")
+                .is_some_and(|c| c.starts_with("text/plain")),
+            "{method} {target}: {}",
+            show(&r)
+        );
+        assert!(
+            r.text().contains("not allowed") || r.text().contains("denied"),
+            "{method} {target}: {}",
+            show(&r)
+        );
+    }
+    // A proxied (absolute-form) go-get request as the go command sends it.
+    let r = http::request(
+        port,
+        "GET",
+        "http://example.test/vmod?go-get=1",
+        &[("Host", "example.test")],
+        b"",
+    );
+    assert_eq!(r.status, 403, "proxied: {}", show(&r));
+    let out = git.output(
+        tmp.path(),
+        &[
+            "clone",
+            &gp.repo_url("example.test/vmod"),
+            &tmp.join("vmod").to_string_lossy(),
+        ],
+    );
+    assert!(!out.ok(), "clone of a path not allowed must fail");
+    assert!(
+        out.stderr_str().contains("403") || out.stderr_str().contains("not allowed"),
+        "{}",
+        out.stderr_str()
+    );
+    let seen = up.requests();
+    assert!(
+        seen.is_empty(),
+        "upstream saw requests for refused paths: {seen:?}"
+    );
+    // The allowed repository still works after all that, the denied one in mirror fails.
+    let mut args: Vec<String> = vec![
+        "mirror".into(),
+        "--allow".into(),
+        "example.test/rich".into(),
+    ];
+    args.extend(up.goprox_args());
+    args.push("example.test/vmod".into());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = crate::support::goprox::command(&store, &argv);
+    assert!(!out.ok(), "mirror of a refused path must fail");
+    assert!(
+        format!("{}{}", out.stdout_str(), out.stderr_str()).contains("not allowed"),
+        "{}\n{}",
+        out.stdout_str(),
+        out.stderr_str()
+    );
+    assert!(
+        up.requests().is_empty(),
+        "mirror contacted upstream: {:?}",
+        up.requests()
+    );
+    assert!(
+        !store.keys().iter().any(|k| k.contains("vmod")),
+        "{:?}",
+        store.keys()
+    );
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+/// `--auth-file` with a bcrypt htpasswd: 401 + `WWW-Authenticate: Basic` without or with
+/// wrong credentials; git with credentials in the URL and go with a NETRC file work;
+/// `/healthz` and `/readyz` stay open; the file is re-read when it changes; the password is
+/// never logged.
+#[test]
+fn client_auth_htpasswd() {
+    if !crate::support::have_git() {
+        crate::support::skip("git http-backend not found");
+        return;
+    }
+    const PASS: &str = "pw-Zq8-unlogged";
+    let store = crate::support::goprox::Store::local();
+    let up = crate::support::upstream::Upstream::start(&crate::support::fixtures::fixtures().root);
+    let tmp = crate::support::TempDir::new("auth");
+    let htpasswd = tmp.join("htpasswd");
+    // htpasswd -B writes $2y$ with cost 5.
+    let hash = bcrypt::hash(PASS, 5)
+        .expect("bcrypt")
+        .replacen("$2b$", "$2y$", 1);
+    std::fs::write(&htpasswd, format!("# users\nalice:{hash}\n")).expect("write htpasswd");
+    let mut gp = crate::support::goprox::Goprox::start_with(
+        &store,
+        &up.goprox_args(),
+        &["--auth-file", &htpasswd.to_string_lossy()],
+    );
+    let port = gp.port;
+    for open in ["/healthz", "/readyz"] {
+        let r = http::get(port, open);
+        assert_eq!(r.status, 200, "{open} without credentials: {}", show(&r));
+    }
+    let refs = "/example.test/rich/info/refs?service=git-upload-pack";
+    for (what, headers) in [
+        ("no credentials", vec![]),
+        (
+            "wrong password",
+            vec![("Authorization", basic("alice", "nope"))],
+        ),
+        (
+            "unknown user",
+            vec![("Authorization", basic("mallory", PASS))],
+        ),
+        (
+            "not basic",
+            vec![("Authorization", "Bearer abc".to_string())],
+        ),
+    ] {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        for target in [refs, "/example.test/rich?go-get=1", "/metrics", "/"] {
+            let r = http::request(port, "GET", target, &h, b"");
+            assert_eq!(r.status, 401, "{what} {target}: {}", show(&r));
+            assert!(
+                r.header("www-authenticate")
+                    .is_some_and(|v| v.starts_with("Basic realm=\"goprox\"")),
+                "{what} {target}: {}",
+                show(&r)
+            );
+            assert!(
+                r.header("content-type")
+                    .is_some_and(|c| c.starts_with("text/plain"))
+                    && !r.body.is_empty(),
+                "{what}: {}",
+                show(&r)
+            );
+        }
+        let r = http::request(
+            port,
+            "POST",
+            "/example.test/rich/git-upload-pack",
+            &h,
+            b"0000",
+        );
+        assert_eq!(r.status, 401, "{what} upload-pack: {}", show(&r));
+    }
+    assert!(
+        up.requests().is_empty(),
+        "refused requests reached upstream"
+    );
+    // Right credentials: the first check runs bcrypt, later ones are remembered.
+    let good = basic("alice", PASS);
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let t0 = Instant::now();
+        let r = http::request(port, "GET", refs, &[("Authorization", &good)], b"");
+        times.push(t0.elapsed());
+        assert_eq!(r.status, 200, "{}", show(&r));
+    }
+    eprintln!(
+        "authenticated info/refs: first {:?}, median of the rest {:?}",
+        times[0],
+        {
+            let mut t = times[1..].to_vec();
+            t.sort();
+            t[t.len() / 2]
+        }
+    );
+    // git: credentials in the URL (sent after the 401 challenge).
+    let git = crate::support::git::GitEnv::new();
+    let url = format!("http://alice:{PASS}@127.0.0.1:{port}/example.test/rich");
+    let dest = crate::support::git::clone_and_compare(
+        &git,
+        &tmp,
+        &url,
+        "example.test/rich",
+        2,
+        crate::support::git::CloneKind::Mirror,
+    );
+    crate::support::remove_tree(&dest);
+    let out = git.output(
+        tmp.path(),
+        &[
+            "clone",
+            &gp.repo_url("example.test/rich"),
+            &tmp.join("noauth").to_string_lossy(),
+        ],
+    );
+    assert!(!out.ok(), "clone without credentials must fail");
+    // go: credentials from NETRC, used by the git it runs (github.com needs no go-get page;
+    // the go command itself sends netrc credentials only over https).
+    if crate::support::have_go() {
+        let module = "github.com/acme/widget@v1.2.3";
+        let expected = crate::support::gotool::reference(module);
+        let netrc = format!("machine 127.0.0.1 login alice password {PASS}\n");
+        let got = crate::support::gotool::download_with_netrc(
+            module,
+            &crate::support::gotool::goprox_route("github.com/acme/widget", port),
+            Some(&netrc),
+        );
+        assert_eq!(
+            (&got.sum, &got.go_mod_sum),
+            (&expected.sum, &expected.go_mod_sum)
+        );
+    } else {
+        crate::support::skip("go not installed (NETRC part of the auth test)");
+    }
+    // Reload: replace alice by bob; within a few seconds bob works and alice is refused.
+    let hash2 = bcrypt::hash("bobs-pw", 4).expect("bcrypt");
+    std::fs::write(&htpasswd, format!("bob:{hash2}\n")).expect("rewrite htpasswd");
+    crate::support::wait_for("auth file reload", Duration::from_secs(10), || {
+        let r = http::request(
+            port,
+            "GET",
+            refs,
+            &[("Authorization", &basic("bob", "bobs-pw"))],
+            b"",
+        );
+        (r.status == 200).then_some(())
+    });
+    let r = http::request(port, "GET", refs, &[("Authorization", &good)], b"");
+    assert_eq!(r.status, 401, "alice after reload: {}", show(&r));
+    gp.assert_alive();
+    let log = gp.log_text();
+    assert!(!log.contains(PASS), "password in goprox's log");
+    assert!(!log.contains("bobs-pw"), "password in goprox's log");
+}
+
+/// Request limits: a body above `--max-request-bytes` gets 413 (also when it only grows that
+/// large when gunzipped); too many haves get a clean `ERR`; connections that send half a
+/// request head are cut off after `--header-timeout` while clones go on.
+#[test]
+fn request_limits_and_slow_headers() {
+    use std::io::{Read, Write};
+    let Some(mut h) = Harness::start(StoreKind::Local, "limits") else {
+        return;
+    };
+    // Restart goprox with small limits on the same store and upstream.
+    let extra = [
+        "--max-request-bytes",
+        "1048576",
+        "--max-haves",
+        "1000",
+        "--max-wants",
+        "50",
+        "--header-timeout",
+        "2s",
+    ];
+    h.gp.stop();
+    h.gp = crate::support::goprox::Goprox::start_with(&h.store, &h.up.goprox_args(), &extra);
+    let port = h.gp.port;
+    let up_pack = "/example.test/rich/git-upload-pack";
+    let ct = ("Content-Type", "application/x-git-upload-pack-request");
+    // Fill the repository first (and learn a real oid).
+    let r = http::get(port, "/example.test/rich/info/refs?service=git-upload-pack");
+    assert_eq!(r.status, 200, "{}", show(&r));
+    let head = crate::support::fixtures::fixtures().git("rich", &["rev-parse", "HEAD"]);
+    let head = head.trim();
+
+    // Plain body above the limit.
+    let big = vec![b'0'; 2 << 20];
+    let t0 = Instant::now();
+    let r = http::request(port, "POST", up_pack, &[ct], &big);
+    assert_eq!(r.status, 413, "{}", show(&r));
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("text/"))
+            && !r.body.is_empty(),
+        "413 needs a text body: {}",
+        show(&r)
+    );
+    eprintln!("2 MiB body refused in {:?}", t0.elapsed());
+    // A small gzip body that inflates beyond the limit.
+    let mut bomb = Vec::new();
+    {
+        let mut enc = flate2::write::GzEncoder::new(&mut bomb, flate2::Compression::best());
+        enc.write_all(&vec![b'0'; 8 << 20]).expect("gzip");
+        enc.finish().expect("gzip");
+    }
+    assert!(bomb.len() < 1 << 20, "gzip body {} bytes", bomb.len());
+    let r = http::request(
+        port,
+        "POST",
+        up_pack,
+        &[ct, ("Content-Encoding", "gzip")],
+        &bomb,
+    );
+    assert_eq!(r.status, 413, "gzip bomb: {}", show(&r));
+    assert!(r.text().contains("too large"), "{}", show(&r));
+
+    // Too many haves: a clean ERR pkt-line, v0 and v2.
+    let mut body = http::pkt(&format!(
+        "want {head} multi_ack_detailed side-band-64k ofs-delta\n"
+    ));
+    body.extend_from_slice(b"0000");
+    for i in 0..1500u32 {
+        body.extend_from_slice(&http::pkt(&format!("have {:040x}\n", i + 1)));
+    }
+    body.extend_from_slice(b"0000");
+    body.extend_from_slice(&http::pkt("done\n"));
+    let r = http::request(port, "POST", up_pack, &[ct], &body);
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert!(
+        r.text()
+            .contains("ERR upload-pack: too many haves (1500 > 1000"),
+        "{}",
+        show(&r)
+    );
+    let mut body = http::pkt("command=fetch\n");
+    body.extend_from_slice(b"0001");
+    for i in 0..60u32 {
+        body.extend_from_slice(&http::pkt(&format!("want {:040x}\n", i + 1)));
+    }
+    body.extend_from_slice(&http::pkt("done\n"));
+    body.extend_from_slice(b"0000");
+    let r = http::request(
+        port,
+        "POST",
+        up_pack,
+        &[ct, ("Git-Protocol", "version=2")],
+        &body,
+    );
+    assert!(
+        r.text()
+            .contains("ERR upload-pack: too many wants (60 > 50"),
+        "{}",
+        show(&r)
+    );
+
+    // Slow headers: many connections each send half a request head and stall.
+    let rss = |pid: Option<u32>| -> u64 {
+        pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+            })
+            .unwrap_or(0)
+    };
+    let rss_before = rss(h.gp.pid());
+    const SLOW: usize = 300;
+    let mut slow = Vec::new();
+    for _ in 0..SLOW {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.write_all(b"GET /example.test/rich/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .expect("write half a head");
+        s.set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        slow.push(s);
+    }
+    let rss_during = rss(h.gp.pid());
+    let t0 = Instant::now();
+    // A clone still works meanwhile.
+    let dest = h.clone_and_compare(
+        "example.test/rich",
+        2,
+        crate::support::git::CloneKind::Mirror,
+    );
+    crate::support::remove_tree(&dest);
+    let clone_time = t0.elapsed();
+    // Each stalled connection is closed by goprox (EOF or reset) after about 2 s.
+    let mut closed_after = Vec::new();
+    for s in &mut slow {
+        let mut buf = [0u8; 512];
+        let r = s.read(&mut buf);
+        closed_after.push(t0.elapsed());
+        match r {
+            Ok(0) | Err(_) => {}
+            Ok(n) => {
+                // hyper may answer 408 before closing; then EOF must follow.
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                assert!(
+                    text.starts_with("HTTP/1.1 408"),
+                    "unexpected answer: {text}"
+                );
+                let mut rest = Vec::new();
+                let _ = s.read_to_end(&mut rest);
+            }
+        }
+    }
+    let last = closed_after.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "{SLOW} stalled connections; clone meanwhile took {clone_time:?}; all stalled connections closed within {last:?}; goprox RSS {rss_before} KiB before, {rss_during} KiB with them open"
+    );
+    assert!(
+        last < Duration::from_secs(12),
+        "stalled connections held for {last:?}"
+    );
+    h.gp.assert_alive();
+    let r = http::get(port, "/healthz");
+    assert_eq!(r.status, 200);
+}
+
+/// Credentials in an `--upstream` URL are used but never shown: not in refs.json, the log,
+/// error bodies or metrics.
+#[test]
+fn upstream_credentials_never_leak() {
+    if !crate::support::have_git() {
+        crate::support::skip("git http-backend not found");
+        return;
+    }
+    const SECRET: &str = "tok-Vx93-never-shown";
+    let store = crate::support::goprox::Store::local();
+    let up = crate::support::upstream::Upstream::start(&crate::support::fixtures::fixtures().root);
+    let rule = format!("example.test/=http://bot:{SECRET}@127.0.0.1:{}/", up.port);
+    let mut gp =
+        crate::support::goprox::Goprox::start_with(&store, &["--upstream".to_string(), rule], &[]);
+    let git = crate::support::git::GitEnv::new();
+    let tmp = crate::support::TempDir::new("creds");
+    let dest = crate::support::git::clone_and_compare(
+        &git,
+        &tmp,
+        &gp.repo_url("example.test/rich"),
+        "example.test/rich",
+        2,
+        crate::support::git::CloneKind::Mirror,
+    );
+    crate::support::remove_tree(&dest);
+    let refs = store
+        .get_object("example.test/rich/@git/refs.json")
+        .expect("refs.json");
+    let refs = String::from_utf8_lossy(&refs);
+    assert!(!refs.contains(SECRET) && !refs.contains("bot@"), "{refs}");
+    assert!(
+        refs.contains(&format!("\"http://127.0.0.1:{}/rich\"", up.port)),
+        "{refs}"
+    );
+    let port = gp.port;
+    let mut bodies = Vec::new();
+    for target in [
+        "/example.test/nosuch/info/refs?service=git-upload-pack",
+        "/example.test/nosuch?go-get=1",
+        "/metrics",
+    ] {
+        let r = http::get(port, target);
+        bodies.push(format!("{target}: {}", show(&r)));
+    }
+    let all = bodies.join("\n");
+    assert!(!all.contains(SECRET), "{all}");
+    assert!(
+        all.contains(&format!("http://127.0.0.1:{}/nosuch", up.port)),
+        "the error names the upstream (without credentials): {all}"
+    );
+    gp.assert_alive();
+    let log = gp.log_text();
+    assert!(!log.contains(SECRET), "credentials in goprox's log");
+    let keys = store.keys();
+    for k in &keys {
+        if let Some(b) = store.get_object(k) {
+            assert!(
+                !b.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+                "credentials in stored object {k}"
+            );
+        }
+    }
+}
+
+/// `--tls-cert/--tls-key` with a self-signed certificate: git clones over https (trusting
+/// that certificate), the go-get page says `https://`, and plain HTTP is not answered.
+#[test]
+fn tls_serving() {
+    use std::process::{Command, Stdio};
+    if !crate::support::have_git() {
+        crate::support::skip("git http-backend not found");
+        return;
+    }
+    let have = |bin: &str| {
+        Command::new(bin)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    if !have("openssl") || !have("curl") {
+        crate::support::skip("openssl or curl missing (TLS test)");
+        return;
+    }
+    let tmp = crate::support::TempDir::new("tls");
+    let (cert, key) = (tmp.join("cert.pem"), tmp.join("key.pem"));
+    crate::support::run(
+        Command::new("openssl").args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            &key.to_string_lossy(),
+            "-out",
+            &cert.to_string_lossy(),
+        ]),
+        None,
+        Duration::from_secs(30),
+    )
+    .check();
+    let store = crate::support::goprox::Store::local();
+    let up = crate::support::upstream::Upstream::start(&crate::support::fixtures::fixtures().root);
+    let port = crate::support::free_port();
+    let log = tmp.join("goprox.log");
+    let logf = std::fs::File::create(&log).expect("log");
+    let mut child = Command::new(crate::support::goprox::goprox_bin())
+        .env_clear()
+        .env("PATH", crate::support::path_var())
+        .env("HOME", tmp.path())
+        .env("RUST_LOG", "info")
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--store", &store.arg])
+        .args(["--ref-prefix", "*"])
+        .args(up.goprox_args())
+        .args(["--tls-cert", &cert.to_string_lossy()])
+        .args(["--tls-key", &key.to_string_lossy()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(logf.try_clone().expect("dup")))
+        .stderr(Stdio::from(logf))
+        .spawn()
+        .expect("spawn goprox");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    crate::support::wait_for("goprox TLS listener", Duration::from_secs(30), || {
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!(
+                "goprox exited ({st}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("listening on https://")
+            .then_some(())
+    });
+    let _guard = Kill(child);
+    let base = format!("https://127.0.0.1:{port}");
+    let curl = |path: &str| {
+        crate::support::run(
+            Command::new("curl").args([
+                "-sS",
+                "--max-time",
+                "20",
+                "--cacert",
+                &cert.to_string_lossy(),
+                &format!("{base}{path}"),
+            ]),
+            None,
+            Duration::from_secs(30),
+        )
+    };
+    let page = curl("/example.test/rich?go-get=1").check().stdout_str();
+    assert!(
+        page.contains(&format!(
+            "content=\"example.test/rich git https://127.0.0.1:{port}/example.test/rich\""
+        )),
+        "{page}"
+    );
+    assert_eq!(curl("/healthz").check().stdout_str().trim(), "ok");
+    let git = crate::support::git::GitEnv::with_config(&format!(
+        "[http]\n\tsslCAInfo = {}\n",
+        cert.display()
+    ));
+    let dest = crate::support::git::clone_and_compare(
+        &git,
+        &tmp,
+        &format!("{base}/example.test/rich"),
+        "example.test/rich",
+        2,
+        crate::support::git::CloneKind::Mirror,
+    );
+    crate::support::remove_tree(&dest);
+    // Without trusting the certificate, git refuses.
+    let plain = crate::support::git::GitEnv::new();
+    let out = plain.output(
+        tmp.path(),
+        &["ls-remote", &format!("{base}/example.test/rich")],
+    );
+    assert!(!out.ok(), "an untrusted certificate must be refused by git");
+}
+
+/// 50,000 haves in one request (below the default `--max-haves`) are answered well within
+/// 30 s, and goprox keeps serving.
+#[test]
+fn fifty_thousand_haves() {
+    let Some(mut h) = Harness::start(StoreKind::Local, "haves") else {
+        return;
+    };
+    let port = h.gp.port;
+    let r = http::get(port, "/example.test/rich/info/refs?service=git-upload-pack");
+    assert_eq!(r.status, 200, "{}", show(&r));
+    let head = crate::support::fixtures::fixtures().git("rich", &["rev-parse", "HEAD"]);
+    let mut body = http::pkt(&format!(
+        "want {} multi_ack_detailed side-band-64k ofs-delta\n",
+        head.trim()
+    ));
+    body.extend_from_slice(b"0000");
+    for i in 0..50_000u32 {
+        body.extend_from_slice(&http::pkt(&format!(
+            "have {:040x}\n",
+            u64::from(i) * 7919 + 1
+        )));
+    }
+    body.extend_from_slice(&http::pkt("done\n"));
+    let t0 = Instant::now();
+    let r = http::request(
+        port,
+        "POST",
+        "/example.test/rich/git-upload-pack",
+        &[("Content-Type", "application/x-git-upload-pack-request")],
+        &body,
+    );
+    let took = t0.elapsed();
+    eprintln!(
+        "50,000 haves ({} byte request): status {} in {took:?}, {} byte answer",
+        body.len(),
+        r.status,
+        r.body.len()
+    );
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert!(took < Duration::from_secs(15), "50k haves took {took:?}");
+    assert!(
+        r.body.windows(4).any(|w| w == b"PACK") || r.text().contains("ERR"),
+        "neither a pack nor an ERR: {}",
+        crate::support::tail(&r.text(), 500)
+    );
+    h.gp.assert_alive();
+    let dest = h.clone_and_compare(
+        "example.test/rich",
+        0,
+        crate::support::git::CloneKind::Mirror,
+    );
+    crate::support::remove_tree(&dest);
+}
