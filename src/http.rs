@@ -165,7 +165,8 @@ async fn dispatch(
         match (method.clone(), raw.as_str()) {
             (Method::GET, "healthz") => return text(StatusCode::OK, "ok"),
             (Method::GET, "readyz") => {
-                return match crate::store::ready(st.repos.store.as_ref()).await {
+                return match crate::store::ready(st.repos.store.as_ref(), !st.single_instance).await
+                {
                     Ok(()) => text(StatusCode::OK, "ready"),
                     Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")),
                 };

@@ -135,18 +135,54 @@ async fn probe_key_checks(store: &dyn ObjectStore, key: &str) -> Result<(), Prob
 }
 
 /// Whether the store answers: one small listing under a reserved prefix, bounded by
-/// [`READY_TIMEOUT`]. The error is a message for the `/readyz` body.
-pub async fn ready(store: &dyn ObjectStore) -> Result<(), String> {
-    match tokio::time::timeout(READY_TIMEOUT, store.list(READY_PREFIX)).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!("store {} is not answering: {e}", store.describe())),
-        Err(_) => Err(format!(
+/// [`READY_TIMEOUT`]; with `check_writes`, also that it still honours conditional writes (the
+/// start-up [`probe`], re-run when the last passing one is older than [`REPROBE_AFTER`]). The
+/// error is a message for the `/readyz` body.
+pub async fn ready(store: &dyn ObjectStore, check_writes: bool) -> Result<(), String> {
+    let timed_out = || {
+        format!(
             "store {} did not answer within {} s",
             store.describe(),
             READY_TIMEOUT.as_secs()
-        )),
+        )
+    };
+    match tokio::time::timeout(READY_TIMEOUT, store.list(READY_PREFIX)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(format!("store {} is not answering: {e}", store.describe())),
+        Err(_) => return Err(timed_out()),
+    }
+    if !check_writes {
+        return Ok(());
+    }
+    // When the probe last passed, by store.
+    static PASSED: std::sync::Mutex<Vec<(String, std::time::Instant)>> =
+        std::sync::Mutex::new(Vec::new());
+    let name = store.describe();
+    let fresh = PASSED
+        .lock()
+        .map(|p| {
+            p.iter()
+                .any(|(n, t)| *n == name && t.elapsed() < REPROBE_AFTER)
+        })
+        .unwrap_or(false);
+    if fresh {
+        return Ok(());
+    }
+    match tokio::time::timeout(READY_TIMEOUT, probe(store)).await {
+        Ok(Ok(())) => {
+            if let Ok(mut p) = PASSED.lock() {
+                p.retain(|(n, _)| *n != name);
+                p.push((name, std::time::Instant::now()));
+            }
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(timed_out()),
     }
 }
+
+/// How long a passing conditional-write probe counts for `/readyz`.
+pub const REPROBE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
@@ -206,7 +242,20 @@ mod tests {
         probe(&store).await.unwrap();
         probe(&store).await.unwrap();
         assert!(store.list("").await.unwrap().is_empty());
-        ready(&store).await.unwrap();
+        ready(&store, false).await.unwrap();
+        ready(&store, true).await.unwrap();
+        assert!(store.list("").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn ready_checks_conditional_writes_unless_single_instance() {
+        let store = Lax {
+            ignore_if_match: true,
+            ..Lax::default()
+        };
+        ready(&store, false).await.unwrap();
+        let msg = ready(&store, true).await.unwrap_err();
+        assert!(msg.contains("If-Match"), "{msg}");
     }
 
     #[tokio::test]
@@ -259,7 +308,7 @@ mod tests {
             broken: true,
             ..Lax::default()
         };
-        let msg = ready(&store).await.unwrap_err();
+        let msg = ready(&store, false).await.unwrap_err();
         assert!(msg.contains("lax://"), "{msg}");
         assert!(msg.contains("connection refused"), "{msg}");
     }
