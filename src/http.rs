@@ -63,6 +63,9 @@ pub struct AppState {
     /// with `--single-instance`: cross-instance protection (leases, compare-and-swap) cannot
     /// be relied on, so in-process locking has to stand in for it.
     pub single_instance: bool,
+    /// `--trust-forwarded-headers`: the go-get page believes `X-Forwarded-Proto` and
+    /// `X-Forwarded-Host` (set it only behind a proxy that sets them itself).
+    pub trust_forwarded: bool,
 }
 
 impl AppState {
@@ -429,6 +432,36 @@ fn html_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// The `go-source` home, directory and file templates for an upstream whose browsing pages
+/// are known (GitHub, GitLab, Bitbucket); `None` for any other host (goprox serves no such
+/// pages itself).
+pub fn go_source(upstream: &str) -> Option<(String, String, String)> {
+    let rest = upstream.strip_prefix("https://")?;
+    let (host, path) = rest.split_once('/')?;
+    let path = path.trim_end_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    if path.is_empty() || path.contains(['?', '#', '@']) {
+        return None;
+    }
+    let home = format!("https://{host}/{path}");
+    let (dir, file) = match host {
+        "github.com" => (
+            format!("{home}/tree/HEAD{{/dir}}"),
+            format!("{home}/blob/HEAD{{/dir}}/{{file}}#L{{line}}"),
+        ),
+        "gitlab.com" => (
+            format!("{home}/-/tree/HEAD{{/dir}}"),
+            format!("{home}/-/blob/HEAD{{/dir}}/{{file}}#L{{line}}"),
+        ),
+        "bitbucket.org" => (
+            format!("{home}/src/HEAD{{/dir}}"),
+            format!("{home}/src/HEAD{{/dir}}/{{file}}#lines-{{line}}"),
+        ),
+        _ => return None,
+    };
+    Some((home, dir, file))
+}
+
 fn go_get(
     st: &AppState,
     target: &Target,
@@ -446,12 +479,18 @@ fn go_get(
                 .and_then(|h| h.to_str().ok())
                 .or_else(|| uri.authority().map(|a| a.as_str()))
                 .unwrap_or("localhost");
+            // Forwarded headers only from a proxy the operator vouches for.
+            let forwarded = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|h| h.to_str().ok())
+                    .filter(|_| st.trust_forwarded)
+            };
+            let host = forwarded("x-forwarded-host").unwrap_or(host);
             let proto = if st.tls {
                 "https"
             } else {
-                headers
-                    .get("x-forwarded-proto")
-                    .and_then(|h| h.to_str().ok())
+                forwarded("x-forwarded-proto")
                     .filter(|p| *p == "https" || *p == "http")
                     .unwrap_or("http")
             };
@@ -460,10 +499,56 @@ fn go_get(
     };
     let root = &target.root;
     let url = format!("{base}/{root}");
+    let source = go_source(&target.upstream)
+        .map(|(home, dir, file)| {
+            format!(
+                "<meta name=\"go-source\" content=\"{} {} {} {}\">\n",
+                html_escape(root),
+                html_escape(&home),
+                html_escape(&dir),
+                html_escape(&file)
+            )
+        })
+        .unwrap_or_default();
     let page = format!(
-        "<!DOCTYPE html>\n<html>\n<head>\n<meta name=\"go-import\" content=\"{r} git {u}\">\n<meta name=\"go-source\" content=\"{r} {u} {u}/tree{{/dir}} {u}/blob{{/dir}}/{{file}}#L{{line}}\">\n</head>\n<body>go get {r}</body>\n</html>\n",
+        "<!DOCTYPE html>\n<html>\n<head>\n<meta name=\"go-import\" content=\"{r} git {u}\">\n{source}</head>\n<body>go get {r}</body>\n</html>\n",
         r = html_escape(root),
         u = html_escape(&url),
     );
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
+}
+
+#[cfg(test)]
+mod go_source_tests {
+    use super::go_source;
+
+    #[test]
+    fn known_hosts_point_at_their_own_pages() {
+        let (home, dir, file) = go_source("https://github.com/rsc/quote.git").expect("github");
+        assert_eq!(home, "https://github.com/rsc/quote");
+        assert_eq!(dir, "https://github.com/rsc/quote/tree/HEAD{/dir}");
+        assert_eq!(
+            file,
+            "https://github.com/rsc/quote/blob/HEAD{/dir}/{file}#L{line}"
+        );
+        let (_, dir, file) = go_source("https://gitlab.com/a/b").expect("gitlab");
+        assert_eq!(dir, "https://gitlab.com/a/b/-/tree/HEAD{/dir}");
+        assert_eq!(
+            file,
+            "https://gitlab.com/a/b/-/blob/HEAD{/dir}/{file}#L{line}"
+        );
+        let (_, _, file) = go_source("https://bitbucket.org/a/b").expect("bitbucket");
+        assert_eq!(
+            file,
+            "https://bitbucket.org/a/b/src/HEAD{/dir}/{file}#lines-{line}"
+        );
+    }
+
+    #[test]
+    fn other_hosts_get_no_tag() {
+        assert!(go_source("https://git.example.com/a/b").is_none());
+        assert!(go_source("http://github.com/a/b").is_none());
+        assert!(go_source("https://github.com/").is_none());
+        assert!(go_source("file:///srv/git/a").is_none());
+    }
 }

@@ -173,6 +173,10 @@ struct ServeArgs {
     /// basic auth on every route but /healthz and /readyz. Re-read when it changes.
     #[arg(long, env = "GOPROX_AUTH_FILE")]
     auth_file: Option<std::path::PathBuf>,
+    /// Believe `X-Forwarded-Proto` and `X-Forwarded-Host` on go-get pages (only behind a
+    /// TLS-terminating proxy that sets them; without `--public-url`).
+    #[arg(long, env = "GOPROX_TRUST_FORWARDED_HEADERS")]
+    trust_forwarded_headers: bool,
     /// Start even if the store does not honour conditional writes (only safe when this is the
     /// only process writing to the store).
     #[arg(long, env = "GOPROX_SINGLE_INSTANCE")]
@@ -356,6 +360,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         listen_url: format!("{scheme}://{addr}"),
         tls: tls.is_some(),
         single_instance,
+        trust_forwarded: a.trust_forwarded_headers,
     });
     println!(
         "goprox listening on {scheme}://{addr} (store: {})",

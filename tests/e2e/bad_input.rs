@@ -175,6 +175,9 @@ fn bad_input_local() {
         "<meta name=\"go-import\" content=\"github.com/a/b git http://127.0.0.1:{port}/github.com/a/b\">"
     );
     assert!(r.text().contains(&want), "want {want}\n{}", show(&r));
+    // goprox serves no source-browsing pages: a go-source tag may only point at an upstream
+    // host whose pages are known (this upstream is the test's 127.0.0.1 server).
+    assert!(!r.text().contains("go-source"), "{}", show(&r));
     for (target, host) in [
         ("http://example.test/vmod/sub?go-get=1", "example.test"),
         ("/example.test/vmod/sub?go-get=1", "127.0.0.1"),
