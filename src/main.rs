@@ -78,6 +78,28 @@ struct StoreArgs {
     /// taken over after it).
     #[arg(long, env = "GOPROX_LEASE_TTL", default_value = "30s", value_parser = goprox::duration::parse_duration)]
     lease_ttl: Duration,
+    /// The largest pack a fill or refresh accepts from upstream (bytes; suffixes K, M, G for
+    /// KiB, MiB, GiB): beyond it the fill fails with a clear error and stores nothing.
+    #[arg(long, env = "GOPROX_MAX_FILL_BYTES", value_parser = parse_size)]
+    max_fill_bytes: Option<u64>,
+    /// Fills and refreshes talking to upstreams at once; more wait their turn.
+    #[arg(long, env = "GOPROX_MAX_CONCURRENT_FILLS", default_value_t = 8)]
+    max_concurrent_fills: usize,
+}
+
+/// `1048576`, `512K`, `300M`, `2G` (binary units).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mul) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .map_err(|_| format!("invalid size {s:?} (e.g. 1048576, 512K, 300M, 2G)"))?
+        .checked_mul(mul)
+        .ok_or_else(|| format!("size {s:?} too large"))
 }
 
 impl StoreArgs {
@@ -90,7 +112,10 @@ impl StoreArgs {
         MirrorOptions {
             prefixes: RefPrefixes(prefixes),
             mirror_tags: self.mirror_tags,
-            ..Default::default()
+            deadlines: goprox::fill::fetch::Deadlines {
+                max_pack_bytes: self.max_fill_bytes.unwrap_or(u64::MAX),
+                ..Default::default()
+            },
         }
     }
 
@@ -98,6 +123,7 @@ impl StoreArgs {
         Coordination {
             leases: !single_instance,
             ttl: self.lease_ttl.max(Duration::from_secs(1)),
+            max_concurrent: self.max_concurrent_fills.max(1),
             ..Default::default()
         }
     }

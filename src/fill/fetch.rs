@@ -47,6 +47,8 @@ pub enum FetchError {
     Upstream(String, String),
     #[error("received pack from {0} is invalid: {1}")]
     BadPack(String, String),
+    #[error("upstream {0} sent more than {1} bytes (--max-fill-bytes): not stored")]
+    TooLarge(String, u64),
 }
 
 fn upstream_err(url: &str, e: impl std::fmt::Display) -> FetchError {
@@ -90,6 +92,8 @@ pub struct Deadlines {
     pub idle: std::time::Duration,
     /// The longest a whole fill or refresh may talk to upstream.
     pub total: std::time::Duration,
+    /// The largest pack a fill or refresh accepts (`--max-fill-bytes`).
+    pub max_pack_bytes: u64,
 }
 
 impl Default for Deadlines {
@@ -98,6 +102,7 @@ impl Default for Deadlines {
             connect: std::time::Duration::from_secs(10),
             idle: std::time::Duration::from_secs(30),
             total: std::time::Duration::from_secs(30 * 60),
+            max_pack_bytes: u64::MAX,
         }
     }
 }
@@ -108,6 +113,7 @@ pub struct Session {
     transport: Box<dyn gix_transport::client::blocking_io::Transport + Send>,
     version: Protocol,
     capabilities: gix_transport::client::Capabilities,
+    max_pack_bytes: u64,
 }
 
 impl Session {
@@ -207,6 +213,7 @@ impl Session {
         Ok((
             Session {
                 url: url.to_string(),
+                max_pack_bytes: deadlines.max_pack_bytes,
                 transport,
                 version,
                 capabilities: hs.capabilities,
@@ -261,10 +268,15 @@ impl Session {
         reader.set_progress_handler(Some(Box::new(|_is_err: bool, _data: &[u8]| {
             std::ops::ControlFlow::Continue(())
         })));
+        let max = self.max_pack_bytes;
         let mut pack = Vec::new();
-        reader
+        (&mut reader)
+            .take(max.saturating_add(1))
             .read_to_end(&mut pack)
             .map_err(|e| FetchError::Upstream(url.clone(), format!("reading pack: {e}")))?;
+        if pack.len() as u64 > max {
+            return Err(FetchError::TooLarge(url, max));
+        }
         Ok(pack)
     }
 }

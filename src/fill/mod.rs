@@ -66,6 +66,8 @@ pub struct Coordination {
     pub ttl: Duration,
     /// Longest a fill or refresh waits for another instance's lease.
     pub max_wait: Duration,
+    /// Fills and refreshes of this process talking to upstreams at once.
+    pub max_concurrent: usize,
 }
 
 impl Default for Coordination {
@@ -75,6 +77,7 @@ impl Default for Coordination {
             holder: lease::default_holder(),
             ttl: Duration::from_secs(30),
             max_wait: Duration::from_secs(30 * 60),
+            max_concurrent: 8,
         }
     }
 }
@@ -93,6 +96,8 @@ pub struct Filler {
     progress: Arc<dyn FillProgress>,
     options: MirrorOptions,
     coord: Coordination,
+    /// Turns to talk to upstreams ([`Coordination::max_concurrent`]).
+    upstream_turns: Arc<tokio::sync::Semaphore>,
 }
 
 /// The outcome of [`Filler::refresh`].
@@ -177,12 +182,23 @@ impl Filler {
             progress: Arc::new(NoProgress),
             options: MirrorOptions::default(),
             coord: Coordination::default(),
+            upstream_turns: Arc::new(tokio::sync::Semaphore::new(8)),
         }
     }
 
     pub fn with_coordination(mut self, coord: Coordination) -> Self {
+        self.upstream_turns = Arc::new(tokio::sync::Semaphore::new(coord.max_concurrent.max(1)));
         self.coord = coord;
         self
+    }
+
+    /// Wait for a turn to talk to an upstream (at most `max_concurrent` at once).
+    async fn upstream_turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, FillError> {
+        self.upstream_turns
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| FillError::Internal(e.to_string()))
     }
 
     /// Take the repository's lease, or, while another instance holds it, wait (bounded
@@ -270,7 +286,10 @@ impl Filler {
                 // Another instance may have published between our look and the lease.
                 let r = match refs::load(&self.store, &keys).await {
                     Ok(Some(x)) => Ok(x),
-                    Ok(None) => self.fetch_and_store(target, &keys).await,
+                    Ok(None) => match self.upstream_turn().await {
+                        Ok(_turn) => self.fetch_and_store(target, &keys).await,
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e.into()),
                 };
                 self.end_turn(renewal).await;
@@ -394,9 +413,13 @@ impl Filler {
             Turn::Changed(None) => return Err(FillError::Internal("ref index vanished".into())),
             Turn::Ours(r) => r,
         };
-        let r = self
-            .refresh_turn(target, &keys, current, has, extra_wants)
-            .await;
+        let r = match self.upstream_turn().await {
+            Ok(_turn) => {
+                self.refresh_turn(target, &keys, current, has, extra_wants)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         let r = match r {
             Ok(Refreshed::Updated(i, e, c)) => {
                 match compact::compact(&self.store, &keys, &i, &e).await {

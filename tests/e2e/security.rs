@@ -872,3 +872,61 @@ fn fifty_thousand_haves() {
     );
     crate::support::remove_tree(&dest);
 }
+
+fn fill_size_cap(kind: StoreKind) {
+    use crate::support::goprox::{Goprox, Store};
+    use crate::support::{TempDir, fixtures, git::GitEnv, upstream::Upstream};
+    if !crate::support::have_git() {
+        crate::support::skip("git http-backend not found");
+        return;
+    }
+    let Some(store) = Store::new(kind, "fillcap") else {
+        return;
+    };
+    let up = Upstream::start(&fixtures::fixtures().root);
+    let gp = Goprox::start_with(&store, &up.goprox_args(), &["--max-fill-bytes", "4K"]);
+    let env = GitEnv::new();
+    let tmp = TempDir::new("fillcap");
+    let dest = tmp.join("c").to_string_lossy().into_owned();
+    let url = gp.repo_url("example.test/rich");
+    let out = env.output(tmp.path(), &["clone", "-q", "--bare", &url, &dest]);
+    assert!(!out.ok(), "a clone beyond --max-fill-bytes succeeded");
+    // The client's error, or the HTTP body goprox sent, says why.
+    let r = http::get(
+        gp.port,
+        "/example.test/rich/info/refs?service=git-upload-pack",
+    );
+    assert_eq!(r.status, 502, "{}", show(&r));
+    assert!(r.text().contains("--max-fill-bytes"), "{}", show(&r));
+    let keys: Vec<String> = store
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("example.test/rich/"))
+        .collect();
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.ends_with("refs.json") || k.contains("/packs/")),
+        "a refused fill left objects in the store: {keys:?}"
+    );
+    // Without the cap the same repository fills and clones.
+    let gp2 = Goprox::start_with(&store.share(), &up.goprox_args(), &[]);
+    env.clone(
+        2,
+        &gp2.repo_url("example.test/rich"),
+        &tmp.join("c2"),
+        &["--bare"],
+    )
+    .check();
+    env.fsck(&tmp.join("c2"));
+}
+
+#[test]
+fn fill_size_cap_local() {
+    fill_size_cap(StoreKind::Local);
+}
+
+#[test]
+fn fill_size_cap_s3() {
+    fill_size_cap(StoreKind::S3);
+}
