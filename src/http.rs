@@ -98,13 +98,58 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(dispatch)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state);
-    match auth {
+    let r = match auth {
         Some(users) => r.layer(axum::middleware::from_fn_with_state(
             users,
             crate::auth::require_auth,
         )),
         None => r,
+    };
+    // Outermost: every request (also one refused by auth) gets an id and a span.
+    r.layer(axum::middleware::from_fn(request_id))
+}
+
+/// Give the request an id (the client's `X-Request-Id` if it is short and plain, else a new
+/// one), run it inside a tracing span carrying the id, method and path, and return the id in
+/// the response's `X-Request-Id`.
+async fn request_id(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tracing::Instrument;
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let given = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_string);
+    let id = given.unwrap_or_else(|| {
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        format!(
+            "{:x}-{:x}-{}",
+            start,
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        )
+    });
+    let span = tracing::info_span!(
+        "request",
+        id = %id,
+        method = %req.method(),
+        path = %req.uri().path()
+    );
+    let mut resp = next.run(req).instrument(span).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
     }
+    resp
 }
 
 fn text(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -413,7 +458,10 @@ async fn upload(
         st.repos.refresh_for_wants(target, repo, &missing).await
     };
     let (tx, rx) = tokio::sync::mpsc::channel(8);
+    // The pack is generated on a blocking thread: keep the request's span (its id) there.
+    let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
+        let _span = span.enter();
         let mut w = ChannelWriter::new(tx);
         if let Err(e) = upload_pack::serve(&repo, &req, version, &mut w) {
             tracing::info!(repo = %repo.root, error = %e, "upload-pack response aborted");

@@ -15,6 +15,7 @@ use gix_hash::ObjectId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// A repository as of one version of its ref index.
 pub struct Repo {
@@ -215,7 +216,8 @@ impl Repos {
         }
         let this = self.clone();
         let t = target.clone();
-        let r = tokio::spawn(async move { this.filler.fill(&t).await })
+        // Detached, but logged under the request that started it.
+        let r = tokio::spawn(async move { this.filler.fill(&t).await }.in_current_span())
             .await
             .map_err(|e| OpenError::Fill(FillError::Internal(e.to_string())))?;
         if let Err(FillError::Fetch(FetchError::NotFound(_))) = &r {
@@ -287,24 +289,27 @@ impl Repos {
         lock(&self.checked).insert(target.root.clone(), Instant::now());
         let this = self.clone();
         let t = target.clone();
-        let task = tokio::spawn(async move {
-            let odb = repo.odb.clone();
-            let has: Arc<dyn Fn(&ObjectId) -> bool + Send + Sync> =
-                Arc::new(move |o: &ObjectId| odb.contains(o));
-            let current = (repo.index.clone(), repo.etag.clone());
-            let r = this.filler.refresh(&t, &current, has, &extra).await;
-            lock(&this.inflight).remove(&t.root);
-            match r {
-                Ok(Refreshed::Unchanged) => Ok(None),
-                Ok(Refreshed::Updated(i, e, closing)) => {
-                    Ok(Some(this.close(&t, i, e, closing).await))
-                }
-                Err(e) => {
-                    metrics::REFRESH_ERRORS.inc();
-                    Err(Arc::<str>::from(e.to_string()))
+        let task = tokio::spawn(
+            async move {
+                let odb = repo.odb.clone();
+                let has: Arc<dyn Fn(&ObjectId) -> bool + Send + Sync> =
+                    Arc::new(move |o: &ObjectId| odb.contains(o));
+                let current = (repo.index.clone(), repo.etag.clone());
+                let r = this.filler.refresh(&t, &current, has, &extra).await;
+                lock(&this.inflight).remove(&t.root);
+                match r {
+                    Ok(Refreshed::Unchanged) => Ok(None),
+                    Ok(Refreshed::Updated(i, e, closing)) => {
+                        Ok(Some(this.close(&t, i, e, closing).await))
+                    }
+                    Err(e) => {
+                        metrics::REFRESH_ERRORS.inc();
+                        Err(Arc::<str>::from(e.to_string()))
+                    }
                 }
             }
-        });
+            .in_current_span(),
+        );
         let shared = async move {
             task.await
                 .unwrap_or_else(|e| Err(Arc::from(format!("refresh task failed: {e}"))))

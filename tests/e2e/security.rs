@@ -930,3 +930,63 @@ fn fill_size_cap_local() {
 fn fill_size_cap_s3() {
     fill_size_cap(StoreKind::S3);
 }
+
+/// Request ids: the client's `X-Request-Id` is echoed (a new one is made otherwise) and log
+/// lines of the request carry it; `--log-format json` writes one JSON object per line.
+#[test]
+fn request_ids_and_json_logs() {
+    use crate::support::goprox::{Goprox, Store};
+    use crate::support::{TempDir, fixtures, git::GitEnv, upstream::Upstream};
+    if !crate::support::have_git() {
+        crate::support::skip("git http-backend not found");
+        return;
+    }
+    let store = Store::local();
+    let up = Upstream::start(&fixtures::fixtures().root);
+    let gp = Goprox::start_with(&store, &up.goprox_args(), &["--log-format", "json"]);
+    let r = http::request(
+        gp.port,
+        "GET",
+        "/example.test/rich/info/refs?service=git-upload-pack",
+        &[("X-Request-Id", "trace-abc-123")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert_eq!(
+        r.header("x-request-id"),
+        Some("trace-abc-123"),
+        "{}",
+        show(&r)
+    );
+    let r = http::get(gp.port, "/healthz");
+    let made = r.header("x-request-id").unwrap_or_default().to_string();
+    assert!(!made.is_empty(), "no request id made: {}", show(&r));
+    // A clone through it works, and every log line is JSON; the fill's lines name the id.
+    let env = GitEnv::new();
+    let tmp = TempDir::new("reqid");
+    env.clone(
+        2,
+        &gp.repo_url("example.test/rich"),
+        &tmp.join("c"),
+        &["--bare"],
+    );
+    let log = gp.log_text();
+    let mut with_id = 0;
+    // (The start-up banner goes to stdout, which the harness writes to the same file.)
+    for line in log
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("goprox listening on "))
+    {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        if v.to_string().contains("trace-abc-123") {
+            with_id += 1;
+        }
+    }
+    assert!(with_id > 0, "no log line carries the request id:\n{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"pack sent\"") && l.contains("\"span\":{\"id\":")),
+        "the clone's pack was not logged under a request id:\n{log}"
+    );
+}
