@@ -323,6 +323,24 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The start-up probe, retried for a while when the store itself fails (an S3 server still
+/// allocating a new bucket answers 500 for a moment); a store that ignores conditional writes
+/// fails at once.
+async fn probe_with_retries(store: &dyn store::ObjectStore) -> Result<(), store::ProbeError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match store::probe(store).await {
+            Err(e @ store::ProbeError::Store { .. }) if std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "store probe failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(4));
+            }
+            r => return r,
+        }
+    }
+}
+
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let rules = prepare_upstreams(&a.store)?;
     let tls = match (&a.tls_cert, &a.tls_key) {
@@ -339,7 +357,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let store = open_store(&a.store).await?;
-    let single_instance = match store::probe(store.as_ref()).await {
+    let single_instance = match probe_with_retries(store.as_ref()).await {
         Ok(()) => {
             if a.single_instance {
                 tracing::info!("--single-instance given; the store would also allow sharing");
