@@ -142,6 +142,11 @@ fn try_start(weed: &Path) -> Result<Seaweed, String> {
         .arg("-ip.bind=127.0.0.1")
         .arg(format!("-dir={}", data.display()))
         .arg("-master.telemetry=false")
+        // Every test bucket is a collection that grows volumes of its own; without a fixed
+        // count, SeaweedFS derives the limit from free disk space / volume size and a busy or
+        // small disk makes new buckets fail with InternalError. Volumes are sparse files.
+        .arg("-master.volumeSizeLimitMB=64")
+        .arg("-volume.max=400")
         // Like real S3: writing to a missing bucket is an error, not an implicit create.
         .arg("-s3.autoCreateBucket=false")
         .arg("-s3.port.iceberg=0")
