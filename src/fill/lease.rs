@@ -27,8 +27,6 @@
 use crate::store::{DynStore, ETag, PutMode, StoreError};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use sha1::{Digest, Sha1};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Attempts of [`try_acquire`] when the object changes under it (created, released, deleted).
@@ -92,19 +90,7 @@ fn ttl_ms(ttl: Duration) -> u64 {
 }
 
 fn new_nonce(holder: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let local = 0u8;
-    let seed = format!(
-        "{holder}-{nanos}-{}-{}-{:p}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        &local
-    );
-    hex::encode(&Sha1::digest(seed.as_bytes())[..8])
+    crate::store::probe::unique_token(holder, 8)
 }
 
 fn encode(rec: &LeaseRecord) -> Bytes {

@@ -49,9 +49,9 @@ pub enum ProbeError {
     WrongContent { store: String, key: String },
 }
 
-/// A key under [`PROBE_PREFIX`] that no other process picks: hash of time, pid, a counter
-/// and an address.
-fn probe_key() -> String {
+/// A token no other process (or call) picks: hex of `bytes` bytes of a hash of `salt`, the
+/// time, the pid, a counter and an address. Used for probe keys and lease nonces.
+pub fn unique_token(salt: &str, bytes: usize) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -59,13 +59,18 @@ fn probe_key() -> String {
         .unwrap_or(0);
     let local = 0u8;
     let seed = format!(
-        "{nanos}-{}-{}-{:p}",
+        "{salt}-{nanos}-{}-{}-{:p}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed),
         &local
     );
     let digest = Sha1::digest(seed.as_bytes());
-    format!("{PROBE_PREFIX}{}", hex::encode(&digest[..12]))
+    hex::encode(&digest[..bytes.min(digest.len())])
+}
+
+/// A key under [`PROBE_PREFIX`] that no other process picks.
+fn probe_key() -> String {
+    format!("{PROBE_PREFIX}{}", unique_token("probe", 12))
 }
 
 /// Check that `store` honours create-only and `If-Match` writes, on a scratch object that is

@@ -10,7 +10,7 @@ use crate::support::git::{self, CloneKind, GitEnv, assert_same};
 use crate::support::goprox::{Goprox, Store, StoreKind, command, spawn_command};
 use crate::support::live::{Live, ls_remote, wait_until};
 use crate::support::upstream::Upstream;
-use crate::support::{Output, TempDir, fixtures, have_git, skip};
+use crate::support::{TempDir, fixtures, have_git, skip};
 use goprox::refs::RefIndex;
 
 const RICH: &str = "example.test/rich";
@@ -33,19 +33,9 @@ fn ref_index(store: &Store, root: &str) -> RefIndex {
     serde_json::from_slice(&data).expect("parse ref index")
 }
 
-fn describe(o: &Output) -> String {
-    format!(
-        "{} ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        o.what,
-        o.status,
-        o.stdout_str(),
-        o.stderr_str()
-    )
-}
-
 fn fsck_ok(store: &Store) {
     let o = command(store, &["fsck"]);
-    assert!(o.ok(), "fsck: {}", describe(&o));
+    assert!(o.ok(), "fsck: {}", o.describe());
 }
 
 fn one_fill(kind: StoreKind) {
@@ -198,7 +188,7 @@ fn compaction(kind: StoreKind) {
     // gc --grace 0s leaves exactly the packs the ref index names.
     fsck_ok(&store);
     let o = command(&store, &["gc", "--grace", "0s"]);
-    assert!(o.ok(), "gc: {}", describe(&o));
+    assert!(o.ok(), "gc: {}", o.describe());
     let index = ref_index(&store, LIVE);
     assert!(index.retired.is_empty(), "gc left retired entries");
     let mut named: Vec<String> = index
@@ -226,13 +216,13 @@ fn compaction(kind: StoreKind) {
     assert!(
         !o.ok(),
         "fsck passed with {victim} missing: {}",
-        describe(&o)
+        o.describe()
     );
     assert!(
         o.stdout_str().contains(&index.packs[0].name)
             || o.stderr_str().contains(&index.packs[0].name),
         "fsck does not name the missing pack: {}",
-        describe(&o)
+        o.describe()
     );
 }
 
@@ -402,7 +392,7 @@ fn crash(kind: StoreKind, rounds: u32) {
         bare_clone(env, &url, &tmp.join(format!("gc-killed-{attempt}")));
     }
     let o = command(&store, &["gc", "--grace", "0s"]);
-    assert!(o.ok(), "gc: {}", describe(&o));
+    assert!(o.ok(), "gc: {}", o.describe());
     fsck_ok(&store);
     bare_clone(env, &url, &tmp.join("after-gc"));
 }

@@ -16,30 +16,20 @@ fn stray(root: &str, hex_digit: char, ext: &str) -> String {
     format!("{root}/@git/packs/pack-{name}.{ext}")
 }
 
-fn describe(o: &Output) -> String {
-    format!(
-        "{} ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        o.what,
-        o.status,
-        o.stdout_str(),
-        o.stderr_str()
-    )
-}
-
 fn fsck_ok(store: &Store, repos: usize) {
     let o = command(store, &["fsck"]);
-    assert!(o.ok(), "fsck failed on a sound store: {}", describe(&o));
+    assert!(o.ok(), "fsck failed on a sound store: {}", o.describe());
     assert_eq!(
         o.stdout_str().trim(),
         format!("ok: {repos} repositories"),
         "{}",
-        describe(&o)
+        o.describe()
     );
 }
 
 fn gc(store: &Store, grace: &str) -> Output {
     let o = command(store, &["gc", "--grace", grace]);
-    assert!(o.ok(), "gc --grace {grace} failed: {}", describe(&o));
+    assert!(o.ok(), "gc --grace {grace} failed: {}", o.describe());
     o
 }
 
@@ -89,12 +79,12 @@ fn maint(kind: StoreKind) {
     assert!(
         !o.stdout_str().lines().any(|l| l.starts_with("deleted ")),
         "{}",
-        describe(&o)
+        o.describe()
     );
     assert!(
         o.stdout_str().contains("deleted 0 objects"),
         "{}",
-        describe(&o)
+        o.describe()
     );
     assert_eq!(
         h.store.keys(),
@@ -120,7 +110,7 @@ fn maint(kind: StoreKind) {
         assert!(
             out.lines().any(|l| l.starts_with(&format!("deleted {k} "))),
             "no deletion line for {k}: {}",
-            describe(&o)
+            o.describe()
         );
     }
     let deleted = strays.len() + lease_lines;
@@ -128,12 +118,12 @@ fn maint(kind: StoreKind) {
         out.lines().filter(|l| l.starts_with("deleted ")).count(),
         deleted,
         "{}",
-        describe(&o)
+        o.describe()
     );
     assert!(
         out.contains(&format!("deleted {deleted} objects")) && out.contains(", 0 errors"),
         "{}",
-        describe(&o)
+        o.describe()
     );
     let filled: Vec<String> = filled
         .iter()
@@ -153,8 +143,8 @@ fn maint(kind: StoreKind) {
     let victim = named_packs[0].clone();
     h.store.delete_object(&victim);
     let o = command(&h.store, &["fsck"]);
-    assert!(!o.ok(), "fsck passed with a missing pack: {}", describe(&o));
-    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    assert!(!o.ok(), "fsck passed with a missing pack: {}", o.describe());
+    assert_eq!(o.status.code(), Some(1), "{}", o.describe());
     let name = victim
         .rsplit_once("pack-")
         .and_then(|(_, f)| f.strip_suffix(".pack"))
@@ -163,16 +153,16 @@ fn maint(kind: StoreKind) {
         o.stdout_str().trim(),
         format!("{RICH}: pack {name} is missing ({victim})"),
         "{}",
-        describe(&o)
+        o.describe()
     );
     assert!(
         o.stderr_str().contains("1 problems in 2 repositories"),
         "{}",
-        describe(&o)
+        o.describe()
     );
     // Only the named repository is checked when one is given.
     let o = command(&h.store, &["fsck", EMPTY]);
-    assert!(o.ok(), "{}", describe(&o));
+    assert!(o.ok(), "{}", o.describe());
     assert_eq!(o.stdout_str().trim(), "ok: 1 repositories");
     // gc never deletes what a ref index names, even with the pack missing.
     gc(&h.store, "0s");
@@ -198,11 +188,11 @@ fn gc_refuses_bad_durations() {
     let store = Store::local();
     for bad in ["10", "5x", "-1s", ""] {
         let o = command(&store, &["gc", &format!("--grace={bad}")]);
-        assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+        assert_eq!(o.status.code(), Some(2), "{}", o.describe());
         assert!(
             o.stderr_str().contains("invalid duration"),
             "{}",
-            describe(&o)
+            o.describe()
         );
     }
     assert!(store.keys().is_empty());

@@ -178,6 +178,17 @@ impl Output {
         String::from_utf8_lossy(&self.stderr).into_owned()
     }
     /// Panic with the command, status, stdout and stderr unless it exited 0.
+    /// The command, its status and its output, for assertion messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.what,
+            self.status,
+            self.stdout_str(),
+            self.stderr_str()
+        )
+    }
+
     pub fn check(self) -> Output {
         if !self.ok() {
             panic!(
