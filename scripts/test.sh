@@ -23,12 +23,15 @@ have_http_backend() {
 
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
   step "tools"
-  if ! have_http_backend || ! command -v go >/dev/null 2>&1; then
+  if ! have_http_backend || ! command -v go >/dev/null 2>&1 \
+    || ! command -v openssl >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -q
     pkgs=()
     have_http_backend || pkgs+=(git)
     command -v go >/dev/null 2>&1 || pkgs+=(golang-go)
+    command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
+    command -v curl >/dev/null 2>&1 || pkgs+=(curl)
     $SUDO apt-get install -y -q "${pkgs[@]}" </dev/null
   fi
   if ! command -v weed >/dev/null 2>&1; then

@@ -28,6 +28,36 @@ pub struct Credentials {
     pub by_prefix: Vec<(String, Secret)>,
     /// host name (lower case) → credentials, from netrc.
     pub by_host: HashMap<String, Secret>,
+    /// Extra certificate authorities for upstream TLS (`--upstream-ca`): a private GitLab's
+    /// company CA, say. Added to the built-in roots, never replacing them.
+    pub roots: Vec<reqwest::Certificate>,
+}
+
+/// Parse a PEM bundle of CA certificates (`--upstream-ca`).
+pub fn parse_roots(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
+    let roots = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| e.to_string())?;
+    if roots.is_empty() {
+        return Err("no PEM certificate in it".into());
+    }
+    Ok(roots)
+}
+
+/// Add the `--upstream-ca` roots to an HTTP client configuration for upstreams.
+pub fn with_roots(mut b: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    for c in CREDS.get().map(|c| c.roots.as_slice()).unwrap_or_default() {
+        b = b.add_root_certificate(c.clone());
+    }
+    b
+}
+
+/// [`with_roots`] for the blocking client the git transport uses.
+pub fn with_roots_blocking(
+    mut b: reqwest::blocking::ClientBuilder,
+) -> reqwest::blocking::ClientBuilder {
+    for c in CREDS.get().map(|c| c.roots.as_slice()).unwrap_or_default() {
+        b = b.add_root_certificate(c.clone());
+    }
+    b
 }
 
 fn percent_decode_lossy(s: &str) -> String {

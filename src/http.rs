@@ -31,6 +31,9 @@ pub struct Limits {
     pub max_wants: usize,
     /// Most `have` lines in one upload-pack request (a clean `ERR` beyond it).
     pub max_haves: usize,
+    /// A request body must arrive within this (408 beyond it), so a client trickling a body
+    /// cannot hold a connection and its buffer.
+    pub body_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -39,6 +42,7 @@ impl Default for Limits {
             max_request_bytes: MAX_BODY,
             max_wants: 10_000,
             max_haves: 100_000,
+            body_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -94,9 +98,11 @@ impl AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     let auth = state.auth.clone();
     let max_body = state.limits.max_request_bytes;
+    let limits = state.limits;
     let r = Router::new()
         .fallback(dispatch)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(limits, read_body))
         .with_state(state);
     let r = match auth {
         Some(users) => r.layer(axum::middleware::from_fn_with_state(
@@ -150,6 +156,64 @@ async fn request_id(req: axum::extract::Request, next: axum::middleware::Next) -
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
+}
+
+/// Read a request body whole, within [`Limits::body_timeout`] and [`Limits::max_request_bytes`]:
+/// 413 before reading anything when `Content-Length` is already too large, 413 as soon as the
+/// bytes read pass the limit, 408 when the body is not complete in time.
+async fn read_body(
+    State(limits): State<Limits>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use futures::StreamExt;
+    let max = limits.max_request_bytes;
+    let too_large = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body too large (limit {max} bytes, --max-request-bytes)"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return too_large();
+    }
+    if declared == Some(0) || req.method() == Method::GET || req.method() == Method::HEAD {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let read = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| None)?;
+            if buf.len() + chunk.len() > max {
+                return Err(Some(()));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(limits.body_timeout, read).await {
+        Ok(Ok(())) => {}
+        Ok(Err(Some(()))) => return too_large(),
+        Ok(Err(None)) => return text(StatusCode::BAD_REQUEST, "cannot read the request body"),
+        Err(_) => {
+            return text(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "request body not received within {:?} (--body-timeout)",
+                    limits.body_timeout
+                ),
+            );
+        }
+    }
+    let req = axum::extract::Request::from_parts(parts, Body::from(buf.freeze()));
+    next.run(req).await
 }
 
 fn text(status: StatusCode, msg: impl Into<String>) -> Response {

@@ -52,6 +52,10 @@ struct StoreArgs {
     /// Default: $NETRC, else ~/.netrc if it exists.
     #[arg(long, env = "GOPROX_NETRC")]
     netrc: Option<std::path::PathBuf>,
+    /// PEM file of extra certificate authorities trusted for upstream https (e.g. a private
+    /// GitLab's company CA); added to the built-in web roots.
+    #[arg(long, env = "GOPROX_UPSTREAM_CA")]
+    upstream_ca: Option<std::path::PathBuf>,
     /// S3 endpoint URL (default: AWS_ENDPOINT_URL or AWS).
     #[arg(long, env = "GOPROX_S3_ENDPOINT")]
     s3_endpoint: Option<String>,
@@ -85,6 +89,13 @@ struct StoreArgs {
     /// KiB, MiB, GiB): beyond it the fill fails with a clear error and stores nothing.
     #[arg(long, env = "GOPROX_MAX_FILL_BYTES", value_parser = parse_size)]
     max_fill_bytes: Option<u64>,
+    /// Longest a fill or refresh may talk to its upstream in all (it also fails when the
+    /// transfer stays below 1 KiB/s for --fill-idle-timeout).
+    #[arg(long, env = "GOPROX_MAX_FILL_TIME", default_value = "30m", value_parser = goprox::duration::parse_duration)]
+    max_fill_time: Duration,
+    /// A fill or refresh fails when upstream sends less than 1 KiB/s for this long.
+    #[arg(long, env = "GOPROX_FILL_IDLE_TIMEOUT", default_value = "30s", value_parser = goprox::duration::parse_duration)]
+    fill_idle_timeout: Duration,
     /// Fills and refreshes talking to upstreams at once; more wait their turn.
     #[arg(long, env = "GOPROX_MAX_CONCURRENT_FILLS", default_value_t = 8)]
     max_concurrent_fills: usize,
@@ -117,6 +128,8 @@ impl StoreArgs {
             mirror_tags: self.mirror_tags,
             deadlines: goprox::fill::fetch::Deadlines {
                 max_pack_bytes: self.max_fill_bytes.unwrap_or(u64::MAX),
+                total: self.max_fill_time.max(Duration::from_secs(1)),
+                idle: self.fill_idle_timeout.max(Duration::from_secs(1)),
                 ..Default::default()
             },
         }
@@ -192,6 +205,9 @@ struct ServeArgs {
     /// connection may sit idle between requests).
     #[arg(long, env = "GOPROX_HEADER_TIMEOUT", default_value = "10s", value_parser = goprox::duration::parse_duration)]
     header_timeout: Duration,
+    /// A client must send the whole request body within this (408 beyond it).
+    #[arg(long, env = "GOPROX_BODY_TIMEOUT", default_value = "60s", value_parser = goprox::duration::parse_duration)]
+    body_timeout: Duration,
     /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
     #[arg(long, env = "GOPROX_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<std::path::PathBuf>,
@@ -278,6 +294,13 @@ fn prepare_upstreams(a: &StoreArgs) -> anyhow::Result<Vec<Rule>> {
             }
             Err(e) => tracing::warn!(file = %p.display(), error = %e, "cannot read netrc"),
         }
+    }
+    if let Some(p) = &a.upstream_ca {
+        let pem =
+            std::fs::read(p).map_err(|e| anyhow::anyhow!("--upstream-ca {}: {e}", p.display()))?;
+        creds.roots = goprox::creds::parse_roots(&pem)
+            .map_err(|e| anyhow::anyhow!("--upstream-ca {}: {e}", p.display()))?;
+        tracing::info!(file = %p.display(), certificates = creds.roots.len(), "extra upstream CA roots");
     }
     goprox::creds::install(creds);
     goprox::policy::trust_rule_urls(rules.iter().map(|r| r.url.clone()));
@@ -406,6 +429,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             max_request_bytes: a.max_request_bytes,
             max_wants: a.max_wants,
             max_haves: a.max_haves,
+            body_timeout: a.body_timeout.max(Duration::from_millis(100)),
         },
         listen_url: format!("{scheme}://{addr}"),
         tls: tls.is_some(),

@@ -150,10 +150,15 @@ impl Session {
             } else {
                 gix_transport::client::blocking_io::http::options::FollowRedirects::None
             },
-            backend: (!trusted).then(|| {
+            backend: Some({
                 let opts = gix_transport::client::blocking_io::http::reqwest::Options {
-                    configure_client: Some(Box::new(|b: reqwest::blocking::ClientBuilder| {
-                        Ok(b.dns_resolver(crate::policy::public_resolver()).no_proxy())
+                    configure_client: Some(Box::new(move |b: reqwest::blocking::ClientBuilder| {
+                        let b = crate::creds::with_roots_blocking(b);
+                        Ok(if trusted {
+                            b
+                        } else {
+                            b.dns_resolver(crate::policy::public_resolver()).no_proxy()
+                        })
                     })),
                     configure_request: None,
                 };

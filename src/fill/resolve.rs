@@ -159,7 +159,7 @@ async fn discover(path: &str) -> Result<Target, ResolveError> {
     let url = format!("https://{path}?go-get=1");
     crate::policy::check_url(&url)?;
     let discovery = |why: String| ResolveError::Discovery(path.into(), why);
-    let client = reqwest::Client::builder()
+    let client = crate::creds::with_roots(reqwest::Client::builder())
         .timeout(DISCOVERY_TIMEOUT)
         .connect_timeout(std::time::Duration::from_secs(5))
         .user_agent(crate::AGENT)

@@ -243,3 +243,100 @@ fn readyz_fails_when_seaweedfs_dies() {
     assert_eq!(request(gp.port, "GET", "/healthz", &[], b"").status, 200);
     gp.assert_alive();
 }
+
+/// SIGTERM while a 60 MB clone is streaming (to a client slowed to 8 MB/s by a relay): new
+/// connections are refused at once, the clone completes intact, and the process then exits 0.
+#[test]
+fn sigterm_drains_a_running_clone() {
+    use crate::support::git::GitEnv;
+    use crate::support::live::Live;
+    use crate::support::upstream::Upstream;
+    if !crate::support::have_git() {
+        skip("git http-backend not found");
+        return;
+    }
+    let tmp = crate::support::TempDir::new("drain");
+    let repo = Live::new(&tmp);
+    repo.commit_big("sixty megabytes", 60 << 20);
+    repo.push(&["refs/heads/main"]);
+    let up = Upstream::start(&tmp.join("up"));
+    let store = Store::local();
+    let mut gp = Goprox::start(&store, &up);
+    // Fill first, so the clone below is pure serving.
+    let r = request(
+        gp.port,
+        "GET",
+        "/example.test/live/info/refs?service=git-upload-pack",
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "fill: {}", r.text());
+    let relay = crate::support::SlowRelay::start(gp.port, 8 << 20);
+    let git = GitEnv::new();
+    let dest = tmp.join("clone.git");
+    let err_log = tmp.join("clone.err");
+    let mut clone = git
+        .cmd(tmp.path())
+        .args(["clone", "-q", "--bare"])
+        .arg(format!("http://127.0.0.1:{}/example.test/live", relay.port))
+        .arg(&dest)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_log).expect("log"))
+        .spawn()
+        .expect("spawn git clone");
+    let t0 = Instant::now();
+    while relay.passed() < 4 << 20 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the clone did not start streaming"
+        );
+        assert!(
+            clone.try_wait().expect("try_wait").is_none(),
+            "clone ended early: {}",
+            std::fs::read_to_string(&err_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let at_term = relay.passed();
+    gp.terminate();
+    let t_term = Instant::now();
+    // The listener closes promptly: a new connection is refused.
+    crate::support::live::wait_until(
+        "the listener to close after SIGTERM",
+        Duration::from_secs(5),
+        || std::net::TcpStream::connect(("127.0.0.1", gp.port)).is_err(),
+    );
+    let refused_after = t_term.elapsed();
+    // The running clone finishes.
+    let status = loop {
+        if let Some(st) = clone.try_wait().expect("try_wait") {
+            break st;
+        }
+        assert!(
+            t_term.elapsed() < Duration::from_secs(120),
+            "clone still running 120 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let clone_done = t_term.elapsed();
+    assert!(
+        status.success(),
+        "the clone in flight at SIGTERM failed: {}",
+        std::fs::read_to_string(&err_log).unwrap_or_default()
+    );
+    git.fsck(&dest);
+    assert_eq!(
+        git.rev_parse(&dest, "refs/heads/main"),
+        repo.upstream_ref("refs/heads/main")
+    );
+    let exit = gp.wait_exit(Duration::from_secs(35));
+    eprintln!(
+        "SIGTERM after {} MiB of the clone: new connections refused after {refused_after:?}; clone completed {clone_done:?} after SIGTERM ({} MiB in all); goprox exited {exit:?} {:?} after SIGTERM",
+        at_term >> 20,
+        relay.passed() >> 20,
+        t_term.elapsed()
+    );
+    let exit = exit.expect("goprox still running 35 s after SIGTERM");
+    assert!(exit.success(), "goprox exit status after SIGTERM: {exit}");
+}

@@ -470,6 +470,8 @@ fn request_limits_and_slow_headers() {
     let extra = [
         "--max-request-bytes",
         "1048576",
+        "--body-timeout",
+        "2s",
         "--max-haves",
         "1000",
         "--max-wants",
@@ -558,6 +560,30 @@ fn request_limits_and_slow_headers() {
         show(&r)
     );
 
+    // 300 MB bodies: refused with 413 long before they are sent, declared or chunked.
+    for chunked in [false, true] {
+        let t0 = Instant::now();
+        let (head, sent) = post_streaming(port, up_pack, 300 << 20, chunked, None);
+        eprintln!(
+            "300 MB body (chunked: {chunked}): {:?} after {} KiB sent, in {:?}",
+            head.lines().next(),
+            sent >> 10,
+            t0.elapsed()
+        );
+        assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+        assert!(head.contains("too large"), "{head}");
+        assert!(sent < 100 << 20, "{sent} bytes accepted before the 413");
+    }
+    // A body that trickles: 408 after --body-timeout (2 s).
+    let t0 = Instant::now();
+    let (head, _) = post_streaming(port, up_pack, 1000, false, Some(10));
+    let took = t0.elapsed();
+    eprintln!("stalled body: {:?} after {took:?}", head.lines().next());
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(head.contains("--body-timeout"), "{head}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    h.gp.assert_alive();
+
     // Slow headers: many connections each send half a request head and stall.
     let rss = |pid: Option<u32>| -> u64 {
         pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
@@ -620,6 +646,85 @@ fn request_limits_and_slow_headers() {
     h.gp.assert_alive();
     let r = http::get(port, "/healthz");
     assert_eq!(r.status, 200);
+}
+
+/// POST `total` body bytes (`Content-Length` or chunked) from a writer thread while reading the
+/// answer; with `stall_after`, send only that many bytes and then wait. Returns the response
+/// head and first body bytes, and how many body bytes were written before goprox answered.
+fn post_streaming(
+    port: u16,
+    path: &str,
+    total: usize,
+    chunked: bool,
+    stall_after: Option<usize>,
+) -> (String, usize) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let framing = if chunked {
+        "Transfer-Encoding: chunked".to_string()
+    } else {
+        format!("Content-Length: {total}")
+    };
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-git-upload-pack-request\r\n{framing}\r\n\r\n"
+    )
+    .expect("write head");
+    let sent = std::sync::Arc::new(AtomicUsize::new(0));
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let mut w = s.try_clone().expect("clone socket");
+    let (sent2, done2) = (sent.clone(), done.clone());
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'0'; 64 << 10];
+        let limit = stall_after.unwrap_or(total);
+        while sent2.load(Ordering::Relaxed) < limit && !done2.load(Ordering::Relaxed) {
+            let n = chunk.len().min(limit - sent2.load(Ordering::Relaxed));
+            let r = if chunked {
+                write!(w, "{n:x}\r\n")
+                    .and_then(|_| w.write_all(&chunk[..n]))
+                    .and_then(|_| w.write_all(b"\r\n"))
+            } else {
+                w.write_all(&chunk[..n])
+            };
+            if r.is_err() {
+                return;
+            }
+            sent2.fetch_add(n, Ordering::Relaxed);
+        }
+        if chunked && stall_after.is_none() {
+            let _ = w.write_all(b"0\r\n\r\n");
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < 4096 {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got);
+                // The head and a short text body.
+                if let Some(i) = text.find("\r\n\r\n")
+                    && text[i..].contains('\n')
+                    && text[i + 4..].contains('\n')
+                {
+                    break;
+                }
+            }
+            Err(e) => {
+                assert!(!got.is_empty(), "no answer: {e}");
+                break;
+            }
+        }
+    }
+    let at_answer = sent.load(Ordering::Relaxed);
+    done.store(true, Ordering::Relaxed);
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let _ = writer.join();
+    (String::from_utf8_lossy(&got).into_owned(), at_answer)
 }
 
 /// Credentials in an `--upstream` URL are used but never shown: not in refs.json, the log,
@@ -686,6 +791,149 @@ fn upstream_credentials_never_leak() {
     }
 }
 
+/// A private upstream: https with a company CA (`--upstream-ca`) and HTTP basic auth from a
+/// netrc file (`--netrc`). The fill works only with both; the password is sent (the upstream
+/// checks it) but appears in no log line, response body or stored object.
+#[test]
+fn private_upstream_https_netrc() {
+    use crate::support::upstream::{Options, Upstream};
+    if !crate::support::have_git() {
+        crate::support::skip("git http-backend not found");
+        return;
+    }
+    const SECRET: &str = "pw-Qm7z-private-upstream";
+    let tmp = crate::support::TempDir::new("private-up");
+    let Some(certs) = crate::support::test_certs(&tmp) else {
+        return;
+    };
+    let up = Upstream::start_opts(
+        &crate::support::fixtures::fixtures().root,
+        Options {
+            tls: Some((certs.cert.clone(), certs.key.clone())),
+            basic: Some(format!("bot:{SECRET}")),
+            ..Options::default()
+        },
+    );
+    assert!(up.url().starts_with("https://"));
+    let netrc = tmp.join("netrc");
+    std::fs::write(
+        &netrc,
+        format!("machine 127.0.0.1\n  login bot\n  password {SECRET}\n"),
+    )
+    .expect("netrc");
+    let wrong = tmp.join("netrc-wrong");
+    std::fs::write(&wrong, "machine 127.0.0.1 login bot password nope\n").expect("netrc");
+    let rule = vec![
+        "--upstream".to_string(),
+        format!("example.test/={}/", up.url()),
+    ];
+    let cert_s = certs.ca.to_string_lossy().into_owned();
+    let (netrc_s, wrong_s) = (
+        netrc.to_string_lossy().into_owned(),
+        wrong.to_string_lossy().into_owned(),
+    );
+    let info_refs = "/example.test/rich/info/refs?service=git-upload-pack";
+
+    // Without the CA the TLS handshake fails, and the error says so.
+    let store = crate::support::goprox::Store::local();
+    let mut gp = crate::support::goprox::Goprox::start_with(
+        &store,
+        &rule,
+        &["--netrc", &netrc_s, "--single-instance"],
+    );
+    let r = http::get(gp.port, info_refs);
+    assert_eq!(r.status, 502, "{}", show(&r));
+    assert!(
+        r.text().to_ascii_lowercase().contains("certificate"),
+        "the error names the certificate problem: {}",
+        show(&r)
+    );
+    let mut texts = vec![show(&r), gp.log_text()];
+    gp.stop();
+
+    // With the CA but wrong credentials: the upstream answers 401 and the fill fails cleanly.
+    up.clear_requests();
+    let mut gp = crate::support::goprox::Goprox::start_with(
+        &store,
+        &rule,
+        &[
+            "--netrc",
+            &wrong_s,
+            "--upstream-ca",
+            &cert_s,
+            "--single-instance",
+        ],
+    );
+    let r = http::get(gp.port, info_refs);
+    assert!(r.status >= 400, "{}", show(&r));
+    assert!(
+        up.requests()
+            .iter()
+            .any(|l| l.contains("401 (wrong credentials)")),
+        "goprox sent the (wrong) netrc credentials: {:?}",
+        up.requests()
+    );
+    texts.push(show(&r));
+    texts.push(gp.log_text());
+    gp.stop();
+    assert!(
+        !store.keys().iter().any(|k| k.ends_with("refs.json")),
+        "a failed fill names nothing: {:?}",
+        store.keys()
+    );
+
+    // CA and the right credentials: the clone matches upstream.
+    up.clear_requests();
+    let mut gp = crate::support::goprox::Goprox::start_with(
+        &store,
+        &rule,
+        &[
+            "--netrc",
+            &netrc_s,
+            "--upstream-ca",
+            &cert_s,
+            "--single-instance",
+        ],
+    );
+    let git = crate::support::git::GitEnv::new();
+    let dest = crate::support::git::clone_and_compare(
+        &git,
+        &tmp,
+        &gp.repo_url("example.test/rich"),
+        "example.test/rich",
+        2,
+        crate::support::git::CloneKind::Mirror,
+    );
+    crate::support::remove_tree(&dest);
+    let log = up.requests();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("git-upload-pack") && l.ends_with("-> 200")),
+        "authenticated upstream requests: {log:?}"
+    );
+    // A missing repository on the private upstream: an error body without the password.
+    let r = http::get(
+        gp.port,
+        "/example.test/nosuch/info/refs?service=git-upload-pack",
+    );
+    assert!(r.status >= 400, "{}", show(&r));
+    texts.push(show(&r));
+    texts.push(http::get(gp.port, "/metrics").text());
+    gp.assert_alive();
+    texts.push(gp.log_text());
+    for t in &texts {
+        assert!(!t.contains(SECRET), "the password leaked: {t}");
+    }
+    for k in store.keys() {
+        if let Some(b) = store.get_object(&k) {
+            assert!(
+                !b.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+                "the password is in stored object {k}"
+            );
+        }
+    }
+}
+
 /// `--tls-cert/--tls-key` with a self-signed certificate: git clones over https (trusting
 /// that certificate), the go-get page says `https://`, and plain HTTP is not answered.
 #[test]
@@ -695,44 +943,15 @@ fn tls_serving() {
         crate::support::skip("git http-backend not found");
         return;
     }
-    let have = |bin: &str| {
-        Command::new(bin)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-    };
-    if !have("openssl") || !have("curl") {
-        crate::support::skip("openssl or curl missing (TLS test)");
+    if !crate::support::have_bin("curl") {
+        crate::support::skip("curl missing (TLS test)");
         return;
     }
     let tmp = crate::support::TempDir::new("tls");
-    let (cert, key) = (tmp.join("cert.pem"), tmp.join("key.pem"));
-    crate::support::run(
-        Command::new("openssl").args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            &key.to_string_lossy(),
-            "-out",
-            &cert.to_string_lossy(),
-        ]),
-        None,
-        Duration::from_secs(30),
-    )
-    .check();
+    let Some(certs) = crate::support::test_certs(&tmp) else {
+        return;
+    };
+    let (cert, key) = (certs.cert.clone(), certs.key.clone());
     let store = crate::support::goprox::Store::local();
     let up = crate::support::upstream::Upstream::start(&crate::support::fixtures::fixtures().root);
     let port = crate::support::free_port();
@@ -782,7 +1001,7 @@ fn tls_serving() {
                 "--max-time",
                 "20",
                 "--cacert",
-                &cert.to_string_lossy(),
+                &certs.ca.to_string_lossy(),
                 &format!("{base}{path}"),
             ]),
             None,
@@ -799,7 +1018,7 @@ fn tls_serving() {
     assert_eq!(curl("/healthz").check().stdout_str().trim(), "ok");
     let git = crate::support::git::GitEnv::with_config(&format!(
         "[http]\n\tsslCAInfo = {}\n",
-        cert.display()
+        certs.ca.display()
     ));
     let dest = crate::support::git::clone_and_compare(
         &git,

@@ -409,6 +409,34 @@ impl Goprox {
         }
     }
 
+    /// Send SIGTERM (a graceful stop: goprox drains in-flight requests).
+    pub fn terminate(&self) {
+        if let Some(pid) = self.pid() {
+            super::run(
+                Command::new("kill").args(["-TERM", &pid.to_string()]),
+                None,
+                Duration::from_secs(10),
+            )
+            .check();
+        }
+    }
+
+    /// Wait up to `limit` for the process to exit; its status, or `None` if it still runs.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let c = self.child.as_mut()?;
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                self.child = None;
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// pid of the running process.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

@@ -348,3 +348,169 @@ impl Harness {
         )
     }
 }
+
+/// Whether `bin --version` runs.
+pub fn have_bin(bin: &str) -> bool {
+    Command::new(bin)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Test TLS material made with `openssl` in `tmp`: a CA (`ca.pem`) and a server certificate
+/// for `127.0.0.1` it signed (`cert.pem`, key `key.pem`).
+pub struct TestCerts {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// [`TestCerts`]; `None` (after [`skip`]) without `openssl`.
+pub fn test_certs(tmp: &TempDir) -> Option<TestCerts> {
+    if !have_bin("openssl") {
+        skip("openssl missing (TLS test)");
+        return None;
+    }
+    let p = |f: &str| tmp.join(f).to_string_lossy().into_owned();
+    let openssl = |args: &[&str]| {
+        run(
+            Command::new("openssl").args(args),
+            None,
+            Duration::from_secs(30),
+        )
+        .check();
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    let (ca_key, ca_pem) = (p("ca-key.pem"), p("ca.pem"));
+    ca.extend([
+        "-days",
+        "2",
+        "-subj",
+        "/CN=goprox test CA",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca_pem,
+    ]);
+    openssl(&ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    let (key, csr_path, cert) = (p("key.pem"), p("server.csr"), p("cert.pem"));
+    csr.extend(["-subj", "/CN=127.0.0.1", "-keyout", &key, "-out", &csr_path]);
+    openssl(&csr);
+    let ext = p("server.ext");
+    std::fs::write(
+        &ext,
+        "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr_path,
+        "-CA",
+        &ca_pem,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+    Some(TestCerts {
+        ca: ca_pem.into(),
+        cert: cert.into(),
+        key: key.into(),
+    })
+}
+
+/// A TCP relay on 127.0.0.1 that passes server-to-client bytes at a bounded rate: a slow
+/// client, so a transfer is still running when the test acts. Counts the bytes it passed.
+pub struct SlowRelay {
+    pub port: u16,
+    passed: std::sync::Arc<AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SlowRelay {
+    /// Relay connections to `127.0.0.1:target`, at most `bytes_per_sec` towards the client.
+    pub fn start(target: u16, bytes_per_sec: u64) -> SlowRelay {
+        use std::io::Write;
+        use std::sync::atomic::AtomicBool;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind relay");
+        let port = listener.local_addr().expect("addr").port();
+        let passed = std::sync::Arc::new(AtomicU64::new(0));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (passed2, stop2) = (passed.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = conn else { continue };
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let (mut c_read, mut s_write) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_read, &mut s_write);
+                    let _ = s_write.shutdown(std::net::Shutdown::Write);
+                });
+                let (passed, stop) = (passed2.clone(), stop2.clone());
+                let (mut s_read, mut c_write) = (server, client);
+                std::thread::spawn(move || {
+                    let start = Instant::now();
+                    let mut sent = 0u64;
+                    let mut buf = vec![0u8; 16 << 10];
+                    while !stop.load(Ordering::SeqCst) {
+                        let n = match s_read.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if c_write.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        sent += n as u64;
+                        passed.fetch_add(n as u64, Ordering::SeqCst);
+                        let due = Duration::from_secs_f64(sent as f64 / bytes_per_sec as f64);
+                        if let Some(wait) = due.checked_sub(start.elapsed()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                    let _ = c_write.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        SlowRelay { port, passed, stop }
+    }
+
+    /// Bytes passed from the server to clients so far.
+    pub fn passed(&self) -> u64 {
+        self.passed.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for SlowRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}

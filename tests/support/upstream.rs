@@ -30,10 +30,24 @@ struct Inner {
     ref_in_want: bool,
     /// While set, every request hangs (accepted, never answered), like a stopped process.
     hang: std::sync::atomic::AtomicBool,
+    /// `Authorization` header value every request must carry (else 401).
+    basic: Option<String>,
+}
+
+/// How [`Upstream::start_opts`] serves.
+#[derive(Default)]
+pub struct Options {
+    /// `uploadpack.allowRefInWant` (see [`Upstream::start_with`]).
+    pub ref_in_want: bool,
+    /// Serve https with this PEM certificate chain and key instead of plain http.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Require HTTP basic auth with this `user:password` on every request.
+    pub basic: Option<String>,
 }
 
 pub struct Upstream {
     pub port: u16,
+    tls: bool,
     inner: Arc<Inner>,
     rt: Option<tokio::runtime::Runtime>,
 }
@@ -46,6 +60,32 @@ impl Upstream {
 
     /// [`Upstream::start`], optionally with `uploadpack.allowRefInWant`.
     pub fn start_with(root: &Path, ref_in_want: bool) -> Upstream {
+        Self::start_opts(
+            root,
+            Options {
+                ref_in_want,
+                ..Options::default()
+            },
+        )
+    }
+
+    /// Serve the bare repositories under `root` as `opts` says.
+    pub fn start_opts(root: &Path, opts: Options) -> Upstream {
+        let Options {
+            ref_in_want,
+            tls,
+            basic,
+        } = opts;
+        let basic = basic.map(|up| {
+            use base64::Engine;
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(up)
+            )
+        });
+        let acceptor = tls.map(|(cert, key)| {
+            goprox::server::tls_acceptor(&cert, &key).expect("upstream TLS configuration")
+        });
         let backend = super::git_http_backend().expect("git http-backend not found");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -63,20 +103,44 @@ impl Upstream {
             log: Mutex::new(Vec::new()),
             hang: std::sync::atomic::AtomicBool::new(false),
             ref_in_want,
+            basic,
         });
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(inner.clone());
-        rt.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-            let _ = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await;
-        });
+        let tls = acceptor.is_some();
+        match acceptor {
+            None => {
+                rt.spawn(async move {
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                    let _ = axum::serve(
+                        listener,
+                        app.into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .await;
+                });
+            }
+            Some(acceptor) => {
+                rt.spawn(async move {
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                    // Runs until the runtime shuts down (every accept is bounded by the test).
+                    let never = std::future::pending::<()>();
+                    let _ = goprox::server::serve(
+                        listener,
+                        app,
+                        goprox::server::ServerLimits::default(),
+                        Some(acceptor),
+                        never,
+                    )
+                    .await;
+                });
+            }
+        }
         Upstream {
             port,
+            tls,
             inner,
             rt: Some(rt),
         }
@@ -84,7 +148,8 @@ impl Upstream {
 
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The `--upstream` arguments that map `example.test/NAME` and `github.com/OWNER/REPO` here.
@@ -184,6 +249,26 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response<Body>
         record(&inner, format!("{} {} -> (hung)", req.method(), req.uri()));
         // Ends when the test drops the upstream (its runtime shuts down).
         tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    if let Some(want) = &inner.basic {
+        let given = req.headers().get("authorization").map(|v| v.as_bytes());
+        if given != Some(want.as_bytes()) {
+            let why = if given.is_some() {
+                "wrong credentials"
+            } else {
+                "no credentials"
+            };
+            record(
+                &inner,
+                format!("{} {} -> 401 ({why})", req.method(), req.uri()),
+            );
+            let mut r = text(StatusCode::UNAUTHORIZED, "authentication required\n");
+            r.headers_mut().insert(
+                "www-authenticate",
+                HeaderValue::from_static("Basic realm=\"upstream\""),
+            );
+            return r;
+        }
     }
     let method = req.method().clone();
     let uri = req.uri().clone();
