@@ -221,6 +221,7 @@ mod tests {
                 },
             )],
             by_host: n,
+            roots: Vec::new(),
         };
         assert_eq!(
             c.for_url("https://git.example.com/team/x")
@@ -237,5 +238,11 @@ mod tests {
             Some("s2".into())
         );
         assert_eq!(c.for_url("https://elsewhere.example/x"), None);
+    }
+
+    #[test]
+    fn roots_need_a_certificate() {
+        assert!(parse_roots(b"").is_err());
+        assert!(parse_roots(b"not pem at all").is_err());
     }
 }

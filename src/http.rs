@@ -2,8 +2,6 @@
 //! the process is up; `/readyz`: the store answers) and metrics.
 //! Repository paths are free-form import paths, so routing is done by hand in [`dispatch`].
 
-use crate::fill::FillError;
-use crate::fill::fetch::FetchError;
 use crate::fill::resolve::{ResolveError, Resolver, Target};
 use crate::metrics;
 use crate::path;
@@ -423,19 +421,24 @@ fn protocol_version(headers: &HeaderMap) -> u8 {
 
 fn open_error(target: &Target, e: OpenError) -> Response {
     tracing::warn!(root = %target.root, error = %e, "open failed");
-    match e {
-        OpenError::Fill(FillError::Fetch(FetchError::NotFound(_))) => text(
+    use crate::fill::Failure;
+    match e.failure() {
+        Failure::NotFound => text(
             StatusCode::NOT_FOUND,
             format!(
                 "repository {} not found (upstream {} has no such repository)",
                 target.root, target.upstream
             ),
         ),
-        OpenError::Fill(FillError::Fetch(e)) => text(
+        Failure::Upstream => text(
             StatusCode::BAD_GATEWAY,
             format!("cannot fill {}: {e}", target.root),
         ),
-        e => text(
+        Failure::Timeout => text(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("cannot fill {}: {e}", target.root),
+        ),
+        Failure::Internal => text(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot open {}: {e}", target.root),
         ),

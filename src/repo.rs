@@ -35,6 +35,16 @@ pub enum OpenError {
     Pack(String, String),
 }
 
+impl OpenError {
+    /// What the failure means for the client (see [`crate::fill::Failure`]).
+    pub fn failure(&self) -> crate::fill::Failure {
+        match self {
+            OpenError::Fill(e) => e.failure(),
+            OpenError::Refs(_) | OpenError::Pack(..) => crate::fill::Failure::Internal,
+        }
+    }
+}
+
 /// When to look upstream again.
 #[derive(Debug, Clone, Copy)]
 pub struct RefreshPolicy {

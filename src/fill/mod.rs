@@ -32,6 +32,33 @@ pub enum FillError {
     Refs(#[from] refs::RefsError),
     #[error("internal: {0}")]
     Internal(String),
+    #[error("upstream did not finish within {0:?} (--max-fill-time)")]
+    TimedOut(Duration),
+}
+
+/// What a failed fill means for the client, for a front end to map to its status codes
+/// without knowing fill's error types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Upstream has no such repository.
+    NotFound,
+    /// Upstream answered badly or refused (or the pack was too large).
+    Upstream,
+    /// Upstream took too long.
+    Timeout,
+    /// Our own side failed (store, index, bug).
+    Internal,
+}
+
+impl FillError {
+    pub fn failure(&self) -> Failure {
+        match self {
+            FillError::Fetch(fetch::FetchError::NotFound(_)) => Failure::NotFound,
+            FillError::Fetch(_) => Failure::Upstream,
+            FillError::TimedOut(_) => Failure::Timeout,
+            FillError::Store(..) | FillError::Refs(_) | FillError::Internal(_) => Failure::Internal,
+        }
+    }
 }
 
 /// Progress of a fill, for `goprox mirror`.
@@ -564,9 +591,7 @@ async fn with_deadline<T>(
 ) -> Result<Result<T, fetch::FetchError>, FillError> {
     match tokio::time::timeout(total, task).await {
         Ok(joined) => joined.map_err(|e| FillError::Internal(e.to_string())),
-        Err(_) => Err(FillError::Internal(format!(
-            "upstream operation exceeded its {total:?} deadline"
-        ))),
+        Err(_) => Err(FillError::TimedOut(total)),
     }
 }
 

@@ -1140,6 +1140,47 @@ fn fill_size_cap(kind: StoreKind) {
     env.fsck(&tmp.join("c2"));
 }
 
+/// `--max-fill-time`: a fill from an upstream that accepts and never answers fails after that
+/// long with a clear error, stores nothing, and the instance keeps serving.
+#[test]
+fn fill_time_cap() {
+    use crate::support::goprox::{Goprox, Store};
+    use crate::support::{fixtures, upstream::Upstream};
+    if !crate::support::have_git() {
+        crate::support::skip("git http-backend not found");
+        return;
+    }
+    let store = Store::local();
+    let up = Upstream::start(&fixtures::fixtures().root);
+    let mut gp = Goprox::start_with(
+        &store,
+        &up.goprox_args(),
+        &["--max-fill-time", "2s", "--fill-idle-timeout", "3s"],
+    );
+    up.hang(true);
+    let t0 = Instant::now();
+    let r = http::get(
+        gp.port,
+        "/example.test/rich/info/refs?service=git-upload-pack",
+    );
+    let took = t0.elapsed();
+    eprintln!(
+        "fill from a hung upstream answered {} after {took:?}",
+        r.status
+    );
+    assert_eq!(r.status, 504, "{}", show(&r));
+    assert!(r.text().contains("--max-fill-time"), "{}", show(&r));
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(
+        !store.keys().iter().any(|k| k.ends_with("refs.json")),
+        "{:?}",
+        store.keys()
+    );
+    up.hang(false);
+    gp.assert_alive();
+    assert_eq!(http::get(gp.port, "/healthz").status, 200);
+}
+
 #[test]
 fn fill_size_cap_local() {
     fill_size_cap(StoreKind::Local);
