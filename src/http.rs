@@ -109,8 +109,62 @@ pub fn router(state: Arc<AppState>) -> Router {
         )),
         None => r,
     };
-    // Outermost: every request (also one refused by auth) gets an id and a span.
+    // Outermost: every request (also one refused by auth) gets an id and a span, and is
+    // measured.
     r.layer(axum::middleware::from_fn(request_id))
+        .layer(axum::middleware::from_fn(measure))
+}
+
+/// Count the request and record its latency by route and status class once the response body
+/// is finished (or dropped: the client went away).
+async fn measure(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = metrics::Route::of(req.uri());
+    metrics::HTTP_REQUESTS.inc();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    resp.map(|body| {
+        Body::new(Timed {
+            body,
+            route,
+            status,
+            started,
+        })
+    })
+}
+
+/// A response body that records its request's latency when it is dropped.
+struct Timed {
+    body: Body,
+    route: metrics::Route,
+    status: u16,
+    started: std::time::Instant,
+}
+
+impl Drop for Timed {
+    fn drop(&mut self) {
+        metrics::http_request(self.route, self.status, self.started.elapsed());
+    }
+}
+
+impl axum::body::HttpBody for Timed {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Give the request an id (the client's `X-Request-Id` if it is short and plain, else a new
@@ -262,7 +316,6 @@ async fn dispatch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    metrics::HTTP_REQUESTS.inc();
     let raw_path = uri.path().trim_start_matches('/');
     // Proxy requests (absolute-form request line) carry the import path's host in the URI.
     // Requests addressed to goprox itself through a proxy are ordinary requests.

@@ -365,6 +365,9 @@ async fn probe_with_retries(store: &dyn store::ObjectStore) -> Result<(), store:
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    // The Prometheus recorder behind `/metrics` (installed lazily anyway; here before any
+    // store call or request is measured).
+    goprox::metrics::install();
     let rules = prepare_upstreams(&a.store)?;
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(c), Some(k)) => Some(goprox::server::tls_acceptor(c, k)?),

@@ -1,149 +1,520 @@
-//! Process counters, rendered in the Prometheus text format at `/metrics`.
+//! Prometheus metrics, rendered in the text format at `GET /metrics` (served by [`crate::http`]).
+//!
+//! Everything is recorded through the `metrics` facade into a `metrics-exporter-prometheus`
+//! recorder. That recorder is installed as the process's global recorder exactly once, lazily (by
+//! the first recording or render, or by [`install`] at start-up), and it is used only to render:
+//! the exporter runs no HTTP listener of its own.
+//!
+//! Names follow Prometheus conventions: `goprox_` prefix, base units (seconds, bytes), `_total`
+//! on counters. Labels come only from small fixed sets ([`Route`], status class, [`StoreOp`],
+//! [`StoreOutcome`], fill and refresh outcomes); never from repository paths.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use axum::http::Uri;
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Duration;
 
-pub struct Counter(AtomicU64);
+/// A counter without labels.
+pub struct Counter {
+    name: &'static str,
+    help: &'static str,
+}
 
 impl Counter {
-    pub const fn new() -> Self {
-        Counter(AtomicU64::new(0))
+    const fn new(name: &'static str, help: &'static str) -> Self {
+        Counter { name, help }
     }
     pub fn inc(&self) {
         self.add(1)
     }
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        install();
+        counter!(self.name).increment(n);
     }
-    pub fn add_ms(&self, ms: u64) {
-        self.add(ms)
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 }
 
-impl Default for Counter {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-pub static HTTP_REQUESTS: Counter = Counter::new();
-pub static REQUEST_ERRORS: Counter = Counter::new();
-pub static PACKS_SERVED: Counter = Counter::new();
-pub static OBJECTS_SERVED: Counter = Counter::new();
-pub static PACK_BYTES_SERVED: Counter = Counter::new();
-/// Milliseconds spent generating packs.
-pub static PACK_SECONDS: Counter = Counter::new();
+pub static HTTP_REQUESTS: Counter = Counter::new(
+    "goprox_http_requests_total",
+    "HTTP requests received (counted on arrival; see goprox_http_request_duration_seconds for \
+     finished ones by route and status).",
+);
+pub static REQUEST_ERRORS: Counter = Counter::new(
+    "goprox_request_errors_total",
+    "Requests answered with an error (4xx/5xx status or a git ERR line).",
+);
+pub static PACKS_SERVED: Counter =
+    Counter::new("goprox_packs_served_total", "Packs streamed to clients.");
+pub static OBJECTS_SERVED: Counter = Counter::new(
+    "goprox_objects_served_total",
+    "Objects in packs streamed to clients.",
+);
+pub static PACK_BYTES_SERVED: Counter = Counter::new(
+    "goprox_pack_bytes_served_total",
+    "Pack bytes streamed to clients.",
+);
 /// Ranged GETs of pack bytes from the store (block-cache misses), and their bytes.
-pub static STORE_RANGE_GETS: Counter = Counter::new();
-pub static STORE_RANGE_BYTES: Counter = Counter::new();
-pub static FILLS: Counter = Counter::new();
-pub static FILL_ERRORS: Counter = Counter::new();
+pub static STORE_RANGE_GETS: Counter = Counter::new(
+    "goprox_store_range_gets_total",
+    "Ranged reads of pack bytes from the store on block-cache misses (and prefetches).",
+);
+pub static STORE_RANGE_BYTES: Counter = Counter::new(
+    "goprox_store_range_bytes_total",
+    "Bytes read from the store by ranged reads of pack bytes.",
+);
+pub static FILLS: Counter = Counter::new(
+    "goprox_fills_total",
+    "Repositories filled from upstream (or by another instance while waiting for its lease).",
+);
+pub static FILL_ERRORS: Counter = Counter::new("goprox_fill_errors_total", "Failed fills.");
 /// Ref-index replacements after a refresh, failed refreshes, and requests served from the last
 /// ref index because upstream did not answer in time.
-pub static REFRESHES: Counter = Counter::new();
-pub static REFRESH_ERRORS: Counter = Counter::new();
-pub static STALE_SERVES: Counter = Counter::new();
+pub static REFRESHES: Counter = Counter::new(
+    "goprox_refreshes_total",
+    "Ref indexes replaced after a refresh from upstream.",
+);
+pub static REFRESH_ERRORS: Counter = Counter::new(
+    "goprox_refresh_errors_total",
+    "Refreshes that failed (upstream down, slow or refusing).",
+);
+pub static STALE_SERVES: Counter = Counter::new(
+    "goprox_stale_serves_total",
+    "Requests served from the last ref index because upstream did not answer in time.",
+);
 /// Pack merges published by compaction; waits for another instance's lease.
-pub static COMPACTIONS: Counter = Counter::new();
-pub static LEASE_WAITS: Counter = Counter::new();
+pub static COMPACTIONS: Counter = Counter::new(
+    "goprox_compactions_total",
+    "Pack merges published by compaction.",
+);
+pub static LEASE_WAITS: Counter = Counter::new(
+    "goprox_lease_waits_total",
+    "Fills and refreshes that waited for another instance holding the repository's lease.",
+);
 
-pub fn render(io: &crate::odb::Io) -> String {
-    let mut s = String::new();
-    let mut c = |name: &str, help: &str, v: u64| {
-        s.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-        ));
-    };
-    c(
-        "goprox_http_requests_total",
-        "HTTP requests received.",
-        HTTP_REQUESTS.get(),
+/// Every unlabelled counter: described and shown (at 0) from the start.
+static COUNTERS: [&Counter; 14] = [
+    &HTTP_REQUESTS,
+    &REQUEST_ERRORS,
+    &PACKS_SERVED,
+    &OBJECTS_SERVED,
+    &PACK_BYTES_SERVED,
+    &STORE_RANGE_GETS,
+    &STORE_RANGE_BYTES,
+    &FILLS,
+    &FILL_ERRORS,
+    &REFRESHES,
+    &REFRESH_ERRORS,
+    &STALE_SERVES,
+    &COMPACTIONS,
+    &LEASE_WAITS,
+];
+
+pub const HTTP_REQUEST_SECONDS: &str = "goprox_http_request_duration_seconds";
+pub const STORE_REQUESTS: &str = "goprox_store_requests_total";
+pub const STORE_REQUEST_SECONDS: &str = "goprox_store_request_duration_seconds";
+pub const FILL_SECONDS: &str = "goprox_fill_duration_seconds";
+pub const REFRESH_SECONDS: &str = "goprox_refresh_duration_seconds";
+pub const PACK_SECONDS: &str = "goprox_pack_generation_duration_seconds";
+
+/// Requests and store calls: 1 ms .. 60 s.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Fills and refreshes (bounded by the 30 min fetch deadline): 100 ms .. 30 min.
+const LONG_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0,
+];
+/// Pack generation and streaming: 5 ms .. 30 min.
+const PACK_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    1800.0,
+];
+
+fn builder() -> Result<PrometheusBuilder, BuildError> {
+    let full = |n: &str| Matcher::Full(n.to_string());
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(full(HTTP_REQUEST_SECONDS), REQUEST_BUCKETS)?
+        .set_buckets_for_metric(full(STORE_REQUEST_SECONDS), REQUEST_BUCKETS)?
+        .set_buckets_for_metric(full(FILL_SECONDS), LONG_BUCKETS)?
+        .set_buckets_for_metric(full(REFRESH_SECONDS), LONG_BUCKETS)?
+        .set_buckets_for_metric(full(PACK_SECONDS), PACK_BUCKETS)
+}
+
+fn describe() {
+    for c in COUNTERS {
+        describe_counter!(c.name, c.help);
+        counter!(c.name).increment(0);
+    }
+    describe_counter!(
+        STORE_REQUESTS,
+        "Object-store calls by operation and outcome."
     );
-    c(
-        "goprox_request_errors_total",
-        "Requests answered with an error.",
-        REQUEST_ERRORS.get(),
+    describe_histogram!(
+        HTTP_REQUEST_SECONDS,
+        ::metrics::Unit::Seconds,
+        "HTTP request latency until the response body is finished (or the client went away), \
+         by route and status class."
     );
-    c(
-        "goprox_packs_served_total",
-        "Packs streamed to clients.",
-        PACKS_SERVED.get(),
+    describe_histogram!(
+        STORE_REQUEST_SECONDS,
+        ::metrics::Unit::Seconds,
+        "Object-store call latency by operation and outcome."
     );
-    c(
-        "goprox_objects_served_total",
-        "Objects in packs streamed to clients.",
-        OBJECTS_SERVED.get(),
+    describe_histogram!(
+        FILL_SECONDS,
+        ::metrics::Unit::Seconds,
+        "Time to fill a repository from upstream (including waits for a lease), by outcome."
     );
-    c(
-        "goprox_pack_bytes_served_total",
-        "Pack bytes streamed to clients.",
-        PACK_BYTES_SERVED.get(),
+    describe_histogram!(
+        REFRESH_SECONDS,
+        ::metrics::Unit::Seconds,
+        "Time to refresh a repository from upstream (including compaction), by outcome."
     );
-    c(
-        "goprox_pack_generation_milliseconds_total",
-        "Time spent generating packs.",
-        PACK_SECONDS.get(),
+    describe_histogram!(
+        PACK_SECONDS,
+        ::metrics::Unit::Seconds,
+        "Time spent generating and streaming packs to clients."
     );
-    c(
-        "goprox_fills_total",
-        "Repositories filled from upstream.",
-        FILLS.get(),
+    for (name, help) in CACHE_COUNTERS {
+        describe_counter!(name, help);
+    }
+    describe_gauge!(
+        "goprox_block_cache_bytes",
+        ::metrics::Unit::Bytes,
+        "Bytes held by the block cache."
     );
-    c(
-        "goprox_fill_errors_total",
-        "Failed fills.",
-        FILL_ERRORS.get(),
+    describe_gauge!(
+        "goprox_block_cache_capacity_bytes",
+        ::metrics::Unit::Bytes,
+        "The block cache's budget (three quarters of --cache-size)."
     );
-    c(
-        "goprox_compactions_total",
-        "Pack merges published by compaction.",
-        COMPACTIONS.get(),
-    );
-    c(
-        "goprox_lease_waits_total",
-        "Fills and refreshes that waited for another instance holding the repository's lease.",
-        LEASE_WAITS.get(),
-    );
-    c(
-        "goprox_refreshes_total",
-        "Ref indexes replaced after a refresh from upstream.",
-        REFRESHES.get(),
-    );
-    c(
-        "goprox_refresh_errors_total",
-        "Refreshes that failed (upstream down, slow or refusing).",
-        REFRESH_ERRORS.get(),
-    );
-    c(
-        "goprox_stale_serves_total",
-        "Requests served from the last ref index because upstream did not answer in time.",
-        STALE_SERVES.get(),
-    );
-    c(
-        "goprox_block_cache_hits_total",
-        "Block cache hits.",
-        io.blocks.hits(),
-    );
-    c(
-        "goprox_block_cache_misses_total",
-        "Block cache misses.",
-        io.blocks.misses(),
-    );
-    c(
+}
+
+const CACHE_COUNTERS: [(&str, &str); 4] = [
+    ("goprox_block_cache_hits_total", "Block cache hits."),
+    ("goprox_block_cache_misses_total", "Block cache misses."),
+    (
         "goprox_object_cache_hits_total",
         "Decoded-object cache hits.",
-        io.objects.hits(),
-    );
-    c(
+    ),
+    (
         "goprox_object_cache_misses_total",
         "Decoded-object cache misses.",
-        io.objects.misses(),
-    );
-    s.push_str(&format!(
-        "# HELP goprox_block_cache_bytes Bytes held by the block cache.\n# TYPE goprox_block_cache_bytes gauge\ngoprox_block_cache_bytes {}\n",
-        io.blocks.used()
-    ));
-    s
+    ),
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Install the recorder as the process's global one (once; later calls return the same handle).
+/// `None` when another recorder was installed first (goprox embedded in a program that has its
+/// own): then recordings go there and [`render`] has nothing of its own to show.
+pub fn install() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = match builder() {
+                Ok(b) => b.build_recorder(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics buckets rejected; histograms become summaries");
+                    PrometheusBuilder::new().build_recorder()
+                }
+            };
+            let handle = recorder.handle();
+            if ::metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("another metrics recorder is installed; /metrics stays empty");
+                return None;
+            }
+            describe();
+            // Histogram samples pile up until drained: drain them every few seconds even if
+            // nobody scrapes (the exporter's own upkeep task only runs with its listener).
+            let h = handle.clone();
+            let upkeep = std::thread::Builder::new()
+                .name("goprox-metrics".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        h.run_upkeep();
+                    }
+                });
+            if let Err(e) = upkeep {
+                tracing::warn!(error = %e, "cannot start the metrics upkeep thread");
+            }
+            Some(handle)
+        })
+        .as_ref()
+}
+
+/// The fixed set of routes HTTP requests are labelled with (never the raw path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `?go-get=1` pages.
+    GoGet,
+    /// `…/info/refs` (the ref advertisement).
+    InfoRefs,
+    /// `…/git-upload-pack`.
+    UploadPack,
+    /// `/metrics`.
+    Metrics,
+    /// `/healthz`, `/readyz`.
+    Health,
+    /// Anything else (`/`, unknown paths, `git-receive-pack`, …).
+    Other,
+}
+
+impl Route {
+    /// Classify a request by its URI alone (before any routing or authentication).
+    pub fn of(uri: &Uri) -> Route {
+        let path = uri.path();
+        let trimmed = path.trim_end_matches('/');
+        let go_get = uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv == "go-get=1"));
+        if trimmed.ends_with("/info/refs") {
+            Route::InfoRefs
+        } else if trimmed.ends_with("/git-upload-pack") {
+            Route::UploadPack
+        } else if trimmed == "/metrics" {
+            Route::Metrics
+        } else if trimmed == "/healthz" || trimmed == "/readyz" {
+            Route::Health
+        } else if go_get {
+            Route::GoGet
+        } else {
+            Route::Other
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::GoGet => "go_get",
+            Route::InfoRefs => "info_refs",
+            Route::UploadPack => "upload_pack",
+            Route::Metrics => "metrics",
+            Route::Health => "health",
+            Route::Other => "other",
+        }
+    }
+}
+
+/// `2xx`, `3xx`, `4xx` or `5xx` (`1xx` for informational answers, anything odd as `5xx`).
+pub fn status_class(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// A finished HTTP request.
+pub fn http_request(route: Route, status: u16, elapsed: Duration) {
+    install();
+    histogram!(HTTP_REQUEST_SECONDS, "route" => route.as_str(), "status" => status_class(status))
+        .record(elapsed.as_secs_f64());
+}
+
+/// Object-store operations (the label `op`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    Get,
+    GetIfChanged,
+    GetRange,
+    Head,
+    Put,
+    PutIfAbsent,
+    PutIfMatch,
+    Delete,
+    List,
+    ListMeta,
+    AbortStaleUploads,
+}
+
+impl StoreOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreOp::Get => "get",
+            StoreOp::GetIfChanged => "get_if_changed",
+            StoreOp::GetRange => "get_range",
+            StoreOp::Head => "head",
+            StoreOp::Put => "put",
+            StoreOp::PutIfAbsent => "put_if_absent",
+            StoreOp::PutIfMatch => "put_if_match",
+            StoreOp::Delete => "delete",
+            StoreOp::List => "list",
+            StoreOp::ListMeta => "list_meta",
+            StoreOp::AbortStaleUploads => "abort_stale_uploads",
+        }
+    }
+}
+
+/// How an object-store call ended (the label `outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOutcome {
+    Ok,
+    NotFound,
+    PreconditionFailed,
+    Error,
+}
+
+impl StoreOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreOutcome::Ok => "ok",
+            StoreOutcome::NotFound => "not_found",
+            StoreOutcome::PreconditionFailed => "precondition_failed",
+            StoreOutcome::Error => "error",
+        }
+    }
+}
+
+/// A finished object-store call.
+pub fn store_request(op: StoreOp, outcome: StoreOutcome, elapsed: Duration) {
+    install();
+    let (op, outcome) = (op.as_str(), outcome.as_str());
+    counter!(STORE_REQUESTS, "op" => op, "outcome" => outcome).increment(1);
+    histogram!(STORE_REQUEST_SECONDS, "op" => op, "outcome" => outcome)
+        .record(elapsed.as_secs_f64());
+}
+
+/// A finished fill: counts it in `goprox_fills_total` or `goprox_fill_errors_total` and records
+/// its duration.
+pub fn fill(ok: bool, elapsed: Duration) {
+    if ok {
+        FILLS.inc();
+    } else {
+        FILL_ERRORS.inc();
+    }
+    let outcome = if ok { "ok" } else { "error" };
+    histogram!(FILL_SECONDS, "outcome" => outcome).record(elapsed.as_secs_f64());
+}
+
+/// How a refresh ended (the label `outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// A new ref index (ours, or another instance's).
+    Updated,
+    Unchanged,
+    Error,
+}
+
+/// A finished refresh (its counters are separate: [`REFRESHES`], [`REFRESH_ERRORS`]).
+pub fn refresh(outcome: RefreshOutcome, elapsed: Duration) {
+    install();
+    let outcome = match outcome {
+        RefreshOutcome::Updated => "updated",
+        RefreshOutcome::Unchanged => "unchanged",
+        RefreshOutcome::Error => "error",
+    };
+    histogram!(REFRESH_SECONDS, "outcome" => outcome).record(elapsed.as_secs_f64());
+}
+
+/// Time spent generating (and streaming) one pack.
+pub fn pack_generation(elapsed: Duration) {
+    install();
+    histogram!(PACK_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// The Prometheus text exposition of every metric, with the caches' figures read from `io`.
+pub fn render(io: &crate::odb::Io) -> String {
+    let Some(handle) = install() else {
+        return String::new();
+    };
+    let [bh, bm, oh, om] = CACHE_COUNTERS.map(|(name, _)| name);
+    counter!(bh).absolute(io.blocks.hits());
+    counter!(bm).absolute(io.blocks.misses());
+    counter!(oh).absolute(io.objects.hits());
+    counter!(om).absolute(io.objects.misses());
+    gauge!("goprox_block_cache_bytes").set(io.blocks.used() as f64);
+    gauge!("goprox_block_cache_capacity_bytes").set(io.blocks.budget() as f64);
+    handle.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(uri: &str) -> &'static str {
+        Route::of(&uri.parse::<Uri>().expect("uri")).as_str()
+    }
+
+    #[test]
+    fn routes_come_from_a_fixed_set() {
+        assert_eq!(
+            route("/example.test/rich/info/refs?service=git-upload-pack"),
+            "info_refs"
+        );
+        assert_eq!(route("/example.test/rich.git/info/refs"), "info_refs");
+        assert_eq!(route("/example.test/rich/git-upload-pack"), "upload_pack");
+        assert_eq!(
+            route("http://github.com/a/b/git-upload-pack"),
+            "upload_pack"
+        );
+        assert_eq!(route("/example.test/rich?go-get=1"), "go_get");
+        assert_eq!(route("/example.test/rich/sub/pkg?x=1&go-get=1"), "go_get");
+        assert_eq!(route("/metrics"), "metrics");
+        assert_eq!(route("/healthz"), "health");
+        assert_eq!(route("/readyz"), "health");
+        assert_eq!(route("/"), "other");
+        assert_eq!(route("/example.test/rich"), "other");
+        assert_eq!(route("/example.test/rich?go-get=0"), "other");
+        assert_eq!(route("/example.test/rich/git-receive-pack"), "other");
+        assert_eq!(route("/example.test/metrics"), "other");
+        assert_eq!(route("/x/info/refs/more"), "other");
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(200), "2xx");
+        assert_eq!(status_class(304), "3xx");
+        assert_eq!(status_class(401), "4xx");
+        assert_eq!(status_class(503), "5xx");
+        assert_eq!(status_class(101), "1xx");
+    }
+
+    /// Recording and rendering install the recorder once; repeated installs (as from many tests
+    /// in one process) neither panic nor lose what was recorded.
+    #[test]
+    fn records_render_in_prometheus_format() {
+        assert!(install().is_some());
+        assert!(install().is_some());
+        http_request(Route::UploadPack, 200, Duration::from_millis(3));
+        store_request(
+            StoreOp::PutIfAbsent,
+            StoreOutcome::PreconditionFailed,
+            Duration::ZERO,
+        );
+        fill(true, Duration::from_secs(2));
+        PACKS_SERVED.inc();
+        let Some(h) = install() else {
+            panic!("no recorder")
+        };
+        let text = h.render();
+        assert!(
+            text.contains(
+                "goprox_http_request_duration_seconds_bucket{route=\"upload_pack\",status=\"2xx\",le=\"0.005\"}"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "goprox_store_requests_total{op=\"put_if_absent\",outcome=\"precondition_failed\"}"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("goprox_fill_duration_seconds_bucket{outcome=\"ok\",le=\"1800\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE goprox_packs_served_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE goprox_compactions_total counter"),
+            "{text}"
+        );
+    }
 }

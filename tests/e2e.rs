@@ -23,6 +23,8 @@ mod fetch;
 mod go;
 #[path = "e2e/maint.rs"]
 mod maint;
+#[path = "e2e/metrics.rs"]
+mod metrics;
 #[path = "e2e/mirror.rs"]
 mod mirror;
 #[path = "e2e/partial.rs"]

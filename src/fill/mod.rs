@@ -306,6 +306,7 @@ impl Filler {
         if let Some(x) = refs::load(&self.store, &keys).await? {
             return Ok(x);
         }
+        let started = Instant::now();
         let result = match self.take_turn(&keys, None).await {
             Ok(Turn::Changed(Some(x))) => Ok(x),
             Ok(Turn::Changed(None)) => Err(FillError::Internal("ref index vanished".into())),
@@ -324,10 +325,7 @@ impl Filler {
             }
             Err(e) => Err(e),
         };
-        match &result {
-            Ok(_) => crate::metrics::FILLS.inc(),
-            Err(_) => crate::metrics::FILL_ERRORS.inc(),
-        }
+        crate::metrics::fill(result.is_ok(), started.elapsed());
         if let Ok(mut m) = self.locks.lock()
             && Arc::strong_count(&lock) <= 2
         {
@@ -428,6 +426,28 @@ impl Filler {
     /// Takes the repository's lease first; if another instance holds it, waits for its result
     /// instead. After publishing a new pack, merges packs ([`compact`]) under the same lease.
     pub async fn refresh(
+        &self,
+        target: &Target,
+        current: &(RefIndex, ETag),
+        has: Arc<dyn Fn(&ObjectId) -> bool + Send + Sync>,
+        extra_wants: &[ObjectId],
+    ) -> Result<Refreshed, FillError> {
+        use crate::metrics::RefreshOutcome;
+        let started = Instant::now();
+        let r = self
+            .refresh_unmeasured(target, current, has, extra_wants)
+            .await;
+        let outcome = match &r {
+            Ok(Refreshed::Updated(..)) => RefreshOutcome::Updated,
+            Ok(Refreshed::Unchanged) => RefreshOutcome::Unchanged,
+            Err(_) => RefreshOutcome::Error,
+        };
+        crate::metrics::refresh(outcome, started.elapsed());
+        r
+    }
+
+    /// [`Filler::refresh`] without the measuring.
+    async fn refresh_unmeasured(
         &self,
         target: &Target,
         current: &(RefIndex, ETag),

@@ -42,7 +42,7 @@ pub fn serve(
         Ok(Some((job, walker))) => {
             out.write_all(&head)?;
             let r = send_pack(repo, req, version, job, walker, out);
-            metrics::PACK_SECONDS.add_ms(started.elapsed().as_millis() as u64);
+            metrics::pack_generation(started.elapsed());
             r
         }
         Err(Refuse(msg)) => {

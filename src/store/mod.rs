@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 pub mod local;
 pub mod memory;
+pub mod metered;
 pub mod probe;
 pub mod s3;
 
@@ -139,7 +140,12 @@ pub fn check_key(key: &str) -> Result<()> {
 }
 
 /// Open a store from a `--store` URL: a path or `file:///abs`, `s3://bucket[/prefix]`, `memory://`.
+/// Every call of the store is measured ([`metered`]).
 pub async fn open(url: &str, s3: &s3::S3Options) -> anyhow::Result<DynStore> {
+    Ok(metered::metered(open_backend(url, s3).await?))
+}
+
+async fn open_backend(url: &str, s3: &s3::S3Options) -> anyhow::Result<DynStore> {
     if url == "memory://" || url == "memory" {
         return Ok(Arc::new(memory::MemoryStore::default()));
     }
