@@ -4,8 +4,12 @@ server's cost without the client's indexing).
     python3 benches/raw_fetch.py URL full [PARALLEL]     want every branch and tag
     python3 benches/raw_fetch.py URL incremental OLD NEW want tag NEW, have tag OLD's commit, thin
     python3 benches/raw_fetch.py URL depth1 TAG          want tag TAG, deepen 1
+    python3 benches/raw_fetch.py URL shape NAME OLD NEW  want tag NEW with a request shape of
+        issue 7: have, thin, deepen1, since (OLD's date), not (deepen-not OLD),
+        blob_limit (have OLD, filter blob:limit=1000)
 
-Prints "<seconds> <bytes received>" (for PARALLEL > 1: wall seconds for all, total bytes).
+Prints "<seconds> <bytes received>" (for PARALLEL > 1: wall seconds for all, total bytes);
+shape prints "<seconds> <bytes> <objects>".
 """
 import http.client
 import sys
@@ -45,6 +49,14 @@ def read_all(r):
             data += chunk[: (1 << 16) - len(data)]
 
 
+def pack_objects(head):
+    """The object count in the PACK header of a (side-band) response start."""
+    i = head.find(b"PACK\x00\x00\x00\x02")
+    if i < 0 or i + 12 > len(head):
+        return -1
+    return int.from_bytes(head[i + 8:i + 12], "big")
+
+
 def ls_refs(url):
     body = pkt("command=ls-refs\n") + pkt("agent=bench\n") + b"0001" + pkt("peel\n")
     body += pkt("ref-prefix refs/heads/\n") + pkt("ref-prefix refs/tags/\n") + b"0000"
@@ -64,7 +76,7 @@ def ls_refs(url):
     return refs
 
 
-def fetch(url, args):
+def fetch(url, args, objects=False):
     body = pkt("command=fetch\n") + pkt("agent=bench\n") + b"0001"
     body += b"".join(pkt(a + "\n") for a in args) + pkt("done\n") + b"0000"
     t0 = time.monotonic()
@@ -73,7 +85,17 @@ def fetch(url, args):
     c.close()
     if b"packfile" not in head:
         raise SystemExit(f"no packfile section: {head[:300]!r}")
+    if objects:
+        return time.monotonic() - t0, n, pack_objects(head)
     return time.monotonic() - t0, n
+
+
+def commit_date(oid):
+    """Committer time of `oid`, from the bare repository in $BENCH_GIT_DIR."""
+    import os
+    import subprocess
+    return int(subprocess.check_output(
+        ["git", "--git-dir", os.environ["BENCH_GIT_DIR"], "log", "-1", "--format=%ct", oid]).strip())
 
 
 def main():
@@ -108,6 +130,19 @@ def main():
         tag = refs["refs/tags/" + sys.argv[3]]
         t, n = fetch(url, base + [f"want {tag[0]}", "deepen 1"])
         print(f"{t:.3f} {n}")
+    elif mode == "shape":
+        shape, old, new = sys.argv[3], refs["refs/tags/" + sys.argv[4]], refs["refs/tags/" + sys.argv[5]]
+        want = [f"want {new[0]}"]
+        lines = {
+            "have": want + [f"have {old[1]}"],
+            "thin": ["thin-pack"] + want + [f"have {old[1]}"],
+            "deepen1": want + ["deepen 1"],
+            "since": want + [f"deepen-since {commit_date(old[1])}"],
+            "not": want + [f"deepen-not refs/tags/{sys.argv[4]}"],
+            "blob_limit": want + [f"have {old[1]}", "filter blob:limit=1000"],
+        }[shape]
+        t, n, objs = fetch(url, base + lines, objects=True)
+        print(f"{t:.3f} {n} {objs}")
     else:
         raise SystemExit(f"unknown mode {mode}")
 

@@ -98,6 +98,29 @@ pub struct Walker<'a> {
     /// After [`Walker::objects_to_send`]: trees and blobs the client has (those of the edge
     /// commits), usable as thin-pack delta bases.
     pub client_has: HashSet<ObjectId>,
+    /// After [`Walker::objects_to_send`]: the name hash ([`name_hash`] of the tree entry
+    /// name) of every tree and blob to send, for delta search.
+    pub names: HashMap<ObjectId, u32>,
+    /// After [`Walker::objects_to_send`]: some trees and blobs of the client's edge commits by
+    /// name hash (at most [`CLIENT_NAMES_PER_HASH`] each, newest edge first): thin-pack delta
+    /// base candidates.
+    pub client_names: HashMap<u32, Vec<ObjectId>>,
+}
+
+/// Client-side delta base candidates kept per name hash.
+pub const CLIENT_NAMES_PER_HASH: usize = 4;
+
+/// git's pack name hash: the last (about 16) non-whitespace characters of a name, weighted
+/// towards its end, so files with the same name (and suffix) sort and pair together.
+pub fn name_hash(name: &[u8]) -> u32 {
+    let mut h: u32 = 0;
+    for &c in name {
+        if c.is_ascii_whitespace() {
+            continue;
+        }
+        h = (h >> 2).wrapping_add(u32::from(c) << 24);
+    }
+    h
 }
 
 /// Whether `old` is `new` or one of its ancestors, walking at most `budget` commits newest
@@ -148,6 +171,8 @@ impl<'a> Walker<'a> {
             odb,
             commits: HashMap::new(),
             client_has: HashSet::new(),
+            names: HashMap::new(),
+            client_names: HashMap::new(),
         }
     }
 
@@ -528,12 +553,19 @@ impl<'a> Walker<'a> {
         // fetch that moves many branches resend what the client has).
         edges.sort_by(|a, b| b.cmp(a));
         let mut client_has: HashSet<ObjectId> = HashSet::new();
+        let mut client_names: HashMap<u32, Vec<ObjectId>> = HashMap::new();
         if !commits.is_empty() || !tree_roots.is_empty() {
             for (_, e) in &edges {
                 let tree = self.commit(e)?.tree;
-                self.collect_tree(tree, &mut client_has, None, &mut |_| {})?;
+                self.collect_tree(tree, &mut client_has, None, &mut |id, name| {
+                    let v = client_names.entry(name).or_default();
+                    if v.len() < CLIENT_NAMES_PER_HASH {
+                        v.push(id);
+                    }
+                })?;
             }
         }
+        self.client_names = client_names;
 
         for c in &commits {
             if added.insert(*c) {
@@ -548,13 +580,16 @@ impl<'a> Walker<'a> {
             roots.extend(tree_roots);
             self.client_has = client_has.clone();
             let mut seen = client_has;
+            let mut names = std::mem::take(&mut self.names);
             for r in roots {
-                self.collect_tree(r, &mut seen, plan.filter, &mut |id| {
+                self.collect_tree(r, &mut seen, plan.filter, &mut |id, name| {
                     if added.insert(id) {
                         out.push(id);
+                        names.insert(id, name);
                     }
                 })?;
             }
+            self.names = names;
             for b in blob_roots {
                 if added.insert(b) {
                     out.push(b);
@@ -576,18 +611,19 @@ impl<'a> Walker<'a> {
         Ok(out)
     }
 
-    /// Walk a tree, reporting every tree and blob not yet in `seen` (and adding them to it).
+    /// Walk a tree, reporting every tree and blob not yet in `seen` (and adding them to it),
+    /// with the [`name_hash`] of its entry name (0 for the root).
     fn collect_tree(
         &mut self,
         root: ObjectId,
         seen: &mut HashSet<ObjectId>,
         filter: Option<Filter>,
-        emit: &mut dyn FnMut(ObjectId),
+        emit: &mut dyn FnMut(ObjectId, u32),
     ) -> Result<()> {
         if !seen.insert(root) {
             return Ok(());
         }
-        emit(root);
+        emit(root, 0);
         let mut stack = vec![root];
         while let Some(t) = stack.pop() {
             let obj = self.odb.object(&t)?;
@@ -608,7 +644,7 @@ impl<'a> Walker<'a> {
                 }
                 if entry.mode.is_tree() {
                     seen.insert(id);
-                    emit(id);
+                    emit(id, name_hash(entry.filename));
                     stack.push(id);
                 } else {
                     match filter {
@@ -617,7 +653,7 @@ impl<'a> Walker<'a> {
                         _ => {}
                     }
                     seen.insert(id);
-                    emit(id);
+                    emit(id, name_hash(entry.filename));
                 }
             }
         }

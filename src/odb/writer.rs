@@ -22,6 +22,9 @@ pub struct PackStats {
     pub recompressed: u64,
     /// Deltas sent against a base the client has (thin pack).
     pub thin_deltas: u64,
+    /// Of the objects whose stored delta could not be reused: sent as a new delta computed
+    /// against another object of the same name (in the pack, or the client's for thin packs).
+    pub new_deltas: u64,
     pub bytes: u64,
 }
 
@@ -32,6 +35,12 @@ pub struct WriteOptions<'a> {
     /// Thin pack: objects the client is known to have. A stored delta whose base is among
     /// them is sent verbatim as a REF_DELTA against it instead of being resolved.
     pub thin_bases: Option<&'a HashSet<ObjectId>>,
+    /// Name hashes of the trees and blobs sent ([`super::walk::name_hash`]): with them, an
+    /// object whose stored delta cannot be reused gets a new delta against an object of the
+    /// same name instead of going out whole.
+    pub names: Option<&'a HashMap<ObjectId, u32>>,
+    /// Thin pack: the client's objects by name hash, as further delta bases.
+    pub client_names: Option<&'a HashMap<u32, Vec<ObjectId>>>,
 }
 
 impl Default for WriteOptions<'_> {
@@ -39,7 +48,107 @@ impl Default for WriteOptions<'_> {
         WriteOptions {
             ofs_delta: true,
             thin_bases: None,
+            names: None,
+            client_names: None,
         }
+    }
+}
+
+/// Delta search limits: candidates tried per object, the longest delta chain made, objects
+/// too small or too large to bother with, and the bytes (base + target) one pack may search
+/// in all (beyond it, objects go out whole: the search must not make a request slow).
+const DELTA_WINDOW: usize = 10;
+const DELTA_MAX_DEPTH: u8 = 50;
+const DELTA_MIN_SIZE: usize = 64;
+const DELTA_MAX_SIZE: usize = 16 << 20;
+const DELTA_SEARCH_BUDGET: u64 = 1 << 30;
+
+/// Where a new delta's base is.
+enum NewBase {
+    /// Written earlier in this pack: (its location, its offset in the output).
+    InPack(Location, u64),
+    /// Not sent; the client has it (thin pack).
+    Client(ObjectId),
+}
+
+/// Delta search state of one pack: recently written trees and blobs by name hash.
+#[derive(Default)]
+struct DeltaSearch {
+    recent: HashMap<u32, std::collections::VecDeque<(Location, ObjectId)>>,
+    searched: u64,
+}
+
+impl DeltaSearch {
+    fn remember(&mut self, name: u32, loc: Location, id: ObjectId) {
+        let q = self.recent.entry(name).or_default();
+        if q.len() == DELTA_WINDOW {
+            q.pop_front();
+        }
+        q.push_back((loc, id));
+    }
+
+    /// The smallest delta of `target` against a candidate base, if it is at most half of
+    /// `target`'s size: (base, delta, base depth).
+    #[allow(clippy::too_many_arguments)]
+    fn find(
+        &mut self,
+        odb: &Odb,
+        kind: u8,
+        name: u32,
+        target: &[u8],
+        written_at: &HashMap<Location, u64>,
+        depth: &HashMap<Location, u8>,
+        client: Option<&Vec<ObjectId>>,
+    ) -> Option<(NewBase, Vec<u8>, u8)> {
+        if target.len() < DELTA_MIN_SIZE
+            || target.len() > DELTA_MAX_SIZE
+            || self.searched > DELTA_SEARCH_BUDGET
+        {
+            return None;
+        }
+        let mut best: Option<(NewBase, Vec<u8>, u8)> = None;
+        let mut limit = target.len() / 2;
+        let mut try_base = |this: &mut Self, base: &[u8], at: NewBase, d: u8| {
+            // Sizes too far apart make poor deltas (git's heuristic).
+            if base.len() < target.len() / 8 || base.len() > target.len().saturating_mul(8) {
+                return;
+            }
+            this.searched += (base.len() + target.len()) as u64;
+            let index = super::delta_encode::DeltaIndex::new(base);
+            if let Some(delta) = index.encode(target, limit)
+                && delta.len() < limit
+            {
+                limit = delta.len();
+                best = Some((at, delta, d));
+            }
+        };
+        let in_pack: Vec<(Location, ObjectId)> = self
+            .recent
+            .get(&name)
+            .map(|q| q.iter().rev().copied().collect())
+            .unwrap_or_default();
+        for (loc, _) in in_pack {
+            let d = depth.get(&loc).copied().unwrap_or(0);
+            let Some(&out) = written_at.get(&loc) else {
+                continue;
+            };
+            if d + 1 >= DELTA_MAX_DEPTH {
+                continue;
+            }
+            if let Ok(b) = odb.object_at(loc)
+                && type_id(b.kind) == kind
+            {
+                try_base(self, &b.data, NewBase::InPack(loc, out), d);
+            }
+        }
+        for id in client.map(|v| v.as_slice()).unwrap_or_default() {
+            if let Ok(b) = odb.object(id)
+                && type_id(b.kind) == kind
+            {
+                try_base(self, &b.data, NewBase::Client(*id), 0);
+            }
+        }
+        best
     }
 }
 
@@ -163,13 +272,16 @@ pub fn write_pack(
     let in_pack: HashSet<ObjectId> = entries.iter().map(|e| e.1).collect();
     let id_at: HashMap<Location, ObjectId> = entries.iter().map(|&(l, id)| (l, id)).collect();
     let mut written_at: HashMap<Location, u64> = HashMap::with_capacity(entries.len());
+    // Delta chain length of written deltas (absent: a whole object, or unknown).
+    let mut depth: HashMap<Location, u8> = HashMap::new();
+    let mut search = DeltaSearch::default();
     let mut buf = Vec::with_capacity(32);
 
     // Read ahead: while one window of entries is written, the next one's blocks load.
     let windows = prefetch_windows(odb, entries);
     let mut next = windows.first().and_then(|w| odb.prefetch(&w.1));
     let mut window = 0;
-    for (n, &(loc, _id)) in entries.iter().enumerate() {
+    for (n, &(loc, id)) in entries.iter().enumerate() {
         // Entering window `window` (windows are consecutive runs of `entries`).
         if windows.get(window).is_some_and(|w| w.0 == n) {
             if let Some(h) = next.take() {
@@ -197,14 +309,17 @@ pub fn write_pack(
                     entry_header(7, e.decompressed_size, &mut buf);
                     buf.extend_from_slice(base_id.as_bytes());
                     stats.thin_deltas += 1;
+                    depth.insert(loc, 1);
                 } else {
                     match base.and_then(|b| written_at.get(&b).map(|o| (b, *o))) {
-                        Some((_, base_out)) if opts.ofs_delta => {
+                        Some((b, base_out)) if opts.ofs_delta => {
                             entry_header(6, e.decompressed_size, &mut buf);
                             ofs_distance(here - base_out, &mut buf);
                             stats.reused_deltas += 1;
+                            depth.insert(loc, depth.get(&b).copied().unwrap_or(0) + 1);
                         }
                         Some((b, _)) => {
+                            depth.insert(loc, depth.get(&b).copied().unwrap_or(0) + 1);
                             let base_id = id_at
                                 .get(&b)
                                 .ok_or_else(|| OdbError::Corrupt("base id".into()))?;
@@ -252,10 +367,47 @@ pub fn write_pack(
             stats.reused += 1;
         } else {
             let obj = odb.object_at(loc)?;
-            entry_header(type_id(obj.kind), obj.data.len() as u64, &mut buf);
-            w.write_all(&buf).map_err(io_err)?;
-            w.write_all(&super::deflate(&obj.data)).map_err(io_err)?;
-            stats.recompressed += 1;
+            let kind = type_id(obj.kind);
+            let name = opts.names.and_then(|m| m.get(&id)).copied();
+            let found = name.and_then(|name| {
+                let client = opts.client_names.and_then(|c| c.get(&name));
+                search.find(odb, kind, name, &obj.data, &written_at, &depth, client)
+            });
+            match found {
+                Some((NewBase::InPack(b, base_out), delta, d)) => {
+                    if opts.ofs_delta {
+                        entry_header(6, delta.len() as u64, &mut buf);
+                        ofs_distance(here - base_out, &mut buf);
+                    } else {
+                        let base_id = id_at
+                            .get(&b)
+                            .ok_or_else(|| OdbError::Corrupt("base id".into()))?;
+                        entry_header(7, delta.len() as u64, &mut buf);
+                        buf.extend_from_slice(base_id.as_bytes());
+                    }
+                    w.write_all(&buf).map_err(io_err)?;
+                    w.write_all(&super::deflate(&delta)).map_err(io_err)?;
+                    depth.insert(loc, d + 1);
+                    stats.new_deltas += 1;
+                }
+                Some((NewBase::Client(base_id), delta, _)) => {
+                    entry_header(7, delta.len() as u64, &mut buf);
+                    buf.extend_from_slice(base_id.as_bytes());
+                    w.write_all(&buf).map_err(io_err)?;
+                    w.write_all(&super::deflate(&delta)).map_err(io_err)?;
+                    depth.insert(loc, 1);
+                    stats.new_deltas += 1;
+                }
+                None => {
+                    entry_header(kind, obj.data.len() as u64, &mut buf);
+                    w.write_all(&buf).map_err(io_err)?;
+                    w.write_all(&super::deflate(&obj.data)).map_err(io_err)?;
+                    stats.recompressed += 1;
+                }
+            }
+        }
+        if let Some(&name) = opts.names.and_then(|m| m.get(&id)) {
+            search.remember(name, loc, id);
         }
         written_at.insert(loc, here);
         stats.objects += 1;

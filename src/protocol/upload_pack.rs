@@ -472,6 +472,8 @@ fn send_pack(
     let opts = writer::WriteOptions {
         ofs_delta: req.ofs_delta,
         thin_bases: thin.then_some(&walker.client_has),
+        names: Some(&walker.names),
+        client_names: thin.then_some(&walker.client_names),
     };
     match writer::write_pack(odb, &entries, opts, &mut sb) {
         Ok(stats) => {
@@ -480,11 +482,11 @@ fn send_pack(
             metrics::PACK_BYTES_SERVED.add(stats.bytes);
             tracing::info!(repo = %repo.root, objects = stats.objects, bytes = stats.bytes,
                 reused = stats.reused, reused_deltas = stats.reused_deltas, thin_deltas = stats.thin_deltas,
-                recompressed = stats.recompressed, "pack sent");
+                recompressed = stats.recompressed, new_deltas = stats.new_deltas, "pack sent");
             if progress {
                 sb.progress(&format!(
-                    "goprox: total {} objects ({} reused verbatim, {} deltas kept, {} thin, {} recompressed)\n",
-                    stats.objects, stats.reused, stats.reused_deltas, stats.thin_deltas, stats.recompressed
+                    "goprox: total {} objects ({} reused verbatim, {} deltas kept, {} thin, {} new deltas, {} recompressed)\n",
+                    stats.objects, stats.reused, stats.reused_deltas, stats.thin_deltas, stats.new_deltas, stats.recompressed
                 ))?;
             }
         }

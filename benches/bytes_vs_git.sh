@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Bytes on the wire, goprox against `git http-backend` (issue 7's request shapes): the same raw
+# protocol-v2 fetches sent to both, printing objects, bytes and seconds (second run of each).
+#
+#   BENCH_REPO=/path/to/bare.git benches/bytes_vs_git.sh   a real repository (e.g. git/git)
+#   benches/bytes_vs_git.sh                                a generated one (git fast-import)
+#   OLD=v2.54.0 NEW=v2.55.0                                the two releases (default: the two
+#                                                          newest tags by creation date)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source benches/lib.sh
+
+ROOT="$WORK/repos"
+mkdir -p "$ROOT"
+if [ -n "${BENCH_REPO:-}" ]; then
+  git clone -q --bare --no-local "$BENCH_REPO" "$ROOT/big"
+else
+  git init -q --bare "$ROOT/big"
+  python3 benches/gen_repo.py | git -C "$ROOT/big" fast-import --quiet
+  git -C "$ROOT/big" symbolic-ref HEAD refs/heads/main
+fi
+git -C "$ROOT/big" repack -q -a -d -b
+git -C "$ROOT/big" config uploadpack.allowFilter true
+export BENCH_GIT_DIR="$ROOT/big"
+if [ -z "${OLD:-}" ] || [ -z "${NEW:-}" ]; then
+  read -r NEW OLD <<<"$(git -C "$ROOT/big" for-each-ref --sort=-creatordate --count=2 --format='%(refname:short)' refs/tags | tr '\n' ' ')"
+fi
+start_upstream "$ROOT" big
+start_seaweed
+make_bucket bytes
+start_goprox bytes
+GP="http://127.0.0.1:$GP_PORT/example.test/big"
+UP="http://127.0.0.1:$UP_PORT/big"
+# Fill first.
+git -c protocol.version=2 ls-remote "$GP" >/dev/null
+
+printf '%-28s %9s %12s %8s | %9s %12s %8s | %6s %6s\n' "want $NEW, $OLD" "C objs" "C bytes" "C s" \
+  "gp objs" "gp bytes" "gp s" "bytes" "time"
+for shape in have thin deepen1 since not blob_limit; do
+  python3 benches/raw_fetch.py "$UP" shape "$shape" "$OLD" "$NEW" >/dev/null
+  read -r ut ub uo <<<"$(python3 benches/raw_fetch.py "$UP" shape "$shape" "$OLD" "$NEW")"
+  python3 benches/raw_fetch.py "$GP" shape "$shape" "$OLD" "$NEW" >/dev/null
+  read -r gt gb go <<<"$(python3 benches/raw_fetch.py "$GP" shape "$shape" "$OLD" "$NEW")"
+  printf '%-28s %9s %12s %8s | %9s %12s %8s | %5.2fx %5.2fx\n' "$shape" "$uo" "$ub" "$ut" "$go" "$gb" "$gt" \
+    "$(echo "$gb / $ub" | bc -l)" "$(echo "$gt / $ut" | bc -l)"
+done
+grep -o 'pack sent.*' "$WORK/goprox-bytes.log" | tail -12 || true
