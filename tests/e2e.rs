@@ -25,6 +25,8 @@ mod go;
 mod maint;
 #[path = "e2e/mirror.rs"]
 mod mirror;
+#[path = "e2e/ops.rs"]
+mod ops;
 #[path = "e2e/partial.rs"]
 mod partial;
 #[path = "e2e/refresh.rs"]
