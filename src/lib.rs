@@ -9,6 +9,7 @@ pub mod auth;
 pub mod creds;
 pub mod duration;
 pub mod fill;
+pub mod gomod;
 pub mod http;
 pub mod maint;
 pub mod metrics;

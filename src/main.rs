@@ -1,8 +1,8 @@
-//! `goprox serve`, `goprox mirror`, `goprox gc` and `goprox fsck`.
+//! `goprox serve`, `goprox mirror`, `goprox gc`, `goprox fsck` and `goprox stats`.
 
 use clap::{Args, Parser, Subcommand};
 use goprox::fill::fetch::RefPrefixes;
-use goprox::fill::resolve::{Resolver, Rule};
+use goprox::fill::resolve::{ResolveError, Resolver, Rule, Target};
 use goprox::fill::{Coordination, FillProgress, Filler, MirrorOptions, Refreshed};
 use goprox::http::{AppState, router};
 use goprox::odb::Io;
@@ -37,6 +37,8 @@ enum Cmd {
     Gc(GcArgs),
     /// Check that every ref index is fully backed by its packs (exit 1 on problems).
     Fsck(FsckArgs),
+    /// Show what the store holds: refs, packs, bytes, objects, leases per repository.
+    Stats(StatsArgs),
 }
 
 #[derive(Args)]
@@ -247,13 +249,29 @@ struct FsckArgs {
 }
 
 #[derive(Args)]
+struct StatsArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// One JSON document instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Repository roots to show (default: every repository with a ref index).
+    roots: Vec<String>,
+}
+
+#[derive(Args)]
 struct MirrorArgs {
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
     access: AccessArgs,
+    /// Also fill (or refresh) the repositories of the modules a go.mod (its `require` and
+    /// `replace` directives) or go.sum (a file whose name ends in `.sum`) names. Repeatable, or
+    /// several files after one flag.
+    #[arg(long = "from-go-mod", value_name = "FILE", num_args = 1..)]
+    from_go_mod: Vec<std::path::PathBuf>,
     /// Import paths to fill or refresh.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "from_go_mod")]
     paths: Vec<String>,
 }
 
@@ -335,6 +353,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Mirror(a) => mirror(a).await,
             Cmd::Gc(a) => gc(a).await,
             Cmd::Fsck(a) => fsck(a).await,
+            Cmd::Stats(a) => stats(a).await,
         }
     });
     match r {
@@ -477,54 +496,107 @@ impl FillProgress for Bar {
             .set_message(format!("{root}: fetched {}", indicatif::HumanBytes(bytes)));
     }
     fn stored(&self, root: &str, objects: u32, bytes: u64) {
-        self.0.inc(1);
-        self.0.println(format!(
-            "{root}: stored {objects} objects, {}",
-            indicatif::HumanBytes(bytes)
-        ));
+        say(
+            &self.0,
+            &format!(
+                "{root}: stored {objects} objects, {}",
+                indicatif::HumanBytes(bytes)
+            ),
+        );
     }
 }
 
-async fn mirror(a: MirrorArgs) -> anyhow::Result<()> {
-    let store = open_store(&a.store).await?;
-    let resolver = Resolver::new(prepare_upstreams(&a.store)?);
-    let bar = indicatif::ProgressBar::new(a.paths.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} repos {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let filler = Filler::new(store.clone())
-        .with_options(a.store.mirror_options())
-        .with_coordination(a.store.coordination(false))
-        .with_progress(Arc::new(Bar(bar.clone())));
-    let io = Arc::new(Io::new(
-        store.clone(),
-        tokio::runtime::Handle::current(),
-        a.store.cache_size,
-    ));
-    // Never refresh inside `open`: a repository that exists is refreshed below, with errors
-    // reported rather than served around.
-    let policy = RefreshPolicy {
-        refresh_after: Duration::MAX,
-        ..Default::default()
-    };
-    let repos = Arc::new(Repos::new(store.clone(), io, filler).with_policy(policy));
-    let mut failed = 0;
-    let access = a.access.access();
-    for p in &a.paths {
-        goprox::path::validate(p)?;
-        if let Err(why) = access.check(p) {
-            failed += 1;
-            bar.suspend(|| eprintln!("goprox: {why}"));
-            continue;
-        }
-        let target = resolver.resolve(p).await?;
-        let existed = goprox::refs::load(&store, &Keys::new(&target.root))
-            .await?
-            .is_some();
-        let result = match repos.open(&target).await {
-            Ok(repo) if existed => repos
-                .refresh_now(&target, &repo)
+/// Print a line above the progress bar (also when the bar is hidden because stderr is not a
+/// terminal, unlike `ProgressBar::println`).
+fn say(bar: &indicatif::ProgressBar, line: &str) {
+    bar.suspend(|| println!("{line}"));
+}
+
+/// One thing `goprox mirror` is asked for: an import path on the command line, or a module a
+/// go.mod or go.sum names.
+struct Wanted {
+    path: String,
+    /// The versions the files name (empty for a command-line path).
+    versions: Vec<String>,
+    /// Named by a file: a refusal by `--allow`/`--deny` is reported but is not a failure.
+    from_file: bool,
+}
+
+/// What became of a repository, or of a wanted path.
+#[derive(Debug, Clone)]
+enum Outcome {
+    /// The store did not have the repository; it does now.
+    Filled(String),
+    /// The store had it; it was refreshed (or found unchanged).
+    Present(String),
+    /// `--allow`/`--deny` or the upstream policy refused it.
+    Refused(String),
+    Failed(String),
+}
+
+/// `goprox mirror`: resolve import paths, then fill or refresh their repositories.
+struct Mirrorer {
+    store: store::DynStore,
+    resolver: Resolver,
+    repos: Arc<Repos>,
+    access: goprox::access::Access,
+    bar: indicatif::ProgressBar,
+}
+
+impl Mirrorer {
+    async fn new(a: &MirrorArgs) -> anyhow::Result<Mirrorer> {
+        let store = open_store(&a.store).await?;
+        let resolver = Resolver::new(prepare_upstreams(&a.store)?);
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} repos {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let filler = Filler::new(store.clone())
+            .with_options(a.store.mirror_options())
+            .with_coordination(a.store.coordination(false))
+            .with_progress(Arc::new(Bar(bar.clone())));
+        let io = Arc::new(Io::new(
+            store.clone(),
+            tokio::runtime::Handle::current(),
+            a.store.cache_size,
+        ));
+        // Never refresh inside `open`: a repository that exists is refreshed below, with errors
+        // reported rather than served around.
+        let policy = RefreshPolicy {
+            refresh_after: Duration::MAX,
+            ..Default::default()
+        };
+        let repos = Arc::new(Repos::new(store.clone(), io, filler).with_policy(policy));
+        Ok(Mirrorer {
+            store,
+            resolver,
+            repos,
+            access: a.access.access(),
+            bar,
+        })
+    }
+
+    /// The repository of an import path, or why it is not mirrored.
+    async fn target(&self, path: &str) -> Result<Target, Outcome> {
+        goprox::path::validate(path).map_err(|e| Outcome::Failed(e.to_string()))?;
+        self.access.check(path).map_err(Outcome::Refused)?;
+        self.resolver.resolve(path).await.map_err(|e| match e {
+            ResolveError::Refused(_) => Outcome::Refused(e.to_string()),
+            _ => Outcome::Failed(e.to_string()),
+        })
+    }
+
+    /// Fill a repository the store lacks, or refresh one it has; prints one line.
+    async fn fill(&self, target: &Target) -> Outcome {
+        let existed = match goprox::refs::load(&self.store, &Keys::new(&target.root)).await {
+            Ok(x) => x.is_some(),
+            Err(e) => return self.report(target, Outcome::Failed(e.to_string())),
+        };
+        let result = match self.repos.open(target).await {
+            Ok(repo) if existed => self
+                .repos
+                .refresh_now(target, &repo)
                 .await
                 .map(|r| match r {
                     Refreshed::Unchanged => format!("{} refs, unchanged", repo.index.refs.len()),
@@ -539,17 +611,179 @@ async fn mirror(a: MirrorArgs) -> anyhow::Result<()> {
             Ok(repo) => Ok(format!("{} refs, filled", repo.index.refs.len())),
             Err(e) => Err(e.to_string()),
         };
-        match result {
-            Ok(msg) => bar.println(format!("{}: {msg} from {}", target.root, target.upstream)),
-            Err(e) => {
-                failed += 1;
-                bar.println(format!("{}: {e}", target.root));
+        let outcome = match result {
+            Ok(msg) if existed => Outcome::Present(msg),
+            Ok(msg) => Outcome::Filled(msg),
+            Err(e) => Outcome::Failed(e),
+        };
+        self.report(target, outcome)
+    }
+
+    fn report(&self, target: &Target, outcome: Outcome) -> Outcome {
+        match &outcome {
+            Outcome::Filled(m) | Outcome::Present(m) => {
+                say(
+                    &self.bar,
+                    &format!("{}: {m} from {}", target.root, target.upstream),
+                );
+            }
+            Outcome::Refused(e) | Outcome::Failed(e) => {
+                say(&self.bar, &format!("{}: {e}", target.root));
+            }
+        }
+        outcome
+    }
+}
+
+/// A module a `--from-go-mod` file names but does not fetch: `(path@version, why)`.
+type SkippedModule = (String, String);
+
+/// The modules the `--from-go-mod` files name, by path, and those they name but replace with
+/// a directory.
+fn modules_from_files(
+    files: &[std::path::PathBuf],
+) -> anyhow::Result<(Vec<Wanted>, Vec<SkippedModule>)> {
+    let mut wanted = Vec::new();
+    let mut skipped = Vec::new();
+    for f in files {
+        let data =
+            std::fs::read(f).map_err(|e| anyhow::anyhow!("--from-go-mod {}: {e}", f.display()))?;
+        let text = String::from_utf8(data)
+            .map_err(|_| anyhow::anyhow!("--from-go-mod {}: not UTF-8 text", f.display()))?;
+        let m = goprox::gomod::modules_of_file(&f.to_string_lossy(), &text)
+            .map_err(|e| anyhow::anyhow!("--from-go-mod {}: {e}", f.display()))?;
+        wanted.extend(m.wanted);
+        skipped.extend(m.skipped);
+    }
+    let by_path = goprox::gomod::by_path(&wanted);
+    let skipped = skipped
+        .into_iter()
+        .filter(|s| !by_path.contains_key(&s.module.path))
+        .map(|s| (format!("{}@{}", s.module.path, s.module.version), s.why))
+        .collect();
+    let wanted = by_path
+        .into_iter()
+        .map(|(path, versions)| Wanted {
+            path,
+            versions: versions.into_iter().collect(),
+            from_file: true,
+        })
+        .collect();
+    Ok((wanted, skipped))
+}
+
+async fn mirror(a: MirrorArgs) -> anyhow::Result<()> {
+    // Read the files first: a bad one stops everything before any upstream is contacted.
+    let (from_files, skipped) = modules_from_files(&a.from_go_mod)?;
+    let mut wanted: Vec<Wanted> = a
+        .paths
+        .iter()
+        .map(|p| Wanted {
+            path: p.clone(),
+            versions: Vec::new(),
+            from_file: false,
+        })
+        .collect();
+    wanted.extend(from_files);
+    let m = Mirrorer::new(&a).await?;
+
+    // Resolve everything, then fill each repository once (modules `/v2`, subdirectories and
+    // several paths of one repository share it).
+    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(wanted.len());
+    let mut targets: Vec<Target> = Vec::new();
+    let mut target_of: Vec<Option<usize>> = Vec::with_capacity(wanted.len());
+    for w in &wanted {
+        match m.target(&w.path).await {
+            Ok(t) => {
+                let i = match targets.iter().position(|x| x.root == t.root) {
+                    Some(i) => i,
+                    None => {
+                        targets.push(t);
+                        targets.len() - 1
+                    }
+                };
+                target_of.push(Some(i));
+                outcomes.push(None);
+            }
+            Err(o) => {
+                if !w.from_file
+                    && let Outcome::Refused(why) | Outcome::Failed(why) = &o
+                {
+                    m.bar.suspend(|| eprintln!("goprox: {why}"));
+                }
+                target_of.push(None);
+                outcomes.push(Some(o));
             }
         }
     }
-    bar.finish_and_clear();
+    m.bar.set_length(targets.len() as u64);
+    let mut filled = Vec::with_capacity(targets.len());
+    for t in &targets {
+        filled.push(m.fill(t).await);
+        m.bar.inc(1);
+    }
+    m.bar.finish_and_clear();
+
+    let (mut n_filled, mut n_present, mut n_refused, mut n_failed) = (0, 0, 0, 0);
+    let mut failed = 0;
+    for ((w, o), t) in wanted.iter().zip(outcomes).zip(&target_of) {
+        let (outcome, root) = match (o, t) {
+            (Some(o), _) => (o, None),
+            (None, Some(i)) => (filled[*i].clone(), Some(targets[*i].root.as_str())),
+            (None, None) => (Outcome::Failed("not resolved".into()), None),
+        };
+        let is_failure = match &outcome {
+            Outcome::Failed(_) => true,
+            Outcome::Refused(_) => !w.from_file,
+            _ => false,
+        };
+        failed += usize::from(is_failure);
+        if !w.from_file {
+            continue;
+        }
+        let name = format!("{}@{}", w.path, w.versions.join(","));
+        let root = root.unwrap_or_default();
+        let line = match &outcome {
+            Outcome::Filled(_) => {
+                n_filled += 1;
+                format!("{name}: filled ({root})")
+            }
+            Outcome::Present(msg) => {
+                n_present += 1;
+                format!("{name}: already present ({root}: {msg})")
+            }
+            Outcome::Refused(why) => {
+                n_refused += 1;
+                format!("{name}: refused: {why}")
+            }
+            Outcome::Failed(why) => {
+                n_failed += 1;
+                if root.is_empty() {
+                    format!("{name}: failed: {why}")
+                } else {
+                    format!("{name}: failed ({root}): {why}")
+                }
+            }
+        };
+        println!("{line}");
+    }
+    for (name, why) in &skipped {
+        println!("{name}: skipped: {why}");
+    }
+    if !a.from_go_mod.is_empty() {
+        println!(
+            "modules: {} in {} repositories: {n_filled} filled, {n_present} already present, \
+             {n_refused} refused, {n_failed} failed, {} skipped",
+            n_filled + n_present + n_refused + n_failed,
+            targets.len(),
+            skipped.len()
+        );
+    }
     if failed > 0 {
-        anyhow::bail!("{failed} of {} repositories failed", a.paths.len());
+        anyhow::bail!(
+            "{failed} of {} requested import paths and modules failed",
+            wanted.len()
+        );
     }
     Ok(())
 }
@@ -590,5 +824,16 @@ async fn fsck(a: FsckArgs) -> anyhow::Result<()> {
         );
     }
     println!("ok: {} repositories", report.repositories);
+    Ok(())
+}
+
+async fn stats(a: StatsArgs) -> anyhow::Result<()> {
+    let store = open_store(&a.store).await?;
+    let report = goprox::maint::stats::collect(&store, &a.roots).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", goprox::maint::stats::table(&report));
+    }
     Ok(())
 }

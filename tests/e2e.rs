@@ -27,6 +27,8 @@ mod maint;
 mod metrics;
 #[path = "e2e/mirror.rs"]
 mod mirror;
+#[path = "e2e/ops.rs"]
+mod ops;
 #[path = "e2e/partial.rs"]
 mod partial;
 #[path = "e2e/refresh.rs"]

@@ -1,8 +1,10 @@
-//! Bucket maintenance: `goprox gc` (delete what no ref index needs any more) and `goprox fsck`
-//! (check that every ref index is fully backed by its packs).
+//! Bucket maintenance: `goprox gc` (delete what no ref index needs any more), `goprox fsck`
+//! (check that every ref index is fully backed by its packs) and `goprox stats` (what the store
+//! holds).
 
 pub mod fsck;
 pub mod gc;
+pub mod stats;
 
 use crate::refs::{self, REF_INDEX_SUFFIX};
 use crate::store::{DynStore, StoreError};
