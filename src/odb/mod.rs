@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod delta;
+pub mod delta_encode;
 pub mod pack;
 pub mod walk;
 pub mod writer;
