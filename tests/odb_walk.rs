@@ -502,7 +502,10 @@ fn delta_search_replaces_unusable_stored_deltas() {
     let f = fixture();
     // The 20 oldest versions of big.txt: git stores older versions as deltas against newer
     // ones, which are not sent here.
-    let commits = git(&f.dir, &["log", "--format=%H", "--reverse", "--", "big.txt"]);
+    let commits = git(
+        &f.dir,
+        &["log", "--format=%H", "--reverse", "--", "big.txt"],
+    );
     let mut ids: Vec<ObjectId> = commits
         .lines()
         .take(20)
@@ -528,7 +531,10 @@ fn delta_search_replaces_unusable_stored_deltas() {
         plain_pack.len(),
         pack.len()
     );
-    assert!(plain.recompressed > 0, "the fixture must have unusable deltas");
+    assert!(
+        plain.recompressed > 0,
+        "the fixture must have unusable deltas"
+    );
     assert!(searched.new_deltas > 0, "{searched:?}");
     assert!(
         pack.len() * 2 < plain_pack.len(),
