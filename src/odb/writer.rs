@@ -108,10 +108,12 @@ impl DeltaSearch {
         }
         let mut best: Option<(NewBase, Vec<u8>, u8)> = None;
         let mut limit = target.len() / 2;
+        // A delta this small is not worth bettering: stop searching.
+        let good_enough = target.len() / 32;
         let mut try_base = |this: &mut Self, base: &[u8], at: NewBase, d: u8| {
             // Sizes too far apart make poor deltas (git's heuristic).
             if base.len() < target.len() / 8 || base.len() > target.len().saturating_mul(8) {
-                return;
+                return false;
             }
             this.searched += (base.len() + target.len()) as u64;
             let index = super::delta_encode::DeltaIndex::new(base);
@@ -120,8 +122,20 @@ impl DeltaSearch {
             {
                 limit = delta.len();
                 best = Some((at, delta, d));
+                return limit <= good_enough;
             }
+            false
         };
+        // The client's object of the same name first (thin packs): usually the same path one
+        // version back, the best base there is.
+        for id in client.map(|v| v.as_slice()).unwrap_or_default() {
+            if let Ok(b) = odb.object(id)
+                && type_id(b.kind) == kind
+                && try_base(self, &b.data, NewBase::Client(*id), 0)
+            {
+                return best;
+            }
+        }
         let in_pack: Vec<(Location, ObjectId)> = self
             .recent
             .get(&name)
@@ -137,15 +151,9 @@ impl DeltaSearch {
             }
             if let Ok(b) = odb.object_at(loc)
                 && type_id(b.kind) == kind
+                && try_base(self, &b.data, NewBase::InPack(loc, out), d)
             {
-                try_base(self, &b.data, NewBase::InPack(loc, out), d);
-            }
-        }
-        for id in client.map(|v| v.as_slice()).unwrap_or_default() {
-            if let Ok(b) = odb.object(id)
-                && type_id(b.kind) == kind
-            {
-                try_base(self, &b.data, NewBase::Client(*id), 0);
+                break;
             }
         }
         best
