@@ -27,49 +27,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-/// Small deterministic PRNG (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-
-    /// Text-like lines of words from a small vocabulary.
-    fn text(&mut self, n: usize) -> Vec<u8> {
-        const WORDS: &[&str] = &[
-            "fn", "let", "mut", "self", "return", "match", "Some", "None", "if", "else", "for",
-            "in", "=>", "{", "}", "(", ")", ";", "x", "y", "len", "data", "out", "pos", "0", "1",
-            "+=", "==", "&", "Vec<u8>", "the", "a", "of", "object", "pack", "delta", "base",
-        ];
-        let mut v = Vec::with_capacity(n + 128);
-        while v.len() < n {
-            for _ in 0..self.below(4) {
-                v.extend_from_slice(b"    ");
-            }
-            for _ in 0..1 + self.below(12) {
-                v.extend_from_slice(WORDS[self.below(WORDS.len())].as_bytes());
-                v.push(b' ');
-            }
-            v.push(b'\n');
-        }
-        v.truncate(n);
-        v
-    }
-}
+use goprox::testdata::Rng;
 
 fn text_case() -> (Vec<u8>, Vec<u8>) {
     let mut r = Rng(1);

@@ -41,23 +41,8 @@ const TEXT_FILES: usize = 100;
 const BINARY_FILES: usize = 4;
 const CACHE_BYTES: usize = 256 << 20;
 
-/// Small deterministic PRNG (xorshift64*), so the fixture is the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+// Deterministic, so the fixture is the same on every run.
+use goprox::testdata::Rng;
 
 /// A temporary directory removed on drop.
 struct TempDir(PathBuf);

@@ -21,6 +21,8 @@ pub mod refs;
 pub mod repo;
 pub mod server;
 pub mod store;
+#[doc(hidden)]
+pub mod testdata;
 
 /// Agent string sent to clients and upstreams.
 pub const AGENT: &str = concat!("goprox/", env!("CARGO_PKG_VERSION"));

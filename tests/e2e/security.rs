@@ -725,6 +725,18 @@ fn post_streaming(
     (String::from_utf8_lossy(&got).into_owned(), at_answer)
 }
 
+/// No object in `store` contains `secret`.
+fn assert_not_stored(store: &crate::support::goprox::Store, secret: &str) {
+    for k in store.keys() {
+        if let Some(b) = store.get_object(&k) {
+            assert!(
+                !b.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "credentials in stored object {k}"
+            );
+        }
+    }
+}
+
 /// Credentials in an `--upstream` URL are used but never shown: not in refs.json, the log,
 /// error bodies or metrics.
 #[test]
@@ -778,15 +790,7 @@ fn upstream_credentials_never_leak() {
     gp.assert_alive();
     let log = gp.log_text();
     assert!(!log.contains(SECRET), "credentials in goprox's log");
-    let keys = store.keys();
-    for k in &keys {
-        if let Some(b) = store.get_object(k) {
-            assert!(
-                !b.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
-                "credentials in stored object {k}"
-            );
-        }
-    }
+    assert_not_stored(&store, SECRET);
 }
 
 /// A private upstream: https with a company CA (`--upstream-ca`) and HTTP basic auth from a
@@ -922,14 +926,7 @@ fn private_upstream_https_netrc() {
     for t in &texts {
         assert!(!t.contains(SECRET), "the password leaked: {t}");
     }
-    for k in store.keys() {
-        if let Some(b) = store.get_object(&k) {
-            assert!(
-                !b.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
-                "the password is in stored object {k}"
-            );
-        }
-    }
+    assert_not_stored(&store, SECRET);
 }
 
 /// `--tls-cert/--tls-key` with a self-signed certificate: git clones over https (trusting
