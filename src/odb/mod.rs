@@ -454,7 +454,7 @@ pub fn deflate(data: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut e = flate2::write::ZlibEncoder::new(
         Vec::with_capacity(data.len() / 2 + 64),
-        flate2::Compression::new(1),
+        flate2::Compression::new(6),
     );
     // Writing to a Vec cannot fail.
     let _ = e.write_all(data);
