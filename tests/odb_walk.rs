@@ -371,7 +371,12 @@ fn blob_limit_matches_git_rev_list() {
         .collect();
     // `big.txt` grows by 40 lines per revision and is stored as deltas: the limit falls in the
     // middle of its versions, whose sizes come from the deltas' headers.
-    for limit in [0u64, 1000, 10_000, 30_000] {
+    // And a limit equal to a blob's exact size: git leaves out blobs of *at least* the limit.
+    let exact: u64 = git(&f.dir, &["cat-file", "-s", "HEAD:big.txt"])
+        .trim()
+        .parse()
+        .expect("size");
+    for limit in [0u64, 1000, 10_000, 30_000, exact] {
         let mut w = Walker::new(&f.odb);
         let got: BTreeSet<ObjectId> = w
             .objects_to_send(&PackPlan {
@@ -553,4 +558,60 @@ fn delta_search_replaces_unusable_stored_deltas() {
         let want = git(&f.dir, &["cat-file", "-p", &id.to_string()]);
         assert_eq!(got, want, "object {id}");
     }
+}
+
+#[test]
+fn tree_of_a_walked_client_commit_is_not_sent() {
+    if !git_available() {
+        eprintln!("SKIP: git not found");
+        return;
+    }
+    // The client has H (A - X - H). New: B (an old-dated topic commit on A), N = merge(H, B),
+    // R = N with X's tree restored. The date-ordered walk passes X (the client's, not an
+    // edge) before it reaches B; R's root tree is X's. git without bitmaps sends that tree
+    // again (it only knows the edges' trees); with bitmaps, and goprox, it is left out.
+    let dir = scratch();
+    git(&dir, &["init", "-q", "-b", "main"]);
+    let file = |name: &str, text: &str| std::fs::write(dir.join(name), text).expect("write");
+    file("a.txt", "a\n");
+    git(&dir, &["add", "-A"]);
+    commit_at(&dir, 10, "A");
+    file("x.txt", "x\n");
+    git(&dir, &["add", "-A"]);
+    commit_at(&dir, 20, "X");
+    let x = git(&dir, &["rev-parse", "HEAD"]);
+    file("h.txt", "h\n");
+    git(&dir, &["add", "-A"]);
+    commit_at(&dir, 50, "H");
+    let h = oid(&git(&dir, &["rev-parse", "HEAD"]));
+    git(&dir, &["checkout", "-q", "-b", "topic", "HEAD~2"]);
+    file("b.txt", "b\n");
+    git(&dir, &["add", "-A"]);
+    commit_at(&dir, 15, "B");
+    git(&dir, &["checkout", "-q", "main"]);
+    git(&dir, &["merge", "-q", "--no-ff", "--no-commit", "topic"]);
+    commit_at(&dir, 60, "N");
+    git(&dir, &["read-tree", "-u", "--reset", x.trim()]);
+    commit_at(&dir, 70, "R");
+    let r = oid(&git(&dir, &["rev-parse", "HEAD"]));
+    let tx = oid(&git(
+        &dir,
+        &["rev-parse", &format!("{}^{{tree}}", x.trim())],
+    ));
+    assert_eq!(oid(&git(&dir, &["rev-parse", "HEAD^{tree}"])), tx);
+    let f = load(dir);
+
+    let mut w = Walker::new(&f.odb);
+    let got: BTreeSet<ObjectId> = w
+        .objects_to_send(&PackPlan {
+            wants: &[r],
+            haves: &[h],
+            ..Default::default()
+        })
+        .expect("count")
+        .into_iter()
+        .collect();
+    let mut want = rev_list(&f.dir, &[&r.to_string(), "--not", &h.to_string()]);
+    assert!(want.remove(&tx), "git sends the restored tree: {want:?}");
+    assert_eq!(got, want);
 }

@@ -580,6 +580,14 @@ impl<'a> Walker<'a> {
             roots.extend(tree_roots);
             self.client_has = client_has.clone();
             let mut seen = client_has;
+            // The root tree of every commit the walk found the client to have (not only the
+            // edges'): a sent commit whose tree equals one of them (a revert, a merge) needs no
+            // tree at all, as with git's bitmaps. Ids only: their contents are not walked.
+            for (c, st) in &state {
+                if st.uninteresting && st.popped {
+                    seen.insert(self.commit(c)?.tree);
+                }
+            }
             let mut names = std::mem::take(&mut self.names);
             for r in roots {
                 self.collect_tree(r, &mut seen, plan.filter, &mut |id, name| {
@@ -649,7 +657,12 @@ impl<'a> Walker<'a> {
                 } else {
                     match filter {
                         Some(Filter::BlobNone) => continue,
-                        Some(Filter::BlobLimit(limit)) if self.blob_size(&id)? > limit => continue,
+                        // git omits blobs of at least the limit, and marks them seen so that
+                        // other trees naming them do not ask for their size again.
+                        Some(Filter::BlobLimit(limit)) if self.blob_size(&id)? >= limit => {
+                            seen.insert(id);
+                            continue;
+                        }
                         _ => {}
                     }
                     seen.insert(id);
