@@ -30,10 +30,12 @@ pub fn sizes(delta: &[u8]) -> Result<(u64, u64), DeltaError> {
 /// Apply `delta` to `base`, producing the target object.
 /// The result size of a stored (zlib-compressed) delta, inflating only its first bytes.
 pub fn result_size_of_compressed(compressed: &[u8]) -> Option<u64> {
-    let mut z = flate2::Decompress::new(true);
     let mut head = [0u8; 32];
-    let _ = z.decompress(compressed, &mut head, flate2::FlushDecompress::None);
-    let n = usize::try_from(z.total_out()).ok()?.min(head.len());
+    let n = crate::odb::with_inflater(|z| {
+        let _ = z.decompress(compressed, &mut head, flate2::FlushDecompress::None);
+        usize::try_from(z.total_out()).ok()
+    })?
+    .min(head.len());
     sizes(&head[..n]).ok().map(|(_, result)| result)
 }
 

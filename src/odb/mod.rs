@@ -432,14 +432,57 @@ impl Odb {
     }
 }
 
+thread_local! {
+    /// One decompressor per thread, reset between streams: setting one up costs more than
+    /// inflating a small object.
+    static INFLATER: std::cell::RefCell<flate2::Decompress> =
+        std::cell::RefCell::new(flate2::Decompress::new(true));
+    /// Compressors by window size (9..=15 bits), likewise reused.
+    static DEFLATERS: std::cell::RefCell<[Option<flate2::Compress>; 7]> =
+        const { std::cell::RefCell::new([const { None }; 7]) };
+}
+
+/// Run `f` with this thread's decompressor, reset for a new zlib stream.
+pub(crate) fn with_inflater<T>(f: impl FnOnce(&mut flate2::Decompress) -> T) -> T {
+    INFLATER.with(|z| {
+        let mut z = z.borrow_mut();
+        z.reset(true);
+        f(&mut z)
+    })
+}
+
 /// Inflate a zlib stream whose output size is known.
 pub fn inflate(compressed: &[u8], size: u64) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let mut out = Vec::with_capacity(size.min(1 << 30) as usize);
-    flate2::read::ZlibDecoder::new(compressed)
-        .take(size + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| corrupt(format!("zlib: {e}")))?;
+    // The declared size is untrusted: reserve at most 1 GiB up front (plus one byte, to see a
+    // stream longer than declared).
+    let mut out = Vec::with_capacity(size.min(1 << 30) as usize + 1);
+    with_inflater(|z| -> Result<()> {
+        loop {
+            let consumed = z.total_in() as usize;
+            let produced = z.total_out();
+            if out.len() == out.capacity() {
+                out.reserve(out.capacity().max(4096));
+            }
+            let status = z
+                .decompress_vec(
+                    compressed.get(consumed..).unwrap_or_default(),
+                    &mut out,
+                    flate2::FlushDecompress::Finish,
+                )
+                .map_err(|e| corrupt(format!("zlib: {e}")))?;
+            if out.len() as u64 > size {
+                break;
+            }
+            match status {
+                flate2::Status::StreamEnd => break,
+                _ if z.total_in() as usize == consumed && z.total_out() == produced => {
+                    return Err(corrupt("zlib: truncated stream".to_string()));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    })?;
     if out.len() as u64 != size {
         return Err(corrupt(format!(
             "inflated {} bytes, expected {size}",
@@ -449,16 +492,33 @@ pub fn inflate(compressed: &[u8], size: u64) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Deflate an object for a pack entry.
+/// Deflate an object for a pack entry at git's default level, with the smallest window that
+/// covers it (the same bytes out for small objects, a fraction of the set-up cost).
 pub fn deflate(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::ZlibEncoder::new(
-        Vec::with_capacity(data.len() / 2 + 64),
-        flate2::Compression::new(6),
-    );
-    // Writing to a Vec cannot fail.
-    let _ = e.write_all(data);
-    e.finish().unwrap_or_default()
+    let bits = (usize::BITS - (data.len() + 262).leading_zeros()).clamp(9, 15) as u8;
+    DEFLATERS.with(|d| {
+        let mut d = d.borrow_mut();
+        let z = d[usize::from(bits - 9)].get_or_insert_with(|| {
+            flate2::Compress::new_with_window_bits(flate2::Compression::new(6), true, bits)
+        });
+        z.reset();
+        let mut out = Vec::with_capacity(data.len() / 2 + 64);
+        loop {
+            if out.len() == out.capacity() {
+                out.reserve(out.capacity().max(64));
+            }
+            let consumed = z.total_in() as usize;
+            match z.compress_vec(
+                data.get(consumed..).unwrap_or_default(),
+                &mut out,
+                flate2::FlushCompress::Finish,
+            ) {
+                Ok(flate2::Status::StreamEnd) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        out
+    })
 }
 
 #[cfg(test)]
