@@ -21,14 +21,25 @@ pub struct RefEntry {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackEntry {
-    /// Pack checksum (hex); the objects are `pack-<name>.pack` and `pack-<name>.idx`.
+    /// The objects are `pack-<name>.pack` and `pack-<name>.idx`: the pack checksum (hex), or
+    /// for a pack streamed into the store before its checksum was known, a fresh unique name.
     pub name: String,
+    /// Pack checksum (hex) when it is not the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
     pub size: u64,
     pub objects: u32,
     /// End of the pack's commits, trees and tags (written before its blobs): loaded into the
     /// block cache when a process first opens the pack, so history walks do not miss.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub walk_end: Option<u64>,
+}
+
+impl PackEntry {
+    /// The pack's trailer checksum (hex).
+    pub fn checksum(&self) -> &str {
+        self.checksum.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// A pack the ref index no longer names (merged away by compaction), kept until `goprox gc`

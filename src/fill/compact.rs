@@ -9,11 +9,13 @@
 //! replaced with `If-Match`; the merged-away packs move to `retired`, where `goprox gc` finds
 //! them after the grace period. A lost race leaves the merged pack unreferenced (gc's too).
 
-use super::{FillError, fetch, now, put_immutable};
+use super::{FillError, inbound, now};
+use crate::odb::ingest;
 use crate::refs::{self, Keys, PackEntry, RefIndex, Retired};
 use crate::store::{DynStore, ETag, StoreError};
 use bytes::Bytes;
 use sha1::{Digest, Sha1};
+use tokio::sync::mpsc;
 
 /// Each pack should hold at least `FACTOR` times the objects of the next smaller one.
 pub const FACTOR: u64 = 2;
@@ -47,35 +49,84 @@ pub fn plan(weights: &[u64], factor: u64) -> Vec<usize> {
     pick
 }
 
-/// Concatenate self-contained packs into one (header, every entry of every pack, trailer).
-/// Returns the pack and its total object count.
-pub fn concatenate(packs: &[Bytes]) -> Result<(Vec<u8>, u32), String> {
-    let mut count: u32 = 0;
-    let mut body = 0usize;
-    for p in packs {
-        if p.len() < 32 || &p[..4] != b"PACK" {
-            return Err("not a pack".into());
+/// Self-contained packs read from the store as one pack: a header with the total count, the
+/// entries of each pack verbatim (an `OFS_DELTA`'s distance stays valid inside its block), and
+/// a trailer of what came before. The store is read [`WINDOW`] bytes at a time, one ahead.
+pub struct Concatenation {
+    rx: mpsc::Receiver<Result<Bytes, StoreError>>,
+    current: Bytes,
+    hash: Sha1,
+    trailer: Option<Bytes>,
+}
+
+const WINDOW: u64 = 8 << 20;
+
+impl Concatenation {
+    /// `packs`: store keys and sizes; `count`: their objects in all.
+    pub fn new(
+        rt: &tokio::runtime::Handle,
+        store: &DynStore,
+        packs: Vec<(String, u64)>,
+        count: u32,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(1);
+        let store = store.clone();
+        rt.spawn(async move {
+            let mut header = b"PACK\0\0\0\x02".to_vec();
+            header.extend_from_slice(&count.to_be_bytes());
+            if tx.send(Ok(Bytes::from(header))).await.is_err() {
+                return;
+            }
+            for (key, size) in packs {
+                let (mut at, end) = (12, size.saturating_sub(20));
+                while at < end {
+                    let len = WINDOW.min(end - at);
+                    let got = match store.get_range(&key, at, len).await {
+                        Ok(b) if b.len() as u64 == len => Ok(b),
+                        Ok(_) => Err(StoreError::Backend(format!("short read of {key}"))),
+                        Err(e) => Err(e),
+                    };
+                    let failed = got.is_err();
+                    if tx.send(got).await.is_err() || failed {
+                        return;
+                    }
+                    at += len;
+                }
+            }
+        });
+        Concatenation {
+            rx,
+            current: Bytes::new(),
+            hash: Sha1::new(),
+            trailer: None,
         }
-        let version = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
-        if version != 2 && version != 3 {
-            return Err(format!("unsupported pack version {version}"));
+    }
+}
+
+impl std::io::Read for Concatenation {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            if let Some(t) = self.trailer.as_mut() {
+                let n = buf.len().min(t.len());
+                buf[..n].copy_from_slice(&t.split_to(n));
+                return Ok(n);
+            }
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => {
+                    self.hash.update(&b);
+                    self.current = b;
+                }
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => {
+                    let sum: [u8; 20] = self.hash.clone().finalize().into();
+                    self.trailer = Some(Bytes::copy_from_slice(&sum));
+                }
+            }
         }
-        let n = u32::from_be_bytes([p[8], p[9], p[10], p[11]]);
-        count = count
-            .checked_add(n)
-            .ok_or_else(|| "too many objects".to_string())?;
-        body += p.len() - 32;
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
     }
-    let mut out = Vec::with_capacity(12 + body + 20);
-    out.extend_from_slice(b"PACK");
-    out.extend_from_slice(&2u32.to_be_bytes());
-    out.extend_from_slice(&count.to_be_bytes());
-    for p in packs {
-        out.extend_from_slice(&p[12..p.len() - 20]);
-    }
-    let digest = Sha1::digest(&out);
-    out.extend_from_slice(&digest);
-    Ok((out, count))
 }
 
 /// Merge the packs [`plan`] picks, publish the new ref index (`If-Match: etag`) and return it;
@@ -92,62 +143,68 @@ pub async fn compact(
     if pick.len() < 2 {
         return Ok(None);
     }
-    let mut datas = Vec::with_capacity(pick.len());
-    for &i in &pick {
-        let key = keys.pack(&index.packs[i].name);
-        let got = store
-            .get(&key)
-            .await
-            .map_err(|e| FillError::Store(key.clone(), e))?
-            .ok_or_else(|| FillError::Store(key.clone(), StoreError::NotFound(key.clone())))?;
-        datas.push(got.data);
-    }
     let expected: u64 = pick.iter().map(|&i| weights[i]).sum();
-    let merged = tokio::task::spawn_blocking(move || {
-        let (pack, count) = concatenate(&datas)?;
-        let indexed = fetch::index_pack(&pack)?;
-        if u64::from(indexed.objects) != u64::from(count) || !unique_ids(&indexed.idx) {
-            return Err("an object is in more than one of the packs".to_string());
-        }
-        Ok((pack, indexed))
+    let Ok(count) = u32::try_from(expected) else {
+        return Ok(None);
+    };
+    // The packs' entries stream from the store through the indexer into the merged pack's
+    // upload: memory does not grow with the packs.
+    let rt = tokio::runtime::Handle::current();
+    let parts: Vec<(String, u64)> = pick
+        .iter()
+        .map(|&i| (keys.pack(&index.packs[i].name), index.packs[i].size))
+        .collect();
+    let mut input = Concatenation::new(&rt, store, parts, count);
+    let (mut sink, upload) = inbound::begin(&rt, store, keys, &index.root);
+    let received = tokio::task::spawn_blocking(move || {
+        let r = ingest::receive(
+            &mut input,
+            &mut |b| sink.write(b),
+            inbound::INDEX_CACHE_BYTES,
+            u64::MAX,
+        )?;
+        sink.finish()?;
+        Ok::<_, ingest::IngestError>(r)
     })
     .await
     .map_err(|e| FillError::Internal(e.to_string()))?;
-    let (pack, indexed) = match merged {
-        Ok(x) => x,
+    let received = match received {
+        Ok(r) if u64::from(r.objects()) == expected => r,
+        Ok(_) => {
+            upload.abandon();
+            tracing::warn!(root = %index.root, "pack object counts disagree with the ref index; not compacting");
+            return Ok(None);
+        }
         Err(e) => {
+            upload.abandon();
             tracing::warn!(root = %index.root, error = %e, "not compacting");
             return Ok(None);
         }
     };
-    if u64::from(indexed.objects) != expected {
-        tracing::warn!(root = %index.root, "pack object counts disagree with the ref index; not compacting");
-        return Ok(None);
-    }
-    let size = pack.len() as u64;
-    put_immutable(store, &keys.pack(&indexed.name), Bytes::from(pack)).await?;
-    put_immutable(store, &keys.idx(&indexed.name), Bytes::from(indexed.idx)).await?;
+    let merged = match upload.complete(store, keys, "compaction", received).await {
+        Ok(m) => m,
+        Err(e @ FillError::Fetch(_)) => {
+            // Not mergeable as is (an object in two of the packs).
+            tracing::warn!(root = %index.root, error = %e, "not compacting");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
     let at = now();
     let mut packs: Vec<PackEntry> = Vec::with_capacity(index.packs.len() - pick.len() + 1);
     let mut retired = index.retired.clone();
     for (i, p) in index.packs.iter().enumerate() {
         if pick.contains(&i) {
-            if p.name != indexed.name {
-                retired.push(Retired {
-                    name: p.name.clone(),
-                    at,
-                });
-            }
+            retired.push(Retired {
+                name: p.name.clone(),
+                at,
+            });
         } else {
             packs.push(p.clone());
         }
     }
-    packs.push(PackEntry {
-        name: indexed.name.clone(),
-        size,
-        objects: indexed.objects,
-        walk_end: Some(indexed.walk_end),
-    });
+    let objects = merged.objects;
+    packs.push(merged);
     let next = RefIndex {
         generation: index.generation + 1,
         packs,
@@ -160,7 +217,7 @@ pub async fn compact(
             tracing::info!(
                 root = %index.root,
                 merged = pick.len(),
-                objects = indexed.objects,
+                objects,
                 packs = next.packs.len(),
                 "compacted packs"
             );
@@ -172,19 +229,6 @@ pub async fn compact(
         }
         Err(e) => Err(e.into()),
     }
-}
-
-/// Whether the object ids of a v2 idx are strictly increasing (no object twice).
-fn unique_ids(idx: &[u8]) -> bool {
-    if idx.len() < 8 + 1024 {
-        return false;
-    }
-    let n = u32::from_be_bytes([idx[1028], idx[1029], idx[1030], idx[1031]]) as usize;
-    let ids = &idx[1032..];
-    if ids.len() < n * 20 {
-        return false;
-    }
-    (1..n).all(|i| ids[(i - 1) * 20..i * 20] < ids[i * 20..(i + 1) * 20])
 }
 
 #[cfg(test)]
@@ -254,15 +298,29 @@ mod tests {
             p.extend_from_slice(&d);
             p
         }
-        let a = Bytes::from(one_blob(b"hello\n"));
-        let b = Bytes::from(one_blob(b"world\n"));
-        let (pack, n) = concatenate(&[a.clone(), b]).expect("concatenate");
-        assert_eq!(n, 2);
-        let indexed = fetch::index_pack(&pack).expect("index");
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let store: DynStore = std::sync::Arc::new(crate::store::memory::MemoryStore::default());
+        let mut sizes = Vec::new();
+        for (k, content) in [("a", &b"hello\n"[..]), ("b", b"world\n")] {
+            let p = one_blob(content);
+            sizes.push((k.to_string(), p.len() as u64));
+            rt.block_on(store.put(k, Bytes::from(p), crate::store::PutMode::CreateOnly))
+                .expect("put");
+        }
+        let read_all = |packs: Vec<(String, u64)>| {
+            use std::io::Read;
+            let mut c = Concatenation::new(rt.handle(), &store, packs, 2);
+            let mut out = Vec::new();
+            c.read_to_end(&mut out).expect("read");
+            out
+        };
+        let pack = read_all(sizes.clone());
+        let indexed = crate::odb::ingest::index_in_memory(&pack, 1 << 20).expect("index");
         assert_eq!(indexed.objects, 2);
-        assert!(unique_ids(&indexed.idx));
-        let (dup, _) = concatenate(&[a.clone(), a]).expect("concatenate");
-        let indexed = fetch::index_pack(&dup);
-        assert!(indexed.is_err() || !unique_ids(&indexed.expect("indexed").idx));
+        let dup = read_all(vec![sizes[0].clone(), sizes[0].clone()]);
+        assert!(crate::odb::ingest::index_in_memory(&dup, 1 << 20).is_err());
+        // A pack missing from the store: the stream fails.
+        let mut c = Concatenation::new(rt.handle(), &store, vec![("nope".into(), 40)], 1);
+        assert!(std::io::Read::read_to_end(&mut c, &mut Vec::new()).is_err());
     }
 }

@@ -1,13 +1,14 @@
 //! The upstream client: list refs and fetch everything with gix-protocol (v2, falling back to
-//! whatever the server speaks), then index the received pack in memory with gix-pack.
-//! Blocking: run on a blocking thread.
+//! whatever the server speaks), receiving the pack straight into the store
+//! ([`super::inbound`]). Blocking: run on a blocking thread.
 
+use super::inbound::PackSink;
+use crate::odb::ingest::{self, IngestError, Received};
 use crate::refs::RefEntry;
 use gix_hash::ObjectId;
 use gix_protocol::handshake::Ref;
 use gix_protocol::transport::{Protocol, Service};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 
 /// What an upstream had.
 #[derive(Debug, Default)]
@@ -16,7 +17,7 @@ pub struct Fetched {
     pub head_symref: Option<String>,
     pub head_oid: Option<String>,
     /// The received pack, `None` for an empty repository.
-    pub pack: Option<Vec<u8>>,
+    pub pack: Option<Received>,
 }
 
 /// The refs an upstream advertises (those under the mirrored prefixes).
@@ -228,12 +229,14 @@ impl Session {
     }
 
     /// Fetch the objects reachable from `wants` but not from `haves` as one pack (never a thin
-    /// one: every delta base is in the pack, so it can be indexed on its own).
+    /// one: every delta base is in the pack, so it can be indexed on its own), passing its
+    /// bytes to `sink` as they arrive (on success the sink is finished: the pack is published).
     pub fn fetch_pack(
         &mut self,
         wants: &BTreeSet<ObjectId>,
         haves: &BTreeSet<ObjectId>,
-    ) -> Result<Vec<u8>, FetchError> {
+        mut sink: PackSink,
+    ) -> Result<Received, FetchError> {
         let url = self.url.clone();
         let mut reader = match self.version {
             Protocol::V2 => {
@@ -273,16 +276,20 @@ impl Session {
         reader.set_progress_handler(Some(Box::new(|_is_err: bool, _data: &[u8]| {
             std::ops::ControlFlow::Continue(())
         })));
-        let max = self.max_pack_bytes;
-        let mut pack = Vec::new();
-        (&mut reader)
-            .take(max.saturating_add(1))
-            .read_to_end(&mut pack)
-            .map_err(|e| FetchError::Upstream(url.clone(), format!("reading pack: {e}")))?;
-        if pack.len() as u64 > max {
-            return Err(FetchError::TooLarge(url, max));
-        }
-        Ok(pack)
+        let received = ingest::receive(
+            &mut reader,
+            &mut |b| sink.write(b),
+            super::inbound::INDEX_CACHE_BYTES,
+            self.max_pack_bytes,
+        )
+        .map_err(|e| match e {
+            IngestError::TooLarge(max) => FetchError::TooLarge(url.clone(), max),
+            IngestError::Io(e) => FetchError::Upstream(url.clone(), format!("reading pack: {e}")),
+            e @ IngestError::Invalid(_) => FetchError::BadPack(url.clone(), e.to_string()),
+        })?;
+        sink.finish()
+            .map_err(|e| FetchError::Upstream(url.clone(), format!("storing pack: {e}")))?;
+        Ok(received)
     }
 }
 
@@ -362,13 +369,14 @@ pub fn fetch_all(
     url: &str,
     prefixes: &RefPrefixes,
     deadlines: Deadlines,
+    sink: PackSink,
 ) -> Result<Fetched, FetchError> {
     let (mut session, listing) = Session::connect(url, prefixes, deadlines)?;
     let wants = listing.tips();
     let pack = if wants.is_empty() {
         None
     } else {
-        Some(session.fetch_pack(&wants, &BTreeSet::new())?)
+        Some(session.fetch_pack(&wants, &BTreeSet::new(), sink)?)
     };
     Ok(Fetched {
         refs: listing.refs,
@@ -378,70 +386,9 @@ pub fn fetch_all(
     })
 }
 
-/// An in-memory pack index.
-#[derive(Debug)]
-pub struct Indexed {
-    /// Pack checksum, hex.
-    pub name: String,
-    pub idx: Vec<u8>,
-    pub objects: u32,
-    /// End of the last commit, tree or tag entry: git writes those before the blobs, so
-    /// `[12, walk_end)` is what history walks read.
-    pub walk_end: u64,
-}
+pub use ingest::Indexed;
 
-/// Verify a pack (trailer checksum, every object hashed) and write its `.idx` in memory.
+/// Verify a pack held in memory (trailer checksum, every object hashed) and write its `.idx`.
 pub fn index_pack(pack: &[u8]) -> Result<Indexed, String> {
-    use gix_pack::data::input;
-    let entries = input::BytesToEntriesIter::new_from_header(
-        std::io::BufReader::with_capacity(1 << 16, pack),
-        input::Mode::Verify,
-        input::EntryDataMode::Crc32,
-        gix_hash::Kind::Sha1,
-    )
-    .map_err(|e| format!("{e:#}"))?;
-    let walk_end = std::cell::Cell::new(0u64);
-    let mut entries = entries.inspect(|e| {
-        if let Ok(e) = e
-            && matches!(
-                e.header,
-                gix_pack::data::entry::Header::Commit
-                    | gix_pack::data::entry::Header::Tree
-                    | gix_pack::data::entry::Header::Tag
-            )
-        {
-            walk_end.set(e.pack_offset + u64::from(e.header_size) + e.compressed_size);
-        }
-    });
-    let mut idx = Vec::new();
-    let interrupt = std::sync::atomic::AtomicBool::new(false);
-    let outcome = gix_pack::index::write_data_iter_to_stream(
-        gix_pack::index::Version::V2,
-        || {
-            Ok((
-                resolve_in_slice
-                    as for<'r> fn(gix_pack::data::EntryRange, &'r &[u8]) -> Option<&'r [u8]>,
-                pack,
-            ))
-        },
-        &mut entries,
-        None,
-        &mut gix_utils::progress::Discard,
-        &mut idx,
-        &interrupt,
-        gix_hash::Kind::Sha1,
-        Some(1 << 30),
-        gix_pack::data::Version::V2,
-    )
-    .map_err(|e| format!("{e:#}"))?;
-    Ok(Indexed {
-        name: outcome.data_hash.to_string(),
-        idx,
-        objects: outcome.num_objects,
-        walk_end: walk_end.get(),
-    })
-}
-
-fn resolve_in_slice<'r>(range: gix_pack::data::EntryRange, data: &'r &[u8]) -> Option<&'r [u8]> {
-    data.get(range.start as usize..range.end as usize)
+    ingest::index_in_memory(pack, super::inbound::INDEX_CACHE_BYTES).map_err(|e| e.to_string())
 }

@@ -10,6 +10,7 @@
 
 pub mod compact;
 pub mod fetch;
+pub mod inbound;
 pub mod lease;
 pub mod resolve;
 
@@ -343,14 +344,32 @@ impl Filler {
         let url = target.upstream.clone();
         tracing::info!(root = %target.root, upstream = %url, "filling from upstream");
         let (prefixes, deadlines) = (self.options.prefixes.clone(), self.options.deadlines);
+        let (sink, upload) = inbound::begin(
+            &tokio::runtime::Handle::current(),
+            &self.store,
+            keys,
+            &target.root,
+        );
         let fetched = with_deadline(
             deadlines.total,
-            tokio::task::spawn_blocking(move || fetch::fetch_all(&url, &prefixes, deadlines)),
+            tokio::task::spawn_blocking(move || fetch::fetch_all(&url, &prefixes, deadlines, sink)),
         )
-        .await??;
+        .await;
+        let fetched = match fetched {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => {
+                upload.abandon();
+                return Err(e.into());
+            }
+            Err(e) => {
+                upload.abandon();
+                return Err(e);
+            }
+        };
         let mut packs = Vec::new();
-        if let Some(pack) = fetched.pack {
-            packs.push(self.store_pack(target, keys, pack).await?);
+        match fetched.pack {
+            Some(received) => packs.push(self.store_pack(target, keys, upload, received).await?),
+            None => upload.abandon(),
         }
         let prev = refs::load(&self.store, keys).await?;
         let index = RefIndex {
@@ -385,36 +404,22 @@ impl Filler {
 }
 
 impl Filler {
-    /// Verify and index a received pack, then store pack and index (in that order: a reader
-    /// only follows the ref index, written after both).
+    /// Finish storing a received pack (its bytes are uploaded as they arrive; its index is
+    /// written after them: a reader only follows the ref index, written after both).
     async fn store_pack(
         &self,
         target: &Target,
         keys: &Keys,
-        pack: Vec<u8>,
+        upload: inbound::Upload,
+        received: crate::odb::ingest::Received,
     ) -> Result<PackEntry, FillError> {
-        self.progress.fetched(&target.root, pack.len() as u64);
-        let pack = Bytes::from(pack);
-        let p2 = pack.clone();
-        let indexed = tokio::task::spawn_blocking(move || fetch::index_pack(&p2))
-            .await
-            .map_err(|e| FillError::Internal(e.to_string()))?
-            .map_err(|e| fetch::FetchError::BadPack(target.upstream.clone(), e))?;
-        let size = pack.len() as u64;
-        put_immutable(&self.store, &keys.pack(&indexed.name), pack).await?;
-        put_immutable(
-            &self.store,
-            &keys.idx(&indexed.name),
-            Bytes::from(indexed.idx),
-        )
-        .await?;
-        self.progress.stored(&target.root, indexed.objects, size);
-        Ok(PackEntry {
-            name: indexed.name,
-            size,
-            objects: indexed.objects,
-            walk_end: Some(indexed.walk_end),
-        })
+        self.progress.fetched(&target.root, received.size);
+        let entry = upload
+            .complete(&self.store, keys, &target.upstream, received)
+            .await?;
+        self.progress
+            .stored(&target.root, entry.objects, entry.size);
+        Ok(entry)
     }
 
     /// Bring a stored repository up to date with its upstream: list refs; when they changed
@@ -507,6 +512,11 @@ impl Filler {
         let old_refs = old.refs.clone();
         let extra: Vec<ObjectId> = extra_wants.to_vec();
         let root = target.root.clone();
+        let (store, keys2, rt) = (
+            self.store.clone(),
+            keys.clone(),
+            tokio::runtime::Handle::current(),
+        );
         // Everything upstream-facing runs on one blocking thread (one connection).
         let (listing, new_refs, pack, by_sha) = with_deadline(deadlines.total, tokio::task::spawn_blocking(move || {
             let (mut session, listing) = fetch::Session::connect(&url, &prefixes, deadlines)?;
@@ -529,10 +539,21 @@ impl Filler {
             let tips_only = wants.clone();
             wants.extend(extra.iter().filter(|o| !has(o)));
             let mut by_sha = false;
+            // Receive one pack straight into the store (nothing is published if it fails).
+            let receive = |session: &mut fetch::Session, wants: &BTreeSet<ObjectId>| {
+                let (sink, upload) = inbound::begin(&rt, &store, &keys2, &root);
+                match session.fetch_pack(wants, &haves, sink) {
+                    Ok(r) => Ok((r, upload)),
+                    Err(e) => {
+                        upload.abandon();
+                        Err(e)
+                    }
+                }
+            };
             let pack = if wants.is_empty() {
                 None
             } else {
-                match session.fetch_pack(&wants, &haves) {
+                match receive(&mut session, &wants) {
                     Ok(p) => {
                         by_sha = wants.len() > tips_only.len();
                         Some(p)
@@ -544,7 +565,7 @@ impl Filler {
                             None
                         } else {
                             let (mut s2, _) = fetch::Session::connect(&url, &prefixes, deadlines)?;
-                            Some(s2.fetch_pack(&tips_only, &haves)?)
+                            Some(receive(&mut s2, &tips_only)?)
                         }
                     }
                     Err(e) => return Err(e),
@@ -569,8 +590,8 @@ impl Filler {
             });
         }
         let mut packs = old.packs.clone();
-        if let Some(pack) = pack {
-            packs.push(self.store_pack(target, keys, pack).await?);
+        if let Some((received, upload)) = pack {
+            packs.push(self.store_pack(target, keys, upload, received).await?);
         }
         let index = RefIndex {
             generation: old.generation + 1,

@@ -2,7 +2,8 @@
 //!
 //! For every ref index (or the named repositories): each pack and index it names exists; the
 //! pack's size is the recorded size; its header is a pack with the recorded object count and its
-//! trailer checksum is its name; the index parses, is intact (its own checksum), belongs to the
+//! trailer checksum is its recorded checksum (its name, unless the pack was streamed in under a
+//! fresh name); the index parses, is intact (its own checksum), belongs to the
 //! pack (the pack checksum in its trailer) and has the recorded object count; every ref's
 //! object (and peeled object) and a detached HEAD are in one of the indexes; the HEAD symref
 //! names an existing ref (unless the repository has no refs at all, an unborn HEAD).
@@ -126,7 +127,7 @@ async fn check_pack(
                 }
             }
             let trailer = store.get_range(&pack_key, size - 20, 20).await?;
-            if hex::encode(&trailer) != *name {
+            if hex::encode(&trailer) != pack.checksum() {
                 problems.push(format!(
                     "pack {name} has trailer checksum {}",
                     hex::encode(&trailer)
@@ -154,7 +155,7 @@ async fn check_pack(
             }
         };
     let belongs_to = index.pack_checksum().to_hex().to_string();
-    if belongs_to != *name {
+    if belongs_to != pack.checksum() {
         problems.push(format!(
             "index of pack {name} is the index of pack {belongs_to}"
         ));
@@ -256,6 +257,7 @@ mod tests {
             head_oid: None,
             refs: refs_map,
             packs: vec![PackEntry {
+                checksum: None,
                 name: name.clone(),
                 size,
                 objects: 1,

@@ -527,6 +527,7 @@ mod tests {
             packs: packs
                 .iter()
                 .map(|n| PackEntry {
+                    checksum: None,
                     name: n.to_string(),
                     size: 10,
                     objects: 1,

@@ -353,12 +353,14 @@ mod tests {
             refs: refs_map,
             packs: vec![
                 PackEntry {
+                    checksum: None,
                     name: A.into(),
                     size: 1000,
                     objects: 10,
                     walk_end: None,
                 },
                 PackEntry {
+                    checksum: None,
                     name: B.into(),
                     size: 500,
                     objects: 4,

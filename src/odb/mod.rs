@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod delta;
 pub mod delta_encode;
+pub mod ingest;
 pub mod pack;
 pub mod walk;
 pub mod writer;

@@ -14,7 +14,9 @@
 //! As on any file system, a key cannot be both an object and a "directory" of other keys
 //! (`a` and `a/b`): the second write fails with an I/O error.
 
-use super::{ETag, GetOutput, ListEntry, ObjectStore, PutMode, Result, StoreError, check_key};
+use super::{
+    Chunk, Chunks, ETag, GetOutput, ListEntry, ObjectStore, PutMode, Result, StoreError, check_key,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use sha1::{Digest, Sha1};
@@ -124,7 +126,8 @@ struct TempFile {
 }
 
 impl TempFile {
-    fn write(dir: &Path, data: &[u8]) -> io::Result<Self> {
+    /// A new empty temporary file in `dir`, open for writing.
+    fn create(dir: &Path) -> io::Result<(Self, File)> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -135,14 +138,21 @@ impl TempFile {
             TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
         let path = dir.join(name);
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)?;
-        let tmp = TempFile {
-            path,
-            published: false,
-        };
+        Ok((
+            TempFile {
+                path,
+                published: false,
+            },
+            f,
+        ))
+    }
+
+    fn write(dir: &Path, data: &[u8]) -> io::Result<Self> {
+        let (tmp, mut f) = Self::create(dir)?;
         f.write_all(data)?;
         f.sync_all()?;
         Ok(tmp)
@@ -184,8 +194,39 @@ impl DirLock {
 fn put_blocking(path: &Path, data: &[u8], mode: &PutMode) -> Result<ETag> {
     let dir = parent_of(path)?;
     fs::create_dir_all(dir)?;
-    let etag = etag_of(data);
     let tmp = TempFile::write(dir, data)?;
+    publish(tmp, path, mode, etag_of(data))
+}
+
+/// [`ObjectStore::put_stream`]: the chunks into a temporary file, published at the end.
+fn put_stream_blocking(
+    path: &Path,
+    key: &str,
+    chunks: &mut Chunks,
+    mode: &PutMode,
+) -> Result<ETag> {
+    let dir = parent_of(path)?;
+    fs::create_dir_all(dir)?;
+    let (tmp, f) = TempFile::create(dir)?;
+    let mut w = io::BufWriter::with_capacity(1 << 20, f);
+    let mut hash = Sha1::new();
+    loop {
+        match chunks.blocking_recv() {
+            Some(Chunk::Data(b)) => {
+                hash.update(&b);
+                w.write_all(&b)?;
+            }
+            Some(Chunk::End) => break,
+            None => return Err(super::abandoned(key)),
+        }
+    }
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    publish(tmp, path, mode, ETag(hex::encode(hash.finalize())))
+}
+
+/// Move a complete temporary file to `path` under `mode`'s condition.
+fn publish(tmp: TempFile, path: &Path, mode: &PutMode, etag: ETag) -> Result<ETag> {
+    let dir = parent_of(path)?;
     match mode {
         PutMode::Overwrite => {
             let _lock = DirLock::acquire(dir)?;
@@ -412,6 +453,12 @@ impl ObjectStore for LocalStore {
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ETag> {
         let path = self.path_for(key)?;
         blocking(move || put_blocking(&path, &data, &mode)).await
+    }
+
+    async fn put_stream(&self, key: &str, mut chunks: Chunks, mode: PutMode) -> Result<ETag> {
+        let path = self.path_for(key)?;
+        let key = key.to_string();
+        blocking(move || put_stream_blocking(&path, &key, &mut chunks, &mode)).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

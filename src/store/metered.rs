@@ -4,7 +4,8 @@
 //! recorded.
 
 use super::{
-    DynStore, ETag, GetOutput, ListEntry, ObjectStore, PutMode, Result, Revalidated, StoreError,
+    Chunks, DynStore, ETag, GetOutput, ListEntry, ObjectStore, PutMode, Result, Revalidated,
+    StoreError,
 };
 use crate::metrics::{StoreOp, StoreOutcome, store_request};
 use async_trait::async_trait;
@@ -36,6 +37,14 @@ fn outcome_opt<T>(r: &Result<Option<T>>) -> StoreOutcome {
     match r {
         Ok(None) => StoreOutcome::NotFound,
         r => outcome(r),
+    }
+}
+
+fn put_op(mode: &PutMode) -> StoreOp {
+    match mode {
+        PutMode::Overwrite => StoreOp::Put,
+        PutMode::CreateOnly => StoreOp::PutIfAbsent,
+        PutMode::IfMatch(_) => StoreOp::PutIfMatch,
     }
 }
 
@@ -79,13 +88,17 @@ impl ObjectStore for Metered {
     }
 
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ETag> {
-        let op = match mode {
-            PutMode::Overwrite => StoreOp::Put,
-            PutMode::CreateOnly => StoreOp::PutIfAbsent,
-            PutMode::IfMatch(_) => StoreOp::PutIfMatch,
-        };
+        let op = put_op(&mode);
         let t = Instant::now();
         let r = self.inner.put(key, data, mode).await;
+        store_request(op, outcome(&r), t.elapsed());
+        r
+    }
+
+    async fn put_stream(&self, key: &str, chunks: Chunks, mode: PutMode) -> Result<ETag> {
+        let op = put_op(&mode);
+        let t = Instant::now();
+        let r = self.inner.put_stream(key, chunks, mode).await;
         store_request(op, outcome(&r), t.elapsed());
         r
     }

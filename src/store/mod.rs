@@ -47,6 +47,17 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// A piece of a streamed write ([`ObjectStore::put_stream`]).
+#[derive(Debug, Clone)]
+pub enum Chunk {
+    Data(Bytes),
+    /// The object is complete: publish it.
+    End,
+}
+
+/// The receiving side of a streamed write.
+pub type Chunks = tokio::sync::mpsc::Receiver<Chunk>;
+
 /// One object of a listing with its metadata ([`ObjectStore::list_meta`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListEntry {
@@ -103,6 +114,22 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Returns the new version's tag.
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ETag>;
 
+    /// Write an object from chunks as they arrive, in bounded memory where the backend allows
+    /// (S3: multipart parts uploaded as they fill; local: a temporary file). The object is
+    /// published, whole and atomically, only when [`Chunk::End`] arrives; if the sender goes
+    /// away without it (the producer failed), nothing is published. The default collects the
+    /// chunks and calls [`ObjectStore::put`].
+    async fn put_stream(&self, key: &str, mut chunks: Chunks, mode: PutMode) -> Result<ETag> {
+        let mut all = bytes::BytesMut::new();
+        loop {
+            match chunks.recv().await {
+                Some(Chunk::Data(b)) => all.extend_from_slice(&b),
+                Some(Chunk::End) => return self.put(key, all.freeze(), mode).await,
+                None => return Err(abandoned(key)),
+            }
+        }
+    }
+
     /// Delete an object; deleting a missing key is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
 
@@ -121,6 +148,11 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 }
 
 pub type DynStore = Arc<dyn ObjectStore>;
+
+/// The error of a streamed write whose producer went away before the end.
+pub fn abandoned(key: &str) -> StoreError {
+    StoreError::Backend(format!("streamed write of {key} abandoned before its end"))
+}
 
 /// Validate a store key: relative, `/`-separated, no empty, `.` or `..` segments,
 /// no backslash or NUL or control characters.
@@ -230,9 +262,67 @@ pub mod conformance {
         ));
         assert!(check_key("../x").is_err());
         list_meta(store).await;
+        put_stream(store).await;
         // Nothing was interrupted: nothing to clean up, whatever the age limit.
         let later = SystemTime::now() + std::time::Duration::from_secs(3600);
         assert_eq!(store.abort_stale_uploads(later).await.unwrap(), 0);
+    }
+
+    /// Streamed writes: small (one request) and large (several S3 parts, the last short, in
+    /// chunks that do not line up with parts); nothing published without the end marker; and
+    /// create-only holds.
+    async fn put_stream(store: &dyn ObjectStore) {
+        let stream = |chunks: Vec<Bytes>, end: bool| {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tokio::spawn(async move {
+                for c in chunks {
+                    let _ = tx.send(Chunk::Data(c)).await;
+                }
+                if end {
+                    let _ = tx.send(Chunk::End).await;
+                }
+            });
+            rx
+        };
+        let small = vec![Bytes::from_static(b"he"), Bytes::from_static(b"llo")];
+        let e = store
+            .put_stream("s/small", stream(small.clone(), true), PutMode::CreateOnly)
+            .await
+            .unwrap();
+        let got = store.get("s/small").await.unwrap().unwrap();
+        assert_eq!((&got.data[..], got.etag), (&b"hello"[..], e));
+        assert!(matches!(
+            store
+                .put_stream("s/small", stream(small, true), PutMode::CreateOnly)
+                .await,
+            Err(StoreError::PreconditionFailed)
+        ));
+        let big: Vec<Bytes> = (0..7u8)
+            .map(|i| Bytes::from(vec![i; 3 << 20 | usize::from(i)]))
+            .collect();
+        let all: Vec<u8> = big.iter().flat_map(|b| b.iter().copied()).collect();
+        store
+            .put_stream("s/big", stream(big.clone(), true), PutMode::CreateOnly)
+            .await
+            .unwrap();
+        let got = store.get("s/big").await.unwrap().unwrap();
+        assert!(got.data[..] == all[..], "streamed object differs");
+        // The producer goes away without the end marker: nothing appears.
+        for (k, chunks) in [
+            ("s/cut-big", big),
+            ("s/cut-small", vec![Bytes::from_static(b"x")]),
+        ] {
+            assert!(
+                store
+                    .put_stream(k, stream(chunks, false), PutMode::CreateOnly)
+                    .await
+                    .is_err()
+            );
+            assert!(store.head(k).await.unwrap().is_none(), "{k} was published");
+        }
+        for k in ["s/small", "s/big"] {
+            store.delete(k).await.unwrap();
+        }
     }
 
     /// `list_meta` agrees with `list` and reports sizes and plausible modification times.

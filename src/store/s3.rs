@@ -4,7 +4,9 @@
 //! (compare and swap); for multipart uploads the condition goes on
 //! CompleteMultipartUpload, so the object still appears atomically, whole.
 
-use super::{ETag, GetOutput, ListEntry, ObjectStore, PutMode, Result, StoreError, check_key};
+use super::{
+    Chunk, Chunks, ETag, GetOutput, ListEntry, ObjectStore, PutMode, Result, StoreError, check_key,
+};
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::Client;
@@ -15,7 +17,7 @@ use aws_sdk_s3::types::{
     BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
 };
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Objects up to this size are written with one PutObject; larger ones in parts of this size.
@@ -172,6 +174,29 @@ impl S3Store {
     }
 
     async fn put_multipart(&self, full: &str, data: Bytes, mode: &PutMode) -> Result<ETag> {
+        // Grow parts beyond PART_SIZE only for objects that would need more than MAX_PARTS.
+        let part_size = PART_SIZE.max(data.len().div_ceil(MAX_PARTS));
+        let parts = (0..data.len().div_ceil(part_size)).map(move |i| {
+            let start = i * part_size;
+            let end = (start + part_size).min(data.len());
+            // At most MAX_PARTS parts, so the part number fits an i32.
+            Ok((
+                i32::try_from(i + 1).unwrap_or(i32::MAX),
+                data.slice(start..end),
+            ))
+        });
+        self.multipart(full, futures::stream::iter(parts), mode)
+            .await
+    }
+
+    /// Upload `parts` (numbered from 1, every one but the last at least 5 MiB) as one object:
+    /// the upload is aborted if a part fails or `parts` yields an error.
+    async fn multipart(
+        &self,
+        full: &str,
+        parts: impl futures::Stream<Item = Result<(i32, Bytes)>>,
+        mode: &PutMode,
+    ) -> Result<ETag> {
         let created = self
             .client
             .create_multipart_upload()
@@ -189,7 +214,7 @@ impl S3Store {
             })?
             .to_string();
         let result = self
-            .upload_parts_and_complete(full, &upload_id, data, mode)
+            .upload_parts_and_complete(full, &upload_id, parts, mode)
             .await;
         if result.is_err() {
             let aborted = self
@@ -216,24 +241,11 @@ impl S3Store {
         &self,
         full: &str,
         upload_id: &str,
-        data: Bytes,
+        parts: impl futures::Stream<Item = Result<(i32, Bytes)>>,
         mode: &PutMode,
     ) -> Result<ETag> {
-        // Grow parts beyond PART_SIZE only for objects that would need more than MAX_PARTS.
-        let part_size = PART_SIZE.max(data.len().div_ceil(MAX_PARTS));
-        let ranges: Vec<(i32, Bytes)> = (0..data.len().div_ceil(part_size))
-            .map(|i| {
-                let start = i * part_size;
-                let end = (start + part_size).min(data.len());
-                // At most MAX_PARTS parts, so the part number fits an i32.
-                (
-                    i32::try_from(i + 1).unwrap_or(i32::MAX),
-                    data.slice(start..end),
-                )
-            })
-            .collect();
-        let parts: Vec<CompletedPart> = futures::stream::iter(ranges)
-            .map(|(number, body)| async move {
+        let parts: Vec<CompletedPart> = parts
+            .map_ok(|(number, body)| async move {
                 let out = self
                     .client
                     .upload_part()
@@ -257,7 +269,7 @@ impl S3Store {
                         .build(),
                 )
             })
-            .buffered(PART_CONCURRENCY)
+            .try_buffered(PART_CONCURRENCY)
             .try_collect()
             .await?;
         let mut req = self
@@ -281,6 +293,26 @@ impl S3Store {
             .await
             .map_err(|e| put_error("CompleteMultipartUpload", full, e))?;
         etag_from(out.e_tag(), "CompleteMultipartUpload", full)
+    }
+}
+
+/// State of a streamed upload: the chunks to come, what is buffered, the next part's number.
+type PartState = Option<(Chunks, bytes::BytesMut, i32, String)>;
+
+/// The next part of a streamed upload (PART_SIZE bytes, or what is left at the end).
+async fn next_part(state: PartState) -> Option<(Result<(i32, Bytes)>, PartState)> {
+    let (mut chunks, mut buf, n, key) = state?;
+    loop {
+        if buf.len() >= PART_SIZE {
+            let part = buf.split_to(PART_SIZE).freeze();
+            return Some((Ok((n, part)), Some((chunks, buf, n + 1, key))));
+        }
+        match chunks.recv().await {
+            Some(Chunk::Data(b)) => buf.extend_from_slice(&b),
+            Some(Chunk::End) if buf.is_empty() => return None,
+            Some(Chunk::End) => return Some((Ok((n, buf.split().freeze())), None)),
+            None => return Some((Err(super::abandoned(&key)), None)),
+        }
     }
 }
 
@@ -464,6 +496,22 @@ impl ObjectStore for S3Store {
         } else {
             self.put_multipart(&full, data, &mode).await
         }
+    }
+
+    async fn put_stream(&self, key: &str, mut chunks: Chunks, mode: PutMode) -> Result<ETag> {
+        let full = self.full_key(key)?;
+        // Up to the first full part: a small object is one PutObject.
+        let mut buf = bytes::BytesMut::new();
+        while buf.len() <= PART_SIZE {
+            match chunks.recv().await {
+                Some(Chunk::Data(b)) => buf.extend_from_slice(&b),
+                Some(Chunk::End) => return self.put_single(&full, buf.freeze(), &mode).await,
+                None => return Err(super::abandoned(key)),
+            }
+        }
+        // Parts of PART_SIZE as the chunks arrive, the rest as the last one.
+        let parts = futures::stream::unfold(Some((chunks, buf, 1, key.to_string())), next_part);
+        self.multipart(&full, parts, &mode).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
