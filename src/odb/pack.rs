@@ -80,6 +80,11 @@ impl Pack {
         self.idx.crc32_at_index(self.by_offset[i])
     }
 
+    /// The CRC-32 the index records for the `i`-th entry in pack order.
+    pub fn crc32_at_position(&self, i: usize) -> Option<u32> {
+        self.idx.crc32_at_index(*self.by_offset.get(i)?)
+    }
+
     /// The object whose entry starts at `offset`.
     pub fn oid_at_offset(&self, offset: u64) -> Option<ObjectId> {
         let i = self.sorted_offsets.binary_search(&offset).ok()?;
