@@ -8,8 +8,9 @@
 #   S3_DELAY_MS=20 benches/big_repo.sh                 every S3 request delayed 20 ms (and counted)
 #   PARALLEL=10                                        concurrent full fetches (default 10)
 #
-# Reports, per operation: wall time (goprox cold = fresh process, warm = second run; upstream =
-# second run), server CPU (goprox: the process; upstream: the CGI server's children), goprox peak
+# Reports, per operation: wall time (goprox cold = fresh process, warm = second run, both with
+# the pack cache off; cached = a fresh process with the pack cache on, second run, i.e. a
+# repeated identical request; upstream = second run), server CPU (goprox: the process; upstream: the CGI server's children), goprox peak
 # RSS, S3 requests (with the proxy), and the ratio goprox warm / http-backend.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -54,7 +55,7 @@ secs() { echo "$1" | bc -l; }
 
 GP="http://127.0.0.1:0/example.test/big"
 UP="http://127.0.0.1:$UP_PORT/big"
-row() { printf '%-34s %9s %9s %9s %8s %9s %9s %8s %8s\n' "$@"; }
+row() { printf '%-34s %9s %9s %9s %8s %9s %9s %8s %8s %9s\n' "$@"; }
 
 echo "==> fill: first clone through an empty bucket vs cloning upstream directly"
 start_goprox bench
@@ -70,6 +71,7 @@ declare -a OUT
 measure() { # label, raw_fetch args...
   local label="$1"; shift
   # goprox, a fresh process (cold caches), then the same again (warm)
+  GP_EXTRA=(--pack-cache-min-cost 1000h)
   start_goprox bench
   local r0 r1 c0 c1 cold warm up u0 u1
   r0="$(s3reqs)"
@@ -81,6 +83,12 @@ measure() { # label, raw_fetch args...
   local r2; r2="$(s3reqs)"
   local hwm; hwm="$(hwm_kib "$GP_PID")"
   stop_goprox
+  # The pack cache: a repeated identical request.
+  GP_EXTRA=()
+  start_goprox bench
+  python3 benches/raw_fetch.py "http://127.0.0.1:$GP_PORT/example.test/big" "$@" >/dev/null
+  local cached; cached="$(python3 benches/raw_fetch.py "http://127.0.0.1:$GP_PORT/example.test/big" "$@")"
+  stop_goprox
   python3 benches/raw_fetch.py "$UP" "$@" >/dev/null
   u0="$(child_ticks "$UP_CGI_PID")"
   up="$(python3 benches/raw_fetch.py "$UP" "$@")"
@@ -89,8 +97,8 @@ measure() { # label, raw_fetch args...
   upt="${up%% *}"; gpt="${warm%% *}"
   OUT+=("$(row "$label" "${upt}s" "${cold%% *}s" "${gpt}s" "$(printf '%.2fx' "$(secs "$gpt / $upt")")" \
     "$(printf '%.2fs' "$(secs "($u1 - $u0) / $CLK_TCK")")" "$(printf '%.2fs' "$(secs "($c1 - $c0) / $CLK_TCK")")" \
-    "$((hwm / 1024))M" "$((r1 - r0))/$((r2 - r1))")")
-  echo "   $label: upstream ${up}; goprox cold ${cold}, warm ${warm}"
+    "$((hwm / 1024))M" "$((r1 - r0))/$((r2 - r1))" "${cached%% *}s")")
+  echo "   $label: upstream ${up}; goprox cold ${cold}, warm ${warm}, cached ${cached}"
 }
 
 echo "==> operations (tags: $OLD -> $NEW)"
@@ -103,5 +111,5 @@ echo
 echo "repository: $OBJECTS objects, $REFS refs, pack $((PACK_BYTES >> 20)) MiB; $(nproc) cores; S3 delay ${S3_DELAY_MS:-0} ms"
 printf 'fill: first clone through an empty bucket %.2fs, cloning upstream directly %.2fs (%.2fx); fill peak RSS %d MiB; %s S3 requests\n' \
   "$FILL_T" "$DIRECT_T" "$(secs "$FILL_T / $DIRECT_T")" "$((FILL_HWM / 1024))" "$FILL_REQS"
-row "" "upstream" "gp cold" "gp warm" "ratio" "up CPU" "gp CPU" "gp RSS" "S3 c/w"
+row "" "upstream" "gp cold" "gp warm" "ratio" "up CPU" "gp CPU" "gp RSS" "S3 c/w" "gp cached"
 for l in "${OUT[@]}"; do echo "$l"; done

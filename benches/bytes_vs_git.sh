@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Bytes on the wire, goprox against `git http-backend` (issue 7's request shapes): the same raw
-# protocol-v2 fetches sent to both, printing objects, bytes and seconds (second run of each).
+# protocol-v2 fetches sent to both, printing objects, bytes and seconds (second run of each;
+# goprox with its pack cache off, and "cached": a second instance on the same bucket with the
+# pack cache on, second run, i.e. the answer to a repeated identical request).
 #
 #   BENCH_REPO=/path/to/bare.git benches/bytes_vs_git.sh   a real repository (e.g. git/git)
 #   benches/bytes_vs_git.sh                                a generated one (git fast-import)
@@ -28,20 +30,28 @@ fi
 start_upstream "$ROOT" big
 start_seaweed
 make_bucket bytes
+# Two instances on one bucket: one never keeps generated packs (the cost of making them), one
+# with the default pack cache (the second identical request is answered from the store).
+GP_EXTRA=(--pack-cache-min-cost 1000h)
 start_goprox bytes
 GP="http://127.0.0.1:$GP_PORT/example.test/big"
+GP_EXTRA=()
+start_goprox bytes
+GPC="http://127.0.0.1:$GP_PORT/example.test/big"
 UP="http://127.0.0.1:$UP_PORT/big"
 # Fill first.
 git -c protocol.version=2 ls-remote "$GP" >/dev/null
 
-printf '%-28s %9s %12s %8s | %9s %12s %8s | %6s %6s\n' "want $NEW, $OLD" "C objs" "C bytes" "C s" \
-  "gp objs" "gp bytes" "gp s" "bytes" "time"
+printf '%-28s %9s %12s %8s | %9s %12s %8s | %6s %6s | %8s %6s\n' "want $NEW, $OLD" "C objs" "C bytes" "C s" \
+  "gp objs" "gp bytes" "gp s" "bytes" "time" "cached s" "time"
 for shape in have thin deepen1 since not blob_limit; do
   python3 benches/raw_fetch.py "$UP" shape "$shape" "$OLD" "$NEW" >/dev/null
   read -r ut ub uo <<<"$(python3 benches/raw_fetch.py "$UP" shape "$shape" "$OLD" "$NEW")"
   python3 benches/raw_fetch.py "$GP" shape "$shape" "$OLD" "$NEW" >/dev/null
   read -r gt gb go <<<"$(python3 benches/raw_fetch.py "$GP" shape "$shape" "$OLD" "$NEW")"
-  printf '%-28s %9s %12s %8s | %9s %12s %8s | %5.2fx %5.2fx\n' "$shape" "$uo" "$ub" "$ut" "$go" "$gb" "$gt" \
-    "$(echo "$gb / $ub" | bc -l)" "$(echo "$gt / $ut" | bc -l)"
+  python3 benches/raw_fetch.py "$GPC" shape "$shape" "$OLD" "$NEW" >/dev/null
+  read -r ct _ _ <<<"$(python3 benches/raw_fetch.py "$GPC" shape "$shape" "$OLD" "$NEW")"
+  printf '%-28s %9s %12s %8s | %9s %12s %8s | %5.2fx %5.2fx | %8s %5.2fx\n' "$shape" "$uo" "$ub" "$ut" "$go" "$gb" "$gt" \
+    "$(echo "$gb / $ub" | bc -l)" "$(echo "$gt / $ut" | bc -l)" "$ct" "$(echo "$ct / $ut" | bc -l)"
 done
 grep -o 'pack sent.*' "$WORK/goprox-bytes.log" | tail -12 || true

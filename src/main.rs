@@ -194,6 +194,10 @@ struct ServeArgs {
     /// the store (a conditional GET); another instance's changes show after at most this.
     #[arg(long, env = "GOPROX_REF_CACHE_TTL", default_value = "2s", value_parser = goprox::duration::parse_duration)]
     ref_cache_ttl: Duration,
+    /// Keep a generated pack in the store (for the next identical request) when making it took
+    /// at least this long; packs over 64 MiB are not kept.
+    #[arg(long, env = "GOPROX_PACK_CACHE_MIN_COST", default_value = "100ms", value_parser = goprox::duration::parse_duration)]
+    pack_cache_min_cost: Duration,
     /// Largest upload-pack request body, also after gzip decoding (413 beyond it).
     #[arg(long, env = "GOPROX_MAX_REQUEST_BYTES", default_value_t = goprox::http::MAX_BODY)]
     max_request_bytes: usize,
@@ -424,11 +428,13 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             ));
         }
     };
-    let io = Arc::new(Io::new(
+    let mut io = Io::new(
         store.clone(),
         tokio::runtime::Handle::current(),
         a.store.cache_size,
-    ));
+    );
+    io.pack_cache_min_cost = a.pack_cache_min_cost;
+    let io = Arc::new(io);
     let filler = Filler::new(store.clone())
         .with_options(a.store.mirror_options())
         .with_coordination(a.store.coordination(single_instance));

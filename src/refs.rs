@@ -115,6 +115,11 @@ impl Keys {
     pub fn idx(&self, name: &str) -> String {
         format!("{}/packs/pack-{name}.idx", self.base)
     }
+    /// A generated pack kept for the next identical request (see `odb::pack_cache`), made
+    /// from the pack set with [`packset_fingerprint`] `fp`.
+    pub fn pack_cache(&self, fp: &str, digest: &str) -> String {
+        format!("{}/cache/{fp}-{digest}.pack", self.base)
+    }
     /// The repository's lease object (see `fill::lease`).
     pub fn lease(&self) -> String {
         format!("{}/lease.json", self.base)
@@ -139,6 +144,9 @@ pub enum KeyKind {
     Pack(String),
     /// `pack-<name>.idx`
     Idx(String),
+    /// `cache/<fingerprint>-<digest>.pack`: a cached generated pack, with the fingerprint of
+    /// the pack set it was made from.
+    PackCache(String),
     /// Anything else under `<root>/@git/`.
     Other,
 }
@@ -170,10 +178,35 @@ pub fn parse_key(key: &str) -> Option<(&str, KeyKind)> {
                     KeyKind::Other
                 }
             }
-            None => KeyKind::Other,
+            None => match rest
+                .strip_prefix("cache/")
+                .and_then(|f| f.strip_suffix(".pack"))
+                .and_then(|f| f.split_once('-'))
+            {
+                Some((fp, digest))
+                    if fp.len() == 16
+                        && digest.len() == 64
+                        && (fp.bytes().chain(digest.bytes())).all(|c| c.is_ascii_hexdigit()) =>
+                {
+                    KeyKind::PackCache(fp.to_string())
+                }
+                _ => KeyKind::Other,
+            },
         },
     };
     Some((root, kind))
+}
+
+/// 16 hex digits naming a set of packs (by their names, in order): a cached generated pack
+/// is only valid for the pack set it was made from.
+pub fn packset_fingerprint<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for n in names {
+        h.update(n.as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(&h.finalize()[..8])
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -240,6 +273,15 @@ mod tests {
         assert!(k.ref_index().ends_with(REF_INDEX_SUFFIX));
         let root = "example.com/a/b";
         assert_eq!(parse_key(&k.ref_index()), Some((root, KeyKind::RefIndex)));
+        let fp = packset_fingerprint([SHA]);
+        assert_eq!(
+            parse_key(&k.pack_cache(&fp, &"ab".repeat(32))),
+            Some((root, KeyKind::PackCache(fp.clone())))
+        );
+        assert_eq!(
+            parse_key(&format!("{root}/@git/cache/{fp}-xyz.pack")),
+            Some((root, KeyKind::Other))
+        );
         assert_eq!(parse_key(&k.lease()), Some((root, KeyKind::Lease)));
         assert_eq!(
             parse_key(&k.pack(SHA)),

@@ -42,6 +42,8 @@ pub enum Reason {
     UnreadableLease,
     /// A start-up probe's scratch object left by a crashed process.
     ProbeLeftover,
+    /// A cached generated pack made from packs the repository no longer has.
+    StaleCache,
 }
 
 impl std::fmt::Display for Reason {
@@ -55,6 +57,7 @@ impl std::fmt::Display for Reason {
             }
             Reason::UnreadableLease => f.write_str("unreadable lease"),
             Reason::ProbeLeftover => f.write_str("probe leftover"),
+            Reason::StaleCache => f.write_str("cached pack of an older pack set"),
         }
     }
 }
@@ -121,6 +124,12 @@ pub fn plan_repo(
         ..RepoPlan::default()
     };
     let old_enough = |then: SystemTime| age(now, then) >= grace;
+    let current_fp = match index {
+        IndexState::Present(idx) => Some(refs::packset_fingerprint(
+            idx.packs.iter().map(|p| p.name.as_str()),
+        )),
+        _ => None,
+    };
     let (named, retired): (BTreeSet<&str>, BTreeMap<&str, u64>) = match index {
         IndexState::Corrupt => return plan,
         IndexState::Missing => (BTreeSet::new(), BTreeMap::new()),
@@ -177,6 +186,9 @@ pub fn plan_repo(
                 }
                 None
             }
+            KeyKind::PackCache(fp) => (current_fp.as_deref() != Some(fp.as_str())
+                && old_enough(e.modified))
+            .then_some(Reason::StaleCache),
             KeyKind::RefIndex | KeyKind::Other => None,
         };
         if let Some(reason) = reason {
@@ -606,6 +618,32 @@ mod tests {
         );
         // A clock behind the store's: the object looks brand new, it is kept.
         assert!(at(5_000).is_empty());
+    }
+
+    #[test]
+    fn cached_packs_of_an_older_pack_set_go_after_the_grace_period() {
+        let k = Keys::new(ROOT);
+        let idx = index(&[A, B], &[]);
+        let current = refs::packset_fingerprint([A, B]);
+        let older = refs::packset_fingerprint([A]);
+        let mut entries = listing(&[A, B], 0);
+        entries.push(entry(k.pack_cache(&current, &"1".repeat(64)), 10_000));
+        entries.push(entry(k.pack_cache(&older, &"2".repeat(64)), 10_000));
+        let at = |now| {
+            plan_repo(
+                ROOT,
+                &entries,
+                IndexState::Present(&idx),
+                LeaseState::Missing,
+                t(now),
+                HOUR,
+            )
+        };
+        assert!(at(10_000 + 3599).is_empty());
+        assert_eq!(
+            deleted(&at(1_000_000)),
+            vec![(k.pack_cache(&older, &"2".repeat(64)), Reason::StaleCache)]
+        );
     }
 
     #[test]

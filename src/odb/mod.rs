@@ -9,6 +9,7 @@ pub mod delta;
 pub mod delta_encode;
 pub mod ingest;
 pub mod pack;
+pub mod pack_cache;
 pub mod walk;
 pub mod writer;
 
@@ -65,6 +66,10 @@ pub struct Io {
     pub rt: tokio::runtime::Handle,
     pub blocks: BlockCache,
     pub objects: cache::ByteLru<ObjectKey, Arc<Object>>,
+    /// Keys of generated packs this process knows the store keeps ([`pack_cache`]).
+    cached_packs: std::sync::Mutex<lru::LruCache<String, ()>>,
+    /// A generated pack that took at least this long to make is kept ([`pack_cache`]).
+    pub pack_cache_min_cost: std::time::Duration,
 }
 
 impl Io {
@@ -75,6 +80,8 @@ impl Io {
             rt,
             blocks: BlockCache::new(cache_bytes / 4 * 3),
             objects: cache::ByteLru::new(cache_bytes / 4),
+            cached_packs: pack_cache::known_keys(),
+            pack_cache_min_cost: pack_cache::MIN_COST,
         }
     }
 

@@ -6,7 +6,7 @@ use super::request::FetchRequest;
 use super::sideband::Sideband;
 use crate::metrics;
 use crate::odb::walk::{Deepen, Filter, PackPlan, ShallowOutcome, Walker};
-use crate::odb::{OdbError, writer};
+use crate::odb::{OdbError, pack_cache, writer};
 use crate::repo::Repo;
 use gix_hash::ObjectId;
 use std::collections::HashSet;
@@ -446,6 +446,47 @@ fn send_pack(
     } else {
         Vec::new()
     };
+    // Thin packs only when asked, and never for partial clones (the client may lack the bases).
+    let thin = req.thin_pack && req.filter.is_none();
+    // A pack made before for the same inputs is sent as it is.
+    let cache_key = {
+        let mut k = pack_cache::KeyBuilder::default();
+        k.text(&format!(
+            "ofs {} thin {} filter {:?}",
+            req.ofs_delta, thin, job.filter
+        ));
+        k.ids("wants", wants.iter().copied());
+        k.ids("haves", haves.iter().copied());
+        k.ids("grafts", job.shallow.grafts.iter().copied());
+        k.ids("tags", tags.iter().flat_map(|(t, p)| [*t, *p]));
+        let fp = crate::refs::packset_fingerprint(odb.packs.iter().map(|p| p.name.as_str()));
+        crate::refs::Keys::new(&repo.root).pack_cache(&fp, &k.finish())
+    };
+    let repo_objects: u64 = odb.packs.iter().map(|p| u64::from(p.num_objects())).sum();
+    if pack_cache::worth_looking(&odb.io, &cache_key, repo_objects) {
+        let started = Instant::now();
+        match pack_cache::serve(&odb.io, &cache_key, &mut sb) {
+            Ok(None) => {}
+            Ok(Some(bytes)) => {
+                metrics::PACKS_SERVED.inc();
+                metrics::PACK_BYTES_SERVED.add(bytes);
+                tracing::info!(repo = %repo.root, bytes, ms = started.elapsed().as_millis() as u64,
+                    "cached pack sent");
+                return sb.finish();
+            }
+            Err(OdbError::Store(crate::store::StoreError::Io(e)))
+                if e.kind() == io::ErrorKind::BrokenPipe =>
+            {
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::error!(repo = %repo.root, error = %e, "sending a cached pack failed");
+                sb.error(&format!("goprox: {e}"))?;
+                return sb.finish();
+            }
+        }
+    }
+    let started = Instant::now();
     let plan = PackPlan {
         wants: &wants,
         haves: &haves,
@@ -467,22 +508,30 @@ fn send_pack(
     if progress {
         sb.progress(&format!("goprox: counted {} objects\n", entries.len()))?;
     }
-    // Thin packs only when asked, and never for partial clones (the client may lack the bases).
-    let thin = req.thin_pack && req.filter.is_none();
     let opts = writer::WriteOptions {
         ofs_delta: req.ofs_delta,
         thin_bases: thin.then_some(&walker.client_has),
         names: Some(&walker.names),
         client_names: thin.then_some(&walker.client_names),
     };
-    match writer::write_pack(odb, &entries, opts, &mut sb) {
+    let mut tee = pack_cache::Tee::new(&mut sb);
+    let written = writer::write_pack(odb, &entries, opts, &mut tee);
+    let copy = tee.into_copy();
+    match written {
         Ok(stats) => {
             metrics::PACKS_SERVED.inc();
             metrics::OBJECTS_SERVED.add(stats.objects);
             metrics::PACK_BYTES_SERVED.add(stats.bytes);
+            let cost = started.elapsed();
             tracing::info!(repo = %repo.root, objects = stats.objects, bytes = stats.bytes,
                 reused = stats.reused, reused_deltas = stats.reused_deltas, thin_deltas = stats.thin_deltas,
-                recompressed = stats.recompressed, new_deltas = stats.new_deltas, "pack sent");
+                recompressed = stats.recompressed, new_deltas = stats.new_deltas,
+                ms = cost.as_millis() as u64, "pack sent");
+            if let Some(copy) = copy
+                && cost >= odb.io.pack_cache_min_cost
+            {
+                pack_cache::keep(&odb.io, cache_key, copy);
+            }
             if progress {
                 sb.progress(&format!(
                     "goprox: total {} objects ({} reused verbatim, {} deltas kept, {} thin, {} new deltas, {} recompressed)\n",

@@ -99,3 +99,91 @@ fn shallow_local_v2() {
 fn shallow_s3_v2() {
     shallow(StoreKind::S3, 2);
 }
+
+/// The pack cache: with every generated pack kept (`--pack-cache-min-cost 0s`), a second
+/// identical shallow clone is answered from the store, with the same objects as upstream's; a
+/// damaged cached pack fails its request loudly (never a silently wrong clone), is deleted,
+/// and the next request makes the pack again.
+fn pack_cache(kind: StoreKind) {
+    let Some(mut h) = Harness::start_with(kind, "pack-cache", &["--pack-cache-min-cost", "0s"])
+    else {
+        return;
+    };
+    let gp_url = h.url("example.test/rich");
+    let up_url = format!("{}/rich", h.up.url());
+    let g = &h.git;
+    let up = h.tmp.join("from-upstream");
+    g.clone(2, &up_url, &up, &["--depth=1"]);
+    let cached = |store: &crate::support::goprox::Store| -> Vec<String> {
+        store
+            .keys()
+            .into_iter()
+            .filter(|k| k.starts_with("example.test/rich/@git/cache/"))
+            .collect()
+    };
+    // The pack is kept in the background: wait (bounded) for it after the first clone.
+    for i in 0..3 {
+        let gp = h.tmp.join(format!("through-goprox-{i}"));
+        g.clone(2, &gp_url, &gp, &["--depth=1"]);
+        assert_same(
+            &format!("depth=1 clone {i}"),
+            &g.snapshot(&gp),
+            &g.snapshot(&up),
+        );
+        g.fsck(&gp);
+        for _ in 0..100 {
+            if !cached(&h.store).is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    let keys = cached(&h.store);
+    assert_eq!(
+        keys.len(),
+        1,
+        "one request shape, one cached pack: {keys:?}"
+    );
+    let log = h.gp.log_text();
+    assert!(
+        log.contains("cached pack sent"),
+        "no clone was answered from the cache:\n{log}"
+    );
+    // Damage the cached pack: the next such clone fails, and the pack is made again after.
+    let mut data = h.store.get_object(&keys[0]).expect("cached pack");
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    h.store.put_object(&keys[0], &data);
+    let bad = h.tmp.join("damaged");
+    let out = g.output(
+        h.tmp.path(),
+        &[
+            "-c",
+            "protocol.version=2",
+            "clone",
+            "--depth=1",
+            &gp_url,
+            &bad.to_string_lossy(),
+        ],
+    );
+    assert!(!out.ok(), "a clone from a damaged cached pack succeeded");
+    let again = h.tmp.join("again");
+    g.clone(2, &gp_url, &again, &["--depth=1"]);
+    assert_same(
+        "after the damaged pack",
+        &g.snapshot(&again),
+        &g.snapshot(&up),
+    );
+    g.fsck(&again);
+    h.gp.assert_alive();
+}
+
+#[test]
+fn pack_cache_local() {
+    pack_cache(StoreKind::Local);
+}
+
+#[test]
+fn pack_cache_s3() {
+    pack_cache(StoreKind::S3);
+}

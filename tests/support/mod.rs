@@ -314,13 +314,18 @@ pub struct Harness {
 impl Harness {
     /// `None` (after `SKIP: ...`) when git's http-backend or the store's tools are missing.
     pub fn start(kind: goprox::StoreKind, label: &str) -> Option<Harness> {
+        Self::start_with(kind, label, &[])
+    }
+
+    /// [`Harness::start`] with extra goprox arguments.
+    pub fn start_with(kind: goprox::StoreKind, label: &str, extra: &[&str]) -> Option<Harness> {
         if !have_git() {
             skip("git http-backend not found (git --exec-path)");
             return None;
         }
         let store = goprox::Store::new(kind, label)?;
         let up = upstream::Upstream::start(&fixtures::fixtures().root);
-        let gp = goprox::Goprox::start(&store, &up);
+        let gp = goprox::Goprox::start_with(&store, &up.goprox_args(), extra);
         Some(Harness {
             gp,
             up,
