@@ -66,6 +66,8 @@ pub struct Io {
     pub rt: tokio::runtime::Handle,
     pub blocks: BlockCache,
     pub objects: cache::ByteLru<ObjectKey, Arc<Object>>,
+    /// Parsed commits by id (an in-memory commit graph, filled by walks).
+    pub commits: cache::ByteLru<ObjectId, Arc<walk::CommitInfo>>,
     /// Keys of generated packs this process knows the store keeps ([`pack_cache`]).
     cached_packs: std::sync::Mutex<lru::LruCache<String, ()>>,
     /// A generated pack that took at least this long to make is kept ([`pack_cache`]).
@@ -73,13 +75,15 @@ pub struct Io {
 }
 
 impl Io {
-    /// `cache_bytes` is split: three quarters for raw blocks, a quarter for decoded objects.
+    /// `cache_bytes` is split: three quarters for raw blocks, a quarter for decoded objects
+    /// (of which a sixteenth of the whole for parsed commits).
     pub fn new(store: DynStore, rt: tokio::runtime::Handle, cache_bytes: usize) -> Self {
         Io {
             store,
             rt,
             blocks: BlockCache::new(cache_bytes / 4 * 3),
-            objects: cache::ByteLru::new(cache_bytes / 4),
+            objects: cache::ByteLru::new(cache_bytes / 4 - cache_bytes / 16),
+            commits: cache::ByteLru::new(cache_bytes / 16),
             cached_packs: pack_cache::known_keys(),
             pack_cache_min_cost: pack_cache::MIN_COST,
         }
@@ -413,7 +417,9 @@ impl Odb {
                         _ => Kind::Tag,
                     };
                     base = Arc::new(Object { kind, data });
-                    if !chain.is_empty() {
+                    // Delta bases, and what walks read again and again (commits, trees, tags):
+                    // a whole blob is read once per pack written, not worth the space.
+                    if !chain.is_empty() || kind != Kind::Blob {
                         self.io.objects.insert(key(cur)?, base.clone());
                     }
                     break;

@@ -16,6 +16,12 @@ pub struct CommitInfo {
     pub time: i64,
 }
 
+impl super::cache::Weigh for Arc<CommitInfo> {
+    fn weight(&self) -> usize {
+        48 + 20 * self.parents.len()
+    }
+}
+
 /// An object with its chain of annotated tags peeled off.
 #[derive(Debug, Clone)]
 pub struct Peeled {
@@ -180,6 +186,10 @@ impl<'a> Walker<'a> {
         if let Some(c) = self.commits.get(id) {
             return Ok(c.clone());
         }
+        if let Some(c) = self.odb.io.commits.get(&id.to_owned()) {
+            self.commits.insert(id.to_owned(), c.clone());
+            return Ok(c);
+        }
         let obj = self.odb.object(id)?;
         if obj.kind != Kind::Commit {
             return Err(OdbError::Corrupt(format!(
@@ -195,6 +205,7 @@ impl<'a> Walker<'a> {
             time: c.time().map(|t| t.seconds).unwrap_or(0),
         });
         self.commits.insert(id.to_owned(), info.clone());
+        self.odb.io.commits.insert(id.to_owned(), info.clone());
         Ok(info)
     }
 
