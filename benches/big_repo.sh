@@ -87,6 +87,7 @@ measure() { # label, raw_fetch args...
   GP_EXTRA=()
   start_goprox bench
   python3 benches/raw_fetch.py "http://127.0.0.1:$GP_PORT/example.test/big" "$@" >/dev/null
+  sleep 2 # the pack is kept in the background
   local cached; cached="$(python3 benches/raw_fetch.py "http://127.0.0.1:$GP_PORT/example.test/big" "$@")"
   stop_goprox
   python3 benches/raw_fetch.py "$UP" "$@" >/dev/null

@@ -50,6 +50,7 @@ for shape in have thin deepen1 since not blob_limit; do
   python3 benches/raw_fetch.py "$GP" shape "$shape" "$OLD" "$NEW" >/dev/null
   read -r gt gb go <<<"$(python3 benches/raw_fetch.py "$GP" shape "$shape" "$OLD" "$NEW")"
   python3 benches/raw_fetch.py "$GPC" shape "$shape" "$OLD" "$NEW" >/dev/null
+  sleep 1 # the pack is kept in the background
   read -r ct _ _ <<<"$(python3 benches/raw_fetch.py "$GPC" shape "$shape" "$OLD" "$NEW")"
   printf '%-28s %9s %12s %8s | %9s %12s %8s | %5.2fx %5.2fx | %8s %5.2fx\n' "$shape" "$uo" "$ub" "$ut" "$go" "$gb" "$gt" \
     "$(echo "$gb / $ub" | bc -l)" "$(echo "$gt / $ut" | bc -l)" "$ct" "$(echo "$ct / $ut" | bc -l)"

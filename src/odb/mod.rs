@@ -72,6 +72,18 @@ pub struct Io {
     cached_packs: std::sync::Mutex<lru::LruCache<String, ()>>,
     /// A generated pack that took at least this long to make is kept ([`pack_cache`]).
     pub pack_cache_min_cost: std::time::Duration,
+    /// Block runs a background load ([`Io::warm`]) will put in the cache: readers of those
+    /// blocks wait for it instead of asking the store again, one block at a time.
+    loading: std::sync::Mutex<Vec<Loading>>,
+}
+
+/// Blocks `first..=last` of `pack`, being loaded; `done` turns true when they are in the cache
+/// (or the load failed).
+struct Loading {
+    pack: Arc<str>,
+    first: u64,
+    last: u64,
+    done: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Io {
@@ -86,6 +98,7 @@ impl Io {
             commits: cache::ByteLru::new(cache_bytes / 16),
             cached_packs: pack_cache::known_keys(),
             pack_cache_min_cost: pack_cache::MIN_COST,
+            loading: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -100,31 +113,70 @@ impl Io {
             return;
         }
         let (io, key, size) = (self.clone(), pack.key.clone(), pack.size);
+        // Every run is announced now, so that a request that needs one of its blocks waits for
+        // it rather than reading the block on its own.
+        let runs: Vec<(u64, u64, tokio::sync::watch::Sender<bool>)> = (0..end
+            .div_ceil(PREFETCH_RUN))
+            .map(|i| {
+                let from = i * PREFETCH_RUN;
+                // Whole blocks only (the last one may end at the pack's end).
+                let to = (from + PREFETCH_RUN)
+                    .min(end)
+                    .div_ceil(BLOCK_SIZE)
+                    .saturating_mul(BLOCK_SIZE)
+                    .min(size);
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                self.loading_list().push(Loading {
+                    pack: key.clone(),
+                    first: from / BLOCK_SIZE,
+                    last: (to - 1) / BLOCK_SIZE,
+                    done: rx,
+                });
+                (from, to, tx)
+            })
+            .collect();
         self.rt.spawn(async move {
             use futures::StreamExt;
-            let runs: Vec<u64> = (0..end.div_ceil(PREFETCH_RUN)).collect();
             futures::stream::iter(runs)
-                .map(|i| {
+                .map(|(from, to, tx)| {
                     let (io, key) = (io.clone(), key.clone());
                     async move {
-                        let from = i * PREFETCH_RUN;
-                        let to = (from + PREFETCH_RUN).min(end).min(size);
-                        let first = from / BLOCK_SIZE;
-                        // Whole blocks only (the last one may end at the pack's end).
-                        let to = to.div_ceil(BLOCK_SIZE).saturating_mul(BLOCK_SIZE).min(size);
                         if let Ok(data) = io.store.get_range(&key, from, to - from).await {
                             crate::metrics::STORE_RANGE_GETS.inc();
                             crate::metrics::STORE_RANGE_BYTES.add(data.len() as u64);
                             if data.len() as u64 == to - from {
-                                io.insert_blocks(&key, first, &data);
+                                io.insert_blocks(&key, from / BLOCK_SIZE, &data);
                             }
                         }
+                        io.loading_list()
+                            .retain(|l| !(l.pack == key && l.first == from / BLOCK_SIZE));
+                        let _ = tx.send(true);
                     }
                 })
                 .buffer_unordered(PREFETCH_PARALLEL)
                 .collect::<Vec<()>>()
                 .await;
         });
+    }
+
+    fn loading_list(&self) -> std::sync::MutexGuard<'_, Vec<Loading>> {
+        self.loading.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// If a background load will bring `block` of `pack`, wait for it; whether one did.
+    fn wait_for_load(&self, pack: &Arc<str>, block: u64) -> bool {
+        let done = self
+            .loading_list()
+            .iter()
+            .find(|l| &l.pack == pack && l.first <= block && block <= l.last)
+            .map(|l| l.done.clone());
+        match done {
+            Some(mut rx) => {
+                let _ = self.rt.block_on(rx.wait_for(|d| *d));
+                true
+            }
+            None => false,
+        }
     }
 
     /// Cache `data`, read from `key` at block `first`, as blocks; returns them.
@@ -176,12 +228,23 @@ impl Io {
                 i += 1;
                 continue;
             }
+            // A background load brings it: wait, then look again.
+            if self.wait_for_load(&pack.key, first + i as u64)
+                && let Some(b) = self.blocks.get(&BlockKey {
+                    pack: pack.key.clone(),
+                    block: first + i as u64,
+                })
+            {
+                blocks[i] = Some(b);
+                continue;
+            }
             let mut j = i;
             while j < blocks.len() && blocks[j].is_none() {
                 j += 1;
             }
             let from = (first + i as u64) * BLOCK_SIZE;
             let to = ((first + j as u64) * BLOCK_SIZE).min(pack.size);
+            tracing::debug!(pack = %pack.key, from, len = to - from, "block miss");
             let data = self
                 .rt
                 .block_on(self.store.get_range(&pack.key, from, to - from))?;
@@ -262,6 +325,49 @@ impl Odb {
     /// into ranged GETs of up to [`PREFETCH_RUN`] bytes (small gaps read through), at most
     /// [`PREFETCH_PARALLEL`] at a time. The handle resolves once they are cached; errors are
     /// left for the reader, which loads what is still missing itself.
+    /// Load the delta chains under `bases` (locations whose objects will be decoded) into the
+    /// block cache: one round of parallel, coalesced GETs per chain level, instead of one
+    /// block miss after another down each chain. Stops at decoded objects already cached.
+    pub fn prefetch_chains(&self, bases: &[Location]) {
+        let mut seen: std::collections::HashSet<Location> = std::collections::HashSet::new();
+        let cached = |l: Location| {
+            self.pack(l).is_ok_and(|p| {
+                self.io
+                    .objects
+                    .get(&ObjectKey {
+                        pack: p.key.clone(),
+                        offset: l.offset,
+                    })
+                    .is_some()
+            })
+        };
+        let mut level: Vec<Location> = bases
+            .iter()
+            .copied()
+            .filter(|&l| seen.insert(l) && !cached(l))
+            .collect();
+        // Chains are at most 10,000 long (see `object_at`); git makes them at most 50.
+        for _ in 0..64 {
+            if level.is_empty() {
+                return;
+            }
+            if let Some(h) = self.prefetch(&level) {
+                let _ = self.io.rt.block_on(h);
+            }
+            let mut next = Vec::new();
+            for l in level {
+                let Ok(e) = self.raw_entry(l) else { continue };
+                if let Ok(Some(b)) = self.base_location(l, &e.header)
+                    && seen.insert(b)
+                    && !cached(b)
+                {
+                    next.push(b);
+                }
+            }
+            level = next;
+        }
+    }
+
     pub fn prefetch(&self, locs: &[Location]) -> Option<tokio::task::JoinHandle<()>> {
         let gap = PREFETCH_GAP / BLOCK_SIZE;
         let max_run = PREFETCH_RUN / BLOCK_SIZE;

@@ -643,8 +643,30 @@ impl<'a> Walker<'a> {
             return Ok(());
         }
         emit(root, 0);
-        let mut stack = vec![root];
-        while let Some(t) = stack.pop() {
+        // Level by level: each level's trees (and their delta chains) load in parallel.
+        let mut level = vec![root];
+        while !level.is_empty() {
+            let locs: Vec<_> = level.iter().filter_map(|t| self.odb.locate(t)).collect();
+            self.odb.prefetch_chains(&locs);
+            let mut next = Vec::new();
+            for t in std::mem::take(&mut level) {
+                self.tree_entries(t, seen, filter, emit, &mut next)?;
+            }
+            level = next;
+        }
+        Ok(())
+    }
+
+    /// Emit the entries of tree `t` not `seen` yet; its subtrees go to `subtrees`.
+    fn tree_entries(
+        &mut self,
+        t: ObjectId,
+        seen: &mut HashSet<ObjectId>,
+        filter: Option<Filter>,
+        emit: &mut dyn FnMut(ObjectId, u32),
+        subtrees: &mut Vec<ObjectId>,
+    ) -> Result<()> {
+        {
             let obj = self.odb.object(&t)?;
             if obj.kind != Kind::Tree {
                 return Err(OdbError::Corrupt(format!(
@@ -664,7 +686,7 @@ impl<'a> Walker<'a> {
                 if entry.mode.is_tree() {
                     seen.insert(id);
                     emit(id, name_hash(entry.filename));
-                    stack.push(id);
+                    subtrees.push(id);
                 } else {
                     match filter {
                         Some(Filter::BlobNone) => continue,

@@ -296,6 +296,22 @@ pub fn write_pack(
                 let _ = odb.io.rt.block_on(h);
             }
             next = windows.get(window + 1).and_then(|w| odb.prefetch(&w.1));
+            // The chains of this window's deltas that will be decoded (base neither sent nor
+            // the client's), loaded level by level in parallel.
+            if let Some(w) = windows.get(window) {
+                let bases: Vec<Location> =
+                    w.1.iter()
+                        .filter_map(|&l| {
+                            let e = odb.raw_entry(l).ok()?;
+                            let b = odb.base_location(l, &e.header).ok()??;
+                            let base_id = odb.oid_at(b)?;
+                            let kept = in_pack.contains(&base_id)
+                                || opts.thin_bases.is_some_and(|t| t.contains(&base_id));
+                            (!kept).then_some(b)
+                        })
+                        .collect();
+                odb.prefetch_chains(&bases);
+            }
             window += 1;
         }
         let here = w.written;
