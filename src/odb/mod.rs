@@ -229,14 +229,18 @@ impl Io {
                 continue;
             }
             // A background load brings it: wait, then look again.
-            if self.wait_for_load(&pack.key, first + i as u64)
-                && let Some(b) = self.blocks.get(&BlockKey {
-                    pack: pack.key.clone(),
-                    block: first + i as u64,
-                })
-            {
-                blocks[i] = Some(b);
-                continue;
+            if self.wait_for_load(&pack.key, first + i as u64) {
+                for (k, slot) in blocks.iter_mut().enumerate().skip(i) {
+                    if slot.is_none() {
+                        *slot = self.blocks.get(&BlockKey {
+                            pack: pack.key.clone(),
+                            block: first + k as u64,
+                        });
+                    }
+                }
+                if blocks[i].is_some() {
+                    continue;
+                }
             }
             let mut j = i;
             while j < blocks.len() && blocks[j].is_none() {
@@ -653,5 +657,94 @@ mod tests {
         assert!(inflate(&c, 5).is_err());
         assert!(inflate(&c[..c.len() / 2], data.len() as u64).is_err());
         assert_eq!(inflate(&deflate(b""), 0).unwrap(), b"");
+    }
+
+    /// A memory store whose ranged GETs are slow and counted.
+    #[derive(Debug)]
+    struct SlowStore(
+        crate::store::memory::MemoryStore,
+        std::sync::atomic::AtomicUsize,
+    );
+
+    #[async_trait::async_trait]
+    impl crate::store::ObjectStore for SlowStore {
+        fn describe(&self) -> String {
+            "slow".into()
+        }
+        async fn get(&self, key: &str) -> crate::store::Result<Option<crate::store::GetOutput>> {
+            self.0.get(key).await
+        }
+        async fn get_range(&self, key: &str, offset: u64, len: u64) -> crate::store::Result<Bytes> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            self.0.get_range(key, offset, len).await
+        }
+        async fn head(&self, key: &str) -> crate::store::Result<Option<u64>> {
+            self.0.head(key).await
+        }
+        async fn put(
+            &self,
+            key: &str,
+            data: Bytes,
+            mode: crate::store::PutMode,
+        ) -> crate::store::Result<crate::store::ETag> {
+            self.0.put(key, data, mode).await
+        }
+        async fn delete(&self, key: &str) -> crate::store::Result<()> {
+            self.0.delete(key).await
+        }
+        async fn list(&self, prefix: &str) -> crate::store::Result<Vec<String>> {
+            self.0.list(prefix).await
+        }
+        async fn list_meta(
+            &self,
+            prefix: &str,
+        ) -> crate::store::Result<Vec<crate::store::ListEntry>> {
+            self.0.list_meta(prefix).await
+        }
+    }
+
+    /// A read of blocks a background load ([`Io::warm`]) is bringing waits for it: one GET,
+    /// not two.
+    #[test]
+    fn readers_wait_for_the_background_load() {
+        // A one-blob pack of 300 KiB of incompressible bytes, and its index.
+        let blob = crate::testdata::Rng(7).bytes(300 << 10);
+        let mut pack = b"PACK\0\0\0\x02\0\0\0\x01".to_vec();
+        writer::entry_header(3, blob.len() as u64, &mut pack);
+        pack.extend_from_slice(&deflate(&blob));
+        let sum = sha1::Digest::finalize(<sha1::Sha1 as sha1::Digest>::new_with_prefix(&pack));
+        pack.extend_from_slice(&sum);
+        let indexed = ingest::index_in_memory(&pack, 1 << 20).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let slow = Arc::new(SlowStore(Default::default(), Default::default()));
+        let store: DynStore = slow.clone();
+        rt.block_on(store.put(
+            "p.pack",
+            Bytes::from(pack.clone()),
+            crate::store::PutMode::CreateOnly,
+        ))
+        .unwrap();
+        let p = Arc::new(
+            Pack::from_index_bytes(
+                indexed.name,
+                Arc::from("p.pack"),
+                pack.len() as u64,
+                indexed.idx,
+            )
+            .unwrap(),
+        );
+        let io = Arc::new(Io::new(store, rt.handle().clone(), 64 << 20));
+        io.warm(&p, pack.len() as u64);
+        let (io2, p2) = (io.clone(), p.clone());
+        let got = std::thread::spawn(move || io2.read(&p2, 100, 200_000).unwrap())
+            .join()
+            .unwrap();
+        assert_eq!(&got[..], &pack[100..200_000]);
+        assert_eq!(
+            slow.1.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the reader read on its own"
+        );
     }
 }
