@@ -36,6 +36,22 @@ fn invalid(msg: impl Into<String>) -> IngestError {
 
 type Result<T, E = IngestError> = std::result::Result<T, E>;
 
+/// The largest object (or delta) a pack may hold: an entry or a delta declaring more is refused
+/// before anything is allocated for it (a few hundred compressed bytes can declare gigabytes).
+pub const MAX_OBJECT_BYTES: u64 = 1 << 30;
+
+/// Apply a delta whose declared result is within [`MAX_OBJECT_BYTES`].
+fn apply_delta(base: &[u8], delta: &[u8], offset: u64) -> Result<Vec<u8>> {
+    let (_, result) =
+        delta::sizes(delta).map_err(|e| invalid(format!("delta at {offset}: {e}")))?;
+    if result > MAX_OBJECT_BYTES {
+        return Err(invalid(format!(
+            "delta at {offset} makes an object of {result} bytes, larger than {MAX_OBJECT_BYTES}"
+        )));
+    }
+    delta::apply(base, delta).map_err(|e| invalid(format!("delta at {offset}: {e}")))
+}
+
 /// No base (a whole object), or a REF_DELTA's base whose offset is not known yet.
 const NONE: u64 = u64::MAX;
 
@@ -230,6 +246,11 @@ impl Input<'_> {
         }
         self.consume(header_size);
         let size = e.decompressed_size;
+        if size > MAX_OBJECT_BYTES {
+            return Err(invalid(format!(
+                "entry at {start} declares {size} bytes, larger than {MAX_OBJECT_BYTES}"
+            )));
+        }
         let mut out = Vec::with_capacity(size.min(64 << 20) as usize);
         super::with_inflater(|z| -> Result<()> {
             loop {
@@ -390,11 +411,7 @@ pub fn receive(
         let decoded = match whole {
             Some(kind) => Some((kind, data)),
             None if rec.base != NONE => match cache.get(&rec.base) {
-                Some(Decoded(kind, base)) => Some((
-                    kind,
-                    delta::apply(&base, &data)
-                        .map_err(|e| invalid(format!("delta at {offset}: {e}")))?,
-                )),
+                Some(Decoded(kind, base)) => Some((kind, apply_delta(&base, &data, offset)?)),
                 None => None,
             },
             None => None,
@@ -507,6 +524,9 @@ impl Received {
         let e = gix_pack::data::Entry::from_bytes(stored, rec.offset, gix_hash::Kind::Sha1)
             .map_err(|e| invalid(format!("entry at {}: {e}", rec.offset)))?;
         let at = (e.data_offset - rec.offset) as usize;
+        if e.decompressed_size > MAX_OBJECT_BYTES {
+            return Err(invalid(format!("entry at {} is too large", rec.offset)));
+        }
         let data = super::inflate(stored.get(at..).unwrap_or_default(), e.decompressed_size)
             .map_err(|e| invalid(format!("entry at {}: {e}", rec.offset)))?;
         Ok(match (e.header, base) {
@@ -514,13 +534,9 @@ impl Received {
             (Header::Tree, _) => Decoded(2, Arc::new(data)),
             (Header::Blob, _) => Decoded(3, Arc::new(data)),
             (Header::Tag, _) => Decoded(4, Arc::new(data)),
-            (_, Some(Decoded(kind, b))) => Decoded(
-                *kind,
-                Arc::new(
-                    delta::apply(b, &data)
-                        .map_err(|e| invalid(format!("delta at {}: {e}", rec.offset)))?,
-                ),
-            ),
+            (_, Some(Decoded(kind, b))) => {
+                Decoded(*kind, Arc::new(apply_delta(b, &data, rec.offset)?))
+            }
             (_, None) => return Err(invalid(format!("delta at {} without base", rec.offset))),
         })
     }
@@ -709,4 +725,58 @@ impl Received {
 pub fn index_in_memory(pack: &[u8], cache_bytes: usize) -> Result<Indexed> {
     let received = receive(&mut &pack[..], &mut |_| Ok(()), cache_bytes, u64::MAX)?;
     received.finish(&mut &pack[..], cache_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pack of `entries` (each a header and its uncompressed data), with its trailer.
+    fn pack(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+        let mut p = b"PACK\0\0\0\x02".to_vec();
+        p.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+        for (header, data) in entries {
+            p.extend_from_slice(header);
+            p.extend_from_slice(&super::super::deflate(data));
+        }
+        let sum = Sha1::digest(&p);
+        p.extend_from_slice(&sum);
+        p
+    }
+
+    fn header(type_id: u8, size: u64) -> Vec<u8> {
+        let mut h = Vec::new();
+        super::super::writer::entry_header(type_id, size, &mut h);
+        h
+    }
+
+    /// Sizes beyond the limit are refused before anything is allocated for them: an entry
+    /// declaring 2 GiB, and a small delta declaring a 2 GiB result.
+    #[test]
+    fn oversized_objects_are_refused() {
+        let blob = b"abc".to_vec();
+        let ok = pack(&[(header(3, 3), blob.clone())]);
+        assert_eq!(index_in_memory(&ok, 1 << 20).expect("index").objects, 1);
+        let huge = pack(&[(header(3, 2 << 30), blob.clone())]);
+        let err = index_in_memory(&huge, 1 << 20).expect_err("2 GiB entry");
+        assert!(err.to_string().contains("larger than"), "{err}");
+        // OFS_DELTA on the blob: base size 3, result 2 GiB, one copy of the base.
+        let mut d = vec![3u8];
+        let mut n: u64 = 2 << 30;
+        while n >= 0x80 {
+            d.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        d.push(n as u8);
+        d.extend_from_slice(&[0x91, 0, 3]);
+        let mut h = header(6, d.len() as u64);
+        let base_distance =
+            12 + header(3, 3).len() as u64 + super::super::deflate(&blob).len() as u64 - 12;
+        super::super::writer::ofs_distance(base_distance, &mut h);
+        for budget in [0, 1 << 20] {
+            let bomb = pack(&[(header(3, 3), blob.clone()), (h.clone(), d.clone())]);
+            let err = index_in_memory(&bomb, budget).expect_err("2 GiB delta result");
+            assert!(err.to_string().contains("larger than"), "{err}");
+        }
+    }
 }
