@@ -16,6 +16,10 @@ pub struct Pack {
     sorted_offsets: Vec<u64>,
     /// Index positions in pack order (parallel to `sorted_offsets`): offset → object id.
     by_offset: Vec<u32>,
+    /// The index's CRC-32s in pack order, made on first use (streaming a pack whole checks
+    /// every entry; looking each up in the index's order is a cache miss per entry).
+    /// `None` for an index without CRCs (version 1).
+    crc_in_pack_order: std::sync::OnceLock<Option<Vec<u32>>>,
 }
 
 impl std::fmt::Debug for Pack {
@@ -54,6 +58,7 @@ impl Pack {
             idx,
             sorted_offsets,
             by_offset,
+            crc_in_pack_order: std::sync::OnceLock::new(),
         })
     }
 
@@ -82,7 +87,16 @@ impl Pack {
 
     /// The CRC-32 the index records for the `i`-th entry in pack order.
     pub fn crc32_at_position(&self, i: usize) -> Option<u32> {
-        self.idx.crc32_at_index(*self.by_offset.get(i)?)
+        self.crc_in_pack_order
+            .get_or_init(|| {
+                self.by_offset
+                    .iter()
+                    .map(|&k| self.idx.crc32_at_index(k))
+                    .collect()
+            })
+            .as_ref()?
+            .get(i)
+            .copied()
     }
 
     /// The object whose entry starts at `offset`.

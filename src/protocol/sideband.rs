@@ -88,15 +88,20 @@ impl<'w, W: Write + ?Sized> Sideband<'w, W> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        if self.raw {
-            self.out.write_all(&self.buf)?;
-        } else {
-            let len = self.buf.len() + 5;
-            self.out.write_all(format!("{len:04x}\x01").as_bytes())?;
-            self.out.write_all(&self.buf)?;
-        }
+        let buf = std::mem::take(&mut self.buf);
+        let r = self.packet(&buf);
+        self.buf = buf;
         self.buf.clear();
-        Ok(())
+        r
+    }
+
+    /// One band-1 packet of `data` (at most `max` bytes), or `data` as it is when raw.
+    fn packet(&mut self, data: &[u8]) -> io::Result<()> {
+        if !self.raw {
+            let len = data.len() + 5;
+            self.out.write_all(format!("{len:04x}\x01").as_bytes())?;
+        }
+        self.out.write_all(data)
     }
 
     /// A progress message on channel 2 (dropped when raw).
@@ -140,6 +145,13 @@ impl<W: Write + ?Sized> Write for Sideband<'_, W> {
     fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
         let n = data.len();
         while !data.is_empty() {
+            // Whole packets straight from the caller's buffer (large writes: streamed packs).
+            if self.buf.is_empty() && data.len() >= self.max {
+                let (pkt, rest) = data.split_at(self.max);
+                self.packet(pkt)?;
+                data = rest;
+                continue;
+            }
             let room = self.max - self.buf.len();
             let take = room.min(data.len());
             self.buf.extend_from_slice(&data[..take]);
@@ -174,5 +186,22 @@ mod tests {
             &out[65520..65525],
             format!("{:04x}\x01", 70000 - 65515 + 5).as_bytes()
         );
+        // Small and large writes mixed frame the same bytes the same way.
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let framed = |cuts: &[usize]| {
+            let mut out = Vec::new();
+            let mut s = Sideband::new(&mut out, 65520);
+            let mut at = 0;
+            for &c in cuts {
+                s.write_all(&data[at..c]).unwrap();
+                at = c;
+            }
+            s.write_all(&data[at..]).unwrap();
+            s.finish().unwrap();
+            out
+        };
+        let one = framed(&[]);
+        assert_eq!(framed(&[10, 70_000, 70_001, 150_000]), one);
+        assert_eq!(framed(&[65515, 131_030]), one);
     }
 }
