@@ -111,7 +111,9 @@ class H(http.server.BaseHTTPRequestHandler):
         p.wait()
     do_GET = do_POST = run
 
-http.server.ThreadingHTTPServer(("127.0.0.1", PORT), H).serve_forever()
+class S(http.server.ThreadingHTTPServer):
+    request_queue_size = 256  # 50 concurrent clones connect at once (the default backlog is 5)
+S(("127.0.0.1", PORT), H).serve_forever()
 PY
 
 start_upstream() { # ROOT REPO: serve the bare repositories under ROOT; sets UP_PORT
