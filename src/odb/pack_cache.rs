@@ -168,37 +168,79 @@ fn damaged(io: &Io, key: &str) -> OdbError {
     OdbError::Corrupt(format!("cached pack {key} is damaged"))
 }
 
-/// Keep `pack` under `key` (in the background; an existing one is the same pack).
-pub fn keep(io: &Io, key: String, pack: Vec<u8>) {
+/// Keep `pack` under `key` (in the background; an existing one is the same pack). Its bytes
+/// stay charged to [`COPIES_BUDGET`] until the upload is done.
+pub fn keep(io: &Io, key: String, mut pack: PackCopy) {
     io.remember(&key, true);
     let store = io.store.clone();
     io.rt.spawn(async move {
+        let data = Bytes::from(std::mem::take(&mut pack.data));
         match store
-            .put(&key, Bytes::from(pack), crate::store::PutMode::CreateOnly)
+            .put(&key, data, crate::store::PutMode::CreateOnly)
             .await
         {
             Ok(_) | Err(crate::store::StoreError::PreconditionFailed) => {}
             Err(e) => tracing::warn!(key, error = %e, "keeping a generated pack failed"),
         }
+        drop(pack);
     });
 }
 
-/// Passes writes on and keeps a copy of the first [`MAX_BYTES`] (none once more was written).
+/// Bytes of pack copies all requests of the process may hold at once (being made, or waiting
+/// for their upload): many concurrent requests must not each hold up to [`MAX_BYTES`].
+pub const COPIES_BUDGET: usize = 128 << 20;
+
+static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Bytes counted against [`COPIES_BUDGET`], given back on drop.
+pub struct PackCopy {
+    pub data: Vec<u8>,
+    charged: usize,
+}
+
+impl PackCopy {
+    /// Charge `n` more bytes; false (nothing charged) if the budget does not have them.
+    fn charge(&mut self, n: usize) -> bool {
+        let ok = COPIES
+            .fetch_update(
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+                |used| (used + n <= COPIES_BUDGET).then_some(used + n),
+            )
+            .is_ok();
+        if ok {
+            self.charged += n;
+        }
+        ok
+    }
+}
+
+impl Drop for PackCopy {
+    fn drop(&mut self) {
+        COPIES.fetch_sub(self.charged, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Passes writes on and keeps a copy of the first [`MAX_BYTES`] (none once more was written,
+/// or when the process-wide [`COPIES_BUDGET`] is used up).
 pub struct Tee<'w> {
     inner: &'w mut dyn Write,
-    copy: Option<Vec<u8>>,
+    copy: Option<PackCopy>,
 }
 
 impl<'w> Tee<'w> {
     pub fn new(inner: &'w mut dyn Write) -> Self {
         Tee {
             inner,
-            copy: Some(Vec::new()),
+            copy: Some(PackCopy {
+                data: Vec::new(),
+                charged: 0,
+            }),
         }
     }
 
-    /// Everything written, if it was at most [`MAX_BYTES`].
-    pub fn into_copy(self) -> Option<Vec<u8>> {
+    /// Everything written, if it was at most [`MAX_BYTES`] and the budget allowed.
+    pub fn into_copy(self) -> Option<PackCopy> {
         self.copy
     }
 }
@@ -207,15 +249,45 @@ impl Write for Tee<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
         if let Some(c) = &mut self.copy {
-            if c.len() + n > MAX_BYTES {
+            if c.data.len() + n > MAX_BYTES || !c.charge(n) {
                 self.copy = None;
             } else {
-                c.extend_from_slice(&buf[..n]);
+                c.data.extend_from_slice(&buf[..n]);
             }
         }
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Copies are charged to the process-wide budget while held and given back when dropped;
+    /// a tee that would pass the budget keeps no copy.
+    #[test]
+    fn copies_stay_within_the_budget() {
+        let mut sink = Vec::new();
+        let mut a = Tee::new(&mut sink);
+        a.write_all(&[1u8; 1000]).unwrap();
+        let a = a.into_copy().expect("a copy within the budget");
+        assert_eq!(a.data.len(), 1000);
+        assert!(COPIES.load(std::sync::atomic::Ordering::Acquire) >= 1000);
+        // Take most of the budget, as concurrent requests would.
+        let mut big = PackCopy {
+            data: Vec::new(),
+            charged: 0,
+        };
+        assert!(big.charge(COPIES_BUDGET - 1000 - (1 << 20)));
+        let mut sink2 = Vec::new();
+        let mut b = Tee::new(&mut sink2);
+        b.write_all(&vec![2u8; 2 << 20]).unwrap();
+        assert!(b.into_copy().is_none(), "a copy past the budget was kept");
+        assert_eq!(sink2.len(), 2 << 20, "the tee still passed everything on");
+        drop(big);
+        drop(a);
     }
 }
