@@ -28,7 +28,7 @@ pub const PREFETCH_RUN: u64 = 8 << 20;
 /// Blocks between two needed ones are read too when the gap is at most this.
 pub const PREFETCH_GAP: u64 = 256 << 10;
 /// Ranged GETs of one prefetch in flight at once.
-pub const PREFETCH_PARALLEL: usize = 8;
+pub const PREFETCH_PARALLEL: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OdbError {
