@@ -87,10 +87,9 @@ fn fresh_name(root: &str) -> String {
         .unwrap_or(0);
     let mut h = Sha1::new();
     h.update(format!(
-        "{root}\0{}\0{nanos}\0{}\0{:p}",
+        "{root}\0{}\0{nanos}\0{}",
         std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        &COUNTER
+        COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     hex::encode(h.finalize())
 }

@@ -355,12 +355,8 @@ impl Filler {
             tokio::task::spawn_blocking(move || fetch::fetch_all(&url, &prefixes, deadlines, sink)),
         )
         .await;
-        let fetched = match fetched {
-            Ok(Ok(f)) => f,
-            Ok(Err(e)) => {
-                upload.abandon();
-                return Err(e.into());
-            }
+        let fetched = match fetched.and_then(|r| r.map_err(FillError::from)) {
+            Ok(f) => f,
             Err(e) => {
                 upload.abandon();
                 return Err(e);

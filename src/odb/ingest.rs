@@ -308,7 +308,6 @@ pub struct Received {
     pub checksum: ObjectId,
     /// Bytes, trailer included.
     pub size: u64,
-    cache: ByteLru<u64, Decoded>,
 }
 
 /// An indexed pack.
@@ -452,7 +451,6 @@ pub fn receive(
         pending,
         checksum,
         size: inp.offset,
-        cache,
     })
 }
 
@@ -545,14 +543,9 @@ impl Received {
     /// held: rare).
     fn decode_alone(&self, i: usize, src: &mut dyn PackSource) -> Result<Decoded> {
         let mut chain = vec![i];
-        let mut top = None;
         loop {
             let r = self.recs[*chain.last().unwrap_or(&i)];
             if r.base == NONE {
-                break;
-            }
-            if let Some(d) = self.cache.get(&r.base) {
-                top = Some(d);
                 break;
             }
             if chain.len() > 10_000 {
@@ -560,7 +553,7 @@ impl Received {
             }
             chain.push(self.index_of(r.base)?);
         }
-        let mut cur = top;
+        let mut cur = None;
         for &k in chain.iter().rev() {
             let stored = src.read(self.recs[k].offset, self.end_of(k))?;
             cur = Some(self.decode(k, &stored, cur.as_ref())?);
@@ -571,8 +564,6 @@ impl Received {
     /// Resolve the pending deltas by reading the stored pack through `src`, holding at most
     /// about `budget` bytes of decoded bases, and write the index.
     pub fn finish(mut self, src: &mut dyn PackSource, budget: usize) -> Result<Indexed> {
-        // The first pass's cache goes: this pass holds what it needs itself.
-        self.cache = ByteLru::new(0);
         // Each round resolves every pending delta whose base is known; REF_DELTAs whose base
         // is itself a pending delta become resolvable in a later round.
         while self.pending > 0 {

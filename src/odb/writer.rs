@@ -292,13 +292,16 @@ pub fn write_pack(
     for (n, &(loc, id)) in entries.iter().enumerate() {
         // Entering window `window` (windows are consecutive runs of `entries`).
         if windows.get(window).is_some_and(|w| w.0 == n) {
+            // Blocks of this window were missing: the process is cold for it.
+            let cold = next.is_some();
             if let Some(h) = next.take() {
                 let _ = odb.io.rt.block_on(h);
             }
             next = windows.get(window + 1).and_then(|w| odb.prefetch(&w.1));
             // The chains of this window's deltas that will be decoded (base neither sent nor
-            // the client's), loaded level by level in parallel.
-            if let Some(w) = windows.get(window) {
+            // the client's), loaded level by level in parallel. Skipped when the window was
+            // cached (no second pass over its headers on a warm process).
+            if cold && let Some(w) = windows.get(window) {
                 let bases: Vec<Location> =
                     w.1.iter()
                         .filter_map(|&l| {

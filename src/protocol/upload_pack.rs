@@ -382,6 +382,27 @@ fn disjoint(odb: &crate::odb::Odb) -> bool {
     })
 }
 
+/// A pack that failed mid-way: a client that went away ends the request (`Err`); anything
+/// else is logged and told to the client on the error band.
+fn report_failure(
+    sb: &mut Sideband<'_, dyn Write + '_>,
+    repo: &Repo,
+    what: &str,
+    e: OdbError,
+) -> io::Result<()> {
+    match e {
+        OdbError::Store(crate::store::StoreError::Io(e))
+            if e.kind() == io::ErrorKind::BrokenPipe =>
+        {
+            Err(e)
+        }
+        e => {
+            tracing::error!(repo = %repo.root, error = %e, "{what}");
+            sb.error(&format!("goprox: {e}"))
+        }
+    }
+}
+
 fn send_pack(
     repo: &Repo,
     req: &FetchRequest,
@@ -415,15 +436,7 @@ fn send_pack(
                 tracing::info!(repo = %repo.root, objects = stats.objects, bytes = stats.bytes,
                     packs = odb.packs.len(), ms = started.elapsed().as_millis() as u64, "whole packs sent");
             }
-            Err(OdbError::Store(crate::store::StoreError::Io(e)))
-                if e.kind() == io::ErrorKind::BrokenPipe =>
-            {
-                return Err(e);
-            }
-            Err(e) => {
-                tracing::error!(repo = %repo.root, error = %e, "streaming whole packs failed");
-                sb.error(&format!("goprox: {e}"))?;
-            }
+            Err(e) => report_failure(&mut sb, repo, "streaming whole packs failed", e)?,
         }
         return sb.finish();
     }
@@ -474,14 +487,8 @@ fn send_pack(
                     "cached pack sent");
                 return sb.finish();
             }
-            Err(OdbError::Store(crate::store::StoreError::Io(e)))
-                if e.kind() == io::ErrorKind::BrokenPipe =>
-            {
-                return Err(e);
-            }
             Err(e) => {
-                tracing::error!(repo = %repo.root, error = %e, "sending a cached pack failed");
-                sb.error(&format!("goprox: {e}"))?;
+                report_failure(&mut sb, repo, "sending a cached pack failed", e)?;
                 return sb.finish();
             }
         }
@@ -539,15 +546,7 @@ fn send_pack(
                 ))?;
             }
         }
-        Err(OdbError::Store(crate::store::StoreError::Io(e)))
-            if e.kind() == io::ErrorKind::BrokenPipe =>
-        {
-            return Err(e);
-        }
-        Err(e) => {
-            tracing::error!(repo = %repo.root, error = %e, "pack generation failed");
-            sb.error(&format!("goprox: {e}"))?;
-        }
+        Err(e) => report_failure(&mut sb, repo, "pack generation failed", e)?,
     }
     sb.finish()
 }
