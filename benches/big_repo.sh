@@ -7,6 +7,10 @@
 #   benches/big_repo.sh                                a generated one (git fast-import; ~3 min)
 #   S3_DELAY_MS=20 benches/big_repo.sh                 every S3 request delayed 20 ms (and counted)
 #   PARALLEL=10                                        concurrent full fetches (default 10)
+#   FILL_ONLY=1                                        only the first-clone (fill) row
+#   PIN=1                                              servers (goprox, upstream, SeaweedFS) on CPU 0,
+#                                                      the first-clone clients on CPU 1 (as if on
+#                                                      machines of their own)
 #
 # Reports, per operation: wall time (goprox cold = fresh process, warm = second run, both with
 # the pack cache off; cached = a fresh process with the pack cache on, second run, i.e. a
@@ -14,6 +18,11 @@
 # RSS, S3 requests (with the proxy), and the ratio goprox warm / http-backend.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+if [ -n "${PIN:-}" ] && [ -z "${PINNED:-}" ]; then
+  PINNED=1 exec taskset -c 0 bash "$0" "$@"
+fi
+CLIENT=()
+[ -n "${PIN:-}" ] && CLIENT=(taskset -c 1)
 source benches/lib.sh
 PARALLEL="${PARALLEL:-10}"
 
@@ -59,13 +68,18 @@ row() { printf '%-34s %9s %9s %9s %8s %9s %9s %8s %8s %9s\n' "$@"; }
 
 echo "==> fill: first clone through an empty bucket vs cloning upstream directly"
 start_goprox bench
-t0="$(now)"; git -c protocol.version=2 clone -q --bare "http://127.0.0.1:$GP_PORT/example.test/big" "$WORK/c1"; t1="$(now)"
+t0="$(now)"; "${CLIENT[@]}" git -c protocol.version=2 clone -q --bare "http://127.0.0.1:$GP_PORT/example.test/big" "$WORK/c1"; t1="$(now)"
 FILL_T="$(secs "$t1 - $t0")"; FILL_HWM="$(hwm_kib "$GP_PID")"; FILL_REQS="$(s3reqs)"
 rm -rf "$WORK/c1"
-t0="$(now)"; git -c protocol.version=2 clone -q --bare "$UP" "$WORK/c2"; t1="$(now)"
+t0="$(now)"; "${CLIENT[@]}" git -c protocol.version=2 clone -q --bare "$UP" "$WORK/c2"; t1="$(now)"
 DIRECT_T="$(secs "$t1 - $t0")"
 rm -rf "$WORK/c2"
 stop_goprox
+if [ -n "${FILL_ONLY:-}" ]; then
+  printf 'fill: first clone through an empty bucket %.2fs, cloning upstream directly %.2fs (%.2fx); fill peak RSS %d MiB; %s S3 requests\n' \
+    "$FILL_T" "$DIRECT_T" "$(secs "$FILL_T / $DIRECT_T")" "$((FILL_HWM / 1024))" "$FILL_REQS"
+  exit 0
+fi
 
 declare -a OUT
 measure() { # label, raw_fetch args...

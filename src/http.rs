@@ -8,7 +8,7 @@ use crate::path;
 use crate::protocol::request::{self, V2Request};
 use crate::protocol::sideband::ChannelWriter;
 use crate::protocol::{advertise, pktline, upload_pack};
-use crate::repo::{OpenError, Repo, Repos};
+use crate::repo::{OpenError, Opened, Repo, Repos};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
@@ -425,32 +425,72 @@ async fn dispatch(
             ),
         );
     }
-    let repo = match st.repos.open(&target).await {
-        Ok(r) => r,
-        Err(e) => return open_error(&target, e),
-    };
     let version = protocol_version(&headers);
     let v2 = version == 2;
+    let opened = match st.repos.open_early(&target).await {
+        Ok(o) => o,
+        Err(e) => return open_error(&target, e),
+    };
     match action {
         Action::InfoRefs { .. } => {
-            let body = if v2 {
-                advertise::v2_capabilities()
-            } else {
-                let mut b = Vec::new();
-                pktline::write_line(&mut b, "# service=git-upload-pack");
-                pktline::write_flush(&mut b);
-                if version == 1 {
-                    // Protocol v1 is v0 with this line first (C git does the same).
-                    pktline::write_line(&mut b, "version 1");
-                }
-                b.extend_from_slice(&advertise::v0_refs(&repo.index));
-                b
+            let index = match &opened {
+                Opened::Ready(repo) => &repo.index,
+                Opened::Filling(f) => &f.index,
             };
-            git_body(ADVERTISEMENT, Body::from(body))
+            git_body(ADVERTISEMENT, Body::from(info_refs(index, version)))
         }
-        Action::UploadPack => upload(&st, &target, repo, v2, &headers, body).await,
+        Action::UploadPack => match parse_upload(&st, v2, &headers, body) {
+            Err(resp) => resp,
+            Ok(Parsed::LsRefs(ls)) => {
+                let index = match &opened {
+                    Opened::Ready(repo) => &repo.index,
+                    Opened::Filling(f) => &f.index,
+                };
+                git_body(RESULT, Body::from(advertise::ls_refs(index, &ls)))
+            }
+            Ok(Parsed::Fetch(req, version)) => {
+                let repo = match opened {
+                    Opened::Ready(repo) => repo,
+                    Opened::Filling(f) => {
+                        // A clone of everything follows the fill's pack as it arrives.
+                        if let Some(head) = upload_pack::fill_pack_head(&req, version, &f.index)
+                            && let Some(feed) = f.follow()
+                        {
+                            return pass_through(req, version, head, feed);
+                        }
+                        if let Err(e) = f.wait().await {
+                            // The client has the refs already: say why on the git level,
+                            // which it shows (it does not show the body of a failed POST).
+                            tracing::warn!(root = %target.root, error = %e, "fill failed");
+                            return err_response(&format!("cannot fill {}: {e}", target.root));
+                        }
+                        match st.repos.open(&target).await {
+                            Ok(r) => r,
+                            Err(e) => return open_error(&target, e),
+                        }
+                    }
+                };
+                upload(&st, &target, repo, req, version).await
+            }
+        },
         _ => text(StatusCode::NOT_FOUND, "not found"),
     }
+}
+
+/// The `info/refs` advertisement: v2's capabilities, or v0's (v1's) refs.
+fn info_refs(index: &crate::refs::RefIndex, version: u8) -> Vec<u8> {
+    if version == 2 {
+        return advertise::v2_capabilities();
+    }
+    let mut b = Vec::new();
+    pktline::write_line(&mut b, "# service=git-upload-pack");
+    pktline::write_flush(&mut b);
+    if version == 1 {
+        // Protocol v1 is v0 with this line first (C git does the same).
+        pktline::write_line(&mut b, "version 1");
+    }
+    b.extend_from_slice(&advertise::v0_refs(index));
+    b
 }
 
 /// The protocol version the client asked for with `Git-Protocol: version=N` (the highest
@@ -503,14 +543,21 @@ fn err_response(msg: &str) -> Response {
     git_body(RESULT, Body::from(pktline::err_line(msg)))
 }
 
-async fn upload(
+/// An upload-pack request body, decoded and parsed.
+enum Parsed {
+    LsRefs(request::LsRefsRequest),
+    Fetch(request::FetchRequest, upload_pack::Version),
+}
+
+/// Decode (gzip), parse and check an upload-pack request against the limits; a refusal is
+/// the response to send.
+#[allow(clippy::result_large_err)] // the refusal is the response, sent at once
+fn parse_upload(
     st: &AppState,
-    target: &Target,
-    repo: Arc<Repo>,
     v2: bool,
     headers: &HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Parsed, Response> {
     let gzip = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -522,15 +569,18 @@ async fn upload(
             .take(max as u64 + 1)
             .read_to_end(&mut out);
         if r.is_err() {
-            return text(StatusCode::BAD_REQUEST, "request body is not valid gzip");
+            return Err(text(
+                StatusCode::BAD_REQUEST,
+                "request body is not valid gzip",
+            ));
         }
         if out.len() > max {
-            return text(
+            return Err(text(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
                     "request body too large after gzip decoding (limit {max} bytes, --max-request-bytes)"
                 ),
-            );
+            ));
         }
         Bytes::from(out)
     } else {
@@ -538,33 +588,67 @@ async fn upload(
     };
     let (req, version) = if v2 {
         match request::parse_v2(&body) {
-            Ok(V2Request::LsRefs(ls)) => {
-                return git_body(RESULT, Body::from(advertise::ls_refs(&repo.index, &ls)));
-            }
+            Ok(V2Request::LsRefs(ls)) => return Ok(Parsed::LsRefs(ls)),
             Ok(V2Request::Fetch(f)) => (f, upload_pack::Version::V2),
-            Ok(V2Request::Unknown(c)) => return err_response(&format!("unknown command {c:?}")),
-            Err(e) => return err_response(&e.to_string()),
+            Ok(V2Request::Unknown(c)) => {
+                return Err(err_response(&format!("unknown command {c:?}")));
+            }
+            Err(e) => return Err(err_response(&e.to_string())),
         }
     } else {
         match request::parse_v0(&body) {
             Ok(f) => (f, upload_pack::Version::V0),
-            Err(e) => return err_response(&e.to_string()),
+            Err(e) => return Err(err_response(&e.to_string())),
         }
     };
     let wants = req.wants.len() + req.want_refs.len();
     if wants > st.limits.max_wants {
-        return err_response(&format!(
+        return Err(err_response(&format!(
             "upload-pack: too many wants ({wants} > {}, --max-wants)",
             st.limits.max_wants
-        ));
+        )));
     }
     if req.haves.len() > st.limits.max_haves {
-        return err_response(&format!(
+        return Err(err_response(&format!(
             "upload-pack: too many haves ({} > {}, --max-haves)",
             req.haves.len(),
             st.limits.max_haves
-        ));
+        )));
     }
+    Ok(Parsed::Fetch(req, version))
+}
+
+/// Answer a clone with a fill's pack as it arrives ([`upload_pack::pass_through`]).
+fn pass_through(
+    req: request::FetchRequest,
+    version: upload_pack::Version,
+    head: Vec<u8>,
+    mut feed: crate::fill::tap::Feed,
+) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let _span = span.enter();
+        let mut w = ChannelWriter::new(tx);
+        if let Err(e) =
+            upload_pack::pass_through(&req, version, &head, &mut || feed.next_bytes(), &mut w)
+        {
+            tracing::info!(error = %e, "pass-through response aborted");
+        }
+    });
+    git_body(
+        RESULT,
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+}
+
+async fn upload(
+    st: &AppState,
+    target: &Target,
+    repo: Arc<Repo>,
+    req: request::FetchRequest,
+    version: upload_pack::Version,
+) -> Response {
     // Wants the store lacks (a commit pushed after the last refresh): look upstream first.
     let missing: Vec<_> = req
         .wants

@@ -48,6 +48,10 @@ pub static REQUEST_ERRORS: Counter = Counter::new(
 );
 pub static PACKS_SERVED: Counter =
     Counter::new("goprox_packs_served_total", "Packs streamed to clients.");
+pub static PACKS_PASSED_THROUGH: Counter = Counter::new(
+    "goprox_packs_passed_through_total",
+    "Clones answered with a fill's pack while it arrived from upstream (first clones).",
+);
 pub static OBJECTS_SERVED: Counter = Counter::new(
     "goprox_objects_served_total",
     "Objects in packs streamed to clients.",
@@ -95,10 +99,11 @@ pub static LEASE_WAITS: Counter = Counter::new(
 );
 
 /// Every unlabelled counter: described and shown (at 0) from the start.
-static COUNTERS: [&Counter; 14] = [
+static COUNTERS: [&Counter; 15] = [
     &HTTP_REQUESTS,
     &REQUEST_ERRORS,
     &PACKS_SERVED,
+    &PACKS_PASSED_THROUGH,
     &OBJECTS_SERVED,
     &PACK_BYTES_SERVED,
     &STORE_RANGE_GETS,

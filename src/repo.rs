@@ -1,8 +1,9 @@
 //! Opening repositories: ref index (filled from upstream on a miss) plus the packs it names,
 //! whose indexes are loaded once per process and shared.
 
-use crate::fill::fetch::FetchError;
+use crate::fill::fetch::{FetchError, Listing};
 use crate::fill::resolve::Target;
+use crate::fill::tap::{Feed, Tap};
 use crate::fill::{FillError, Filler, Refreshed};
 use crate::metrics;
 use crate::odb::pack::Pack;
@@ -33,6 +34,9 @@ pub enum OpenError {
     Refs(#[from] refs::RefsError),
     #[error("pack {0}: {1}")]
     Pack(String, String),
+    /// A fill this request joined failed (its error, as text, for every request that waited).
+    #[error("{1}")]
+    Joined(crate::fill::Failure, Arc<str>),
 }
 
 impl OpenError {
@@ -41,6 +45,7 @@ impl OpenError {
         match self {
             OpenError::Fill(e) => e.failure(),
             OpenError::Refs(_) | OpenError::Pack(..) => crate::fill::Failure::Internal,
+            OpenError::Joined(f, _) => *f,
         }
     }
 }
@@ -80,6 +85,52 @@ const ANCESTRY_BUDGET: usize = 100_000;
 type RefreshResult = Result<Option<(RefIndex, ETag)>, Arc<str>>;
 type SharedRefresh = Shared<BoxFuture<'static, RefreshResult>>;
 
+/// The result of one fill, shared by every request that joined it.
+type FillResult = Result<(RefIndex, ETag), (crate::fill::Failure, Arc<str>)>;
+
+/// A fill under way in this process: requests join it.
+struct FillRun {
+    tap: Arc<Tap>,
+    done: Shared<BoxFuture<'static, FillResult>>,
+}
+
+impl FillRun {
+    async fn wait(&self) -> Result<(RefIndex, ETag), OpenError> {
+        self.done
+            .clone()
+            .await
+            .map_err(|(f, why)| OpenError::Joined(f, why))
+    }
+}
+
+/// What [`Repos::open_early`] found.
+pub enum Opened {
+    /// The repository, stored.
+    Ready(Arc<Repo>),
+    /// Not stored yet, but a fill is under way and upstream's refs are known.
+    Filling(Filling),
+}
+
+/// A repository being filled: its refs as upstream listed them (no packs yet), and the fill's
+/// pack as it arrives ([`Tap`]).
+pub struct Filling {
+    /// The ref index the fill will publish, without its packs.
+    pub index: RefIndex,
+    run: Arc<FillRun>,
+}
+
+impl Filling {
+    /// Follow the fill's pack from its first byte (`None` when it is too late for that).
+    pub fn follow(&self) -> Option<Feed> {
+        self.run.tap.subscribe(tokio::runtime::Handle::current())
+    }
+
+    /// Wait until the fill is over (then open the repository as usual).
+    pub async fn wait(&self) -> Result<(), OpenError> {
+        self.run.wait().await.map(|_| ())
+    }
+}
+
 /// Everything needed to open repositories.
 pub struct Repos {
     pub store: DynStore,
@@ -92,6 +143,8 @@ pub struct Repos {
     checked: Mutex<HashMap<String, Instant>>,
     /// Refreshes under way, one per repository; requests join them.
     inflight: Mutex<HashMap<String, SharedRefresh>>,
+    /// Fills under way, one per repository; requests join them.
+    filling: Mutex<HashMap<String, Arc<FillRun>>>,
     /// Negative cache: `root` (upstream has no such repository) or `root sha` (upstream did
     /// not send that object), with the time it was recorded.
     negative: Mutex<HashMap<String, Instant>>,
@@ -110,6 +163,7 @@ impl Repos {
             policy: RefreshPolicy::default(),
             checked: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
+            filling: Mutex::new(HashMap::new()),
             negative: Mutex::new(HashMap::new()),
             opened: Mutex::new(HashMap::new()),
         }
@@ -124,19 +178,56 @@ impl Repos {
     /// (waiting at most `upstream_wait`) if its ref index is older than `refresh_after`.
     pub async fn open(self: &Arc<Self>, target: &Target) -> Result<Arc<Repo>, OpenError> {
         let repo = self.current(target).await?;
+        Ok(self.fresh(target, repo).await)
+    }
+
+    /// `repo`, or its refreshed version when a refresh is due.
+    async fn fresh(self: &Arc<Self>, target: &Target, repo: Arc<Repo>) -> Arc<Repo> {
         if !self.refresh_due(&repo) {
-            return Ok(repo);
+            return repo;
         }
-        Ok(self.refresh_bounded(target, repo, Vec::new()).await)
+        self.refresh_bounded(target, repo, Vec::new()).await
+    }
+
+    /// Like [`Repos::open`], but when the repository has to be filled first, return as soon
+    /// as upstream's refs are known (a ref advertisement can be answered from them, and a
+    /// clone of everything can follow the fill's pack as it arrives).
+    pub async fn open_early(self: &Arc<Self>, target: &Target) -> Result<Opened, OpenError> {
+        let running = lock(&self.filling).get(&target.root).cloned();
+        let run = match running {
+            Some(run) => run,
+            None => match self.stored(target).await? {
+                Some(repo) => return Ok(Opened::Ready(self.fresh(target, repo).await)),
+                None => self.start_fill(target, true)?,
+            },
+        };
+        tokio::select! {
+            biased;
+            done = run.wait() => Ok(Opened::Ready(self.build(target, done?).await?)),
+            Some(listing) = run.tap.listing() => Ok(Opened::Filling(Filling {
+                index: listed_index(target, &listing),
+                run,
+            })),
+        }
     }
 
     /// The repository as the store has it now (within `ref_ttl`), filled if the store does not
     /// have it.
     async fn current(self: &Arc<Self>, target: &Target) -> Result<Arc<Repo>, OpenError> {
+        if let Some(repo) = self.stored(target).await? {
+            return Ok(repo);
+        }
+        let loaded = self.fill(target).await?;
+        self.build(target, loaded).await
+    }
+
+    /// The repository as the store has it now (within `ref_ttl`); `None` when it is not
+    /// stored.
+    async fn stored(self: &Arc<Self>, target: &Target) -> Result<Option<Arc<Repo>>, OpenError> {
         let keys = Keys::new(&target.root);
         let cached = lock(&self.opened).get(&target.root).cloned();
         let loaded = match cached {
-            Some((repo, at)) if at.elapsed() < self.policy.ref_ttl => return Ok(repo),
+            Some((repo, at)) if at.elapsed() < self.policy.ref_ttl => return Ok(Some(repo)),
             Some((repo, _)) => {
                 match self
                     .store
@@ -146,7 +237,7 @@ impl Repos {
                 {
                     Revalidated::Unchanged => {
                         self.remember(&repo);
-                        return Ok(repo);
+                        return Ok(Some(repo));
                     }
                     Revalidated::Changed(got) => Some(refs::parse(&keys, got)?),
                     Revalidated::Missing => None,
@@ -154,11 +245,10 @@ impl Repos {
             }
             None => refs::load(&self.store, &keys).await?,
         };
-        let loaded = match loaded {
-            Some(x) => x,
-            None => self.fill(target).await?,
-        };
-        self.build(target, loaded).await
+        match loaded {
+            Some(x) => Ok(Some(self.build(target, x).await?)),
+            None => Ok(None),
+        }
     }
 
     /// Keep `repo` as the newest known version of its repository (unless a newer one is).
@@ -216,24 +306,57 @@ impl Repos {
         }
     }
 
-    /// Fill a repository the store does not have, detached from the request (a client that
-    /// hangs up does not cancel it; later requests join it).
+    /// Fill a repository the store does not have (or join the fill under way).
     async fn fill(self: &Arc<Self>, target: &Target) -> Result<(RefIndex, ETag), OpenError> {
+        self.start_fill(target, false)?.wait().await
+    }
+
+    /// Start a fill, detached from the request (a client that hangs up does not cancel it;
+    /// later requests join it), or join the one under way. With `follow`, clients may follow
+    /// its pack as it arrives ([`Tap`]; a fill nobody can follow, `goprox mirror`'s, indexes
+    /// the pack inline instead, in less memory).
+    fn start_fill(
+        self: &Arc<Self>,
+        target: &Target,
+        follow: bool,
+    ) -> Result<Arc<FillRun>, OpenError> {
         if self.is_negative(&target.root) {
             return Err(OpenError::Fill(FillError::Fetch(FetchError::NotFound(
                 target.upstream.clone(),
             ))));
         }
-        let this = self.clone();
-        let t = target.clone();
-        // Detached, but logged under the request that started it.
-        let r = tokio::spawn(async move { this.filler.fill(&t).await }.in_current_span())
-            .await
-            .map_err(|e| OpenError::Fill(FillError::Internal(e.to_string())))?;
-        if let Err(FillError::Fetch(FetchError::NotFound(_))) = &r {
-            self.set_negative(target.root.clone());
+        let mut filling = lock(&self.filling);
+        if let Some(run) = filling.get(&target.root) {
+            return Ok(run.clone());
         }
-        Ok(r?)
+        let tap = Arc::new(Tap::new(self.store.clone()));
+        let (this, t, tap2) = (self.clone(), target.clone(), tap.clone());
+        // Detached, but logged under the request that started it.
+        let task = tokio::spawn(
+            async move {
+                let r = this.filler.fill(&t, follow.then(|| tap2.clone())).await;
+                tap2.close();
+                if let Err(FillError::Fetch(FetchError::NotFound(_))) = &r {
+                    this.set_negative(t.root.clone());
+                }
+                lock(&this.filling).remove(&t.root);
+                r.map_err(|e| (e.failure(), Arc::<str>::from(e.to_string())))
+            }
+            .in_current_span(),
+        );
+        let done = async move {
+            task.await.unwrap_or_else(|e| {
+                Err((
+                    crate::fill::Failure::Internal,
+                    Arc::from(format!("fill task failed: {e}")),
+                ))
+            })
+        }
+        .boxed()
+        .shared();
+        let run = Arc::new(FillRun { tap, done });
+        filling.insert(target.root.clone(), run.clone());
+        Ok(run)
     }
 
     fn refresh_due(&self, repo: &Repo) -> bool {
@@ -446,6 +569,23 @@ impl Repos {
             .await?
             .clone();
         Ok(pack)
+    }
+}
+
+/// The ref index a fill will publish for `listing`, without its packs.
+fn listed_index(target: &Target, listing: &Listing) -> RefIndex {
+    RefIndex {
+        version: refs::FORMAT_VERSION,
+        generation: 0,
+        root: target.root.clone(),
+        upstream: target.upstream.clone(),
+        fetched_at: 0,
+        head_symref: listing.head_symref.clone(),
+        head_oid: listing.head_oid.clone(),
+        refs: listing.refs.clone(),
+        packs: Vec::new(),
+        retired: Vec::new(),
+        closed: false,
     }
 }
 

@@ -155,7 +155,7 @@ pub async fn compact(
         .map(|&i| (keys.pack(&index.packs[i].name), index.packs[i].size))
         .collect();
     let mut input = Concatenation::new(&rt, store, parts, count);
-    let (mut sink, upload) = inbound::begin(&rt, store, keys, &index.root);
+    let (mut sink, upload) = inbound::begin(&rt, store, keys, &index.root, None);
     let received = tokio::task::spawn_blocking(move || {
         let r = ingest::receive(
             &mut input,

@@ -276,17 +276,23 @@ impl Session {
         reader.set_progress_handler(Some(Box::new(|_is_err: bool, _data: &[u8]| {
             std::ops::ControlFlow::Continue(())
         })));
+        let as_fetch = |e| match e {
+            IngestError::TooLarge(max) => FetchError::TooLarge(url.clone(), max),
+            IngestError::Io(e) => FetchError::Upstream(url.clone(), format!("reading pack: {e}")),
+            e @ IngestError::Invalid(_) => FetchError::BadPack(url.clone(), e.to_string()),
+        };
+        if sink.tap().is_some() {
+            // Clients follow this pack: copy it on at upstream's pace, index it beside.
+            return super::inbound::receive_through(&mut reader, sink, self.max_pack_bytes)
+                .map_err(as_fetch);
+        }
         let received = ingest::receive(
             &mut reader,
             &mut |b| sink.write(b),
             super::inbound::INDEX_CACHE_BYTES,
             self.max_pack_bytes,
         )
-        .map_err(|e| match e {
-            IngestError::TooLarge(max) => FetchError::TooLarge(url.clone(), max),
-            IngestError::Io(e) => FetchError::Upstream(url.clone(), format!("reading pack: {e}")),
-            e @ IngestError::Invalid(_) => FetchError::BadPack(url.clone(), e.to_string()),
-        })?;
+        .map_err(as_fetch)?;
         sink.finish()
             .map_err(|e| FetchError::Upstream(url.clone(), format!("storing pack: {e}")))?;
         Ok(received)
@@ -364,14 +370,18 @@ fn listing(remote_refs: Vec<Ref>, prefixes: &RefPrefixes) -> Listing {
     out
 }
 
-/// List the upstream's refs and fetch all of their objects.
+/// List the upstream's refs (telling `tap`) and fetch all of their objects.
 pub fn fetch_all(
     url: &str,
     prefixes: &RefPrefixes,
     deadlines: Deadlines,
     sink: PackSink,
+    tap: Option<&super::tap::Tap>,
 ) -> Result<Fetched, FetchError> {
     let (mut session, listing) = Session::connect(url, prefixes, deadlines)?;
+    if let Some(t) = tap {
+        t.listed(&listing);
+    }
     let wants = listing.tips();
     let pack = if wants.is_empty() {
         None

@@ -6,7 +6,8 @@
 
 use super::FillError;
 use super::fetch::FetchError;
-use crate::odb::ingest::{self, PackSource, Received};
+use super::tap::{Feed, Tap};
+use crate::odb::ingest::{self, IngestError, PackSource, Received};
 use crate::refs::{Keys, PackEntry};
 use crate::store::{Chunk, DynStore, ETag, PutMode, StoreError};
 use bytes::{Bytes, BytesMut};
@@ -35,10 +36,16 @@ pub struct PackSink {
     buf: BytesMut,
     /// Bytes taken so far.
     pub written: u64,
+    /// Clients following the pack as it arrives ([`super::tap`]).
+    tap: Option<Arc<Tap>>,
+    rt: tokio::runtime::Handle,
 }
 
 impl PackSink {
     pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        if let Some(t) = &self.tap {
+            t.push(data);
+        }
         self.buf.extend_from_slice(data);
         self.written += data.len() as u64;
         if self.buf.len() >= CHUNK_BYTES {
@@ -63,17 +70,28 @@ impl PackSink {
             let chunk = self.buf.split().freeze();
             self.send(Chunk::Data(chunk))?;
         }
+        // Received first: the upload may complete (and say where the pack is) at once.
+        if let Some(t) = &self.tap {
+            t.received();
+        }
         self.send(Chunk::End)
+    }
+
+    /// The broadcast this pack goes to, if clients follow it.
+    pub fn tap(&self) -> Option<Arc<Tap>> {
+        self.tap.clone()
     }
 }
 
 /// The async side of an upload.
 pub struct Upload {
+    store: DynStore,
     abandoned: Arc<AtomicBool>,
     started: std::time::Instant,
     name: String,
     key: String,
     task: JoinHandle<Result<ETag, StoreError>>,
+    tap: Option<Arc<Tap>>,
 }
 
 /// A fresh pack name: 40 hex digits, unique across instances (process id, time, counter and
@@ -94,18 +112,28 @@ fn fresh_name(root: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// Start uploading a pack of `keys`' repository; the sink feeds it.
+/// Start uploading a pack of `keys`' repository; the sink feeds it (and `tap`'s clients).
 pub fn begin(
     rt: &tokio::runtime::Handle,
     store: &DynStore,
     keys: &Keys,
     root: &str,
+    tap: Option<Arc<Tap>>,
 ) -> (PackSink, Upload) {
     let (tx, rx) = mpsc::channel(QUEUED_CHUNKS);
     let name = fresh_name(root);
     let key = keys.pack(&name);
-    let (store, k) = (store.clone(), key.clone());
-    let task = rt.spawn(async move { store.put_stream(&k, rx, PutMode::CreateOnly).await });
+    let (s2, k, t2) = (store.clone(), key.clone(), tap.clone());
+    let task = rt.spawn(async move {
+        let r = s2.put_stream(&k, rx, PutMode::CreateOnly).await;
+        // Clients (and an indexer) that fell behind the broadcast read on from here.
+        if r.is_ok()
+            && let Some(t) = t2
+        {
+            t.stored(&k);
+        }
+        r
+    });
     let abandoned = Arc::new(AtomicBool::new(false));
     (
         PackSink {
@@ -113,13 +141,17 @@ pub fn begin(
             abandoned: abandoned.clone(),
             buf: BytesMut::new(),
             written: 0,
+            tap: tap.clone(),
+            rt: rt.clone(),
         },
         Upload {
+            store: store.clone(),
             abandoned,
             started: std::time::Instant::now(),
             name,
             key,
             task,
+            tap,
         },
     )
 }
@@ -129,8 +161,20 @@ impl Upload {
     /// still be on a blocking thread that has not noticed yet; it can no longer end the
     /// upload, and a store write in progress is aborted.)
     pub fn abandon(self) {
+        if let Some(t) = &self.tap {
+            t.failed("the fill was given up");
+        }
         self.abandoned.store(true, Ordering::Release);
-        self.task.abort();
+        if !self.task.is_finished() {
+            self.task.abort();
+        } else if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            // Published before the pack was refused (its indexer runs behind the upload):
+            // nothing names it; delete it now rather than leave it to gc.
+            let (store, key) = (self.store, self.key);
+            rt.spawn(async move {
+                let _ = store.delete(&key).await;
+            });
+        }
     }
 
     /// Wait for the upload of a received pack, resolve its remaining deltas from the store,
@@ -189,6 +233,145 @@ impl Upload {
             objects,
             walk_end: Some(indexed.walk_end),
         })
+    }
+}
+
+/// Receive a pack that clients follow ([`super::tap`]): this thread copies upstream's bytes to
+/// the store and to the clients as fast as they come (checking the pack's trailer checksum:
+/// nothing is published without it), while a second thread indexes them as one more follower
+/// of the broadcast. Upstream, the clients and the store are thus never held back by the
+/// indexer; an indexer that falls behind reads on from the stored pack (as a slow client
+/// does). A pack the indexer refuses stops the copy.
+pub fn receive_through(
+    input: &mut dyn std::io::Read,
+    mut sink: PackSink,
+    limit: u64,
+) -> Result<Received, IngestError> {
+    let Some(feed) = sink.tap.as_ref().and_then(|t| t.subscribe(sink.rt.clone())) else {
+        return Err(IngestError::Io(std::io::Error::other(
+            "the pack's broadcast started without its indexer",
+        )));
+    };
+    let refused = Arc::new(AtomicBool::new(false));
+    let r2 = refused.clone();
+    let indexer = std::thread::Builder::new()
+        .name("goprox-index".into())
+        .spawn(move || {
+            background_priority();
+            let mut input = FeedRead {
+                feed,
+                current: Bytes::new(),
+            };
+            let r = ingest::receive(&mut input, &mut |_| Ok(()), INDEX_CACHE_BYTES, limit);
+            if r.is_err() {
+                r2.store(true, Ordering::Release);
+            }
+            r
+        })
+        .map_err(IngestError::Io)?;
+    let tap = sink.tap();
+    let copied = copy_checked(input, &mut sink, limit, &refused).and_then(|()| {
+        sink.finish()
+            .map_err(|e| IngestError::Io(std::io::Error::other(format!("storing the pack: {e}"))))
+    });
+    if let (Err(e), Some(t)) = (&copied, &tap) {
+        t.failed(&e.to_string());
+    }
+    let indexed = indexer
+        .join()
+        .map_err(|_| IngestError::Invalid("the indexing thread failed".into()));
+    match (copied, indexed) {
+        // The copy stopped because the indexer refused the pack: the indexer's reason.
+        (Err(IngestError::Invalid(m)), Ok(Err(e))) if m == REFUSED => Err(e),
+        // Otherwise the copy's (the indexer only saw the broadcast fail).
+        (Err(e), _) => Err(e),
+        (Ok(()), Ok(r)) => r,
+        (Ok(()), Err(e)) => Err(e),
+    }
+}
+
+/// Let this thread (and the threads it starts) yield the CPU to serving: the indexer of a
+/// followed pack is background work (it catches up from the store when it falls behind).
+fn background_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread's own id, no memory is shared.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    }
+}
+
+/// [`copy_checked`] stopped because the indexer refused the pack.
+const REFUSED: &str = "refused by the indexer";
+
+/// Copy a pack from `input` to `sink`, hashing all but its last 20 bytes, which must be that
+/// hash; stop early when `stop` is set.
+fn copy_checked(
+    input: &mut dyn std::io::Read,
+    sink: &mut PackSink,
+    limit: u64,
+    stop: &AtomicBool,
+) -> Result<(), IngestError> {
+    use sha1::{Digest, Sha1};
+    let mut buf = vec![0u8; 256 << 10];
+    let mut hash = Sha1::new();
+    // The last (up to) 20 bytes seen, not hashed yet: the trailer, once the input ends.
+    let mut tail: Vec<u8> = Vec::with_capacity(40);
+    let mut total = 0u64;
+    loop {
+        if stop.load(Ordering::Acquire) {
+            return Err(IngestError::Invalid(REFUSED.into()));
+        }
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(IngestError::Io(e)),
+        };
+        total += n as u64;
+        if total > limit {
+            return Err(IngestError::TooLarge(limit));
+        }
+        let data = &buf[..n];
+        sink.write(data)?;
+        if n >= 20 {
+            hash.update(&tail);
+            hash.update(&data[..n - 20]);
+            tail.clear();
+            tail.extend_from_slice(&data[n - 20..]);
+        } else {
+            tail.extend_from_slice(data);
+            let excess = tail.len().saturating_sub(20);
+            hash.update(&tail[..excess]);
+            tail.drain(..excess);
+        }
+    }
+    if total < 32 || hash.finalize()[..] != tail[..] {
+        return Err(IngestError::Invalid(
+            "the pack is truncated or its checksum does not match".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A [`Feed`] as a reader.
+struct FeedRead {
+    feed: Feed,
+    current: Bytes,
+}
+
+impl std::io::Read for FeedRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.feed.next_bytes()? {
+                Some(b) => self.current = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        bytes::Buf::advance(&mut self.current, n);
+        Ok(n)
     }
 }
 
@@ -295,5 +478,150 @@ impl PackSource for StoreSource {
                 None => return self.get(start, end),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use sha1::{Digest, Sha1};
+
+    /// A pack of `n` blobs of `size` hard-to-compress bytes each, with its trailer.
+    fn pack(n: usize, size: usize) -> Vec<u8> {
+        let mut p = b"PACK\0\0\0\x02".to_vec();
+        p.extend_from_slice(&(n as u32).to_be_bytes());
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..n {
+            let data: Vec<u8> = (0..size)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            crate::odb::writer::entry_header(3, size as u64, &mut p);
+            p.extend_from_slice(&crate::odb::deflate(&data));
+        }
+        let sum = Sha1::digest(&p);
+        p.extend_from_slice(&sum);
+        p
+    }
+
+    fn with_trailer(mut body: Vec<u8>) -> Vec<u8> {
+        body.truncate(body.len() - 20);
+        let sum = Sha1::digest(&body);
+        body.extend_from_slice(&sum);
+        body
+    }
+
+    fn drain(mut f: Feed) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(b) = f.next_bytes()? {
+            out.extend_from_slice(&b);
+        }
+        Ok(out)
+    }
+
+    /// Receive `data` the way a fill that clients follow does; returns the result, what a
+    /// client following from the start got, and the packs left in the store once the upload
+    /// is completed (on success) or abandoned (on failure).
+    fn run(data: Vec<u8>) -> (Result<u32, String>, std::io::Result<Vec<u8>>, Vec<String>) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let store: DynStore = Arc::new(MemoryStore::new());
+        let keys = Keys::new("example.test/r");
+        let tap = Arc::new(Tap::new(store.clone()));
+        let (sink, upload) = rt.block_on(async {
+            begin(
+                &tokio::runtime::Handle::current(),
+                &store,
+                &keys,
+                "example.test/r",
+                Some(tap.clone()),
+            )
+        });
+        let client = tap.subscribe(rt.handle().clone()).expect("joins");
+        let client = std::thread::spawn(move || drain(client));
+        let received = {
+            let mut input = std::io::Cursor::new(data);
+            receive_through(&mut input, sink, u64::MAX)
+        };
+        let result = match received {
+            Ok(r) => rt
+                .block_on(upload.complete(&store, &keys, "up", r))
+                .map(|e| e.objects)
+                .map_err(|e| e.to_string()),
+            Err(e) => {
+                tap.failed(&e.to_string());
+                let _guard = rt.enter();
+                upload.abandon();
+                Err(e.to_string())
+            }
+        };
+        let got = client.join().expect("client thread");
+        // The deletion of an abandoned upload runs in the background: bounded wait.
+        let mut left = Vec::new();
+        for _ in 0..100 {
+            left = rt
+                .block_on(store.list("example.test/r/"))
+                .expect("list")
+                .into_iter()
+                .filter(|k| k.ends_with(".pack"))
+                .collect();
+            if result.is_ok() || left.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        (result, got, left)
+    }
+
+    /// A good pack: indexed, stored, and a follower got it byte for byte.
+    #[test]
+    fn followed_pack_is_stored_and_passed_on() {
+        let data = pack(24, 1 << 20);
+        let (r, got, left) = run(data.clone());
+        assert_eq!(r, Ok(24));
+        assert!(
+            got.expect("client feed") == data,
+            "the client got other bytes"
+        );
+        assert_eq!(left.len(), 1, "{left:?}");
+    }
+
+    /// A pack whose trailer does not match is never published; its followers fail.
+    #[test]
+    fn bad_trailer_publishes_nothing() {
+        let mut data = pack(3, 1000);
+        let last = data.len() - 1;
+        data[last] ^= 1;
+        let (r, got, left) = run(data);
+        assert!(r.expect_err("must fail").contains("checksum"));
+        assert!(got.is_err());
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// A pack the indexer refuses (a broken entry under a matching trailer) fails with the
+    /// indexer's reason, and the already published pack is deleted again.
+    #[test]
+    fn refused_pack_is_deleted() {
+        let mut data = pack(3, 1000);
+        // Corrupt the first entry's zlib stream (after its 2-byte header and zlib header).
+        data[12 + 2 + 4] ^= 0xff;
+        let data_copy = data.clone();
+        let (r, got, left) = run(with_trailer(data));
+        let e = r.expect_err("must fail");
+        assert!(e.contains("invalid pack"), "{e}");
+        // A follower gets an error, or (when the copy ended first) upstream's broken pack as
+        // it is, which its own index-pack refuses: never anything else.
+        if let Ok(got) = got {
+            assert!(got == with_trailer(data_copy), "the client got other bytes");
+        }
+        assert!(left.is_empty(), "{left:?}");
     }
 }

@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod inbound;
 pub mod lease;
 pub mod resolve;
+pub mod tap;
 
 use crate::refs::{self, Keys, PackEntry, RefIndex};
 use crate::store::{DynStore, ETag, PutMode, StoreError};
@@ -294,7 +295,13 @@ impl Filler {
     }
 
     /// Fill `target` unless its ref index already exists; returns the ref index in the store.
-    pub async fn fill(&self, target: &Target) -> Result<(RefIndex, ETag), FillError> {
+    /// `tap` is told upstream's refs and handed the pack as it arrives, when this fill is the
+    /// one that fetches it.
+    pub async fn fill(
+        &self,
+        target: &Target,
+        tap: Option<Arc<tap::Tap>>,
+    ) -> Result<(RefIndex, ETag), FillError> {
         let lock = {
             let mut m = self
                 .locks
@@ -316,7 +323,7 @@ impl Filler {
                 let r = match refs::load(&self.store, &keys).await {
                     Ok(Some(x)) => Ok(x),
                     Ok(None) => match self.upstream_turn().await {
-                        Ok(_turn) => self.fetch_and_store(target, &keys).await,
+                        Ok(_turn) => self.fetch_and_store(target, &keys, tap).await,
                         Err(e) => Err(e),
                     },
                     Err(e) => Err(e.into()),
@@ -340,6 +347,7 @@ impl Filler {
         &self,
         target: &Target,
         keys: &Keys,
+        tap: Option<Arc<tap::Tap>>,
     ) -> Result<(RefIndex, ETag), FillError> {
         let url = target.upstream.clone();
         tracing::info!(root = %target.root, upstream = %url, "filling from upstream");
@@ -349,22 +357,37 @@ impl Filler {
             &self.store,
             keys,
             &target.root,
+            tap.clone(),
         );
+        let t2 = tap.clone();
         let fetched = with_deadline(
             deadlines.total,
-            tokio::task::spawn_blocking(move || fetch::fetch_all(&url, &prefixes, deadlines, sink)),
+            tokio::task::spawn_blocking(move || {
+                fetch::fetch_all(&url, &prefixes, deadlines, sink, t2.as_deref())
+            }),
         )
         .await;
         let fetched = match fetched.and_then(|r| r.map_err(FillError::from)) {
             Ok(f) => f,
             Err(e) => {
+                if let Some(t) = &tap {
+                    t.failed(&e.to_string());
+                }
                 upload.abandon();
                 return Err(e);
             }
         };
         let mut packs = Vec::new();
         match fetched.pack {
-            Some(received) => packs.push(self.store_pack(target, keys, upload, received).await?),
+            Some(received) => match self.store_pack(target, keys, upload, received).await {
+                Ok(p) => packs.push(p),
+                Err(e) => {
+                    if let Some(t) = &tap {
+                        t.failed(&e.to_string());
+                    }
+                    return Err(e);
+                }
+            },
             None => upload.abandon(),
         }
         let prev = refs::load(&self.store, keys).await?;
@@ -537,7 +560,7 @@ impl Filler {
             let mut by_sha = false;
             // Receive one pack straight into the store (nothing is published if it fails).
             let receive = |session: &mut fetch::Session, wants: &BTreeSet<ObjectId>| {
-                let (sink, upload) = inbound::begin(&rt, &store, &keys2, &root);
+                let (sink, upload) = inbound::begin(&rt, &store, &keys2, &root, None);
                 match session.fetch_pack(wants, &haves, sink) {
                     Ok(r) => Ok((r, upload)),
                     Err(e) => {

@@ -100,12 +100,16 @@ fn hash_object(kind: u8, data: &[u8]) -> [u8; 20] {
     h.finalize().into()
 }
 
-/// Object hashing on a second thread (it is half the work of indexing): objects go to it
-/// through a short queue, their ids come back when it is joined. Large objects are hashed
-/// in place, so the queue holds at most [`HASH_QUEUE`] × [`HASH_AWAY_MAX`] bytes.
+/// Object hashing on a second thread (it is half the work of indexing): objects go to it in
+/// batches (one hand-over per [`HASH_BATCH_BYTES`], not one per object: a thread switch per
+/// object cost more than hashing a small one) through a short queue; their ids come back when
+/// it is joined. Large objects are hashed in place, so the queue holds at most
+/// [`HASH_QUEUE`] × ([`HASH_BATCH_BYTES`] + [`HASH_AWAY_MAX`]) bytes.
 struct Hasher {
-    tx: Option<std::sync::mpsc::SyncSender<ToHash>>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<ToHash>>>,
     thread: Option<std::thread::JoinHandle<Vec<Hashed>>>,
+    batch: Vec<ToHash>,
+    batch_bytes: usize,
 }
 
 /// An object for the hashing thread: (entry, type, data).
@@ -113,16 +117,19 @@ type ToHash = (u32, u8, Arc<Vec<u8>>);
 /// Its answer: (entry, object id).
 type Hashed = (u32, [u8; 20]);
 
-const HASH_QUEUE: usize = 16;
+const HASH_QUEUE: usize = 4;
 const HASH_AWAY_MAX: usize = 4 << 20;
+const HASH_BATCH_BYTES: usize = 1 << 20;
+const HASH_BATCH_OBJECTS: usize = 1024;
 
 impl Hasher {
     fn new() -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<ToHash>(HASH_QUEUE);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<ToHash>>(HASH_QUEUE);
         let thread = std::thread::Builder::new()
             .name("goprox-hash".into())
             .spawn(move || {
                 rx.iter()
+                    .flatten()
                     .map(|(i, kind, data)| (i, hash_object(kind, &data)))
                     .collect()
             })
@@ -130,22 +137,46 @@ impl Hasher {
         Hasher {
             tx: thread.as_ref().map(|_| tx),
             thread,
+            batch: Vec::new(),
+            batch_bytes: 0,
         }
     }
 
-    fn hash(&self, i: usize, kind: u8, data: &Arc<Vec<u8>>, recs: &mut [Rec]) {
+    fn hash(&mut self, i: usize, kind: u8, data: &Arc<Vec<u8>>, recs: &mut [Rec]) {
         recs[i].kind = kind;
-        if data.len() <= HASH_AWAY_MAX
-            && let Some(tx) = &self.tx
-            && tx.send((i as u32, kind, data.clone())).is_ok()
-        {
+        if data.len() <= HASH_AWAY_MAX && self.tx.is_some() {
+            self.batch.push((i as u32, kind, data.clone()));
+            self.batch_bytes += data.len();
+            if self.batch_bytes >= HASH_BATCH_BYTES || self.batch.len() >= HASH_BATCH_OBJECTS {
+                self.send(recs);
+            }
             return;
         }
         recs[i].oid = hash_object(kind, data);
     }
 
+    /// Hand the batch over (or, if the thread is gone, hash it here).
+    fn send(&mut self, recs: &mut [Rec]) {
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        if batch.is_empty() {
+            return;
+        }
+        let refused = match &self.tx {
+            Some(tx) => match tx.send(batch) {
+                Ok(()) => return,
+                Err(e) => e.0,
+            },
+            None => batch,
+        };
+        for (i, kind, data) in refused {
+            recs[i as usize].oid = hash_object(kind, &data);
+        }
+    }
+
     /// Wait for the queued objects and record their ids.
     fn join(mut self, recs: &mut [Rec]) -> Result<()> {
+        self.send(recs);
         drop(self.tx.take());
         if let Some(t) = self.thread.take() {
             let ids = t.join().map_err(|_| invalid("the hashing thread failed"))?;
@@ -377,7 +408,7 @@ pub fn receive(
     let mut recs = Vec::with_capacity((count as usize).min(1 << 20));
     let mut ref_bases = HashMap::new();
     let mut pending = 0usize;
-    let hasher = Hasher::new();
+    let mut hasher = Hasher::new();
     for i in 0..count {
         let offset = inp.offset;
         let (header, data, crc) = inp.entry()?;
@@ -613,7 +644,7 @@ impl Received {
         // Decoded bases with children still to come, oldest first.
         let mut live: lru::LruCache<usize, Decoded> = lru::LruCache::unbounded();
         let mut live_bytes = 0usize;
-        let hasher = Hasher::new();
+        let mut hasher = Hasher::new();
         for i in 0..n {
             if !needed[i] {
                 continue;

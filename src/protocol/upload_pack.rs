@@ -403,6 +403,130 @@ fn report_failure(
     }
 }
 
+/// The framing the client asked for: side-band-64k (always in v2), side-band, or none.
+fn sideband<'w>(
+    req: &FetchRequest,
+    version: Version,
+    out: &'w mut (dyn Write + 'w),
+) -> Sideband<'w, dyn Write + 'w> {
+    if version == Version::V2 || req.side_band_64k {
+        Sideband::new(out, 65520)
+    } else if req.side_band {
+        Sideband::new(out, 1000)
+    } else {
+        Sideband::raw(out)
+    }
+}
+
+/// When a fetch can be answered with the pack of a fill under way, passed through as it
+/// arrives, the head of that answer (C git's for a clone: `NAK` in v0; in v2 the
+/// `wanted-refs` section if refs were wanted by name, then `packfile`). That is a clone of
+/// everything: it wants exactly the tips of `index` (what the fill fetches: the pack is their
+/// closure), by id or by name, has nothing, and asks for no shallow history and no filter; it
+/// must understand OFS_DELTA (upstream's pack uses it). In v0 the request must be complete
+/// (`done`).
+pub fn fill_pack_head(
+    req: &FetchRequest,
+    version: Version,
+    index: &crate::refs::RefIndex,
+) -> Option<Vec<u8>> {
+    use std::collections::BTreeSet;
+    let plain = req.haves.is_empty()
+        && req.shallows.is_empty()
+        && !req.deepens()
+        && req.filter.is_none()
+        && req.ofs_delta
+        && (version == Version::V2 || req.done);
+    if !plain {
+        return None;
+    }
+    let oid = |hex: &str| ObjectId::from_hex(hex.as_bytes()).ok();
+    let tips: BTreeSet<ObjectId> = index
+        .refs
+        .values()
+        .map(|r| r.oid.as_str())
+        .chain(index.head_oid.as_deref())
+        .filter_map(oid)
+        .collect();
+    let mut wanted_refs = Vec::new();
+    for name in &req.want_refs {
+        let hex = if name == "HEAD" {
+            index.head()
+        } else {
+            index.refs.get(name).map(|r| r.oid.as_str())
+        };
+        wanted_refs.push((oid(hex?)?, name));
+    }
+    let wants: BTreeSet<ObjectId> = req
+        .wants
+        .iter()
+        .copied()
+        .chain(wanted_refs.iter().map(|(o, _)| *o))
+        .collect();
+    if tips.is_empty() || wants != tips {
+        return None;
+    }
+    let mut head = Vec::new();
+    match version {
+        Version::V0 => write_line(&mut head, "NAK"),
+        Version::V2 => {
+            if !wanted_refs.is_empty() {
+                write_line(&mut head, "wanted-refs");
+                for (oid, name) in &wanted_refs {
+                    write_line(&mut head, format_args!("{oid} {name}"));
+                }
+                write_delim(&mut head);
+            }
+            write_line(&mut head, "packfile");
+        }
+    }
+    Some(head)
+}
+
+/// Answer a fetch with `head` ([`fill_pack_head`]) and the pack `next` yields (`Ok(None)`
+/// after its last bytes) on band 1; an error of the source ends the response on band 3.
+pub fn pass_through(
+    req: &FetchRequest,
+    version: Version,
+    head: &[u8],
+    next: &mut dyn FnMut() -> io::Result<Option<bytes::Bytes>>,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    out.write_all(head)?;
+    let mut sb = sideband(req, version, out);
+    if !req.no_progress {
+        sb.progress("goprox: passing upstream's pack through while it is stored\n")?;
+    }
+    let started = Instant::now();
+    let mut bytes = 0u64;
+    loop {
+        match next() {
+            Ok(Some(b)) => {
+                bytes += b.len() as u64;
+                sb.write_all(&b)?;
+            }
+            Ok(None) => {
+                metrics::PACKS_SERVED.inc();
+                metrics::PACKS_PASSED_THROUGH.inc();
+                metrics::PACK_BYTES_SERVED.add(bytes);
+                tracing::info!(
+                    bytes,
+                    ms = started.elapsed().as_millis() as u64,
+                    "upstream's pack passed through"
+                );
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, bytes, "passing upstream's pack through failed");
+                metrics::REQUEST_ERRORS.inc();
+                sb.error(&format!("goprox: {e}"))?;
+                break;
+            }
+        }
+    }
+    sb.finish()
+}
+
 fn send_pack(
     repo: &Repo,
     req: &FetchRequest,
@@ -411,13 +535,7 @@ fn send_pack(
     mut walker: Walker<'_>,
     out: &mut dyn Write,
 ) -> io::Result<()> {
-    let mut sb = if version == Version::V2 || req.side_band_64k {
-        Sideband::new(out, 65520)
-    } else if req.side_band {
-        Sideband::new(out, 1000)
-    } else {
-        Sideband::raw(out)
-    };
+    let mut sb = sideband(req, version, out);
     let progress = !req.no_progress;
     let odb = &repo.odb;
     if whole_packs_answer(repo, req, &job) {

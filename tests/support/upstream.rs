@@ -30,6 +30,9 @@ struct Inner {
     ref_in_want: bool,
     /// While set, every request hangs (accepted, never answered), like a stopped process.
     hang: std::sync::atomic::AtomicBool,
+    /// While not `u64::MAX`: a pack response (to a request with wants) stops after this many
+    /// bytes until it is set back ([`Upstream::hold_packs_after`]).
+    hold_after: Arc<std::sync::atomic::AtomicU64>,
     /// `Authorization` header value every request must carry (else 401).
     basic: Option<String>,
 }
@@ -102,6 +105,7 @@ impl Upstream {
             port,
             log: Mutex::new(Vec::new()),
             hang: std::sync::atomic::AtomicBool::new(false),
+            hold_after: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
             ref_in_want,
             basic,
         });
@@ -183,6 +187,14 @@ impl Upstream {
         self.inner
             .hang
             .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// `Some(n)`: pack responses stop after `n` bytes (of the HTTP body) until this is called
+    /// with `None` (for at most 60 s), so a test can look at goprox mid-fill.
+    pub fn hold_packs_after(&self, n: Option<u64>) {
+        self.inner
+            .hold_after
+            .store(n.unwrap_or(u64::MAX), std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn is_running(&self) -> bool {
@@ -431,6 +443,7 @@ async fn cgi(inner: &Inner, req: Request) -> Result<Response<Body>, String> {
     let body = axum::body::to_bytes(body, 256 << 20)
         .await
         .map_err(|e| format!("read request body: {e}"))?;
+    let wants = body.windows(5).any(|w| w == b"want ");
     let mut cmd = tokio::process::Command::new(&inner.backend);
     cmd.env_clear()
         .env("PATH", super::path_var())
@@ -530,8 +543,48 @@ async fn cgi(inner: &Inner, req: Request) -> Result<Response<Body>, String> {
         }
     });
     let stream = tokio_util::io::ReaderStream::with_capacity(out, 64 << 10);
-    builder
-        .status(status)
-        .body(Body::from_stream(stream))
-        .map_err(|e| e.to_string())
+    let hold = inner.hold_after.clone();
+    let body = if wants && hold.load(std::sync::atomic::Ordering::SeqCst) != u64::MAX {
+        Body::from_stream(held(stream, hold))
+    } else {
+        Body::from_stream(stream)
+    };
+    builder.status(status).body(body).map_err(|e| e.to_string())
+}
+
+/// `stream`, stopped after `hold` bytes while `hold` is set (re-read every 10 ms, at most 60 s).
+fn held<S>(
+    stream: S,
+    hold: Arc<std::sync::atomic::AtomicU64>,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>>
+where
+    S: futures::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
+{
+    use futures::StreamExt;
+    futures::stream::unfold(
+        (stream, hold, 0u64, Vec::<bytes::Bytes>::new()),
+        |(mut stream, hold, mut sent, mut queue)| async move {
+            let next = match queue.pop() {
+                Some(b) => Some(Ok(b)),
+                None => stream.next().await,
+            };
+            let Some(Ok(mut chunk)) = next else {
+                return next.map(|n| (n, (stream, hold, sent, queue)));
+            };
+            let limit = hold.load(std::sync::atomic::Ordering::SeqCst);
+            if limit != u64::MAX && sent >= limit {
+                let mut waited = 0;
+                while hold.load(std::sync::atomic::Ordering::SeqCst) != u64::MAX && waited < 6000 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    waited += 1;
+                }
+            } else if limit != u64::MAX && sent + chunk.len() as u64 > limit {
+                // Up to the limit now, the rest once released.
+                let rest = chunk.split_off((limit - sent) as usize);
+                queue.push(rest);
+            }
+            sent += chunk.len() as u64;
+            Some((Ok(chunk), (stream, hold, sent, queue)))
+        },
+    )
 }

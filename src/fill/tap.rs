@@ -1,0 +1,353 @@
+//! A fill's pack passed through to clients while it arrives, so that the very first clone of a
+//! repository costs about what cloning upstream directly costs.
+//!
+//! A fill started by a request carries a [`Tap`]. It publishes upstream's ref listing as soon
+//! as it is known (the ref advertisement can be answered from it before the pack is stored),
+//! and hands every received pack byte to its subscribers. A client that wants exactly what the
+//! fill fetches (a clone of everything) subscribes and gets upstream's pack byte for byte: the
+//! same bytes that are stored.
+//!
+//! Memory stays bounded:
+//! - the bytes received so far are kept only while the pack is young ([`JOIN_WINDOW`]); a
+//!   client that comes later waits for the fill and is served from the store;
+//! - each subscriber has a bounded queue; one that falls behind is dropped from the broadcast
+//!   and reads the rest of the pack from the store once the pack is there.
+
+use super::fetch::Listing;
+use crate::store::DynStore;
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
+
+/// Bytes of a pack kept for subscribers that join after it started.
+pub const JOIN_WINDOW: usize = 32 << 20;
+/// Bytes handed to subscribers at a time.
+const CHUNK_BYTES: usize = 256 << 10;
+/// Chunks a subscriber may have queued before it is left to catch up from the store.
+const QUEUED_CHUNKS: usize = 64;
+/// Reads of a subscriber catching up from the store.
+const CATCH_UP_BYTES: u64 = 8 << 20;
+
+/// Where the pack is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Bytes are arriving.
+    Receiving,
+    /// The whole pack arrived (its trailer checked): so many bytes.
+    Received(u64),
+    /// The pack is in the store under `key`.
+    Stored { key: String, size: u64 },
+    /// The fill failed or ended without a pack.
+    Failed(Arc<str>),
+}
+
+struct Broadcast {
+    /// Every byte emitted so far, while subscribers may still join.
+    prefix: Option<Vec<Bytes>>,
+    prefix_bytes: usize,
+    /// Received, not yet emitted.
+    pending: BytesMut,
+    subscribers: Vec<mpsc::Sender<Bytes>>,
+    total: u64,
+}
+
+pub struct Tap {
+    store: DynStore,
+    listing: watch::Sender<Option<Arc<Listing>>>,
+    outcome: watch::Sender<Outcome>,
+    state: Mutex<Broadcast>,
+}
+
+impl Tap {
+    pub fn new(store: DynStore) -> Self {
+        Tap {
+            store,
+            listing: watch::Sender::new(None),
+            outcome: watch::Sender::new(Outcome::Receiving),
+            state: Mutex::new(Broadcast {
+                prefix: Some(Vec::new()),
+                prefix_bytes: 0,
+                pending: BytesMut::new(),
+                subscribers: Vec::new(),
+                total: 0,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Broadcast> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Upstream's refs are known.
+    pub fn listed(&self, listing: &Listing) {
+        self.listing.send_replace(Some(Arc::new(listing.clone())));
+    }
+
+    /// Wait for upstream's refs (`None`: the fill ended without listing them).
+    pub async fn listing(&self) -> Option<Arc<Listing>> {
+        let mut rx = self.listing.subscribe();
+        let r = rx.wait_for(Option::is_some).await.ok()?;
+        r.clone()
+    }
+
+    /// Pack bytes arrived (called from the fill's blocking thread).
+    pub fn push(&self, data: &[u8]) {
+        let mut b = self.state();
+        b.pending.extend_from_slice(data);
+        if b.pending.len() >= CHUNK_BYTES {
+            emit(&mut b);
+        }
+    }
+
+    /// The whole pack arrived: subscribers that kept up are done.
+    pub fn received(&self) {
+        let mut b = self.state();
+        emit(&mut b);
+        let total = b.total;
+        self.end(&mut b, Outcome::Received(total));
+    }
+
+    /// The pack is stored under `key`: subscribers that fell behind read the rest from there.
+    pub fn stored(&self, key: &str) {
+        let _b = self.state();
+        let received = match *self.outcome.borrow() {
+            Outcome::Received(size) => Some(size),
+            _ => None,
+        };
+        if let Some(size) = received {
+            self.outcome.send_replace(Outcome::Stored {
+                key: key.to_string(),
+                size,
+            });
+        }
+    }
+
+    /// The fill failed: subscribers end with `why`.
+    pub fn failed(&self, why: &str) {
+        let mut b = self.state();
+        if !matches!(*self.outcome.borrow(), Outcome::Failed(_)) {
+            self.end(&mut b, Outcome::Failed(why.into()));
+        }
+    }
+
+    /// The fill is over: if the pack never got to the store, subscribers still waiting fail.
+    pub fn close(&self) {
+        let mut b = self.state();
+        if matches!(
+            *self.outcome.borrow(),
+            Outcome::Receiving | Outcome::Received(_)
+        ) {
+            self.end(
+                &mut b,
+                Outcome::Failed("the fill ended without storing a pack".into()),
+            );
+        }
+    }
+
+    /// Set the outcome, then let go of the subscribers (so one that sees its queue closed
+    /// finds the outcome set) and of the kept bytes.
+    fn end(&self, b: &mut Broadcast, outcome: Outcome) {
+        self.outcome.send_replace(outcome);
+        b.subscribers.clear();
+        b.prefix = None;
+        b.prefix_bytes = 0;
+    }
+
+    /// Follow the pack from its first byte; `None` once it is too late to join (the pack is
+    /// past [`JOIN_WINDOW`] or no longer arriving).
+    pub fn subscribe(&self, rt: tokio::runtime::Handle) -> Option<Feed> {
+        let mut b = self.state();
+        if *self.outcome.borrow() != Outcome::Receiving {
+            return None;
+        }
+        let prefix: VecDeque<Bytes> = b.prefix.as_ref()?.iter().cloned().collect();
+        let (tx, rx) = mpsc::channel(QUEUED_CHUNKS);
+        b.subscribers.push(tx);
+        Some(Feed {
+            prefix,
+            rx,
+            outcome: self.outcome.subscribe(),
+            sent: 0,
+            store: self.store.clone(),
+            rt,
+        })
+    }
+}
+
+/// Hand the pending bytes to every subscriber; one whose queue is full (or gone) is dropped.
+fn emit(b: &mut Broadcast) {
+    if b.pending.is_empty() {
+        return;
+    }
+    let chunk = b.pending.split().freeze();
+    b.total += chunk.len() as u64;
+    if let Some(prefix) = &mut b.prefix {
+        if b.prefix_bytes + chunk.len() > JOIN_WINDOW {
+            b.prefix = None;
+            b.prefix_bytes = 0;
+        } else {
+            b.prefix_bytes += chunk.len();
+            prefix.push(chunk.clone());
+        }
+    }
+    b.subscribers.retain(|s| s.try_send(chunk.clone()).is_ok());
+}
+
+/// One client's view of a fill's pack: every byte once, in order. Blocking: use it on a
+/// blocking thread.
+pub struct Feed {
+    prefix: VecDeque<Bytes>,
+    rx: mpsc::Receiver<Bytes>,
+    outcome: watch::Receiver<Outcome>,
+    sent: u64,
+    store: DynStore,
+    rt: tokio::runtime::Handle,
+}
+
+impl Feed {
+    /// The next bytes of the pack; `Ok(None)` after its last byte; an error when the fill
+    /// failed.
+    pub fn next_bytes(&mut self) -> io::Result<Option<Bytes>> {
+        let next = match self.prefix.pop_front() {
+            Some(b) => Some(b),
+            None => self.rx.blocking_recv(),
+        };
+        if let Some(b) = next {
+            self.sent += b.len() as u64;
+            return Ok(Some(b));
+        }
+        // Let go: from here on it is the outcome (or the store) that says what comes.
+        let sent = self.sent;
+        let outcome = self
+            .rt
+            .block_on(self.outcome.wait_for(|o| match o {
+                Outcome::Receiving => false,
+                Outcome::Received(total) => *total == sent,
+                Outcome::Stored { .. } | Outcome::Failed(_) => true,
+            }))
+            .map(|o| o.clone())
+            .map_err(|_| io::Error::other("the fill went away"))?;
+        match outcome {
+            Outcome::Received(_) => Ok(None),
+            Outcome::Stored { size, .. } if sent >= size => Ok(None),
+            Outcome::Stored { key, size } => {
+                let len = CATCH_UP_BYTES.min(size - sent);
+                let data = self
+                    .rt
+                    .block_on(self.store.get_range(&key, sent, len))
+                    .map_err(io::Error::other)?;
+                if data.is_empty() {
+                    return Err(io::Error::other(format!("{key} ends early")));
+                }
+                crate::metrics::STORE_RANGE_GETS.inc();
+                self.sent += data.len() as u64;
+                Ok(Some(data))
+            }
+            Outcome::Failed(why) => Err(io::Error::other(why.to_string())),
+            Outcome::Receiving => Err(io::Error::other("the fill went away")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{PutMode, memory::MemoryStore};
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    fn pack(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    fn drain(mut f: Feed) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(b) = f.next_bytes()? {
+            out.extend_from_slice(&b);
+        }
+        Ok(out)
+    }
+
+    /// Subscribers that join early, late, or fall behind all get the same bytes; a joiner
+    /// past the window is refused.
+    #[test]
+    fn every_subscriber_gets_the_whole_pack() {
+        let rt = rt();
+        let store: DynStore = Arc::new(MemoryStore::new());
+        let tap = Arc::new(Tap::new(store.clone()));
+        let data = pack(JOIN_WINDOW + 40 * CHUNK_BYTES + 12_345);
+        let first = tap.subscribe(rt.handle().clone()).expect("joins at once");
+        // A slow reader: never reads until the end, so it overflows its queue.
+        let slow = tap.subscribe(rt.handle().clone()).expect("joins at once");
+        // A reader on its own thread that keeps up.
+        let reader = std::thread::spawn(move || drain(first));
+        let mut joined_late = None;
+        for (i, piece) in data.chunks(100_003).enumerate() {
+            tap.push(piece);
+            if i == 3 {
+                joined_late = tap.subscribe(rt.handle().clone());
+            }
+        }
+        assert!(
+            tap.subscribe(rt.handle().clone()).is_none(),
+            "joined past the window"
+        );
+        let late = joined_late.expect("joins within the window");
+        let late_reader = std::thread::spawn(move || drain(late));
+        tap.received();
+        // The stored pack, for those that fell behind.
+        rt.block_on(store.put("p.pack", Bytes::from(data.clone()), PutMode::Overwrite))
+            .expect("put");
+        tap.stored("p.pack");
+        assert_eq!(reader.join().expect("reader").expect("feed"), data);
+        assert_eq!(late_reader.join().expect("reader").expect("feed"), data);
+        assert_eq!(drain(slow).expect("slow feed"), data);
+    }
+
+    /// A failed fill ends every feed with its reason, also one that fell behind.
+    #[test]
+    fn a_failed_fill_fails_its_feeds() {
+        let rt = rt();
+        let store: DynStore = Arc::new(MemoryStore::new());
+        let tap = Tap::new(store);
+        let feed = tap.subscribe(rt.handle().clone()).expect("joins");
+        let slow = tap.subscribe(rt.handle().clone()).expect("joins");
+        let reader = std::thread::spawn(move || drain(feed));
+        tap.push(&pack(QUEUED_CHUNKS * CHUNK_BYTES * 2));
+        for _ in 0..QUEUED_CHUNKS * 2 + 2 {
+            tap.push(&pack(CHUNK_BYTES));
+        }
+        tap.failed("upstream sent a broken pack");
+        let e = reader.join().expect("reader").expect_err("must fail");
+        assert!(e.to_string().contains("broken pack"), "{e}");
+        let e = drain(slow).expect_err("must fail");
+        assert!(e.to_string().contains("broken pack"), "{e}");
+        // Nothing can join a failed fill; received after a failure changes nothing.
+        assert!(tap.subscribe(rt.handle().clone()).is_none());
+        tap.close();
+        assert!(matches!(*tap.outcome.borrow(), Outcome::Failed(_)));
+    }
+
+    /// A fill that received its pack but never stored it (the store failed) fails feeds that
+    /// still need the store.
+    #[test]
+    fn closing_without_a_stored_pack_fails_laggards() {
+        let rt = rt();
+        let tap = Tap::new(Arc::new(MemoryStore::new()));
+        let slow = tap.subscribe(rt.handle().clone()).expect("joins");
+        for _ in 0..QUEUED_CHUNKS + 4 {
+            tap.push(&pack(CHUNK_BYTES));
+        }
+        tap.received();
+        tap.close();
+        assert!(drain(slow).is_err());
+    }
+}
