@@ -23,8 +23,9 @@ pub const INDEX_CACHE_BYTES: usize = 64 << 20;
 const CHUNK_BYTES: usize = 4 << 20;
 /// Chunks queued for the upload (besides the parts it has in flight).
 const QUEUED_CHUNKS: usize = 2;
-/// Ranged GETs of the second pass: their size, and how many are in flight.
-const READ_WINDOW: u64 = 8 << 20;
+/// Ranged GETs of the second pass (and of followers catching up): their size, and how many
+/// are in flight.
+pub(super) const READ_WINDOW: u64 = 8 << 20;
 const READ_GAP: u64 = 1 << 20;
 const READS_AHEAD: usize = 3;
 
@@ -379,7 +380,7 @@ type Read = JoinHandle<Result<Bytes, StoreError>>;
 
 /// The stored pack for the indexer's second pass: the planned ranges are read in windows of
 /// up to [`READ_WINDOW`] bytes, [`READS_AHEAD`] GETs ahead; anything else by a GET of its own.
-struct StoreSource {
+pub(super) struct StoreSource {
     store: DynStore,
     rt: tokio::runtime::Handle,
     key: String,
@@ -391,7 +392,7 @@ struct StoreSource {
 }
 
 impl StoreSource {
-    fn new(store: DynStore, rt: tokio::runtime::Handle, key: String, size: u64) -> Self {
+    pub(super) fn new(store: DynStore, rt: tokio::runtime::Handle, key: String, size: u64) -> Self {
         StoreSource {
             store,
             rt,

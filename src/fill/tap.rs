@@ -14,6 +14,8 @@
 //!   and reads the rest of the pack from the store once the pack is there.
 
 use super::fetch::Listing;
+use super::inbound::{READ_WINDOW, StoreSource};
+use crate::odb::ingest::PackSource;
 use crate::store::DynStore;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -27,8 +29,6 @@ pub const JOIN_WINDOW: usize = 32 << 20;
 const CHUNK_BYTES: usize = 256 << 10;
 /// Chunks a subscriber may have queued before it is left to catch up from the store.
 const QUEUED_CHUNKS: usize = 64;
-/// Reads of a subscriber catching up from the store.
-const CATCH_UP_BYTES: u64 = 8 << 20;
 
 /// Where the pack is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +172,7 @@ impl Tap {
             sent: 0,
             store: self.store.clone(),
             rt,
+            stored: None,
         })
     }
 }
@@ -204,6 +205,8 @@ pub struct Feed {
     sent: u64,
     store: DynStore,
     rt: tokio::runtime::Handle,
+    /// Reading on from the stored pack (read ahead), once fallen behind.
+    stored: Option<StoreSource>,
 }
 
 impl Feed {
@@ -233,15 +236,19 @@ impl Feed {
             Outcome::Received(_) => Ok(None),
             Outcome::Stored { size, .. } if sent >= size => Ok(None),
             Outcome::Stored { key, size } => {
-                let len = CATCH_UP_BYTES.min(size - sent);
-                let data = self
-                    .rt
-                    .block_on(self.store.get_range(&key, sent, len))
-                    .map_err(io::Error::other)?;
+                let src = self.stored.get_or_insert_with(|| {
+                    let mut src = StoreSource::new(self.store.clone(), self.rt.clone(), key, size);
+                    let windows: Vec<(u64, u64)> = (sent..size)
+                        .step_by(READ_WINDOW as usize)
+                        .map(|s| (s, (s + READ_WINDOW).min(size)))
+                        .collect();
+                    src.plan(&windows);
+                    src
+                });
+                let data = src.read(sent, (sent + READ_WINDOW).min(size))?;
                 if data.is_empty() {
-                    return Err(io::Error::other(format!("{key} ends early")));
+                    return Err(io::Error::other("the stored pack ends early"));
                 }
-                crate::metrics::STORE_RANGE_GETS.inc();
                 self.sent += data.len() as u64;
                 Ok(Some(data))
             }
