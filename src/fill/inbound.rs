@@ -195,28 +195,12 @@ impl Upload {
         let received_in = self.started.elapsed();
         let (s2, key) = (store.clone(), self.key.clone());
         let rt = tokio::runtime::Handle::current();
-        let work = move || {
+        let indexed = tokio::task::spawn_blocking(move || {
             let mut src = StoreSource::new(s2, rt, key, size);
             received.finish(&mut src, INDEX_CACHE_BYTES)
-        };
-        let indexed = if self.tap.is_some() {
-            // Clients followed this pack and may still be indexing theirs: the rest of ours
-            // is background work too, on a thread of its own (a pool thread's priority could
-            // not be raised again).
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            std::thread::Builder::new()
-                .name("goprox-index".into())
-                .spawn(move || {
-                    background_priority();
-                    let _ = tx.send(work());
-                })
-                .map_err(|e| FillError::Internal(e.to_string()))?;
-            rx.await.map_err(|e| FillError::Internal(e.to_string()))
-        } else {
-            tokio::task::spawn_blocking(work)
-                .await
-                .map_err(|e| FillError::Internal(e.to_string()))
-        };
+        })
+        .await
+        .map_err(|e| FillError::Internal(e.to_string()));
         let indexed = match indexed {
             Ok(Ok(i)) => i,
             Ok(Err(e)) => {
