@@ -432,21 +432,14 @@ async fn dispatch(
         Err(e) => return open_error(&target, e),
     };
     match action {
-        Action::InfoRefs { .. } => {
-            let index = match &opened {
-                Opened::Ready(repo) => &repo.index,
-                Opened::Filling(f) => &f.index,
-            };
-            git_body(ADVERTISEMENT, Body::from(info_refs(index, version)))
-        }
+        Action::InfoRefs { .. } => git_body(
+            ADVERTISEMENT,
+            Body::from(info_refs(opened.index(), version)),
+        ),
         Action::UploadPack => match parse_upload(&st, v2, &headers, body) {
             Err(resp) => resp,
             Ok(Parsed::LsRefs(ls)) => {
-                let index = match &opened {
-                    Opened::Ready(repo) => &repo.index,
-                    Opened::Filling(f) => &f.index,
-                };
-                git_body(RESULT, Body::from(advertise::ls_refs(index, &ls)))
+                git_body(RESULT, Body::from(advertise::ls_refs(opened.index(), &ls)))
             }
             Ok(Parsed::Fetch(req, version)) => {
                 let repo = match opened {

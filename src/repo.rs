@@ -111,6 +111,16 @@ pub enum Opened {
     Filling(Filling),
 }
 
+impl Opened {
+    /// The refs to advertise: the stored ones, or upstream's listing while filling.
+    pub fn index(&self) -> &RefIndex {
+        match self {
+            Opened::Ready(repo) => &repo.index,
+            Opened::Filling(f) => &f.index,
+        }
+    }
+}
+
 /// A repository being filled: its refs as upstream listed them (no packs yet), and the fill's
 /// pack as it arrives ([`Tap`]).
 pub struct Filling {

@@ -248,7 +248,8 @@ pub fn receive_through(
     mut sink: PackSink,
     limit: u64,
 ) -> Result<Received, IngestError> {
-    let Some(feed) = sink.tap.as_ref().and_then(|t| t.subscribe(sink.rt.clone())) else {
+    let tap = sink.tap();
+    let Some(feed) = tap.as_ref().and_then(|t| t.subscribe(sink.rt.clone())) else {
         return Err(IngestError::Io(std::io::Error::other(
             "the pack's broadcast started without its indexer",
         )));
@@ -270,7 +271,6 @@ pub fn receive_through(
             r
         })
         .map_err(IngestError::Io)?;
-    let tap = sink.tap();
     let copied = copy_checked(input, &mut sink, limit, &refused).and_then(|()| {
         sink.finish()
             .map_err(|e| IngestError::Io(std::io::Error::other(format!("storing the pack: {e}"))))

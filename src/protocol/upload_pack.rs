@@ -54,6 +54,15 @@ pub fn serve(
     }
 }
 
+/// The object a `want-ref` names (`HEAD` or a full ref name), as hex.
+fn want_ref<'i>(index: &'i crate::refs::RefIndex, name: &str) -> Option<&'i str> {
+    if name == "HEAD" {
+        index.head()
+    } else {
+        index.refs.get(name).map(|r| r.oid.as_str())
+    }
+}
+
 /// What the pack must contain, decided by negotiation.
 struct PackJob {
     wants: Vec<ObjectId>,
@@ -74,12 +83,8 @@ fn negotiate<'r>(
     let mut wants = req.wants.clone();
     let mut wanted_refs = Vec::new();
     for name in &req.want_refs {
-        let hex = if name == "HEAD" {
-            repo.index.head()
-        } else {
-            repo.index.refs.get(name).map(|r| r.oid.as_str())
-        };
-        let hex = hex.ok_or_else(|| Refuse(format!("unknown ref {name}")))?;
+        let hex =
+            want_ref(&repo.index, name).ok_or_else(|| Refuse(format!("unknown ref {name}")))?;
         let oid = ObjectId::from_hex(hex.as_bytes())
             .map_err(|_| Refuse(format!("corrupt ref {name}")))?;
         wants.push(oid);
@@ -450,12 +455,7 @@ pub fn fill_pack_head(
         .collect();
     let mut wanted_refs = Vec::new();
     for name in &req.want_refs {
-        let hex = if name == "HEAD" {
-            index.head()
-        } else {
-            index.refs.get(name).map(|r| r.oid.as_str())
-        };
-        wanted_refs.push((oid(hex?)?, name));
+        wanted_refs.push((oid(want_ref(index, name)?)?, name));
     }
     let wants: BTreeSet<ObjectId> = req
         .wants
