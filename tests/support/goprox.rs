@@ -34,6 +34,8 @@ pub struct Store {
     s3_config: Option<aws_sdk_s3::Config>,
     _dir: Option<TempDir>,
     _seaweed: Option<Arc<Seaweed>>,
+    /// SeaweedFS's log, for failure messages.
+    weed_log: Option<PathBuf>,
 }
 
 impl Store {
@@ -49,6 +51,7 @@ impl Store {
             s3_config: None,
             _dir: Some(dir),
             _seaweed: None,
+            weed_log: None,
         }
     }
 
@@ -91,6 +94,7 @@ impl Store {
             s3_config: Some(sw.s3_config()),
             _dir: None,
             _seaweed: keep,
+            weed_log: Some(sw.log_path()),
         }
     }
 
@@ -285,7 +289,28 @@ impl Store {
             s3_config: self.s3_config.clone(),
             _dir: None,
             _seaweed: self._seaweed.clone(),
+            weed_log: self.weed_log.clone(),
         }
+    }
+
+    /// For a failure message: the end of SeaweedFS's log, and free disk space (a full disk
+    /// makes SeaweedFS refuse new volumes, and every request then waits).
+    fn diagnostics(&self) -> String {
+        let Some(path) = &self.weed_log else {
+            return String::new();
+        };
+        let weed = std::fs::read_to_string(path).unwrap_or_default();
+        let df = Command::new("df")
+            .arg("-h")
+            .arg(path.parent().unwrap_or(path))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        format!(
+            "\n--- SeaweedFS log ({}) ---\n{}\n--- df ---\n{df}",
+            path.display(),
+            super::tail(&weed, 8_000)
+        )
     }
 }
 
@@ -377,8 +402,9 @@ impl Goprox {
                     let _ = child.kill();
                     let _ = child.wait();
                     panic!(
-                        "goprox not ready (GET /healthz) within 30 s: {what}\n--- goprox log ---\n{}",
-                        super::tail(&std::fs::read_to_string(&log).unwrap_or_default(), 20_000)
+                        "goprox not ready (GET /healthz) within 30 s: {what}\n--- goprox log ---\n{}{}",
+                        super::tail(&std::fs::read_to_string(&log).unwrap_or_default(), 20_000),
+                        store.diagnostics()
                     );
                 }
                 std::thread::sleep(Duration::from_millis(50));

@@ -295,6 +295,11 @@ impl Seaweed {
     }
 
     /// The last ~4 KiB of the server's log.
+    /// Where `weed` writes its output.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("weed.log")
+    }
+
     pub fn log_tail(&self) -> String {
         let log = fs::read(self.dir.join("weed.log")).unwrap_or_default();
         let start = log.len().saturating_sub(4096);
