@@ -729,6 +729,8 @@ async fn mirror(a: MirrorArgs) -> anyhow::Result<()> {
         m.bar.inc(1);
     }
     m.bar.finish_and_clear();
+    // Bitmaps of what was just filled are built in the background: wait for them.
+    m.repos.finish_background().await;
 
     let (mut n_filled, mut n_present, mut n_refused, mut n_failed) = (0, 0, 0, 0);
     let mut failed = 0;

@@ -52,6 +52,10 @@ pub static PACKS_PASSED_THROUGH: Counter = Counter::new(
     "goprox_packs_passed_through_total",
     "Clones answered with a fill's pack while it arrived from upstream (first clones).",
 );
+pub static BITMAP_ANSWERS: Counter = Counter::new(
+    "goprox_bitmap_answers_total",
+    "Fetches whose objects were chosen from reachability bitmaps instead of a history walk.",
+);
 pub static OBJECTS_SERVED: Counter = Counter::new(
     "goprox_objects_served_total",
     "Objects in packs streamed to clients.",
@@ -99,11 +103,12 @@ pub static LEASE_WAITS: Counter = Counter::new(
 );
 
 /// Every unlabelled counter: described and shown (at 0) from the start.
-static COUNTERS: [&Counter; 15] = [
+static COUNTERS: [&Counter; 16] = [
     &HTTP_REQUESTS,
     &REQUEST_ERRORS,
     &PACKS_SERVED,
     &PACKS_PASSED_THROUGH,
+    &BITMAP_ANSWERS,
     &OBJECTS_SERVED,
     &PACK_BYTES_SERVED,
     &STORE_RANGE_GETS,

@@ -33,6 +33,10 @@ pub struct PackEntry {
     /// block cache when a process first opens the pack, so history walks do not miss.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub walk_end: Option<u64>,
+    /// `pack-<name>.bitmap` holds its reachability bitmaps (see `odb::bitmap`); written
+    /// before this is set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bitmap: bool,
 }
 
 impl PackEntry {
@@ -115,6 +119,9 @@ impl Keys {
     pub fn idx(&self, name: &str) -> String {
         format!("{}/packs/pack-{name}.idx", self.base)
     }
+    pub fn bitmap(&self, name: &str) -> String {
+        format!("{}/packs/pack-{name}.bitmap", self.base)
+    }
     /// A generated pack kept for the next identical request (see `odb::pack_cache`), made
     /// from the pack set with [`packset_fingerprint`] `fp`.
     pub fn pack_cache(&self, fp: &str, digest: &str) -> String {
@@ -144,6 +151,8 @@ pub enum KeyKind {
     Pack(String),
     /// `pack-<name>.idx`
     Idx(String),
+    /// `pack-<name>.bitmap`
+    Bitmap(String),
     /// `cache/<fingerprint>-<digest>.pack`: a cached generated pack, with the fingerprint of
     /// the pack set it was made from.
     PackCache(String),
@@ -174,6 +183,8 @@ pub fn parse_key(key: &str) -> Option<(&str, KeyKind)> {
                     KeyKind::Pack(n)
                 } else if let Some(n) = named(".idx") {
                     KeyKind::Idx(n)
+                } else if let Some(n) = named(".bitmap") {
+                    KeyKind::Bitmap(n)
                 } else {
                     KeyKind::Other
                 }

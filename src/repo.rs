@@ -161,6 +161,12 @@ pub struct Repos {
     /// The newest version of each repository this process has opened, and when its ref index
     /// was last read or revalidated.
     opened: Mutex<HashMap<String, (Arc<Repo>, Instant)>>,
+    /// Bitmap builds started after fills ([`Repos::finish_background`] waits for them).
+    background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// One bitmap build at a time: each walks a whole repository's history.
+    bitmap_turn: Arc<tokio::sync::Semaphore>,
+    /// Packs this process has started a bitmap build for (once each).
+    bitmaps_tried: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Repos {
@@ -176,6 +182,9 @@ impl Repos {
             filling: Mutex::new(HashMap::new()),
             negative: Mutex::new(HashMap::new()),
             opened: Mutex::new(HashMap::new()),
+            background: Mutex::new(Vec::new()),
+            bitmap_turn: Arc::new(tokio::sync::Semaphore::new(1)),
+            bitmaps_tried: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -256,7 +265,13 @@ impl Repos {
             None => refs::load(&self.store, &keys).await?,
         };
         match loaded {
-            Some(x) => Ok(Some(self.build(target, x).await?)),
+            Some(x) => {
+                let repo = self.build(target, x).await?;
+                // A repository filled before bitmaps existed (or by an instance that stopped
+                // before building them) gets them now.
+                self.start_bitmaps(target, &repo.index, &repo.etag);
+                Ok(Some(repo))
+            }
             None => Ok(None),
         }
     }
@@ -346,6 +361,9 @@ impl Repos {
             async move {
                 let r = this.filler.fill(&t, follow.then(|| tap2.clone())).await;
                 tap2.close();
+                if let Ok((index, etag)) = &r {
+                    this.start_bitmaps(&t, index, etag);
+                }
                 if let Err(FillError::Fetch(FetchError::NotFound(_))) = &r {
                     this.set_negative(t.root.clone());
                 }
@@ -367,6 +385,114 @@ impl Repos {
         let run = Arc::new(FillRun { tap, done });
         filling.insert(target.root.clone(), run.clone());
         Ok(run)
+    }
+
+    /// After a first fill (or on opening a repository without them): build reachability bitmaps of its pack in the background, store
+    /// them beside it, then mark the pack in the ref index (`If-Match`; the bitmaps are written
+    /// before the ref index names them). Only a repository of one pack holding the closure of
+    /// its refs gets them; anything else is served by walking, as before.
+    fn start_bitmaps(self: &Arc<Self>, target: &Target, index: &RefIndex, etag: &ETag) {
+        if !index.closed || index.packs.len() != 1 || index.packs.iter().any(|p| p.bitmap) {
+            return;
+        }
+        if !lock(&self.bitmaps_tried).insert(index.packs[0].name.clone()) {
+            return;
+        }
+        let (this, t, loaded) = (self.clone(), target.clone(), (index.clone(), etag.clone()));
+        let task = tokio::spawn(
+            async move {
+                let _turn = this.bitmap_turn.clone().acquire_owned().await;
+                if let Err(e) = this.build_bitmaps(&t, loaded).await {
+                    tracing::warn!(root = %t.root, error = %e, "no bitmaps for this repository");
+                }
+            }
+            .in_current_span(),
+        );
+        let mut bg = lock(&self.background);
+        bg.retain(|h| !h.is_finished());
+        bg.push(task);
+    }
+
+    /// Wait for background work started by fills (bitmap builds): `goprox mirror` does before
+    /// it exits.
+    pub async fn finish_background(&self) {
+        let tasks: Vec<_> = std::mem::take(&mut *lock(&self.background));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    async fn build_bitmaps(&self, target: &Target, loaded: (RefIndex, ETag)) -> Result<(), String> {
+        let started = Instant::now();
+        let repo = self
+            .build(target, loaded)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(entry) = repo.index.packs.first().cloned() else {
+            return Ok(());
+        };
+        let tips: Vec<ObjectId> = repo
+            .index
+            .refs
+            .values()
+            .filter_map(|r| {
+                ObjectId::from_hex(r.peeled.as_deref().unwrap_or(&r.oid).as_bytes()).ok()
+            })
+            .collect();
+        let odb = repo.odb.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let pack = odb.packs.first().ok_or("no pack")?.clone();
+            let b = crate::odb::bitmap::build(&odb, 0, &tips).map_err(|e| e.to_string())?;
+            Ok::<_, String>(b.map(|b| (b.len(), b.to_bytes(&pack.checksum()))))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let Some((commits, bytes)) = built else {
+            return Err("the pack does not hold the closure of its refs".into());
+        };
+        let keys = Keys::new(&target.root);
+        let size = bytes.len();
+        match self
+            .store
+            .put(
+                &keys.bitmap(&entry.name),
+                bytes.into(),
+                crate::store::PutMode::CreateOnly,
+            )
+            .await
+        {
+            Ok(_) | Err(crate::store::StoreError::PreconditionFailed) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        // Name them in the ref index, unless it moved on without this pack.
+        for _ in 0..4 {
+            let Some((mut index, etag)) = refs::load(&self.store, &keys)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                return Ok(());
+            };
+            let Some(p) = index.packs.iter_mut().find(|p| p.name == entry.name) else {
+                return Ok(());
+            };
+            if p.bitmap {
+                return Ok(());
+            }
+            p.bitmap = true;
+            index.generation += 1;
+            match refs::store(&self.store, &keys, &index, Some(&etag)).await {
+                Ok(etag) => {
+                    tracing::info!(root = %target.root, commits, bytes = size,
+                        ms = started.elapsed().as_millis() as u64, "bitmaps stored");
+                    // This process serves with them from now on (others within `ref_ttl`).
+                    let _ = self.build(target, (index, etag)).await;
+                    return Ok(());
+                }
+                Err(refs::RefsError::Store(crate::store::StoreError::PreconditionFailed)) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Err("the ref index kept changing".into())
     }
 
     fn refresh_due(&self, repo: &Repo) -> bool {
@@ -537,11 +663,12 @@ impl Repos {
         for p in &index.packs {
             packs.push(self.pack(&keys, p).await?);
         }
+        let bitmapped = index.packs.iter().map(|p| p.bitmap).collect();
         let repo = Arc::new(Repo {
             root: target.root.clone(),
             index,
             etag,
-            odb: Arc::new(Odb::new(packs, self.io.clone())),
+            odb: Arc::new(Odb::new(packs, self.io.clone()).with_bitmapped(bitmapped)),
         });
         self.remember(&repo);
         Ok(repo)

@@ -233,6 +233,7 @@ impl Upload {
             size,
             objects,
             walk_end: Some(indexed.walk_end),
+            bitmap: false,
         })
     }
 }

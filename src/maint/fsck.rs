@@ -262,6 +262,7 @@ mod tests {
                 size,
                 objects: 1,
                 walk_end: None,
+                bitmap: false,
             }],
             retired: vec![],
             closed: false,

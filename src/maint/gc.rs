@@ -150,7 +150,7 @@ pub fn plan_repo(
             continue;
         }
         let reason = match kind {
-            KeyKind::Pack(name) | KeyKind::Idx(name) => {
+            KeyKind::Pack(name) | KeyKind::Idx(name) | KeyKind::Bitmap(name) => {
                 if named.contains(name.as_str()) {
                     None
                 } else if let Some(&at) = retired.get(name.as_str()) {
@@ -544,6 +544,7 @@ mod tests {
                     size: 10,
                     objects: 1,
                     walk_end: None,
+                    bitmap: false,
                 })
                 .collect(),
             retired: retired

@@ -358,6 +358,7 @@ mod tests {
                     size: 1000,
                     objects: 10,
                     walk_end: None,
+                    bitmap: false,
                 },
                 PackEntry {
                     checksum: None,
@@ -365,6 +366,7 @@ mod tests {
                     size: 500,
                     objects: 4,
                     walk_end: None,
+                    bitmap: false,
                 },
             ],
             retired: vec![Retired {

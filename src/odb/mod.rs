@@ -4,6 +4,7 @@
 //! Everything here is synchronous and must run on blocking threads (`spawn_blocking`): missing
 //! blocks are fetched from the store through the tokio runtime handle.
 
+pub mod bitmap;
 pub mod cache;
 pub mod delta;
 pub mod delta_encode;
@@ -304,11 +305,52 @@ impl RawEntry {
 pub struct Odb {
     pub packs: Vec<Arc<Pack>>,
     pub io: Arc<Io>,
+    /// Which packs have reachability bitmaps in the store (as the ref index says).
+    bitmapped: Vec<bool>,
 }
 
 impl Odb {
     pub fn new(packs: Vec<Arc<Pack>>, io: Arc<Io>) -> Self {
-        Odb { packs, io }
+        Odb {
+            packs,
+            io,
+            bitmapped: Vec::new(),
+        }
+    }
+
+    /// The same, knowing which packs have bitmaps (parallel to `packs`).
+    pub fn with_bitmapped(mut self, bitmapped: Vec<bool>) -> Self {
+        self.bitmapped = bitmapped;
+        self
+    }
+
+    /// The first pack with bitmaps, and its bitmaps (loaded from the store on first use, on
+    /// the calling thread: never call this on an async worker).
+    pub fn bitmaps(&self) -> Option<(u32, Arc<bitmap::Bitmaps>)> {
+        let i = self.bitmapped.iter().position(|&b| b)?;
+        let pack = self.packs.get(i)?;
+        let got = pack.bitmaps(|| {
+            let key = pack.bitmap_key();
+            let data = match self.io.rt.block_on(self.io.store.get(&key)) {
+                Ok(Some(d)) => d.data,
+                Ok(None) => {
+                    tracing::warn!(key = %key, "bitmaps named by the ref index are missing");
+                    return Ok(None);
+                }
+                Err(e) => {
+                    tracing::warn!(key = %key, error = %e, "cannot load bitmaps");
+                    return Err(());
+                }
+            };
+            match bitmap::Bitmaps::parse(&data, &pack.checksum(), pack.num_objects()) {
+                Ok(b) => Ok(Some(Arc::new(b))),
+                Err(e) => {
+                    tracing::warn!(key = %key, error = %e, "unusable bitmaps");
+                    Ok(None)
+                }
+            }
+        })?;
+        Some((i as u32, got))
     }
 
     pub fn locate(&self, id: &oid) -> Option<Location> {

@@ -20,6 +20,10 @@ pub struct Pack {
     /// every entry; looking each up in the index's order is a cache miss per entry).
     /// `None` for an index without CRCs (version 1).
     crc_in_pack_order: std::sync::OnceLock<Option<Vec<u32>>>,
+    /// Its reachability bitmaps, once loaded (`None` inside: unusable, not asked again).
+    bitmaps: std::sync::OnceLock<Option<Arc<super::bitmap::Bitmaps>>>,
+    /// Held while the bitmaps load: one load however many requests want them.
+    bitmaps_loading: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Pack {
@@ -59,6 +63,8 @@ impl Pack {
             sorted_offsets,
             by_offset,
             crc_in_pack_order: std::sync::OnceLock::new(),
+            bitmaps: std::sync::OnceLock::new(),
+            bitmaps_loading: std::sync::Mutex::new(()),
         })
     }
 
@@ -119,6 +125,61 @@ impl Pack {
                     .copied()
                     .unwrap_or(self.size.saturating_sub(20))
             }
+        }
+    }
+
+    /// Position in pack order of the entry starting at `offset`.
+    pub fn position_of_offset(&self, offset: u64) -> Option<u32> {
+        self.sorted_offsets
+            .binary_search(&offset)
+            .ok()
+            .map(|i| i as u32)
+    }
+
+    /// Start offset and object id of the entry at position `i` in pack order.
+    pub fn entry_at_position(&self, i: u32) -> Option<(u64, ObjectId)> {
+        let offset = *self.sorted_offsets.get(i as usize)?;
+        let k = *self.by_offset.get(i as usize)?;
+        Some((offset, self.idx.oid_at_index(k).to_owned()))
+    }
+
+    /// The pack's trailer checksum, as its index records it.
+    pub fn checksum(&self) -> [u8; 20] {
+        let mut out = [0u8; 20];
+        let c = self.idx.pack_checksum();
+        let b = c.as_bytes();
+        if b.len() == 20 {
+            out.copy_from_slice(b);
+        }
+        out
+    }
+
+    /// The pack's bitmaps: loaded by `load` on first use (`Err`: a transient failure, tried
+    /// again next time; `Ok(None)`: none usable, not tried again).
+    pub fn bitmaps(
+        &self,
+        load: impl FnOnce() -> Result<Option<Arc<super::bitmap::Bitmaps>>, ()>,
+    ) -> Option<Arc<super::bitmap::Bitmaps>> {
+        if let Some(b) = self.bitmaps.get() {
+            return b.clone();
+        }
+        let _one = self
+            .bitmaps_loading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = self.bitmaps.get() {
+            return b.clone();
+        }
+        let loaded = load().ok()?;
+        let _ = self.bitmaps.set(loaded.clone());
+        loaded
+    }
+
+    /// Store key of the pack's bitmaps (beside the pack).
+    pub fn bitmap_key(&self) -> String {
+        match self.key.strip_suffix(".pack") {
+            Some(stem) => format!("{stem}.bitmap"),
+            None => format!("{}.bitmap", self.key),
         }
     }
 

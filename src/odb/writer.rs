@@ -41,6 +41,9 @@ pub struct WriteOptions<'a> {
     pub names: Option<&'a HashMap<ObjectId, u32>>,
     /// Thin pack: the client's objects by name hash, as further delta bases.
     pub client_names: Option<&'a HashMap<u32, Vec<ObjectId>>>,
+    /// Thin pack: (part of) the client's closure from reachability bitmaps. A stored delta
+    /// whose base is in it goes out as it is, as a thin delta.
+    pub client_closure: Option<&'a super::bitmap::ClientClosure>,
 }
 
 impl Default for WriteOptions<'_> {
@@ -50,6 +53,7 @@ impl Default for WriteOptions<'_> {
             thin_bases: None,
             names: None,
             client_names: None,
+            client_closure: None,
         }
     }
 }
@@ -309,7 +313,8 @@ pub fn write_pack(
                             let b = odb.base_location(l, &e.header).ok()??;
                             let base_id = odb.oid_at(b)?;
                             let kept = in_pack.contains(&base_id)
-                                || opts.thin_bases.is_some_and(|t| t.contains(&base_id));
+                                || opts.thin_bases.is_some_and(|t| t.contains(&base_id))
+                                || opts.client_closure.is_some_and(|c| c.contains(odb, b));
                             (!kept).then_some(b)
                         })
                         .collect();
@@ -329,7 +334,12 @@ pub fn write_pack(
             Header::OfsDelta { .. } => {
                 let base = odb.base_location(loc, &e.header)?;
                 let thin = match base {
-                    Some(b) if !written_at.contains_key(&b) => thin_base(odb.oid_at(b)),
+                    Some(b) if !written_at.contains_key(&b) => {
+                        let id = odb.oid_at(b);
+                        thin_base(id).or_else(|| {
+                            id.filter(|_| opts.client_closure.is_some_and(|c| c.contains(odb, b)))
+                        })
+                    }
                     _ => None,
                 };
                 if let Some(base_id) = thin {
@@ -362,7 +372,11 @@ pub fn write_pack(
                 if in_pack.contains(&base_id) {
                     buf.extend_from_slice(&e.raw[..e.header_len]);
                     stats.reused_deltas += 1;
-                } else if thin_base(Some(base_id)).is_some() {
+                } else if thin_base(Some(base_id)).is_some()
+                    || opts
+                        .client_closure
+                        .is_some_and(|c| c.contains_id(odb, &base_id))
+                {
                     buf.extend_from_slice(&e.raw[..e.header_len]);
                     stats.thin_deltas += 1;
                 } else {

@@ -5,6 +5,7 @@ use super::pktline::{err_line, write_delim, write_flush, write_line, write_unter
 use super::request::FetchRequest;
 use super::sideband::Sideband;
 use crate::metrics;
+use crate::odb::bitmap::ClientClosure;
 use crate::odb::walk::{Deepen, Filter, PackPlan, ShallowOutcome, Walker};
 use crate::odb::{OdbError, pack_cache, writer};
 use crate::repo::Repo;
@@ -612,16 +613,50 @@ fn send_pack(
         }
     }
     let started = Instant::now();
-    let plan = PackPlan {
-        wants: &wants,
-        haves: &haves,
-        grafts: Some(&job.shallow.grafts),
-        include_tags: &tags,
-        filter: job.filter,
+    // A thin fetch by a client with whole history (no shallow, no deepening, no filter) is
+    // answered from bitmaps when they cover it: no walk, and every stored delta whose base
+    // the client has goes out as it is.
+    let whole_history = thin
+        && !haves.is_empty()
+        && !req.deepens()
+        && job.shallow.grafts.is_empty()
+        && job.shallow.extra_wants.is_empty();
+    let bitmaps = whole_history.then(|| odb.bitmaps()).flatten();
+    let selected = match &bitmaps {
+        Some((pack, b)) => match crate::odb::bitmap::select(odb, *pack, b, &wants, &haves, &tags) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(repo = %repo.root, error = %e, "bitmaps could not answer; walking");
+                None
+            }
+        },
+        None => None,
     };
-    let result = walker
-        .objects_to_send(&plan)
-        .and_then(|ids| writer::plan(odb, &ids));
+    let by_bitmaps = selected.is_some();
+    let (result, closure) = match selected {
+        Some(sel) => {
+            metrics::BITMAP_ANSWERS.inc();
+            (Ok(sel.entries), Some(sel.client))
+        }
+        None => {
+            let plan = PackPlan {
+                wants: &wants,
+                haves: &haves,
+                grafts: Some(&job.shallow.grafts),
+                include_tags: &tags,
+                filter: job.filter,
+            };
+            let result = walker
+                .objects_to_send(&plan)
+                .and_then(|ids| writer::plan(odb, &ids));
+            // What the client has, from bitmaps: stored deltas against any of it can go out
+            // as they are.
+            let closure = bitmaps
+                .as_ref()
+                .and_then(|(pack, b)| ClientClosure::of(odb, *pack, b, &haves));
+            (result, closure)
+        }
+    };
     let entries = match result {
         Ok(e) => e,
         Err(e) => {
@@ -638,6 +673,7 @@ fn send_pack(
         thin_bases: thin.then_some(&walker.client_has),
         names: Some(&walker.names),
         client_names: thin.then_some(&walker.client_names),
+        client_closure: closure.as_ref(),
     };
     let mut tee = pack_cache::Tee::new(&mut sb);
     let written = writer::write_pack(odb, &entries, opts, &mut tee);
@@ -651,7 +687,7 @@ fn send_pack(
             tracing::info!(repo = %repo.root, objects = stats.objects, bytes = stats.bytes,
                 reused = stats.reused, reused_deltas = stats.reused_deltas, thin_deltas = stats.thin_deltas,
                 recompressed = stats.recompressed, new_deltas = stats.new_deltas,
-                ms = cost.as_millis() as u64, "pack sent");
+                bitmaps = by_bitmaps, ms = cost.as_millis() as u64, "pack sent");
             if let Some(copy) = copy
                 && cost >= odb.io.pack_cache_min_cost
             {

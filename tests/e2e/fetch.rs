@@ -57,8 +57,15 @@ struct Counts {
 /// Mirror-clone `url`, rewind, fetch again with `fetch.unpackLimit=1` (the pack is kept and
 /// index-pack reports how many objects it holds; counting loose objects after unpack-objects
 /// would only count the *new* ones, however many the server sent).
-fn rewind_and_fetch(g: &GitEnv, proto: u8, url: &str, dir: &Path) -> Counts {
+fn rewind_and_fetch(
+    g: &GitEnv,
+    proto: u8,
+    url: &str,
+    dir: &Path,
+    before_fetch: &dyn Fn(),
+) -> Counts {
     g.clone(proto, url, dir, &["--mirror"]);
+    before_fetch();
     let full = reachable(g, dir);
     rewind(g, dir);
     let before = reachable(g, dir);
@@ -100,9 +107,25 @@ fn incremental(kind: StoreKind, proto: u8) {
         proto,
         &format!("{}/rich", h.up.url()),
         &h.tmp.join("from-upstream"),
+        &|| {},
     );
     let dir = h.tmp.join("through-goprox");
-    let gp = rewind_and_fetch(g, proto, &h.url("example.test/rich"), &dir);
+    // The clone filled the repository; its bitmaps are built in the background. The fetch
+    // waits for them, so it is answered from them (a fetch with haves, thin, whole history).
+    let gp_ref = &h.gp;
+    let gp = rewind_and_fetch(g, proto, &h.url("example.test/rich"), &dir, &|| {
+        assert!(
+            gp_ref.wait_log("bitmaps stored", std::time::Duration::from_secs(60)),
+            "no bitmaps within 60 s:\n{}",
+            gp_ref.log_text()
+        );
+    });
+    let log = h.gp.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("pack sent") && l.contains("bitmaps=true")),
+        "the incremental fetch was not answered from bitmaps:\n{log}"
+    );
     eprintln!("incremental fetch v{proto}: goprox {gp:?}; upstream {up:?}");
     assert_eq!(gp.full, up.full, "full mirror clone object counts differ");
     assert_eq!(
