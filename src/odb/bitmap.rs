@@ -173,11 +173,43 @@ impl Bitmaps {
 struct Positions<'a> {
     odb: &'a Odb,
     pack: u32,
+    /// Every object's position, for a build (which looks up every entry of every tree it
+    /// walks); without it, the index is searched.
+    all: Option<gix_hashtable::HashMap<ObjectId, u32>>,
 }
 
-impl Positions<'_> {
+impl<'a> Positions<'a> {
+    fn new(odb: &'a Odb, pack: u32) -> Self {
+        Positions {
+            odb,
+            pack,
+            all: None,
+        }
+    }
+
+    /// With every position in a hash table (about 40 bytes per object).
+    fn with_table(odb: &'a Odb, pack: u32) -> Self {
+        let all = odb.packs.get(pack as usize).map(|p| {
+            let n = p.num_objects();
+            let mut m = gix_hashtable::HashMap::with_capacity_and_hasher(
+                n as usize,
+                Default::default(),
+            );
+            for i in 0..n {
+                if let Some((_, id)) = p.entry_at_position(i) {
+                    m.insert(id, i);
+                }
+            }
+            m
+        });
+        Positions { odb, pack, all }
+    }
+
     /// `None`: the object is not in the pack.
     fn of(&self, id: &oid) -> Option<u32> {
+        if let Some(m) = &self.all {
+            return m.get(id).copied();
+        }
         let p = self.odb.packs.get(self.pack as usize)?;
         p.position_of_offset(p.offset_of(id)?)
     }
@@ -202,10 +234,10 @@ enum Extended {
 }
 
 impl<'a> Closer<'a> {
-    fn new(odb: &'a Odb, pack: u32) -> Self {
+    fn new(odb: &'a Odb, pos: Positions<'a>) -> Self {
         Closer {
             odb,
-            pos: Positions { odb, pack },
+            pos,
             walker: super::walk::Walker::new(odb),
             recent: lru::LruCache::new(
                 std::num::NonZeroUsize::new(32).unwrap_or(std::num::NonZeroUsize::MIN),
@@ -275,7 +307,7 @@ impl<'a> Closer<'a> {
 /// tips that are not commits are skipped). `Ok(None)` when the pack does not hold the whole
 /// closure of every tip (bitmaps of a pack must not depend on other packs).
 pub fn build(odb: &Odb, pack: u32, tips: &[ObjectId]) -> Result<Option<Bitmaps>> {
-    let mut closer = Closer::new(odb, pack);
+    let mut closer = Closer::new(odb, Positions::with_table(odb, pack));
     let mut commits: Vec<(i64, ObjectId)> = Vec::new();
     for t in tips {
         if let Some(c) = closer.walker.peel_commit(t)? {
@@ -330,7 +362,7 @@ pub fn closure_of(
     bitmaps: &Bitmaps,
     commits: &[ObjectId],
 ) -> Result<Option<RoaringBitmap>> {
-    let mut closer = Closer::new(odb, pack);
+    let mut closer = Closer::new(odb, Positions::new(odb, pack));
     let mut set = RoaringBitmap::new();
     match closer.extend(bitmaps, commits, &mut set, REQUEST_WALK_BUDGET)? {
         Extended::Done(_) => Ok(Some(set)),
@@ -481,7 +513,7 @@ pub fn select(
     haves: &[ObjectId],
     include_tags: &[(ObjectId, ObjectId)],
 ) -> Result<Option<Selection>> {
-    let pos = Positions { odb, pack };
+    let pos = Positions::new(odb, pack);
     let mut walker = super::walk::Walker::new(odb);
     let mut want_commits = Vec::new();
     let mut want_trees = Vec::new();
