@@ -71,6 +71,15 @@ start_goprox bench
 t0="$(now)"; "${CLIENT[@]}" git -c protocol.version=2 clone -q --bare "http://127.0.0.1:$GP_PORT/example.test/big" "$WORK/c1"; t1="$(now)"
 FILL_T="$(secs "$t1 - $t0")"; FILL_HWM="$(hwm_kib "$GP_PID")"; FILL_REQS="$(s3reqs)"
 rm -rf "$WORK/c1"
+# The fill's bitmaps are built in the background after it: wait for them (bounded), so that no
+# later measurement runs beside the build.
+for _ in $(seq 1 600); do
+  grep -q "bitmaps stored\|no bitmaps" "$WORK/goprox-bench.log" && break
+  sleep 0.2
+done
+BITMAPS="$(grep -o 'bitmaps stored.*\|no bitmaps.*' "$WORK/goprox-bench.log" | head -1 | sed 's/\x1b\[[0-9;]*m//g')"
+BITMAP_HWM="$(hwm_kib "$GP_PID")"
+echo "   $BITMAPS (peak RSS so far $((BITMAP_HWM / 1024)) MiB)"
 t0="$(now)"; "${CLIENT[@]}" git -c protocol.version=2 clone -q --bare "$UP" "$WORK/c2"; t1="$(now)"
 DIRECT_T="$(secs "$t1 - $t0")"
 rm -rf "$WORK/c2"
@@ -126,5 +135,6 @@ echo
 echo "repository: $OBJECTS objects, $REFS refs, pack $((PACK_BYTES >> 20)) MiB; $(nproc) cores; S3 delay ${S3_DELAY_MS:-0} ms"
 printf 'fill: first clone through an empty bucket %.2fs, cloning upstream directly %.2fs (%.2fx); fill peak RSS %d MiB; %s S3 requests\n' \
   "$FILL_T" "$DIRECT_T" "$(secs "$FILL_T / $DIRECT_T")" "$((FILL_HWM / 1024))" "$FILL_REQS"
+echo "bitmaps after the fill: $BITMAPS; peak RSS up to then $((BITMAP_HWM / 1024)) MiB"
 row "" "upstream" "gp cold" "gp warm" "ratio" "up CPU" "gp CPU" "gp RSS" "S3 c/w" "gp cached"
 for l in "${OUT[@]}"; do echo "$l"; done

@@ -18,6 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
+/// Cache budget of a bitmap build (blocks, objects and commits it reads).
+const BITMAP_CACHE_BYTES: usize = 64 << 20;
+
 /// A repository as of one version of its ref index.
 pub struct Repo {
     pub root: String,
@@ -424,29 +427,54 @@ impl Repos {
 
     async fn build_bitmaps(&self, target: &Target, loaded: (RefIndex, ETag)) -> Result<(), String> {
         let started = Instant::now();
-        let repo = self
-            .build(target, loaded)
-            .await
-            .map_err(|e| e.to_string())?;
-        let Some(entry) = repo.index.packs.first().cloned() else {
+        let (index, _) = loaded;
+        let Some(entry) = index.packs.first().cloned() else {
             return Ok(());
         };
-        let tips: Vec<ObjectId> = repo
-            .index
+        // Opened without warming the shared block cache (the build reads through its own).
+        let pack = self
+            .pack(&Keys::new(&target.root), &entry, false)
+            .await
+            .map_err(|e| e.to_string())?;
+        let tips: Vec<ObjectId> = index
             .refs
             .values()
             .filter_map(|r| {
                 ObjectId::from_hex(r.peeled.as_deref().unwrap_or(&r.oid).as_bytes()).ok()
             })
             .collect();
-        let odb = repo.odb.clone();
-        let built = tokio::task::spawn_blocking(move || {
-            let pack = odb.packs.first().ok_or("no pack")?.clone();
-            let b = crate::odb::bitmap::build(&odb, 0, &tips).map_err(|e| e.to_string())?;
-            Ok::<_, String>(b.map(|b| (b.len(), b.to_bytes(&pack.checksum()))))
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+        // Through caches of its own: a build reads every commit and tree once, which would
+        // only push what requests use out of the shared caches (and grow a process that has
+        // not served anything yet, like `goprox mirror`, to their whole budget).
+        let io = Arc::new(crate::odb::Io::new(
+            self.store.clone(),
+            tokio::runtime::Handle::current(),
+            BITMAP_CACHE_BYTES,
+        ));
+        let odb = Arc::new(Odb::new(vec![pack], io));
+        // Background work on a thread of its own at low priority: a first clone's client is
+        // usually still resolving deltas on the same machine when the fill ends.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("goprox-bitmaps".into())
+            .spawn(move || {
+                crate::fill::inbound::background_priority();
+                // The fill just freed its buffers; glibc keeps them in the arenas of the
+                // threads that used them, where this thread's allocations cannot reuse them.
+                #[cfg(all(target_os = "linux", target_env = "gnu"))]
+                // SAFETY: no arguments but a size; only returns free memory to the system.
+                unsafe {
+                    libc::malloc_trim(0);
+                }
+                let built = (|| {
+                    let pack = odb.packs.first().ok_or("no pack")?.clone();
+                    let b = crate::odb::bitmap::build(&odb, 0, &tips).map_err(|e| e.to_string())?;
+                    Ok::<_, String>(b.map(|b| (b.len(), b.to_bytes(&pack.checksum()))))
+                })();
+                let _ = tx.send(built);
+            })
+            .map_err(|e| e.to_string())?;
+        let built = rx.await.map_err(|e| e.to_string())??;
         let Some((commits, bytes)) = built else {
             return Err("the pack does not hold the closure of its refs".into());
         };
@@ -661,7 +689,7 @@ impl Repos {
         let keys = Keys::new(&target.root);
         let mut packs = Vec::with_capacity(index.packs.len());
         for p in &index.packs {
-            packs.push(self.pack(&keys, p).await?);
+            packs.push(self.pack(&keys, p, true).await?);
         }
         let bitmapped = index.packs.iter().map(|p| p.bitmap).collect();
         let repo = Arc::new(Repo {
@@ -674,7 +702,14 @@ impl Repos {
         Ok(repo)
     }
 
-    async fn pack(&self, keys: &Keys, entry: &PackEntry) -> Result<Arc<Pack>, OpenError> {
+    /// Pack `entry`, its index loaded once per process; with `warm`, a first load also starts
+    /// loading its commits and trees into the block cache.
+    async fn pack(
+        &self,
+        keys: &Keys,
+        entry: &PackEntry,
+        warm: bool,
+    ) -> Result<Arc<Pack>, OpenError> {
         let (name, size) = (entry.name.as_str(), entry.size);
         let key = keys.pack(name);
         let cell = lock(&self.packs).entry(key.clone()).or_default().clone();
@@ -698,7 +733,7 @@ impl Repos {
                 .map_err(|e| OpenError::Pack(idx_key.clone(), e.to_string()))?
                 .map_err(|e| OpenError::Pack(idx_key, e))?;
                 let pack = Arc::new(parsed);
-                if let Some(end) = entry.walk_end {
+                if let Some(end) = entry.walk_end.filter(|_| warm) {
                     self.io.warm(&pack, end);
                 }
                 Ok::<_, OpenError>(pack)

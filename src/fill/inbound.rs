@@ -293,8 +293,10 @@ pub fn receive_through(
 }
 
 /// Let this thread (and the threads it starts) yield the CPU to serving: the indexer of a
-/// followed pack is background work (it catches up from the store when it falls behind).
-fn background_priority() {
+/// followed pack is background work (it catches up from the store when it falls behind), and
+/// so is a bitmap build. Only for threads of their own (never a pool's: the next task would
+/// inherit it).
+pub(crate) fn background_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: plain system calls on the calling thread's own id, no memory is shared.
     unsafe {

@@ -167,6 +167,21 @@ async fn check_pack(
             pack.objects
         ));
     }
+    if pack.bitmap {
+        let key = keys.bitmap(name);
+        match store.get(&key).await? {
+            None => problems.push(format!("bitmaps of pack {name} are missing ({key})")),
+            Some(got) => {
+                let checksum = <[u8; 20]>::try_from(index.pack_checksum().as_bytes())
+                    .map_err(|_| "not a SHA-1 pack".to_string());
+                if let Err(e) = checksum.and_then(|c| {
+                    crate::odb::bitmap::Bitmaps::parse(&got.data, &c, index.num_objects())
+                }) {
+                    problems.push(format!("bitmaps of pack {name} are unusable: {e}"));
+                }
+            }
+        }
+    }
     Ok((Some(index), problems))
 }
 

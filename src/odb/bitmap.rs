@@ -191,10 +191,8 @@ impl<'a> Positions<'a> {
     fn with_table(odb: &'a Odb, pack: u32) -> Self {
         let all = odb.packs.get(pack as usize).map(|p| {
             let n = p.num_objects();
-            let mut m = gix_hashtable::HashMap::with_capacity_and_hasher(
-                n as usize,
-                Default::default(),
-            );
+            let mut m =
+                gix_hashtable::HashMap::with_capacity_and_hasher(n as usize, Default::default());
             for i in 0..n {
                 if let Some((_, id)) = p.entry_at_position(i) {
                     m.insert(id, i);
@@ -215,14 +213,100 @@ impl<'a> Positions<'a> {
     }
 }
 
+/// A set of pack positions being filled by a walk.
+trait Bits: Sized {
+    fn contains(&self, i: u32) -> bool;
+    /// Whether `i` was not in the set yet.
+    fn insert(&mut self, i: u32) -> bool;
+    fn union_with(&mut self, other: &Self);
+    fn count(&self) -> u64;
+    /// The whole set of entry `e`.
+    fn of_entry(bitmaps: &Bitmaps, e: u32, objects: u32) -> Self;
+}
+
+impl Bits for RoaringBitmap {
+    fn contains(&self, i: u32) -> bool {
+        RoaringBitmap::contains(self, i)
+    }
+    fn insert(&mut self, i: u32) -> bool {
+        RoaringBitmap::insert(self, i)
+    }
+    fn union_with(&mut self, other: &Self) {
+        *self |= other;
+    }
+    fn count(&self) -> u64 {
+        self.len()
+    }
+    fn of_entry(bitmaps: &Bitmaps, e: u32, _objects: u32) -> Self {
+        bitmaps.materialize(e)
+    }
+}
+
+/// One bit per object of the pack: what a build fills (an insert is a bit operation, where a
+/// roaring insert into a sorted array moves memory).
+#[derive(Clone)]
+struct Dense(Vec<u64>);
+
+impl Dense {
+    fn new(objects: u32) -> Self {
+        Dense(vec![0; (objects as usize).div_ceil(64)])
+    }
+
+    /// The positions in `self` and not in `base`, compressed.
+    fn minus(&self, base: Option<&Dense>) -> RoaringBitmap {
+        let words = self.0.iter().enumerate().flat_map(|(w, &bits)| {
+            let bits = bits & !base.and_then(|b| b.0.get(w)).copied().unwrap_or(0);
+            (0..64)
+                .filter(move |b| bits & (1u64 << b) != 0)
+                .map(move |b| (w * 64 + b) as u32)
+        });
+        RoaringBitmap::from_sorted_iter(words).unwrap_or_default()
+    }
+}
+
+impl Bits for Dense {
+    fn contains(&self, i: u32) -> bool {
+        self.0
+            .get(i as usize / 64)
+            .is_some_and(|w| w & (1u64 << (i % 64)) != 0)
+    }
+    fn insert(&mut self, i: u32) -> bool {
+        match self.0.get_mut(i as usize / 64) {
+            Some(w) => {
+                let bit = 1u64 << (i % 64);
+                let new = *w & bit == 0;
+                *w |= bit;
+                new
+            }
+            None => false,
+        }
+    }
+    fn union_with(&mut self, other: &Self) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a |= b;
+        }
+    }
+    fn count(&self) -> u64 {
+        self.0.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+    fn of_entry(bitmaps: &Bitmaps, e: u32, objects: u32) -> Self {
+        let mut d = Dense::new(objects);
+        for i in &bitmaps.materialize(e) {
+            d.insert(i);
+        }
+        d
+    }
+}
+
 /// Closures over one pack, made from stored bitmaps plus a walk of what they do not cover
 /// (git's `fill_bitmap_commit`).
-struct Closer<'a> {
+struct Closer<'a, S: Bits> {
     odb: &'a Odb,
     pos: Positions<'a>,
     walker: super::walk::Walker<'a>,
+    objects: u32,
     /// Whole sets of recently used entries: the next tip usually builds on the one just made.
-    recent: lru::LruCache<u32, Arc<RoaringBitmap>>,
+    recent: lru::LruCache<u32, Arc<S>>,
 }
 
 /// How [`Closer::extend`] ended.
@@ -233,23 +317,29 @@ enum Extended {
     Incomplete,
 }
 
-impl<'a> Closer<'a> {
+impl<'a, S: Bits> Closer<'a, S> {
     fn new(odb: &'a Odb, pos: Positions<'a>) -> Self {
+        let objects = odb
+            .packs
+            .get(pos.pack as usize)
+            .map(|p| p.num_objects())
+            .unwrap_or(0);
         Closer {
             odb,
             pos,
             walker: super::walk::Walker::new(odb),
+            objects,
             recent: lru::LruCache::new(
                 std::num::NonZeroUsize::new(32).unwrap_or(std::num::NonZeroUsize::MIN),
             ),
         }
     }
 
-    fn whole(&mut self, bitmaps: &Bitmaps, e: u32) -> Arc<RoaringBitmap> {
+    fn whole(&mut self, bitmaps: &Bitmaps, e: u32) -> Arc<S> {
         if let Some(s) = self.recent.get(&e) {
             return s.clone();
         }
-        let s = Arc::new(bitmaps.materialize(e));
+        let s = Arc::new(S::of_entry(bitmaps, e, self.objects));
         self.recent.put(e, s.clone());
         s
     }
@@ -261,7 +351,7 @@ impl<'a> Closer<'a> {
         &mut self,
         bitmaps: &Bitmaps,
         starts: &[ObjectId],
-        set: &mut RoaringBitmap,
+        set: &mut S,
         mut budget: usize,
     ) -> Result<Extended> {
         let mut base: Option<(u32, u64)> = None;
@@ -278,8 +368,8 @@ impl<'a> Closer<'a> {
             }
             if let Some(&e) = bitmaps.by_commit.get(&c) {
                 let whole = self.whole(bitmaps, e);
-                *set |= &*whole;
-                let len = whole.len();
+                set.union_with(&whole);
+                let len = whole.count();
                 if bitmaps.entries[e as usize].depth < MAX_CHAIN && base.is_none_or(|b| len > b.1) {
                     base = Some((e, len));
                 }
@@ -307,7 +397,7 @@ impl<'a> Closer<'a> {
 /// tips that are not commits are skipped). `Ok(None)` when the pack does not hold the whole
 /// closure of every tip (bitmaps of a pack must not depend on other packs).
 pub fn build(odb: &Odb, pack: u32, tips: &[ObjectId]) -> Result<Option<Bitmaps>> {
-    let mut closer = Closer::new(odb, Positions::with_table(odb, pack));
+    let mut closer: Closer<'_, Dense> = Closer::new(odb, Positions::with_table(odb, pack));
     let mut commits: Vec<(i64, ObjectId)> = Vec::new();
     for t in tips {
         if let Some(c) = closer.walker.peel_commit(t)? {
@@ -322,7 +412,7 @@ pub fn build(odb: &Odb, pack: u32, tips: &[ObjectId]) -> Result<Option<Bitmaps>>
         entries: Vec::new(),
     };
     for &(_, tip) in &commits {
-        let mut set = RoaringBitmap::new();
+        let mut set = Dense::new(closer.objects);
         let base = match closer.extend(&out, &[tip], &mut set, usize::MAX)? {
             Extended::Done(base) => base,
             Extended::Incomplete => return Ok(None),
@@ -331,11 +421,13 @@ pub fn build(odb: &Odb, pack: u32, tips: &[ObjectId]) -> Result<Option<Bitmaps>>
         let (base, depth, mut bits) = match base {
             Some((b, _)) => {
                 let whole = closer.whole(&out, b);
-                let mut add = set.clone();
-                add -= &*whole;
-                (Some(b), out.entries[b as usize].depth + 1, add)
+                (
+                    Some(b),
+                    out.entries[b as usize].depth + 1,
+                    set.minus(Some(&whole)),
+                )
             }
-            None => (None, 0, set.clone()),
+            None => (None, 0, set.minus(None)),
         };
         bits.optimize();
         closer.recent.put(i, Arc::new(set));
@@ -362,7 +454,7 @@ pub fn closure_of(
     bitmaps: &Bitmaps,
     commits: &[ObjectId],
 ) -> Result<Option<RoaringBitmap>> {
-    let mut closer = Closer::new(odb, Positions::new(odb, pack));
+    let mut closer: Closer<'_, RoaringBitmap> = Closer::new(odb, Positions::new(odb, pack));
     let mut set = RoaringBitmap::new();
     match closer.extend(bitmaps, commits, &mut set, REQUEST_WALK_BUDGET)? {
         Extended::Done(_) => Ok(Some(set)),
@@ -372,12 +464,7 @@ pub fn closure_of(
 
 /// Add `tree` and everything under it to `set`, skipping subtrees already in it. `Ok(false)`:
 /// an object is not in the pack.
-fn add_tree(
-    odb: &Odb,
-    pos: &Positions<'_>,
-    tree: ObjectId,
-    set: &mut RoaringBitmap,
-) -> Result<bool> {
+fn add_tree<S: Bits>(odb: &Odb, pos: &Positions<'_>, tree: ObjectId, set: &mut S) -> Result<bool> {
     let mut stack = vec![tree];
     while let Some(t) = stack.pop() {
         let Some(p) = pos.of(&t) else {
