@@ -41,6 +41,13 @@ GPC="http://127.0.0.1:$GP_PORT/example.test/big"
 UP="http://127.0.0.1:$UP_PORT/big"
 # Fill first.
 git -c protocol.version=2 ls-remote "$GP" >/dev/null
+# Its bitmaps are built in the background: wait for them (bounded), so that no request runs
+# beside the build.
+for _ in $(seq 1 600); do
+  grep -q "bitmaps stored\|no bitmaps" "$WORK/goprox-bytes.log" && break
+  sleep 0.2
+done
+grep -o 'bitmaps stored.*\|no bitmaps.*' "$WORK/goprox-bytes.log" | head -1 | sed 's/\x1b\[[0-9;]*m//g' || true
 
 printf '%-28s %9s %12s %8s | %9s %12s %8s | %6s %6s | %8s %6s\n' "want $NEW, $OLD" "C objs" "C bytes" "C s" \
   "gp objs" "gp bytes" "gp s" "bytes" "time" "cached s" "time"

@@ -613,24 +613,28 @@ fn send_pack(
         }
     }
     let started = Instant::now();
-    // A thin fetch by a client with whole history (no shallow, no deepening, no filter) is
-    // answered from bitmaps when they cover it: no walk, and every stored delta whose base
-    // the client has goes out as it is.
-    let whole_history = thin
-        && !haves.is_empty()
+    // A client with its whole history (no shallow boundary, no deepening) and no filter: the
+    // bitmaps know everything it has. Its thin fetches are answered from them (no walk, and
+    // every stored delta whose base it has goes out as it is); any other fetch of it is walked,
+    // and what the walk picked that the client has (deep in its history, where the walk does
+    // not look) is left out.
+    let whole_history = !haves.is_empty()
         && !req.deepens()
         && job.shallow.grafts.is_empty()
-        && job.shallow.extra_wants.is_empty();
+        && job.shallow.extra_wants.is_empty()
+        && job.filter.is_none();
     let bitmaps = whole_history.then(|| odb.bitmaps()).flatten();
     let selected = match &bitmaps {
-        Some((pack, b)) => match crate::odb::bitmap::select(odb, *pack, b, &wants, &haves, &tags) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(repo = %repo.root, error = %e, "bitmaps could not answer; walking");
-                None
+        Some((pack, b)) if thin => {
+            match crate::odb::bitmap::select(odb, *pack, b, &wants, &haves, &tags) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(repo = %repo.root, error = %e, "bitmaps could not answer; walking");
+                    None
+                }
             }
-        },
-        None => None,
+        }
+        _ => None,
     };
     let by_bitmaps = selected.is_some();
     let (result, closure) = match selected {
@@ -646,14 +650,18 @@ fn send_pack(
                 include_tags: &tags,
                 filter: job.filter,
             };
-            let result = walker
-                .objects_to_send(&plan)
-                .and_then(|ids| writer::plan(odb, &ids));
-            // What the client has, from bitmaps: stored deltas against any of it can go out
-            // as they are.
             let closure = bitmaps
                 .as_ref()
                 .and_then(|(pack, b)| ClientClosure::of(odb, *pack, b, &haves));
+            let result = walker
+                .objects_to_send(&plan)
+                .and_then(|ids| writer::plan(odb, &ids))
+                .map(|mut entries| {
+                    if let Some(c) = &closure {
+                        entries.retain(|(loc, _)| !c.contains(odb, *loc));
+                    }
+                    entries
+                });
             (result, closure)
         }
     };
@@ -673,7 +681,8 @@ fn send_pack(
         thin_bases: thin.then_some(&walker.client_has),
         names: Some(&walker.names),
         client_names: thin.then_some(&walker.client_names),
-        client_closure: closure.as_ref(),
+        // Thin deltas only when the client allows them.
+        client_closure: closure.as_ref().filter(|_| thin),
     };
     let mut tee = pack_cache::Tee::new(&mut sb);
     let written = writer::write_pack(odb, &entries, opts, &mut tee);
