@@ -573,7 +573,11 @@ impl Mirrorer {
             refresh_after: Duration::MAX,
             ..Default::default()
         };
-        let repos = Arc::new(Repos::new(store.clone(), io, filler).with_policy(policy));
+        let repos = Arc::new(
+            Repos::new(store.clone(), io, filler)
+                .with_policy(policy)
+                .without_warming(),
+        );
         Ok(Mirrorer {
             store,
             resolver,

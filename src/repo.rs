@@ -170,6 +170,8 @@ pub struct Repos {
     bitmap_turn: Arc<tokio::sync::Semaphore>,
     /// Packs this process has started a bitmap build for (once each).
     bitmaps_tried: Mutex<std::collections::HashSet<String>>,
+    /// Load a newly opened pack's commits and trees into the block cache (for serving).
+    warm: bool,
 }
 
 impl Repos {
@@ -188,11 +190,18 @@ impl Repos {
             background: Mutex::new(Vec::new()),
             bitmap_turn: Arc::new(tokio::sync::Semaphore::new(1)),
             bitmaps_tried: Mutex::new(std::collections::HashSet::new()),
+            warm: true,
         }
     }
 
     pub fn with_policy(mut self, policy: RefreshPolicy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// Do not warm the block cache when a pack is opened (a process that does not serve).
+    pub fn without_warming(mut self) -> Self {
+        self.warm = false;
         self
     }
 
@@ -451,6 +460,16 @@ impl Repos {
             tokio::runtime::Handle::current(),
             BITMAP_CACHE_BYTES,
         ));
+        // Its commits and trees, in a few large GETs (most of the cache), instead of one block
+        // miss after another as the walk goes.
+        if let Some(end) = entry.walk_end {
+            io.warm_up_to(
+                &pack,
+                end,
+                (BITMAP_CACHE_BYTES / 4 * 3 - (8 << 20)) as u64,
+                2,
+            );
+        }
         let odb = Arc::new(Odb::new(vec![pack], io));
         // Background work on a thread of its own at low priority: a first clone's client is
         // usually still resolving deltas on the same machine when the fill ends.
@@ -689,7 +708,7 @@ impl Repos {
         let keys = Keys::new(&target.root);
         let mut packs = Vec::with_capacity(index.packs.len());
         for p in &index.packs {
-            packs.push(self.pack(&keys, p, true).await?);
+            packs.push(self.pack(&keys, p, self.warm).await?);
         }
         let bitmapped = index.packs.iter().map(|p| p.bitmap).collect();
         let repo = Arc::new(Repo {

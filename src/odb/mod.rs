@@ -108,7 +108,23 @@ impl Io {
     /// time, at most half the block budget: a new process's first history walk then does not
     /// wait for one block at a time.
     pub fn warm(self: &Arc<Self>, pack: &Arc<pack::Pack>, end: u64) {
-        let cap = (self.blocks.budget() / 2) as u64;
+        self.warm_up_to(
+            pack,
+            end,
+            (self.blocks.budget() / 2) as u64,
+            PREFETCH_PARALLEL,
+        );
+    }
+
+    /// [`Io::warm`], loading at most `cap` bytes, `parallel` GETs at a time (each buffers
+    /// [`PREFETCH_RUN`] bytes until its blocks are in the cache).
+    pub fn warm_up_to(
+        self: &Arc<Self>,
+        pack: &Arc<pack::Pack>,
+        end: u64,
+        cap: u64,
+        parallel: usize,
+    ) {
         let end = end.min(pack.size.saturating_sub(20)).min(12 + cap);
         if end <= 12 {
             return;
@@ -154,7 +170,7 @@ impl Io {
                         let _ = tx.send(true);
                     }
                 })
-                .buffer_unordered(PREFETCH_PARALLEL)
+                .buffer_unordered(parallel.max(1))
                 .collect::<Vec<()>>()
                 .await;
         });
