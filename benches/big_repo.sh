@@ -73,7 +73,7 @@ FILL_T="$(secs "$t1 - $t0")"; FILL_HWM="$(hwm_kib "$GP_PID")"; FILL_REQS="$(s3re
 rm -rf "$WORK/c1"
 # The fill's bitmaps are built in the background after it: wait for them (bounded), so that no
 # later measurement runs beside the build.
-for _ in $(seq 1 600); do
+for _ in $(seq 1 1500); do
   grep -q "bitmaps stored\|no bitmaps" "$WORK/goprox-bench.log" && break
   sleep 0.2
 done

@@ -576,7 +576,7 @@ impl Mirrorer {
         let repos = Arc::new(
             Repos::new(store.clone(), io, filler)
                 .with_policy(policy)
-                .without_warming(),
+                .for_batch(),
         );
         Ok(Mirrorer {
             store,

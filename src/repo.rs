@@ -170,8 +170,10 @@ pub struct Repos {
     bitmap_turn: Arc<tokio::sync::Semaphore>,
     /// Packs this process has started a bitmap build for (once each).
     bitmaps_tried: Mutex<std::collections::HashSet<String>>,
-    /// Load a newly opened pack's commits and trees into the block cache (for serving).
-    warm: bool,
+    /// Serving clients (not a batch like `goprox mirror`): warm the block cache when a pack is
+    /// opened, and start a bitmap build only after a first clone's client has had time to
+    /// resolve its deltas.
+    serving: bool,
 }
 
 impl Repos {
@@ -190,7 +192,7 @@ impl Repos {
             background: Mutex::new(Vec::new()),
             bitmap_turn: Arc::new(tokio::sync::Semaphore::new(1)),
             bitmaps_tried: Mutex::new(std::collections::HashSet::new()),
-            warm: true,
+            serving: true,
         }
     }
 
@@ -199,9 +201,10 @@ impl Repos {
         self
     }
 
-    /// Do not warm the block cache when a pack is opened (a process that does not serve).
-    pub fn without_warming(mut self) -> Self {
-        self.warm = false;
+    /// For a process that does not serve (`goprox mirror`): packs are opened without warming
+    /// the block cache, and bitmaps are built at once.
+    pub fn for_batch(mut self) -> Self {
+        self.serving = false;
         self
     }
 
@@ -411,8 +414,17 @@ impl Repos {
             return;
         }
         let (this, t, loaded) = (self.clone(), target.clone(), (index.clone(), etag.clone()));
+        // The client of a first clone resolves the pack's deltas after the fill has stored
+        // it, with every core it has: on a shared machine, the build (CPU-bound, even at low
+        // priority) would slow it down. About 1 s per 10 MB of pack, at most a minute.
+        let delay = if self.serving {
+            Duration::from_millis((index.packs[0].size / 10_000).min(60_000))
+        } else {
+            Duration::ZERO
+        };
         let task = tokio::spawn(
             async move {
+                tokio::time::sleep(delay).await;
                 let _turn = this.bitmap_turn.clone().acquire_owned().await;
                 if let Err(e) = this.build_bitmaps(&t, loaded).await {
                     tracing::warn!(root = %t.root, error = %e, "no bitmaps for this repository");
@@ -708,7 +720,7 @@ impl Repos {
         let keys = Keys::new(&target.root);
         let mut packs = Vec::with_capacity(index.packs.len());
         for p in &index.packs {
-            packs.push(self.pack(&keys, p, self.warm).await?);
+            packs.push(self.pack(&keys, p, self.serving).await?);
         }
         let bitmapped = index.packs.iter().map(|p| p.bitmap).collect();
         let repo = Arc::new(Repo {
