@@ -63,11 +63,6 @@ impl Bitmaps {
         self.entries.is_empty()
     }
 
-    /// Whether `commit` has a bitmap.
-    pub fn has(&self, commit: &oid) -> bool {
-        self.by_commit.contains_key(commit)
-    }
-
     /// The closure of `commit` (positions in pack order), if it has a bitmap.
     pub fn closure(&self, commit: &oid) -> Option<RoaringBitmap> {
         self.by_commit.get(commit).map(|&i| self.materialize(i))
