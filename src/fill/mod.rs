@@ -623,7 +623,20 @@ impl Filler {
             closed: false,
             ..old.clone()
         };
-        match refs::store(&self.store, keys, &index, Some(etag)).await {
+        let mut result = refs::store(&self.store, keys, &index, Some(etag)).await;
+        let mut index = index;
+        if let Err(refs::RefsError::Store(StoreError::PreconditionFailed)) = &result
+            && let Some((now, now_etag)) = refs::load(&self.store, keys).await?
+            && same_but_flags(&now, old)
+        {
+            // Only a pack's flags changed meanwhile (bitmaps were named): keep them, and ours.
+            let ours = index.packs.split_off(old.packs.len());
+            index.packs = now.packs.clone();
+            index.packs.extend(ours);
+            index.generation = now.generation + 1;
+            result = refs::store(&self.store, keys, &index, Some(&now_etag)).await;
+        }
+        match result {
             Ok(etag) => {
                 crate::metrics::REFRESHES.inc();
                 tracing::info!(root = %target.root, generation = index.generation, packs = index.packs.len(), "refreshed from upstream");
@@ -641,6 +654,21 @@ impl Filler {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Whether `now` is `old` but for the flags of its packs (their names, order, sizes and every
+/// ref are the same): a change that a refresh of `old` can be re-applied on.
+fn same_but_flags(now: &RefIndex, old: &RefIndex) -> bool {
+    now.refs == old.refs
+        && now.head_symref == old.head_symref
+        && now.head_oid == old.head_oid
+        && now.retired == old.retired
+        && now.packs.len() == old.packs.len()
+        && now
+            .packs
+            .iter()
+            .zip(&old.packs)
+            .all(|(a, b)| a.name == b.name && a.size == b.size && a.objects == b.objects)
 }
 
 /// Await an upstream operation on a blocking thread for at most `total` (the thread itself
@@ -681,6 +709,47 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn a_refresh_reapplies_over_flag_changes_only() {
+        let pack = |name: &str, bitmap: bool| PackEntry {
+            name: name.into(),
+            checksum: None,
+            size: 100,
+            objects: 3,
+            walk_end: None,
+            bitmap,
+        };
+        let old = RefIndex {
+            version: refs::FORMAT_VERSION,
+            generation: 1,
+            root: "example.test/x".into(),
+            upstream: "http://127.0.0.1/x".into(),
+            fetched_at: 5,
+            head_symref: None,
+            head_oid: None,
+            refs: refs(&[("refs/heads/main", "a")]),
+            packs: vec![pack("p1", false)],
+            retired: vec![],
+            closed: true,
+        };
+        let mut bitmapped = old.clone();
+        bitmapped.packs[0].bitmap = true;
+        bitmapped.generation = 2;
+        assert!(same_but_flags(&bitmapped, &old));
+        let mut moved = bitmapped.clone();
+        moved.refs = refs(&[("refs/heads/main", "b")]);
+        assert!(!same_but_flags(&moved, &old), "another refresh moved a ref");
+        let mut more = bitmapped.clone();
+        more.packs.push(pack("p2", false));
+        assert!(!same_but_flags(&more, &old), "another refresh added a pack");
+        let mut merged = bitmapped;
+        merged.packs[0].name = "p3".into();
+        assert!(
+            !same_but_flags(&merged, &old),
+            "compaction replaced the pack"
+        );
     }
 
     #[test]
