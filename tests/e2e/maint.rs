@@ -45,8 +45,21 @@ fn maint(kind: StoreKind) {
     // Fill through goprox.
     h.clone_and_compare(RICH, 2, CloneKind::Mirror);
     h.clone_and_compare(EMPTY, 2, CloneKind::Mirror);
+    // The fill's bitmaps are built in the background: the store is complete once they are
+    // named (fsck checks them from here on; gc keeps them like the pack's index).
+    assert!(
+        h.gp.wait_log("bitmaps stored", std::time::Duration::from_secs(60)),
+        "no bitmaps within 60 s:\n{}",
+        h.gp.log_text()
+    );
     fsck_ok(&h.store, 2);
     let filled = h.store.keys();
+    assert!(
+        filled
+            .iter()
+            .any(|k| k.starts_with(&format!("{RICH}/@git/packs/")) && k.ends_with(".bitmap")),
+        "{filled:#?}"
+    );
     let named_packs: Vec<&String> = filled
         .iter()
         .filter(|k| k.starts_with(&format!("{RICH}/@git/packs/")) && k.ends_with(".pack"))
