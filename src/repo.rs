@@ -284,7 +284,7 @@ impl Repos {
                 let repo = self.build(target, x).await?;
                 // A repository filled before bitmaps existed (or by an instance that stopped
                 // before building them) gets them now.
-                self.start_bitmaps(target, &repo.index, &repo.etag);
+                self.start_bitmaps(target, &repo.index);
                 Ok(Some(repo))
             }
             None => Ok(None),
@@ -376,8 +376,8 @@ impl Repos {
             async move {
                 let r = this.filler.fill(&t, follow.then(|| tap2.clone())).await;
                 tap2.close();
-                if let Ok((index, etag)) = &r {
-                    this.start_bitmaps(&t, index, etag);
+                if let Ok((index, _)) = &r {
+                    this.start_bitmaps(&t, index);
                 }
                 if let Err(FillError::Fetch(FetchError::NotFound(_))) = &r {
                     this.set_negative(t.root.clone());
@@ -402,18 +402,18 @@ impl Repos {
         Ok(run)
     }
 
-    /// After a first fill (or on opening a repository without them): build reachability bitmaps of its pack in the background, store
-    /// them beside it, then mark the pack in the ref index (`If-Match`; the bitmaps are written
-    /// before the ref index names them). Only a repository of one pack holding the closure of
+    /// After a first fill (or on opening a repository without them): build reachability
+    /// bitmaps of its pack in the background, store them beside it, then mark the pack in the
+    /// ref index (`If-Match`; the bitmaps are written before the ref index names them). Only a repository of one pack holding the closure of
     /// its refs gets them; anything else is served by walking, as before.
-    fn start_bitmaps(self: &Arc<Self>, target: &Target, index: &RefIndex, etag: &ETag) {
+    fn start_bitmaps(self: &Arc<Self>, target: &Target, index: &RefIndex) {
         if !index.closed || index.packs.len() != 1 || index.packs.iter().any(|p| p.bitmap) {
             return;
         }
         if !lock(&self.bitmaps_tried).insert(index.packs[0].name.clone()) {
             return;
         }
-        let (this, t, loaded) = (self.clone(), target.clone(), (index.clone(), etag.clone()));
+        let (this, t, index) = (self.clone(), target.clone(), index.clone());
         // The client of a first clone resolves the pack's deltas after the fill has stored
         // it, with every core it has: on a shared machine, the build (CPU-bound, even at low
         // priority) would slow it down. About 1 s per 10 MB of pack, at most a minute.
@@ -426,7 +426,7 @@ impl Repos {
             async move {
                 tokio::time::sleep(delay).await;
                 let _turn = this.bitmap_turn.clone().acquire_owned().await;
-                if let Err(e) = this.build_bitmaps(&t, loaded).await {
+                if let Err(e) = this.build_bitmaps(&t, index).await {
                     tracing::warn!(root = %t.root, error = %e, "no bitmaps for this repository");
                 }
             }
@@ -446,9 +446,8 @@ impl Repos {
         }
     }
 
-    async fn build_bitmaps(&self, target: &Target, loaded: (RefIndex, ETag)) -> Result<(), String> {
+    async fn build_bitmaps(&self, target: &Target, index: RefIndex) -> Result<(), String> {
         let started = Instant::now();
-        let (index, _) = loaded;
         let Some(entry) = index.packs.first().cloned() else {
             return Ok(());
         };

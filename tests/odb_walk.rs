@@ -781,11 +781,13 @@ fn bitmaps_match_git_rev_list() {
     for (wants, haves) in cases {
         let w: Vec<ObjectId> = wants.iter().map(|r| rev(r)).collect();
         let h: Vec<ObjectId> = haves.iter().map(|r| rev(r)).collect();
-        let sel = bitmap::select(&f.odb, 0, &bitmaps, &w, &h, &[])
+        let client = bitmap::ClientClosure::of(&f.odb, 0, &bitmaps, &h).expect("client");
+        assert!(client.exact, "have {haves:?}");
+        let entries = bitmap::select(&f.odb, &bitmaps, &w, &client, &[])
             .expect("select")
             .expect("answerable");
-        let got: BTreeSet<ObjectId> = sel.entries.iter().map(|e| e.1).collect();
-        assert_eq!(got.len(), sel.entries.len(), "no duplicates");
+        let got: BTreeSet<ObjectId> = entries.iter().map(|e| e.1).collect();
+        assert_eq!(got.len(), entries.len(), "no duplicates");
         // What a bitmapped C git sends: the wants' closure minus the haves' (plain
         // `rev-list --objects A --not B` only subtracts the trees of the boundary commits, so
         // for a tag of a tree it sends objects the client has through older history).
@@ -794,19 +796,18 @@ fn bitmaps_match_git_rev_list() {
             .copied()
             .collect();
         assert_eq!(got, expected, "want {wants:?} have {haves:?}");
-        let client = rev_list(&f.dir, haves);
         assert_eq!(
-            ids_at(&f, &sel.client.set),
-            client,
+            ids_at(&f, &client.set),
+            rev_list(&f.dir, haves),
             "client closure of {haves:?}"
         );
         // The pack written from it indexes (thin: against the client's objects).
         let mut thin = Vec::new();
         let opts = writer::WriteOptions {
-            client_closure: Some(&sel.client),
+            client_closure: Some(&client),
             ..Default::default()
         };
-        writer::write_pack(&f.odb, &sel.entries, opts, &mut thin).expect("write");
+        writer::write_pack(&f.odb, &entries, opts, &mut thin).expect("write");
         let dest = f.dir.join(format!(
             "bm-{}",
             wants.join("-").replace(['^', '{', '}', '~'], "_")

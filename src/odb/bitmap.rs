@@ -495,6 +495,9 @@ fn add_tree<S: Bits>(odb: &Odb, pos: &Positions<'_>, tree: ObjectId, set: &mut S
 pub struct ClientClosure {
     pub pack: u32,
     pub set: RoaringBitmap,
+    /// The whole closure of the client's haves (not only part of it): a fetch can then be
+    /// answered from it ([`select`]).
+    pub exact: bool,
 }
 
 impl ClientClosure {
@@ -513,7 +516,11 @@ impl ClientClosure {
             return None;
         }
         if let Ok(Some(set)) = closure_of(odb, pack, bitmaps, &commits) {
-            return Some(ClientClosure { pack, set });
+            return Some(ClientClosure {
+                pack,
+                set,
+                exact: true,
+            });
         }
         let mut set = RoaringBitmap::new();
         let mut seen: std::collections::HashSet<ObjectId> = std::collections::HashSet::new();
@@ -546,7 +553,11 @@ impl ClientClosure {
                 }
             }
         }
-        (!set.is_empty()).then_some(ClientClosure { pack, set })
+        (!set.is_empty()).then_some(ClientClosure {
+            pack,
+            set,
+            exact: false,
+        })
     }
 
     /// Whether the object at `loc` is in the client's closure.
@@ -576,25 +587,22 @@ impl ClientClosure {
     }
 }
 
-/// A fetch answered from bitmaps: what to send, in pack order, and what the client has.
-pub struct Selection {
-    pub entries: Vec<(Location, ObjectId)>,
-    pub client: ClientClosure,
-}
-
-/// The objects a client with the whole history of `haves` lacks for `wants` (commits, trees
-/// or blobs, or annotated tags of them), from the bitmaps of pack `pack`: closure(wants) minus
-/// closure(haves), plus the tags passed through and those of `include_tags` whose object is
-/// sent. `None` when the bitmaps cannot answer exactly (an object outside the pack, a want
-/// that is not a commit, a long walk): the caller walks instead.
+/// The objects a client lacks for `wants` (commits, trees or blobs, or annotated tags of
+/// them), in pack order, from the bitmaps of its pack: closure(wants) minus what the client
+/// has (`client`, which must be exact), plus the tags passed through and those of
+/// `include_tags` whose object is sent. `None` when the bitmaps cannot answer exactly (an
+/// object outside the pack, a long walk): the caller walks instead.
 pub fn select(
     odb: &Odb,
-    pack: u32,
     bitmaps: &Bitmaps,
     wants: &[ObjectId],
-    haves: &[ObjectId],
+    client: &ClientClosure,
     include_tags: &[(ObjectId, ObjectId)],
-) -> Result<Option<Selection>> {
+) -> Result<Option<Vec<(Location, ObjectId)>>> {
+    if !client.exact {
+        return Ok(None);
+    }
+    let pack = client.pack;
     let pos = Positions::new(odb, pack);
     let mut walker = super::walk::Walker::new(odb);
     let mut want_commits = Vec::new();
@@ -615,12 +623,6 @@ pub fn select(
             tags.insert(i);
         }
     }
-    let mut have_commits = Vec::new();
-    for h in haves {
-        if let Some(c) = walker.peel_commit(h)? {
-            have_commits.push(c);
-        }
-    }
     let Some(mut send) = closure_of(odb, pack, bitmaps, &want_commits)? else {
         return Ok(None);
     };
@@ -633,10 +635,7 @@ pub fn select(
             return Ok(None);
         }
     }
-    let Some(has) = closure_of(odb, pack, bitmaps, &have_commits)? else {
-        return Ok(None);
-    };
-    send -= &has;
+    send -= &client.set;
     send |= &tags;
     for (tag, peeled) in include_tags {
         let (Some(t), Some(p)) = (pos.of(tag), pos.of(peeled)) else {
@@ -661,8 +660,5 @@ pub fn select(
         };
         entries.push((Location { pack, offset }, id));
     }
-    Ok(Some(Selection {
-        entries,
-        client: ClientClosure { pack, set: has },
-    }))
+    Ok(Some(entries))
 }

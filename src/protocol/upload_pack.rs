@@ -624,9 +624,12 @@ fn send_pack(
         && job.shallow.extra_wants.is_empty()
         && job.filter.is_none();
     let bitmaps = whole_history.then(|| odb.bitmaps()).flatten();
-    let selected = match &bitmaps {
-        Some((pack, b)) if thin => {
-            match crate::odb::bitmap::select(odb, *pack, b, &wants, &haves, &tags) {
+    let closure = bitmaps
+        .as_ref()
+        .and_then(|(pack, b)| ClientClosure::of(odb, *pack, b, &haves));
+    let selected = match (&bitmaps, &closure) {
+        (Some((_, b)), Some(client)) if thin => {
+            match crate::odb::bitmap::select(odb, b, &wants, client, &tags) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(repo = %repo.root, error = %e, "bitmaps could not answer; walking");
@@ -637,10 +640,10 @@ fn send_pack(
         _ => None,
     };
     let by_bitmaps = selected.is_some();
-    let (result, closure) = match selected {
-        Some(sel) => {
+    let result = match selected {
+        Some(entries) => {
             metrics::BITMAP_ANSWERS.inc();
-            (Ok(sel.entries), Some(sel.client))
+            Ok(entries)
         }
         None => {
             let plan = PackPlan {
@@ -650,10 +653,7 @@ fn send_pack(
                 include_tags: &tags,
                 filter: job.filter,
             };
-            let closure = bitmaps
-                .as_ref()
-                .and_then(|(pack, b)| ClientClosure::of(odb, *pack, b, &haves));
-            let result = walker
+            walker
                 .objects_to_send(&plan)
                 .and_then(|ids| writer::plan(odb, &ids))
                 .map(|mut entries| {
@@ -661,8 +661,7 @@ fn send_pack(
                         entries.retain(|(loc, _)| !c.contains(odb, *loc));
                     }
                     entries
-                });
-            (result, closure)
+                })
         }
     };
     let entries = match result {
