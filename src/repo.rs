@@ -98,7 +98,15 @@ struct FillRun {
 }
 
 impl FillRun {
+    /// Wait for the fill's end, as a request that needs its result (the indexer stops
+    /// yielding to clients that follow the pack).
     async fn wait(&self) -> Result<(RefIndex, ETag), OpenError> {
+        let _waiting = self.tap.waiting();
+        self.ended().await
+    }
+
+    /// The fill's end.
+    async fn ended(&self) -> Result<(RefIndex, ETag), OpenError> {
         self.done
             .clone()
             .await
@@ -135,7 +143,7 @@ pub struct Filling {
 impl Filling {
     /// Follow the fill's pack from its first byte (`None` when it is too late for that).
     pub fn follow(&self) -> Option<Feed> {
-        self.run.tap.subscribe(tokio::runtime::Handle::current())
+        self.run.tap.follow(tokio::runtime::Handle::current())
     }
 
     /// Wait until the fill is over (then open the repository as usual).
@@ -237,7 +245,9 @@ impl Repos {
         };
         tokio::select! {
             biased;
-            done = run.wait() => Ok(Opened::Ready(self.build(target, done?).await?)),
+            // Not yet waiting for the result: only for the refs (or the end, if that comes
+            // first).
+            done = run.ended() => Ok(Opened::Ready(self.build(target, done?).await?)),
             Some(listing) = run.tap.listing() => Ok(Opened::Filling(Filling {
                 index: listed_index(target, &listing),
                 run,
@@ -369,7 +379,10 @@ impl Repos {
         if let Some(run) = filling.get(&target.root) {
             return Ok(run.clone());
         }
-        let tap = Arc::new(Tap::new(self.store.clone()));
+        let tap = Arc::new(Tap::new(
+            self.store.clone(),
+            tokio::runtime::Handle::current(),
+        ));
         let (this, t, tap2) = (self.clone(), target.clone(), tap.clone());
         // Detached, but logged under the request that started it.
         let task = tokio::spawn(

@@ -256,7 +256,7 @@ pub fn receive_through(
         )));
     };
     let refused = Arc::new(AtomicBool::new(false));
-    let r2 = refused.clone();
+    let (r2, tap2) = (refused.clone(), tap.clone());
     let indexer = std::thread::Builder::new()
         .name("goprox-index".into())
         .spawn(move || {
@@ -264,8 +264,16 @@ pub fn receive_through(
             let mut input = FeedRead {
                 feed,
                 current: Bytes::new(),
+                yields_to: tap2,
+                yielded: std::time::Duration::ZERO,
             };
             let r = ingest::receive(&mut input, &mut |_| Ok(()), INDEX_CACHE_BYTES, limit);
+            if !input.yielded.is_zero() {
+                tracing::info!(
+                    secs = input.yielded.as_secs_f64(),
+                    "the indexer yielded to clients following the pack"
+                );
+            }
             if r.is_err() {
                 r2.store(true, Ordering::Release);
             }
@@ -358,15 +366,20 @@ fn copy_checked(
     Ok(())
 }
 
-/// A [`Feed`] as a reader.
+/// A [`Feed`] as a reader; an indexer's yields to the clients of `yields_to`.
 struct FeedRead {
     feed: Feed,
     current: Bytes,
+    yields_to: Option<Arc<Tap>>,
+    yielded: std::time::Duration,
 }
 
 impl std::io::Read for FeedRead {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
+            if let Some(t) = &self.yields_to {
+                t.yield_to_clients(&mut self.yielded);
+            }
             match self.feed.next_bytes()? {
                 Some(b) => self.current = b,
                 None => return Ok(0),
@@ -539,7 +552,7 @@ mod tests {
             .expect("runtime");
         let store: DynStore = Arc::new(MemoryStore::new());
         let keys = Keys::new("example.test/r");
-        let tap = Arc::new(Tap::new(store.clone()));
+        let tap = Arc::new(Tap::new(store.clone(), rt.handle().clone()));
         let (sink, upload) = rt.block_on(async {
             begin(
                 &tokio::runtime::Handle::current(),

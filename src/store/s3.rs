@@ -254,6 +254,12 @@ impl S3Store {
                     .upload_id(upload_id)
                     .part_number(number)
                     .body(ByteStream::from(body))
+                    // A pack's parts are large: hashing each for the signature would cost
+                    // more CPU than the upload. What is stored is checked end to end instead:
+                    // entries against their index's CRC-32 and zlib checksums on every read,
+                    // the whole pack against its trailer when it is indexed.
+                    .customize()
+                    .disable_payload_signing()
                     .send()
                     .await
                     .map_err(|e| backend("UploadPart", full, e))?;
