@@ -611,6 +611,10 @@ fn parse_upload(
     Ok(Parsed::Fetch(req, version))
 }
 
+/// Response chunks (of up to 256 KiB) queued between a pack's writer and the client's
+/// connection.
+const RESPONSE_CHUNKS: usize = 4;
+
 /// Answer a clone with a fill's pack as it arrives ([`upload_pack::pass_through`]).
 fn pass_through(
     req: request::FetchRequest,
@@ -618,7 +622,7 @@ fn pass_through(
     head: Vec<u8>,
     mut feed: crate::fill::tap::Feed,
 ) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let (tx, rx) = tokio::sync::mpsc::channel(RESPONSE_CHUNKS);
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
         let _span = span.enter();
@@ -654,7 +658,7 @@ async fn upload(
     } else {
         st.repos.refresh_for_wants(target, repo, &missing).await
     };
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let (tx, rx) = tokio::sync::mpsc::channel(RESPONSE_CHUNKS);
     // The pack is generated on a blocking thread: keep the request's span (its id) there.
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {

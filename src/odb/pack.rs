@@ -24,6 +24,9 @@ pub struct Pack {
     bitmaps: std::sync::OnceLock<Option<Arc<super::bitmap::Bitmaps>>>,
     /// Held while the bitmaps load: one load however many requests want them.
     bitmaps_loading: std::sync::Mutex<()>,
+    /// Every entry was read and checked against the index's CRC-32 once (streaming the pack
+    /// whole); stored objects never change, so later streams skip the check.
+    pub checked_whole: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Pack {
@@ -65,6 +68,7 @@ impl Pack {
             crc_in_pack_order: std::sync::OnceLock::new(),
             bitmaps: std::sync::OnceLock::new(),
             bitmaps_loading: std::sync::Mutex::new(()),
+            checked_whole: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

@@ -480,7 +480,9 @@ fn whole_budget() -> &'static std::sync::Arc<tokio::sync::Semaphore> {
 /// hold (see `RefIndex::closed`). The stored packs are self-contained and disjoint, so each
 /// `OFS_DELTA`'s distance to its base stays valid. Reads bypass the block cache, in large
 /// ranged GETs with the next one in flight while the current one is written, within a
-/// process-wide memory budget.
+/// process-wide memory budget. Each pack's entries are checked against its index's CRC-32s
+/// the first time this process streams it whole (stored packs never change; a byte that
+/// changed later still fails the client's check of the pack's own trailer).
 pub fn write_whole_packs(odb: &Odb, out: &mut dyn Write) -> Result<PackStats> {
     let mut w = HashingWriter {
         inner: out,
@@ -529,7 +531,7 @@ pub fn write_whole_packs(odb: &Odb, out: &mut dyn Write) -> Result<PackStats> {
                 .acquire_many_owned(mib.min(WHOLE_BUDGET_MIB))
                 .await
                 .map_err(|e| OdbError::Corrupt(e.to_string()))?;
-            let data = store.get_range(&key, from, to - from).await?;
+            let data = store.get_range_pieces(&key, from, to - from).await?;
             Ok::<_, OdbError>((pack, from, data, to - from, permit))
         })
     };
@@ -546,30 +548,43 @@ pub fn write_whole_packs(odb: &Odb, out: &mut dyn Write) -> Result<PackStats> {
             .rt
             .block_on(pending)
             .map_err(|e| OdbError::Corrupt(format!("read task failed: {e}")))??;
+        let got: u64 = data.iter().map(|p| p.len() as u64).sum();
         crate::metrics::STORE_RANGE_GETS.inc();
-        crate::metrics::STORE_RANGE_BYTES.add(data.len() as u64);
-        if data.len() as u64 != want {
+        crate::metrics::STORE_RANGE_BYTES.add(got);
+        if got != want {
             return Err(OdbError::Corrupt(
                 "short read while streaming a pack".into(),
             ));
         }
-        // The entries' part of the chunk is checked against the index.
-        let (body_from, body_to) = (from.max(12), (from + want).min(pack.size - 20));
-        if body_from < body_to {
-            let slice = &data[(body_from - from) as usize..(body_to - from) as usize];
-            crc.check(&pack, body_from, slice)?;
-        }
-        if verbatim {
-            w.inner.write_all(&data).map_err(io_err)?;
-            w.written += data.len() as u64;
-        } else {
-            w.write_all(&data).map_err(io_err)?;
+        // The entries are checked against the index, once per pack and process.
+        let check = !pack
+            .checked_whole
+            .load(std::sync::atomic::Ordering::Acquire);
+        let mut at = from;
+        for piece in &data {
+            let end = at + piece.len() as u64;
+            let (body_from, body_to) = (at.max(12), end.min(pack.size - 20));
+            if check && body_from < body_to {
+                let slice = &piece[(body_from - at) as usize..(body_to - at) as usize];
+                crc.check(&pack, body_from, slice)?;
+            }
+            if verbatim {
+                w.inner.write_all(piece).map_err(io_err)?;
+                w.written += piece.len() as u64;
+            } else {
+                w.write_all(piece).map_err(io_err)?;
+            }
+            at = end;
         }
     }
     if !verbatim {
         let digest = w.hasher.clone().finalize();
         w.inner.write_all(&digest).map_err(io_err)?;
         w.written += 20;
+    }
+    for p in &odb.packs {
+        p.checked_whole
+            .store(true, std::sync::atomic::Ordering::Release);
     }
     Ok(PackStats {
         objects,

@@ -8,7 +8,8 @@ use tokio::sync::mpsc;
 
 pub type BodyTx = mpsc::Sender<Result<Bytes, io::Error>>;
 
-const CHUNK: usize = 64 * 1024;
+/// Bytes per response chunk: large enough that a streamed pack costs few wake-ups.
+const CHUNK: usize = 256 * 1024;
 
 /// Buffers writes and sends them as body chunks; fails once the client is gone.
 pub struct ChannelWriter {

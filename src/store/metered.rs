@@ -80,6 +80,13 @@ impl ObjectStore for Metered {
         r
     }
 
+    async fn get_range_pieces(&self, key: &str, offset: u64, len: u64) -> Result<Vec<Bytes>> {
+        let t = Instant::now();
+        let r = self.inner.get_range_pieces(key, offset, len).await;
+        store_request(StoreOp::GetRange, outcome(&r), t.elapsed());
+        r
+    }
+
     async fn head(&self, key: &str) -> Result<Option<u64>> {
         let t = Instant::now();
         let r = self.inner.head(key).await;

@@ -106,6 +106,12 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// (possibly fewer than `len`); a missing key is [`StoreError::NotFound`].
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes>;
 
+    /// [`ObjectStore::get_range`] as the pieces it arrived in (no copy into one buffer): for
+    /// large reads that are only passed on.
+    async fn get_range_pieces(&self, key: &str, offset: u64, len: u64) -> Result<Vec<Bytes>> {
+        Ok(vec![self.get_range(key, offset, len).await?])
+    }
+
     /// Size of an object, `Ok(None)` if it does not exist.
     async fn head(&self, key: &str) -> Result<Option<u64>>;
 

@@ -362,16 +362,46 @@ fn is_not_found<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
 
 /// The whole body of a GetObject response.
 async fn read_body(body: ByteStream, key: &str) -> Result<Bytes> {
-    Ok(body
-        .collect()
-        .await
-        .map_err(|e| {
-            StoreError::Backend(format!(
-                "GetObject {key}: reading body: {}",
-                DisplayErrorContext(&e)
-            ))
-        })?
-        .into_bytes())
+    Ok(collect(body, key).await?.into_bytes())
+}
+
+/// `len` bytes of `pieces` after the first `skip` (never more than asked, whatever a server
+/// sent).
+fn clip(pieces: impl Iterator<Item = Bytes>, mut skip: u64, mut left: u64) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    for mut piece in pieces {
+        if left == 0 {
+            break;
+        }
+        let n = piece.len() as u64;
+        if skip >= n {
+            skip -= n;
+            continue;
+        }
+        piece = piece.slice(skip as usize..);
+        skip = 0;
+        if piece.len() as u64 > left {
+            piece.truncate(left as usize);
+        }
+        left -= piece.len() as u64;
+        if !piece.is_empty() {
+            out.push(piece);
+        }
+    }
+    out
+}
+
+async fn read_pieces(body: ByteStream, key: &str) -> Result<impl Iterator<Item = Bytes>> {
+    Ok(collect(body, key).await?.into_segments())
+}
+
+async fn collect(body: ByteStream, key: &str) -> Result<aws_sdk_s3::primitives::AggregatedBytes> {
+    body.collect().await.map_err(|e| {
+        StoreError::Backend(format!(
+            "GetObject {key}: reading body: {}",
+            DisplayErrorContext(&e)
+        ))
+    })
 }
 
 fn etag_from(etag: Option<&str>, op: &str, key: &str) -> Result<ETag> {
@@ -435,11 +465,19 @@ impl ObjectStore for S3Store {
     }
 
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes> {
+        let pieces = self.get_range_pieces(key, offset, len).await?;
+        Ok(match <[Bytes; 1]>::try_from(pieces) {
+            Ok([one]) => one,
+            Err(pieces) => pieces.concat().into(),
+        })
+    }
+
+    async fn get_range_pieces(&self, key: &str, offset: u64, len: u64) -> Result<Vec<Bytes>> {
         let full = self.full_key(key)?;
         if len == 0 {
             // An empty range cannot be expressed in a Range header.
             return match self.head(key).await? {
-                Some(_) => Ok(Bytes::new()),
+                Some(_) => Ok(Vec::new()),
                 None => Err(StoreError::NotFound(key.to_string())),
             };
         }
@@ -453,23 +491,18 @@ impl ObjectStore for S3Store {
         let out = match req.send().await {
             Ok(out) => out,
             Err(e) if status(&e) == Some(416) || e.code() == Some("InvalidRange") => {
-                return Ok(Bytes::new());
+                return Ok(Vec::new());
             }
             Err(e) if is_not_found(&e) => return Err(StoreError::NotFound(key.to_string())),
             Err(e) => return Err(backend("GetObject", &full, e)),
         };
-        let ranged = out.content_range().is_some();
-        let data = read_body(out.body, &full).await?;
-        if ranged {
-            // Never hand back more than asked, whatever the server sent.
-            Ok(data.slice(..data.len().min(usize::try_from(len).unwrap_or(usize::MAX))))
+        // A server that ignored the Range header sent the whole object: skip to `offset`.
+        let skip = if out.content_range().is_some() {
+            0
         } else {
-            // A server that ignored the Range header sent the whole object.
-            let size = data.len() as u64;
-            let start = offset.min(size);
-            let end = offset.saturating_add(len).min(size);
-            Ok(data.slice(start as usize..end as usize))
-        }
+            offset
+        };
+        Ok(clip(read_pieces(out.body, &full).await?, skip, len))
     }
 
     async fn head(&self, key: &str) -> Result<Option<u64>> {
@@ -651,4 +684,41 @@ fn system_time(t: &aws_sdk_s3::primitives::DateTime) -> SystemTime {
     u64::try_from(t.secs())
         .map(|secs| UNIX_EPOCH + Duration::new(secs, t.subsec_nanos()))
         .unwrap_or(UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces(sizes: &[usize]) -> Vec<Bytes> {
+        let mut next = 0u8;
+        sizes
+            .iter()
+            .map(|&n| {
+                Bytes::from(
+                    (0..n)
+                        .map(|_| {
+                            next = next.wrapping_add(1);
+                            next
+                        })
+                        .collect::<Vec<u8>>(),
+                )
+            })
+            .collect()
+    }
+
+    /// Clipping pieces gives exactly the bytes of the range, for any split of the body.
+    #[test]
+    fn clip_matches_slicing_the_whole() {
+        let sizes = [3, 0, 5, 1, 7];
+        let whole: Vec<u8> = pieces(&sizes).concat();
+        for skip in 0..=whole.len() as u64 + 1 {
+            for len in 0..=whole.len() as u64 + 1 {
+                let got: Vec<u8> = clip(pieces(&sizes).into_iter(), skip, len).concat();
+                let from = (skip as usize).min(whole.len());
+                let to = (skip + len).min(whole.len() as u64) as usize;
+                assert_eq!(got, whole[from..to], "skip {skip} len {len}");
+            }
+        }
+    }
 }
