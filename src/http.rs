@@ -68,6 +68,8 @@ pub struct AppState {
     /// `--trust-forwarded-headers`: the go-get page believes `X-Forwarded-Proto` and
     /// `X-Forwarded-Host` (set it only behind a proxy that sets them itself).
     pub trust_forwarded: bool,
+    /// Turns for negotiation and pack generation (`--max-pack-generations`).
+    pub pack_generations: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -659,15 +661,39 @@ async fn upload(
         st.repos.refresh_for_wants(target, repo, &missing).await
     };
     let (tx, rx) = tokio::sync::mpsc::channel(RESPONSE_CHUNKS);
-    // The pack is generated on a blocking thread: keep the request's span (its id) there.
+    // Negotiation and pack generation run on a blocking thread, one of at most
+    // `pack_generations` (later requests queue); a clone answered with the stored packs whole
+    // is streamed from async code after it (waiting for the store and for the client holds no
+    // thread). The request's span (its id) goes along.
     let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || {
-        let _span = span.enter();
-        let mut w = ChannelWriter::new(tx);
-        if let Err(e) = upload_pack::serve(&repo, &req, version, &mut w) {
-            tracing::info!(repo = %repo.root, error = %e, "upload-pack response aborted");
-        }
-    });
+    let turns = st.pack_generations.clone();
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let Ok(turn) = turns.acquire_owned().await else {
+                return;
+            };
+            let span = tracing::Span::current();
+            let generated = tokio::task::spawn_blocking(move || {
+                let _span = span.enter();
+                let mut w = ChannelWriter::new(tx);
+                let r = upload_pack::serve(&repo, &req, version, &mut w);
+                (r.and_then(|whole| Ok((whole, w.into_sender()?))), repo)
+            })
+            .await;
+            drop(turn);
+            match generated {
+                Ok((Ok((Some(whole), tx)), repo)) => {
+                    upload_pack::stream_whole(&repo, whole, tx).await
+                }
+                Ok((Ok((None, _)), _)) => {}
+                Ok((Err(e), repo)) => {
+                    tracing::info!(repo = %repo.root, error = %e, "upload-pack response aborted");
+                }
+                Err(e) => tracing::error!(error = %e, "upload-pack task failed"),
+            }
+        },
+        span,
+    ));
     git_body(
         RESULT,
         Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),

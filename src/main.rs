@@ -176,6 +176,11 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "GOPROX_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
+    /// Upload-pack requests negotiating or generating a pack at once, each on a blocking
+    /// thread; later ones wait their turn. A clone answered with the stored packs whole holds
+    /// a turn only while it negotiates. 0: eight per CPU core.
+    #[arg(long, env = "GOPROX_MAX_PACK_GENERATIONS", default_value_t = 0)]
+    max_pack_generations: usize,
     /// Base URL written into go-import meta tags (default: from the request's Host).
     #[arg(long, env = "GOPROX_PUBLIC_URL")]
     public_url: Option<String>,
@@ -463,6 +468,10 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         tls: tls.is_some(),
         single_instance,
         trust_forwarded: a.trust_forwarded_headers,
+        pack_generations: Arc::new(tokio::sync::Semaphore::new(match a.max_pack_generations {
+            0 => 8 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        })),
     });
     println!(
         "goprox listening on {scheme}://{addr} (store: {})",

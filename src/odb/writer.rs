@@ -484,22 +484,41 @@ fn whole_budget() -> &'static std::sync::Arc<tokio::sync::Semaphore> {
 /// the first time this process streams it whole (stored packs never change; a byte that
 /// changed later still fails the client's check of the pack's own trailer).
 pub fn write_whole_packs(odb: &Odb, out: &mut dyn Write) -> Result<PackStats> {
-    let mut w = HashingWriter {
-        inner: out,
-        hasher: Sha1::new(),
-        written: 0,
-    };
+    struct Blocking<'w>(&'w mut dyn Write);
+    impl WholeSink for Blocking<'_> {
+        async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+            self.0.write_all(data)
+        }
+    }
+    odb.io
+        .rt
+        .block_on(stream_whole_packs(odb, &mut Blocking(out)))
+}
+
+/// Where [`stream_whole_packs`] writes, in order.
+pub trait WholeSink {
+    fn write(&mut self, data: &[u8]) -> impl std::future::Future<Output = std::io::Result<()>>;
+}
+
+/// [`write_whole_packs`] from async code: waiting for the reads and for the client holds no
+/// thread; the CPU work (each entry's CRC-32 on a pack's first stream, the trailer's SHA-1 of
+/// several packs) runs on blocking threads a chunk at a time.
+pub async fn stream_whole_packs<S: WholeSink>(odb: &Odb, out: &mut S) -> Result<PackStats> {
     let objects: u64 = odb.packs.iter().map(|p| u64::from(p.num_objects())).sum();
     let count = u32::try_from(objects).map_err(|_| OdbError::Corrupt("too many objects".into()))?;
     // One pack goes out byte for byte, its own header and trailer included (nothing to hash);
     // several get a new header and trailer around their entries.
     let verbatim = odb.packs.len() == 1;
+    let mut hasher = Sha1::new();
+    let mut written = 0u64;
     if !verbatim {
         let mut hdr = Vec::with_capacity(12);
         hdr.extend_from_slice(b"PACK");
         hdr.extend_from_slice(&2u32.to_be_bytes());
         hdr.extend_from_slice(&count.to_be_bytes());
-        w.write_all(&hdr).map_err(io_err)?;
+        hasher.update(&hdr);
+        out.write(&hdr).await.map_err(io_err)?;
+        written += 12;
     }
     // Every (pack, start, end) range to copy, in order.
     let mut ranges = Vec::new();
@@ -544,9 +563,8 @@ pub fn write_whole_packs(odb: &Odb, out: &mut dyn Write) -> Result<PackStats> {
         if let Some(r) = ranges.next() {
             inflight.push_back(fetch(r));
         }
-        let (pack, from, data, want, _permit) = io
-            .rt
-            .block_on(pending)
+        let (pack, from, data, want, _permit) = pending
+            .await
             .map_err(|e| OdbError::Corrupt(format!("read task failed: {e}")))??;
         let got: u64 = data.iter().map(|p| p.len() as u64).sum();
         crate::metrics::STORE_RANGE_GETS.inc();
@@ -560,27 +578,28 @@ pub fn write_whole_packs(odb: &Odb, out: &mut dyn Write) -> Result<PackStats> {
         let check = !pack
             .checked_whole
             .load(std::sync::atomic::Ordering::Acquire);
-        let mut at = from;
+        if check || !verbatim {
+            let data = data.clone();
+            let (c, h, checked) = tokio::task::spawn_blocking(move || {
+                let (mut crc, mut hasher) = (crc, hasher);
+                let hash = (!verbatim).then_some(&mut hasher);
+                let checked = check_chunk(&mut crc, &pack, from, &data, check, hash);
+                (crc, hasher, checked)
+            })
+            .await
+            .map_err(|e| OdbError::Corrupt(format!("check task failed: {e}")))?;
+            (crc, hasher) = (c, h);
+            checked?;
+        }
         for piece in &data {
-            let end = at + piece.len() as u64;
-            let (body_from, body_to) = (at.max(12), end.min(pack.size - 20));
-            if check && body_from < body_to {
-                let slice = &piece[(body_from - at) as usize..(body_to - at) as usize];
-                crc.check(&pack, body_from, slice)?;
-            }
-            if verbatim {
-                w.inner.write_all(piece).map_err(io_err)?;
-                w.written += piece.len() as u64;
-            } else {
-                w.write_all(piece).map_err(io_err)?;
-            }
-            at = end;
+            out.write(piece).await.map_err(io_err)?;
+            written += piece.len() as u64;
         }
     }
     if !verbatim {
-        let digest = w.hasher.clone().finalize();
-        w.inner.write_all(&digest).map_err(io_err)?;
-        w.written += 20;
+        let digest = hasher.finalize();
+        out.write(&digest).await.map_err(io_err)?;
+        written += 20;
     }
     for p in &odb.packs {
         p.checked_whole
@@ -589,9 +608,35 @@ pub fn write_whole_packs(odb: &Odb, out: &mut dyn Write) -> Result<PackStats> {
     Ok(PackStats {
         objects,
         reused: objects,
-        bytes: w.written,
+        bytes: written,
         ..PackStats::default()
     })
+}
+
+/// Check one chunk of a whole-pack stream read at `from` (its entries against the index when
+/// `check`) and add it to `hasher`, if any.
+fn check_chunk(
+    crc: &mut EntryCrc,
+    pack: &std::sync::Arc<super::pack::Pack>,
+    from: u64,
+    data: &[bytes::Bytes],
+    check: bool,
+    mut hasher: Option<&mut Sha1>,
+) -> Result<()> {
+    let mut at = from;
+    for piece in data {
+        let end = at + piece.len() as u64;
+        let (body_from, body_to) = (at.max(12), end.min(pack.size - 20));
+        if check && body_from < body_to {
+            let slice = &piece[(body_from - at) as usize..(body_to - at) as usize];
+            crc.check(pack, body_from, slice)?;
+        }
+        if let Some(h) = hasher.as_deref_mut() {
+            h.update(piece);
+        }
+        at = end;
+    }
+    Ok(())
 }
 
 /// CRC-32 of each entry of a pack streamed in consecutive chunks, checked against its index.

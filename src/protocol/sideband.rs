@@ -1,5 +1,6 @@
 //! Output plumbing: a `Write` that hands bytes to the HTTP response body through a channel
-//! (from a blocking thread), and side-band-64k framing on top of it.
+//! (from a blocking thread), and side-band-64k framing on top of it; [`AsyncSideband`] frames
+//! the same way from async code (a stream that waits for a slow client holds no thread).
 
 use super::pktline;
 use bytes::Bytes;
@@ -13,14 +14,19 @@ const CHUNK: usize = 256 * 1024;
 
 /// Buffers writes and sends them as body chunks; fails once the client is gone.
 pub struct ChannelWriter {
-    tx: BodyTx,
+    /// Always set but in [`ChannelWriter::into_sender`].
+    tx: Option<BodyTx>,
     buf: Vec<u8>,
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "client went away")
 }
 
 impl ChannelWriter {
     pub fn new(tx: BodyTx) -> Self {
         ChannelWriter {
-            tx,
+            tx: Some(tx),
             buf: Vec::with_capacity(CHUNK),
         }
     }
@@ -30,9 +36,17 @@ impl ChannelWriter {
             return Ok(());
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
+        match &self.tx {
+            Some(tx) => tx.blocking_send(Ok(chunk)).map_err(|_| gone()),
+            None => Err(gone()),
+        }
+    }
+
+    /// Send what is buffered and hand back the channel (for the rest of the response to be
+    /// written from async code).
+    pub fn into_sender(mut self) -> io::Result<BodyTx> {
+        self.send()?;
+        self.tx.take().ok_or_else(gone)
     }
 }
 
@@ -52,6 +66,104 @@ impl Write for ChannelWriter {
 impl Drop for ChannelWriter {
     fn drop(&mut self) {
         let _ = self.send();
+    }
+}
+
+/// Side-band framing of data written from async code, in the same packets as [`Sideband`]'s
+/// (each full but the last), sent as body chunks of about [`CHUNK`] bytes.
+pub struct AsyncSideband {
+    tx: BodyTx,
+    buf: Vec<u8>,
+    /// Data bytes per packet; `None`: raw (no side-band).
+    max: Option<usize>,
+    /// Where in `buf` the open packet's header is.
+    open: Option<usize>,
+}
+
+impl AsyncSideband {
+    /// `max_pkt`: the total pkt-line size (65520 for side-band-64k, 1000 for side-band), or
+    /// `None` for raw output.
+    pub fn new(tx: BodyTx, max_pkt: Option<usize>) -> Self {
+        AsyncSideband {
+            tx,
+            buf: Vec::with_capacity(CHUNK + 65520),
+            max: max_pkt.map(|m| m - 5),
+            open: None,
+        }
+    }
+
+    /// Write the open packet's length into its header.
+    fn close(&mut self) {
+        if let Some(at) = self.open.take() {
+            let len = self.buf.len() - at;
+            self.buf[at..at + 4].copy_from_slice(format!("{len:04x}").as_bytes());
+        }
+    }
+
+    async fn send(&mut self) -> io::Result<()> {
+        self.close();
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(CHUNK + 65520),
+        ));
+        self.tx.send(Ok(chunk)).await.map_err(|_| gone())
+    }
+
+    /// Band-1 data (or raw bytes).
+    pub async fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+        let Some(max) = self.max else {
+            self.buf.extend_from_slice(data);
+            if self.buf.len() >= CHUNK {
+                self.send().await?;
+            }
+            return Ok(());
+        };
+        while !data.is_empty() {
+            let at = match self.open {
+                Some(at) => at,
+                None => {
+                    let at = self.buf.len();
+                    self.buf.extend_from_slice(b"0000\x01");
+                    self.open = Some(at);
+                    at
+                }
+            };
+            let room = max - (self.buf.len() - at - 5);
+            let take = room.min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if take == room {
+                self.close();
+                if self.buf.len() >= CHUNK {
+                    self.send().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A fatal error on band 3 (dropped when raw).
+    pub async fn error(&mut self, msg: &str) -> io::Result<()> {
+        self.close();
+        if let Some(max) = self.max {
+            let mut payload = vec![3u8];
+            payload.extend_from_slice(msg.as_bytes());
+            payload.push(b'\n');
+            pktline::write_data(&mut self.buf, &payload[..payload.len().min(max)]);
+        }
+        self.send().await
+    }
+
+    /// Send what is buffered and end the response with a flush packet (side-band only).
+    pub async fn finish(mut self) -> io::Result<()> {
+        self.close();
+        if self.max.is_some() {
+            self.buf.extend_from_slice(b"0000");
+        }
+        self.send().await
     }
 }
 
@@ -204,5 +316,42 @@ mod tests {
         let one = framed(&[]);
         assert_eq!(framed(&[10, 70_000, 70_001, 150_000]), one);
         assert_eq!(framed(&[65515, 131_030]), one);
+        // The async framing sends the same bytes, however the data is cut.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        for (max, cuts) in [
+            (Some(65520), vec![]),
+            (Some(65520), vec![10, 70_000, 70_001, 150_000]),
+            (Some(1000), vec![3, 999, 5000]),
+            (None, vec![7, 100_000]),
+        ] {
+            let want = {
+                let mut out = Vec::new();
+                let mut s = match max {
+                    Some(m) => Sideband::new(&mut out, m),
+                    None => Sideband::raw(&mut out),
+                };
+                s.write_all(&data).unwrap();
+                s.finish().unwrap();
+                out
+            };
+            let (tx, mut rx) = mpsc::channel(1 << 10);
+            rt.block_on(async {
+                let mut s = AsyncSideband::new(tx, max);
+                let mut at = 0;
+                for &c in &cuts {
+                    s.write(&data[at..c]).await.unwrap();
+                    at = c;
+                }
+                s.write(&data[at..]).await.unwrap();
+                s.finish().await.unwrap();
+            });
+            let mut got = Vec::new();
+            while let Ok(chunk) = rx.try_recv() {
+                got.extend_from_slice(&chunk.unwrap());
+            }
+            assert_eq!(got, want, "max {max:?} cuts {cuts:?}");
+        }
     }
 }

@@ -29,17 +29,19 @@ impl From<OdbError> for Refuse {
     }
 }
 
-/// Serve one upload-pack request, writing the whole response to `out`.
+/// Serve one upload-pack request, writing the response to `out`; or, when the answer is the
+/// repository's packs streamed whole, everything before the pack, and what the rest needs
+/// ([`stream_whole`], from async code).
 pub fn serve(
     repo: &Repo,
     req: &FetchRequest,
     version: Version,
     out: &mut dyn Write,
-) -> io::Result<()> {
+) -> io::Result<Option<WholeAnswer>> {
     let started = Instant::now();
     let mut head = Vec::new();
     match negotiate(repo, req, version, &mut head) {
-        Ok(None) => out.write_all(&head),
+        Ok(None) => out.write_all(&head).map(|()| None),
         Ok(Some((job, walker))) => {
             out.write_all(&head)?;
             let r = send_pack(repo, req, version, job, walker, out);
@@ -50,8 +52,52 @@ pub fn serve(
             tracing::info!(repo = %repo.root, error = %msg, "upload-pack refused");
             metrics::REQUEST_ERRORS.inc();
             out.write_all(&head)?;
-            out.write_all(&err_line(&msg))
+            out.write_all(&err_line(&msg)).map(|()| None)
         }
+    }
+}
+
+/// The rest of an answer that streams the repository's packs whole: the framing the client
+/// asked for.
+#[derive(Debug)]
+pub struct WholeAnswer {
+    /// Total pkt-line size of the side-band in use; `None`: no side-band.
+    max_pkt: Option<usize>,
+}
+
+/// Stream the packs of `repo` whole to `tx` (after [`serve`] wrote what comes before): the
+/// reads and the writes wait asynchronously, so a slow client holds no thread.
+pub async fn stream_whole(repo: &Repo, answer: WholeAnswer, tx: super::sideband::BodyTx) {
+    let mut sb = super::sideband::AsyncSideband::new(tx, answer.max_pkt);
+    struct Sink<'s>(&'s mut super::sideband::AsyncSideband);
+    impl writer::WholeSink for Sink<'_> {
+        async fn write(&mut self, data: &[u8]) -> io::Result<()> {
+            self.0.write(data).await
+        }
+    }
+    let started = Instant::now();
+    let odb = &repo.odb;
+    let r = match writer::stream_whole_packs(odb, &mut Sink(&mut sb)).await {
+        Ok(stats) => {
+            metrics::PACKS_SERVED.inc();
+            metrics::OBJECTS_SERVED.add(stats.objects);
+            metrics::PACK_BYTES_SERVED.add(stats.bytes);
+            tracing::info!(repo = %repo.root, objects = stats.objects, bytes = stats.bytes,
+                packs = odb.packs.len(), ms = started.elapsed().as_millis() as u64, "whole packs sent");
+            sb.finish().await
+        }
+        Err(OdbError::Store(crate::store::StoreError::Io(e)))
+            if e.kind() == io::ErrorKind::BrokenPipe =>
+        {
+            Err(e)
+        }
+        Err(e) => {
+            tracing::error!(repo = %repo.root, error = %e, "streaming whole packs failed");
+            sb.error(&format!("goprox: {e}")).await
+        }
+    };
+    if let Err(e) = r {
+        tracing::info!(repo = %repo.root, error = %e, "upload-pack response aborted");
     }
 }
 
@@ -415,12 +461,20 @@ fn sideband<'w>(
     version: Version,
     out: &'w mut (dyn Write + 'w),
 ) -> Sideband<'w, dyn Write + 'w> {
+    match framing(req, version) {
+        Some(max) => Sideband::new(out, max),
+        None => Sideband::raw(out),
+    }
+}
+
+/// The pkt-line size of the side-band the client asked for; `None` for none.
+fn framing(req: &FetchRequest, version: Version) -> Option<usize> {
     if version == Version::V2 || req.side_band_64k {
-        Sideband::new(out, 65520)
+        Some(65520)
     } else if req.side_band {
-        Sideband::new(out, 1000)
+        Some(1000)
     } else {
-        Sideband::raw(out)
+        None
     }
 }
 
@@ -535,7 +589,7 @@ fn send_pack(
     job: PackJob,
     mut walker: Walker<'_>,
     out: &mut dyn Write,
-) -> io::Result<()> {
+) -> io::Result<Option<WholeAnswer>> {
     let mut sb = sideband(req, version, out);
     let progress = !req.no_progress;
     let odb = &repo.odb;
@@ -546,18 +600,9 @@ fn send_pack(
                 odb.packs.len()
             ))?;
         }
-        let started = Instant::now();
-        match writer::write_whole_packs(odb, &mut sb) {
-            Ok(stats) => {
-                metrics::PACKS_SERVED.inc();
-                metrics::OBJECTS_SERVED.add(stats.objects);
-                metrics::PACK_BYTES_SERVED.add(stats.bytes);
-                tracing::info!(repo = %repo.root, objects = stats.objects, bytes = stats.bytes,
-                    packs = odb.packs.len(), ms = started.elapsed().as_millis() as u64, "whole packs sent");
-            }
-            Err(e) => report_failure(&mut sb, repo, "streaming whole packs failed", e)?,
-        }
-        return sb.finish();
+        return Ok(Some(WholeAnswer {
+            max_pkt: framing(req, version),
+        }));
     }
     let mut wants = job.wants.clone();
     wants.extend(job.shallow.extra_wants.iter().copied());
@@ -604,11 +649,11 @@ fn send_pack(
                 metrics::PACK_BYTES_SERVED.add(bytes);
                 tracing::info!(repo = %repo.root, bytes, ms = started.elapsed().as_millis() as u64,
                     "cached pack sent");
-                return sb.finish();
+                return sb.finish().map(|()| None);
             }
             Err(e) => {
                 report_failure(&mut sb, repo, "sending a cached pack failed", e)?;
-                return sb.finish();
+                return sb.finish().map(|()| None);
             }
         }
     }
@@ -669,7 +714,7 @@ fn send_pack(
         Err(e) => {
             tracing::error!(repo = %repo.root, error = %e, "counting objects failed");
             sb.error(&format!("goprox: {e}"))?;
-            return sb.finish();
+            return sb.finish().map(|()| None);
         }
     };
     if progress {
@@ -710,5 +755,5 @@ fn send_pack(
         }
         Err(e) => report_failure(&mut sb, repo, "pack generation failed", e)?,
     }
-    sb.finish()
+    sb.finish().map(|()| None)
 }

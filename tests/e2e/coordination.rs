@@ -406,3 +406,87 @@ fn kill_9_mid_operation_s3() {
 fn kill_9_mid_operation_local() {
     crash(StoreKind::Local, 4);
 }
+
+/// A full clone answered with the stored packs whole waits for its client without holding a
+/// thread or a turn: with `--max-pack-generations 1`, a client that asked for a 24 MiB clone
+/// and reads nothing does not keep the next clone from being answered.
+#[test]
+fn a_stalled_clone_holds_no_turn() {
+    use std::io::Write;
+    if !have_git() {
+        skip("git http-backend not found");
+        return;
+    }
+    let Some(store) = Store::new(StoreKind::Local, "stalled-clone") else {
+        return;
+    };
+    let tmp = TempDir::new("stalled-clone");
+    let repo = Live::new(&tmp);
+    for i in 0..3 {
+        repo.commit_big(&format!("big {i}"), 8 << 20);
+    }
+    repo.push(&["refs/heads/main"]);
+    let up = Upstream::start(&tmp.join("up"));
+    let mut gp = Goprox::start_with(&store, &up.goprox_args(), &["--max-pack-generations", "1"]);
+    let url = gp.repo_url(LIVE);
+    let env = &repo.env;
+    // Filled and stored (a later clone is answered from the store, streaming its pack whole).
+    bare_clone(env, &url, &tmp.join("first"));
+    wait_until("the ref index", Duration::from_secs(30), || {
+        store
+            .get_object(&format!("{LIVE}/@git/refs.json"))
+            .is_some()
+    });
+    let refs = ls_remote(env, &url);
+    let mut body = Vec::new();
+    for l in [
+        "command=fetch\n".to_string(),
+        "object-format=sha1\n".to_string(),
+    ] {
+        body.extend_from_slice(format!("{:04x}{l}", l.len() + 4).as_bytes());
+    }
+    body.extend_from_slice(b"0001");
+    let mut wants: Vec<&String> = refs.values().collect();
+    wants.sort();
+    wants.dedup();
+    for w in wants {
+        let l = format!("want {w}\n");
+        body.extend_from_slice(format!("{:04x}{l}", l.len() + 4).as_bytes());
+    }
+    for l in ["ofs-delta\n", "done\n"] {
+        body.extend_from_slice(format!("{:04x}{l}", l.len() + 4).as_bytes());
+    }
+    body.extend_from_slice(b"0000");
+    // The stalled client: asks, reads the start of the answer, then nothing more.
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", gp.port)).expect("connect");
+    write!(
+        stalled,
+        "POST /{LIVE}/git-upload-pack HTTP/1.1\r\nHost: x\r\nGit-Protocol: version=2\r\n\
+         Content-Type: application/x-git-upload-pack-request\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .expect("write head");
+    stalled.write_all(&body).expect("write body");
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut start = vec![0u8; 64 << 10];
+    std::io::Read::read_exact(&mut stalled, &mut start).expect("the answer starts");
+    // Meanwhile another clone is answered (on a thread: with the stalled one holding the only
+    // turn it would wait for as long as the stalled client does), and matches upstream.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let (url2, dest) = (url.clone(), tmp.join("second"));
+    std::thread::spawn(move || {
+        let env = GitEnv::new();
+        env.clone(2, &url2, &dest, &["--bare"]).check();
+        env.fsck(&dest);
+        let _ = done_tx.send(());
+    });
+    let answered = done_rx.recv_timeout(Duration::from_secs(60));
+    drop(stalled);
+    assert!(
+        answered.is_ok(),
+        "a second clone was not answered while a stalled one streamed"
+    );
+    gp.assert_alive();
+}
