@@ -539,30 +539,45 @@ pub async fn stream_whole_packs<S: WholeSink>(odb: &Odb, out: &mut S) -> Result<
     }
     let io = &odb.io;
     let mut crc = EntryCrc::default();
-    let fetch = |(pack, from, to): (std::sync::Arc<super::pack::Pack>, u64, u64)| {
-        let key = pack.key.clone();
-        let store = io.store.clone();
-        let mib = u32::try_from((to - from).div_ceil(1 << 20)).unwrap_or(WHOLE_BUDGET_MIB);
-        io.rt.spawn(async move {
-            // Held (with the data) until the chunk is written.
-            let permit = whole_budget()
-                .clone()
-                .acquire_many_owned(mib.min(WHOLE_BUDGET_MIB))
-                .await
-                .map_err(|e| OdbError::Corrupt(e.to_string()))?;
-            let data = store.get_range_pieces(&key, from, to - from).await?;
-            Ok::<_, OdbError>((pack, from, data, to - from, permit))
-        })
-    };
+    let budget = whole_budget();
     // Up to WHOLE_AHEAD reads in flight (a store's latency hides behind the transfer), in
-    // order.
-    let mut ranges = ranges.into_iter();
-    let mut inflight: std::collections::VecDeque<_> =
-        ranges.by_ref().take(WHOLE_AHEAD).map(fetch).collect();
-    while let Some(pending) = inflight.pop_front() {
-        if let Some(r) = ranges.next() {
-            inflight.push_back(fetch(r));
+    // order. Each holds its share of the process-wide budget until its chunk is written. Only
+    // a stream with nothing in flight waits for budget; one with reads in flight reads ahead
+    // only with budget to spare, so streams never wait on each other in a circle.
+    let mut ranges = ranges.into_iter().peekable();
+    let mut inflight = std::collections::VecDeque::new();
+    loop {
+        while inflight.len() < WHOLE_AHEAD {
+            let Some((_, from, to)) = ranges.peek() else {
+                break;
+            };
+            let mib = u32::try_from((to - from).div_ceil(1 << 20))
+                .unwrap_or(WHOLE_BUDGET_MIB)
+                .min(WHOLE_BUDGET_MIB);
+            let permit = if inflight.is_empty() {
+                budget
+                    .clone()
+                    .acquire_many_owned(mib)
+                    .await
+                    .map_err(|e| OdbError::Corrupt(e.to_string()))?
+            } else {
+                match budget.clone().try_acquire_many_owned(mib) {
+                    Ok(p) => p,
+                    Err(_) => break,
+                }
+            };
+            let Some((pack, from, to)) = ranges.next() else {
+                break;
+            };
+            let (key, store) = (pack.key.clone(), io.store.clone());
+            inflight.push_back(io.rt.spawn(async move {
+                let data = store.get_range_pieces(&key, from, to - from).await?;
+                Ok::<_, OdbError>((pack, from, data, to - from, permit))
+            }));
         }
+        let Some(pending) = inflight.pop_front() else {
+            break;
+        };
         let (pack, from, data, want, _permit) = pending
             .await
             .map_err(|e| OdbError::Corrupt(format!("read task failed: {e}")))??;
