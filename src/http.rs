@@ -672,6 +672,10 @@ async fn upload(
             let Ok(turn) = turns.acquire_owned().await else {
                 return;
             };
+            if tx.is_closed() {
+                // The client left while it waited for its turn.
+                return;
+            }
             let span = tracing::Span::current();
             let generated = tokio::task::spawn_blocking(move || {
                 let _span = span.enter();
