@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 /// Cache budget of a bitmap build (blocks, objects and commits it reads).
-const BITMAP_CACHE_BYTES: usize = 64 << 20;
+const BITMAP_CACHE_BYTES: usize = 40 << 20;
 
 /// A repository as of one version of its ref index.
 pub struct Repo {
