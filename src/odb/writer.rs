@@ -593,19 +593,21 @@ pub async fn stream_whole_packs<S: WholeSink>(odb: &Odb, out: &mut S) -> Result<
         let check = !pack
             .checked_whole
             .load(std::sync::atomic::Ordering::Acquire);
-        if check || !verbatim {
-            let data = data.clone();
-            let (c, h, checked) = tokio::task::spawn_blocking(move || {
+        let data = if check || !verbatim {
+            let (c, h, data, checked) = tokio::task::spawn_blocking(move || {
                 let (mut crc, mut hasher) = (crc, hasher);
                 let hash = (!verbatim).then_some(&mut hasher);
                 let checked = check_chunk(&mut crc, &pack, from, &data, check, hash);
-                (crc, hasher, checked)
+                (crc, hasher, data, checked)
             })
             .await
             .map_err(|e| OdbError::Corrupt(format!("check task failed: {e}")))?;
             (crc, hasher) = (c, h);
             checked?;
-        }
+            data
+        } else {
+            data
+        };
         for piece in &data {
             out.write(piece).await.map_err(io_err)?;
             written += piece.len() as u64;

@@ -149,10 +149,7 @@ impl AsyncSideband {
     pub async fn error(&mut self, msg: &str) -> io::Result<()> {
         self.close();
         if let Some(max) = self.max {
-            let mut payload = vec![3u8];
-            payload.extend_from_slice(msg.as_bytes());
-            payload.push(b'\n');
-            pktline::write_data(&mut self.buf, &payload[..payload.len().min(max)]);
+            error_packet(msg, max, &mut self.buf);
         }
         self.send().await
     }
@@ -246,10 +243,7 @@ impl<'w, W: Write + ?Sized> Sideband<'w, W> {
             return Ok(());
         }
         let mut v = Vec::new();
-        let mut payload = vec![3u8];
-        payload.extend_from_slice(msg.as_bytes());
-        payload.push(b'\n');
-        pktline::write_data(&mut v, &payload[..payload.len().min(self.max)]);
+        error_packet(msg, self.max, &mut v);
         self.out.write_all(&v)
     }
 }
@@ -279,6 +273,14 @@ impl<W: Write + ?Sized> Write for Sideband<'_, W> {
         self.emit()?;
         self.out.flush()
     }
+}
+
+/// `msg` as a band-3 packet of at most `max` data bytes.
+fn error_packet(msg: &str, max: usize, out: &mut Vec<u8>) {
+    let mut payload = vec![3u8];
+    payload.extend_from_slice(msg.as_bytes());
+    payload.push(b'\n');
+    pktline::write_data(out, &payload[..payload.len().min(max)]);
 }
 
 #[cfg(test)]

@@ -86,15 +86,10 @@ pub async fn stream_whole(repo: &Repo, answer: WholeAnswer, tx: super::sideband:
                 packs = odb.packs.len(), ms = started.elapsed().as_millis() as u64, "whole packs sent");
             sb.finish().await
         }
-        Err(OdbError::Store(crate::store::StoreError::Io(e)))
-            if e.kind() == io::ErrorKind::BrokenPipe =>
-        {
-            Err(e)
-        }
-        Err(e) => {
-            tracing::error!(repo = %repo.root, error = %e, "streaming whole packs failed");
-            sb.error(&format!("goprox: {e}")).await
-        }
+        Err(e) => match failure(repo, "streaming whole packs failed", e) {
+            Ok(msg) => sb.error(&msg).await,
+            Err(e) => Err(e),
+        },
     };
     if let Err(e) = r {
         tracing::info!(repo = %repo.root, error = %e, "upload-pack response aborted");
@@ -442,6 +437,13 @@ fn report_failure(
     what: &str,
     e: OdbError,
 ) -> io::Result<()> {
+    let msg = failure(repo, what, e)?;
+    sb.error(&msg)
+}
+
+/// A failed pack: the client went away (the error, to stop), or the message for band 3
+/// (logged as `what`).
+fn failure(repo: &Repo, what: &str, e: OdbError) -> io::Result<String> {
     match e {
         OdbError::Store(crate::store::StoreError::Io(e))
             if e.kind() == io::ErrorKind::BrokenPipe =>
@@ -450,7 +452,7 @@ fn report_failure(
         }
         e => {
             tracing::error!(repo = %repo.root, error = %e, "{what}");
-            sb.error(&format!("goprox: {e}"))
+            Ok(format!("goprox: {e}"))
         }
     }
 }
