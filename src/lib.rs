@@ -13,6 +13,7 @@ pub mod gomod;
 pub mod http;
 pub mod maint;
 pub mod metrics;
+pub mod modproxy;
 pub mod odb;
 pub mod path;
 pub mod policy;

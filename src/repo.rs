@@ -341,6 +341,26 @@ impl Repos {
         repo
     }
 
+    /// A module request named a revision the store lacks (a tag or commit pushed since the
+    /// last refresh): refresh, waiting at most `upstream_wait`. `None` when the same revision
+    /// was looked for within `negative_ttl` (see [`Repos::forget_revision`]).
+    pub async fn refresh_for_revision(
+        self: &Arc<Self>,
+        target: &Target,
+        repo: Arc<Repo>,
+        rev: &str,
+    ) -> Option<Arc<Repo>> {
+        if self.is_negative(&format!("{} rev {rev}", target.root)) {
+            return None;
+        }
+        Some(self.refresh_bounded(target, repo, Vec::new()).await)
+    }
+
+    /// Upstream did not have `rev` either: do not ask again within `negative_ttl`.
+    pub fn forget_revision(&self, target: &Target, rev: &str) {
+        self.set_negative(format!("{} rev {rev}", target.root));
+    }
+
     /// Refresh now, without a time bound, reporting errors (`goprox mirror`).
     pub async fn refresh_now(&self, target: &Target, repo: &Repo) -> Result<Refreshed, FillError> {
         let odb = repo.odb.clone();

@@ -21,6 +21,8 @@ mod down;
 mod fetch;
 #[path = "e2e/go.rs"]
 mod go;
+#[path = "e2e/goproxy.rs"]
+mod goproxy;
 #[path = "e2e/maint.rs"]
 mod maint;
 #[path = "e2e/metrics.rs"]

@@ -83,6 +83,27 @@ impl Pack {
             .map(|i| self.idx.pack_offset_at_index(i))
     }
 
+    /// Up to `most` objects whose id starts with the hex digits `prefix` (lowercase).
+    pub fn oids_with_prefix(&self, prefix: &str, most: usize) -> Vec<ObjectId> {
+        let n = self.idx.num_objects();
+        // Ids are sorted in the index: find the first one not below the prefix.
+        let (mut lo, mut hi) = (0u32, n);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let hex = self.idx.oid_at_index(mid).to_hex().to_string();
+            if hex.as_str() < prefix {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        (lo..n)
+            .map(|i| self.idx.oid_at_index(i).to_owned())
+            .take_while(|id| id.to_hex().to_string().starts_with(prefix))
+            .take(most)
+            .collect()
+    }
+
     /// Start offsets of the entries, in pack order.
     pub fn entry_offsets(&self) -> &[u64] {
         &self.sorted_offsets

@@ -20,6 +20,8 @@ pub enum Route {
     Proxy(u16),
     /// git config `url.<BASE>.insteadOf = https://github.com/`.
     InsteadOf(String),
+    /// `GOPROXY=<URL>`: the module proxy protocol (goprox's module front).
+    Goproxy(String),
 }
 
 /// The interesting fields of `go mod download -json`.
@@ -46,60 +48,8 @@ pub fn download_with_netrc(
     netrc: Option<&str>,
 ) -> Download {
     let tmp = TempDir::new("go");
-    for d in ["home", "gopath", "modcache", "gocache", "work"] {
-        std::fs::create_dir_all(tmp.join(d)).expect("mkdir");
-    }
-    let netrc_path = tmp.join("home").join(".netrc");
-    if let Some(text) = netrc {
-        std::fs::write(&netrc_path, text).expect("write netrc");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&netrc_path, std::fs::Permissions::from_mode(0o600))
-            .expect("chmod netrc");
-    }
-    let gitconfig = tmp.join("gitconfig");
-    let mut cfg = String::from("[user]\n\tname = Go Test\n\temail = go@example.test\n");
-    if let Route::InsteadOf(base) = route {
-        cfg.push_str(&format!(
-            "[url \"{base}\"]\n\tinsteadOf = https://github.com/\n"
-        ));
-    }
-    std::fs::write(&gitconfig, cfg).expect("write gitconfig");
-    let mut cmd = Command::new("go");
-    cmd.current_dir(tmp.join("work"))
-        .args(["mod", "download", "-json", module_at_version])
-        .env_clear()
-        .env("PATH", super::path_var())
-        .env("HOME", tmp.join("home"))
-        .env("GOPATH", tmp.join("gopath"))
-        .env("GOMODCACHE", tmp.join("modcache"))
-        .env("GOCACHE", tmp.join("gocache"))
-        .env("GOENV", "off")
-        .env("GO111MODULE", "on")
-        .env("GOTOOLCHAIN", "local")
-        .env("GOTELEMETRY", "off")
-        .env("GOPROXY", "direct")
-        .env("GOSUMDB", "off")
-        .env("GONOSUMDB", "*")
-        .env("GOPRIVATE", "")
-        .env("GOFLAGS", "-mod=mod -modcacherw")
-        .env("CGO_ENABLED", "0")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", &gitconfig)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("LC_ALL", "C");
-    if netrc.is_some() {
-        cmd.env("NETRC", &netrc_path);
-    }
-    if let Route::Proxy(port) = route {
-        let p = format!("http://127.0.0.1:{port}");
-        cmd.env("GOINSECURE", "example.test")
-            .env("HTTP_PROXY", &p)
-            .env("http_proxy", &p)
-            .env("HTTPS_PROXY", &p)
-            .env("https_proxy", &p)
-            .env("NO_PROXY", "")
-            .env("no_proxy", "");
-    }
+    let mut cmd = command(&tmp, route, netrc);
+    cmd.args(["mod", "download", "-json", module_at_version]);
     let out = super::run(&mut cmd, None, GO_TIMEOUT);
     let json = out.stdout_str();
     let stderr = out.stderr_str();
@@ -136,6 +86,77 @@ pub fn download_with_netrc(
         "odd sums: {d:?}"
     );
     d
+}
+
+/// `go` with an isolated environment in `tmp` (its own HOME, GOPATH, module and build caches,
+/// `GOPROXY=direct` unless the route says otherwise, `GOSUMDB=off`); the caller adds the
+/// arguments and runs it in `tmp/work`.
+pub fn command(tmp: &TempDir, route: &Route, netrc: Option<&str>) -> Command {
+    for d in ["home", "gopath", "modcache", "gocache", "work"] {
+        std::fs::create_dir_all(tmp.join(d)).expect("mkdir");
+    }
+    let netrc_path = tmp.join("home").join(".netrc");
+    if let Some(text) = netrc {
+        std::fs::write(&netrc_path, text).expect("write netrc");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&netrc_path, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod netrc");
+    }
+    let gitconfig = tmp.join("gitconfig");
+    let mut cfg = String::from("[user]\n\tname = Go Test\n\temail = go@example.test\n");
+    if let Route::InsteadOf(base) = route {
+        cfg.push_str(&format!(
+            "[url \"{base}\"]\n\tinsteadOf = https://github.com/\n"
+        ));
+    }
+    std::fs::write(&gitconfig, cfg).expect("write gitconfig");
+    let mut cmd = Command::new("go");
+    cmd.current_dir(tmp.join("work"))
+        .env_clear()
+        .env("PATH", super::path_var())
+        .env("HOME", tmp.join("home"))
+        .env("GOPATH", tmp.join("gopath"))
+        .env("GOMODCACHE", tmp.join("modcache"))
+        .env("GOCACHE", tmp.join("gocache"))
+        .env("GOENV", "off")
+        .env("GO111MODULE", "on")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOTELEMETRY", "off")
+        .env("GOPROXY", "direct")
+        .env("GOSUMDB", "off")
+        .env("GONOSUMDB", "*")
+        .env("GOPRIVATE", "")
+        .env("GOFLAGS", "-mod=mod -modcacherw")
+        .env("CGO_ENABLED", "0")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", &gitconfig)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("LC_ALL", "C");
+    if netrc.is_some() {
+        cmd.env("NETRC", &netrc_path);
+    }
+    if let Route::Goproxy(url) = route {
+        cmd.env("GOPROXY", url);
+    }
+    if let Route::Proxy(port) = route {
+        let p = format!("http://127.0.0.1:{port}");
+        cmd.env("GOINSECURE", "example.test")
+            .env("HTTP_PROXY", &p)
+            .env("http_proxy", &p)
+            .env("HTTPS_PROXY", &p)
+            .env("https_proxy", &p)
+            .env("NO_PROXY", "")
+            .env("no_proxy", "");
+    }
+    cmd
+}
+
+/// `go ARGS` in a fresh isolated environment (see [`command`]); the output, unchecked.
+pub fn go(args: &[&str], route: &Route) -> super::Output {
+    let tmp = TempDir::new("go");
+    let mut cmd = command(&tmp, route, None);
+    cmd.args(args);
+    super::run(&mut cmd, None, GO_TIMEOUT)
 }
 
 /// The route for `module` straight to the upstream server on `upstream_port`.

