@@ -164,7 +164,7 @@ fn build(tmp: &TempDir, root: &Path) -> Ids {
     m.git(&["tag", "-a", "-m", "v1.0.0", "v1.0.0"]);
     m.git(&["tag", "sub/v0.1.0"]);
     m.write("v2/go.mod", "module example.test/modfix/v2\n\ngo 1.21\n");
-    m.write("v2/v.go", "package v2\n");
+    m.write("v2/v.go", "package v2\n\nconst Version = 2\n");
     m.write("a.go", "package modfix\n\nconst A = 2\n");
     let c2 = m.commit("c2");
     m.git(&["tag", "v1.1.0"]);
@@ -417,4 +417,171 @@ fn module_front_matches_direct_local() {
 #[test]
 fn module_front_matches_direct_s3() {
     module_front(StoreKind::S3);
+}
+
+/// Push everything of a working repository to its published bare copy (tags forced: a moved
+/// tag moves upstream too).
+fn republish(w: &Work, root: &Path, name: &str) {
+    let dest = root.join(name);
+    let dest = dest.to_string_lossy();
+    w.git(&["push", "-q", "--force", &dest, "refs/heads/*:refs/heads/*"]);
+    w.git(&["push", "-q", "--force", &dest, "refs/tags/*:refs/tags/*"]);
+}
+
+/// The living mirror and the ledger: a new tag appears in `go list -m -versions` (refresh on
+/// every request here), a version keeps its h1 after upstream moves its tag, and a ledger
+/// entry that no longer matches what the objects build is a loud error, not a new zip.
+fn ledger_and_freshness(kind: StoreKind) {
+    if !have_git() {
+        skip("git http-backend not found");
+        return;
+    }
+    if !go_version().is_some_and(|v| v >= (1, 24)) {
+        skip("the module front is checked against go >= 1.24");
+        return;
+    }
+    let Some(store) = Store::new(kind, "goproxy-ledger") else {
+        return;
+    };
+    let tmp = TempDir::new("goproxy-ledger");
+    let root = tmp.join("root");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let mut w = Work::new(&tmp, "live");
+    w.write("go.mod", "module example.test/live\n\ngo 1.21\n");
+    w.write("l.go", "package live\n\nconst V = 1\n");
+    w.commit("one");
+    w.git(&["tag", "v1.0.0"]);
+    w.publish(&root, "live");
+    let up = Upstream::start(&root);
+    let gp = Goprox::start_with(&store, &up.goprox_args(), &["--refresh-after", "0s"]);
+    let url = gp.url();
+    let first = gotool::download("example.test/live@v1.0.0", &Route::Goproxy(url.clone()));
+
+    // Upstream moves v1.0.0 and adds v1.1.0.
+    w.write("l.go", "package live\n\nconst V = 2\n");
+    w.commit("two");
+    w.git(&["tag", "-f", "v1.0.0"]);
+    w.git(&["tag", "v1.1.0"]);
+    republish(&w, &root, "live");
+    let versions = compare_versions("example.test/live", &up, &gp);
+    assert_eq!(versions, ["v1.0.0", "v1.1.0"]);
+    // Direct mode now gets the moved tag's content; goprox keeps what it served.
+    let direct = gotool::download("example.test/live@v1.0.0", &Route::Proxy(up.port));
+    assert_ne!(direct.sum, first.sum, "the tag did not move upstream");
+    let again = gotool::download("example.test/live@v1.0.0", &Route::Goproxy(url.clone()));
+    assert_eq!(
+        (&again.sum, &again.go_mod_sum),
+        (&first.sum, &first.go_mod_sum),
+        "a served version changed"
+    );
+    compare_download("example.test/live@v1.1.0", &up, &gp);
+
+    // The ledger records the zip; with the zip gone, a rebuild is checked against it.
+    let keys = store.keys();
+    let entry = keys
+        .iter()
+        .find(|k| k.ends_with("example.test/live/@mod/example.test/live/@v/v1.1.0.zip.json"))
+        .unwrap_or_else(|| panic!("no ledger entry for v1.1.0 in {keys:?}"))
+        .clone();
+    let json: serde_json::Value =
+        serde_json::from_slice(&store.get_object(&entry).expect("ledger entry")).expect("json");
+    let sha = json["sha256"].as_str().expect("sha256").to_string();
+    let zip_key = keys
+        .iter()
+        .find(|k| k.ends_with(&format!("@mod/zip/{sha}.zip")))
+        .expect("zip object named by the ledger")
+        .clone();
+    // Gone but recorded: rebuilt, same bytes.
+    store.delete_object(&zip_key);
+    let r = http::get(gp.port, "/example.test/live/@v/v1.1.0.zip");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        store.get_object(&zip_key).is_some(),
+        "the rebuilt zip was not stored again"
+    );
+    // Tampered: the rebuild disagrees with the record, and the client gets an error.
+    let mut tampered = json.clone();
+    tampered["h1"] = serde_json::Value::from("h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+    store.put_object(&entry, tampered.to_string().as_bytes());
+    store.delete_object(&zip_key);
+    let r = http::get(gp.port, "/example.test/live/@v/v1.1.0.zip");
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("first served as"), "{}", r.text());
+    assert!(gp.log_text().contains("refusing to serve a different zip"));
+}
+
+#[test]
+fn module_ledger_and_freshness_local() {
+    ledger_and_freshness(StoreKind::Local);
+}
+
+#[test]
+fn module_ledger_and_freshness_s3() {
+    ledger_and_freshness(StoreKind::S3);
+}
+
+/// A program with several dependencies (a module in a subdirectory, a `/v2`, a
+/// pseudo-version) builds with `GOPROXY=goprox` alone, and again, from an empty module cache,
+/// with the upstream stopped: the same go.sum both times.
+#[test]
+fn go_build_through_goprox_survives_upstream_down() {
+    if !have_git() {
+        skip("git http-backend not found");
+        return;
+    }
+    if !go_version().is_some_and(|v| v >= (1, 24)) {
+        skip("the module front is checked against go >= 1.24");
+        return;
+    }
+    let Some(store) = Store::new(StoreKind::Local, "goproxy-build") else {
+        return;
+    };
+    let tmp = TempDir::new("goproxy-build");
+    let root = tmp.join("root");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    build(&tmp, &root);
+    let mut up = Upstream::start(&root);
+    let gp = Goprox::start(&store, &up);
+    let route = Route::Goproxy(gp.url());
+    let program = |env: &TempDir| {
+        let work = env.join("work");
+        std::fs::create_dir_all(&work).expect("mkdir");
+        std::fs::write(
+            work.join("main.go"),
+            "package main\n\nimport (\n\t\"fmt\"\n\n\tmodfix \"example.test/modfix\"\n\t\"example.test/modfix/sub\"\n\tv2 \"example.test/modfix/v2\"\n\t\"example.test/notags\"\n)\n\nvar _ = v2.Version\n\nfunc main() { fmt.Println(modfix.A, sub.S, notags.N) }\n",
+        )
+        .expect("main.go");
+    };
+    let run = |env: &TempDir, args: &[&str]| {
+        let mut c = gotool::command(env, &route, None);
+        c.args(args);
+        let out = crate::support::run(&mut c, None, gotool::GO_TIMEOUT);
+        assert!(out.ok(), "go {args:?}: {}", out.describe());
+        out
+    };
+    let a = TempDir::new("go-a");
+    let _ = gotool::command(&a, &route, None); // makes the directories
+    program(&a);
+    std::fs::write(
+        a.join("work").join("go.mod"),
+        "module example.test/prog\n\ngo 1.21\n",
+    )
+    .expect("go.mod");
+    run(&a, &["mod", "tidy"]);
+    run(&a, &["build", "-o", "prog", "."]);
+    let go_mod = std::fs::read_to_string(a.join("work/go.mod")).expect("go.mod");
+    let go_sum = std::fs::read_to_string(a.join("work/go.sum")).expect("go.sum");
+    assert!(go_mod.contains("example.test/notags v0.0.0-"), "{go_mod}");
+    assert!(go_mod.contains("example.test/modfix/v2 v2.0.0"), "{go_mod}");
+    assert!(go_sum.lines().count() >= 8, "{go_sum}");
+
+    up.stop();
+    let b = TempDir::new("go-b");
+    let _ = gotool::command(&b, &route, None);
+    program(&b);
+    std::fs::write(b.join("work/go.mod"), &go_mod).expect("go.mod");
+    std::fs::write(b.join("work/go.sum"), &go_sum).expect("go.sum");
+    run(&b, &["build", "-o", "prog", "."]);
+    let after = std::fs::read_to_string(b.join("work/go.sum")).expect("go.sum");
+    assert_eq!(after, go_sum, "go.sum changed with the upstream down");
 }
