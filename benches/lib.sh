@@ -60,6 +60,9 @@ cat >"$WORK/cgi.py" <<'PY'
 import http.server, os, subprocess, sys, shutil
 
 BACKEND, ROOT, PORT = sys.argv[1], sys.argv[2], int(sys.argv[3])
+# Optional "MODULE=REPO": answer `MODULE...?go-get=1` (also in absolute form, as an HTTP proxy
+# receives it from the go command) with a go-import tag naming REPO on this server.
+GOIMPORT = sys.argv[4].split("=", 1) if len(sys.argv) > 4 else None
 
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"   # close after each response: no length needed when streaming
@@ -78,6 +81,14 @@ class H(http.server.BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
     def run(self):
         path, _, query = self.path.partition("?")
+        if GOIMPORT and "go-get=1" in query.split("&"):
+            page = '<html><head><meta name="go-import" content="%s git http://127.0.0.1:%d/%s"></head></html>' % (
+                GOIMPORT[0], PORT, GOIMPORT[1])
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(page.encode())
+            return
         data = self.body() if self.command == "POST" else b""
         env = {
             "PATH": os.environ["PATH"], "GIT_PROJECT_ROOT": ROOT, "GIT_HTTP_EXPORT_ALL": "1",
@@ -116,10 +127,10 @@ class S(http.server.ThreadingHTTPServer):
 S(("127.0.0.1", PORT), H).serve_forever()
 PY
 
-start_upstream() { # ROOT REPO: serve the bare repositories under ROOT; sets UP_PORT
+start_upstream() { # ROOT REPO [MODULE=REPO]: serve the bare repositories under ROOT; sets UP_PORT
   echo "==> upstream: git http-backend behind a tiny CGI server"
   UP_PORT="$(free_port)"
-  python3 "$WORK/cgi.py" "$BACKEND" "$1" "$UP_PORT" &
+  python3 "$WORK/cgi.py" "$BACKEND" "$1" "$UP_PORT" ${3:+"$3"} &
   PIDS+=($!)
   disown $!
   wait_http "http://127.0.0.1:$UP_PORT/$2/info/refs?service=git-upload-pack" "upstream"

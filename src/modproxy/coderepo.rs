@@ -515,7 +515,9 @@ impl CodeRepo {
             r.reference = None;
             return Ok(r);
         }
-        let is_retracted = self.retracted(g);
+        // Read only when needed (a canonical tag on the commit answers without it).
+        let retracted = std::cell::OnceCell::new();
+        let is_retracted = |v: &str| retracted.get_or_init(|| self.retracted(g))(v);
         let (v, canonical) = self.tag_to_version(&info.version);
         if canonical && let Ok(r) = self.check_canonical(g, info, stat_vers, &v, &mut memo) {
             return Ok(r);

@@ -92,7 +92,10 @@ impl Front<'_> {
         let mut recorded_zip = None;
         if let Some(l) = &ledger {
             match self.recorded(l, &req, headers).await {
-                Ok(Recorded::Answer(resp)) => return resp,
+                Ok(Recorded::Answer(resp)) => {
+                    crate::metrics::MODULE_ANSWERS_STORED.inc();
+                    return resp;
+                }
                 Ok(Recorded::ZipToRebuild(e)) => recorded_zip = Some(e),
                 Ok(Recorded::Nothing) => {}
                 Err(e) => {
@@ -279,6 +282,7 @@ impl Front<'_> {
                 Request::Mod(v) => Answer::Mod(code.go_mod(&git, &v)?),
                 Request::Zip(v) => {
                     let (summary, bytes) = code.zip(&git, &v, Vec::new())?;
+                    crate::metrics::MODULE_ZIPS_BUILT.inc();
                     tracing::info!(module = code.module_path(), version = %v, files = summary.files, bytes = bytes.len(), h1 = %summary.h1, "module zip built");
                     Answer::Zip(bytes, summary)
                 }

@@ -286,6 +286,42 @@ fn compare_versions(module: &str, up: &Upstream, gp: &Goprox) -> Vec<String> {
     proxied
 }
 
+/// Debian's go (1.19 on bookworm), when it is installed and older than the go on PATH.
+fn older_go() -> Option<std::path::PathBuf> {
+    let p = std::path::PathBuf::from("/usr/lib/go-1.19/bin/go");
+    p.is_file().then_some(p)
+}
+
+/// `go mod download -json` by an older go command through goprox gives what the current one
+/// gives.
+fn older_client_agrees(gp: &Goprox, modules: &[&str]) {
+    let Some(old) = older_go() else {
+        skip("Debian's go 1.19 (/usr/lib/go-1.19/bin/go) is not installed");
+        return;
+    };
+    let route = Route::Goproxy(gp.url());
+    for m in modules {
+        let current = gotool::download(m, &route);
+        let tmp = TempDir::new("old-go");
+        let mut cmd = gotool::command_of(&old, &tmp, &route, None);
+        cmd.args(["mod", "download", "-json", m]);
+        let out = crate::support::run(&mut cmd, None, gotool::GO_TIMEOUT);
+        assert!(out.ok(), "go 1.19 mod download {m}: {}", out.describe());
+        let v: serde_json::Value = serde_json::from_str(&out.stdout_str()).expect("json");
+        assert_eq!(
+            v["Sum"].as_str(),
+            Some(current.sum.as_str()),
+            "{m}: {}",
+            out.stdout_str()
+        );
+        assert_eq!(
+            v["GoModSum"].as_str(),
+            Some(current.go_mod_sum.as_str()),
+            "{m}"
+        );
+    }
+}
+
 fn module_front(kind: StoreKind) {
     if !have_git() {
         skip("git http-backend not found");
@@ -357,6 +393,16 @@ fn module_front(kind: StoreKind) {
     for q in &queries {
         compare_download(q, &up, &gp);
     }
+
+    // An older go command (Debian's) gets the same hashes through goprox.
+    older_client_agrees(
+        &gp,
+        &[
+            "example.test/modfix@v1.1.0",
+            "example.test/legacy@v2.1.0+incompatible",
+            "example.test/modfix/sub@v0.2.0",
+        ],
+    );
 
     // Versions that cannot be zipped: a 404 with the reason, as text the go command shows.
     for (path, why) in [

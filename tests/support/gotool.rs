@@ -92,6 +92,16 @@ pub fn download_with_netrc(
 /// `GOPROXY=direct` unless the route says otherwise, `GOSUMDB=off`); the caller adds the
 /// arguments and runs it in `tmp/work`.
 pub fn command(tmp: &TempDir, route: &Route, netrc: Option<&str>) -> Command {
+    command_of(std::path::Path::new("go"), tmp, route, netrc)
+}
+
+/// [`command`] with another go binary (an older client).
+pub fn command_of(
+    go: &std::path::Path,
+    tmp: &TempDir,
+    route: &Route,
+    netrc: Option<&str>,
+) -> Command {
     for d in ["home", "gopath", "modcache", "gocache", "work"] {
         std::fs::create_dir_all(tmp.join(d)).expect("mkdir");
     }
@@ -110,7 +120,7 @@ pub fn command(tmp: &TempDir, route: &Route, netrc: Option<&str>) -> Command {
         ));
     }
     std::fs::write(&gitconfig, cfg).expect("write gitconfig");
-    let mut cmd = Command::new("go");
+    let mut cmd = Command::new(go);
     cmd.current_dir(tmp.join("work"))
         .env_clear()
         .env("PATH", super::path_var())
