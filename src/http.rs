@@ -70,6 +70,8 @@ pub struct AppState {
     pub trust_forwarded: bool,
     /// Turns for negotiation and pack generation (`--max-pack-generations`).
     pub pack_generations: Arc<tokio::sync::Semaphore>,
+    /// `--sumdb`: the checksum-database relay (`/sumdb/<name>/…`); `None` with `--sumdb off`.
+    pub sumdb: Option<Arc<crate::modproxy::sumdb::Relay>>,
 }
 
 impl AppState {
@@ -359,6 +361,23 @@ async fn dispatch(
         Ok(d) => d,
         Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    // The checksum-database relay: `sumdb` (no dot) is never an import path's first element.
+    if let Some(tail) = decoded.strip_prefix("sumdb/").filter(|_| !absolute) {
+        if method != Method::GET && method != Method::HEAD {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "the checksum database takes GET",
+            );
+        }
+        let (name, rest) = tail.split_once('/').unwrap_or((tail, ""));
+        return match &st.sumdb {
+            Some(relay) => relay.serve(name, rest).await,
+            None => text(
+                StatusCode::NOT_FOUND,
+                "goprox does not proxy checksum databases (--sumdb off)",
+            ),
+        };
+    }
     // The module front: `@` never occurs in an import path, so these never name a
     // repository.
     if let Some(parsed) = crate::modproxy::parse_request(&decoded) {

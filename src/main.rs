@@ -237,6 +237,11 @@ struct ServeArgs {
     /// only process writing to the store).
     #[arg(long, env = "GOPROX_SINGLE_INSTANCE")]
     single_instance: bool,
+    /// Checksum databases relayed at /sumdb/NAME/ (NAME=URL, repeatable; comma-separated in the
+    /// env var), answers that never change kept in the store; `off`: none (clients go to the
+    /// database directly).
+    #[arg(long = "sumdb", env = "GOPROX_SUMDB", value_delimiter = ',', default_value = goprox::modproxy::sumdb::DEFAULT)]
+    sumdb: Vec<String>,
 }
 
 #[derive(Args)]
@@ -450,6 +455,13 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         ref_ttl: a.ref_cache_ttl,
     };
     let repos = Arc::new(Repos::new(store.clone(), io, filler).with_policy(policy));
+    let sumdb = goprox::modproxy::sumdb::Relay::from_specs(&a.sumdb, store.clone())
+        .map_err(anyhow::Error::msg)?
+        .map(Arc::new);
+    match &sumdb {
+        Some(r) => tracing::info!(sumdb = %r.describe(), "checksum databases relayed"),
+        None => tracing::info!("no checksum database relayed (--sumdb off)"),
+    }
     let listener = tokio::net::TcpListener::bind(&a.listen).await?;
     let addr = listener.local_addr()?;
     let state = Arc::new(AppState {
@@ -472,6 +484,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             0 => 8 * std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         })),
+        sumdb,
     });
     println!(
         "goprox listening on {scheme}://{addr} (store: {})",

@@ -101,9 +101,19 @@ pub static LEASE_WAITS: Counter = Counter::new(
     "goprox_lease_waits_total",
     "Fills and refreshes that waited for another instance holding the repository's lease.",
 );
+/// Module zips built from git objects (the first request of a version, or a rebuild).
+pub static MODULE_ZIPS_BUILT: Counter = Counter::new(
+    "goprox_module_zips_built_total",
+    "Module zips built from git objects (a version's first request, or a rebuild of a zip missing from the bucket).",
+);
+/// Module answers served from the bucket's ledger without opening the repository.
+pub static MODULE_ANSWERS_STORED: Counter = Counter::new(
+    "goprox_module_answers_stored_total",
+    "Module .info, .mod and .zip answers served as recorded in the bucket.",
+);
 
 /// Every unlabelled counter: described and shown (at 0) from the start.
-static COUNTERS: [&Counter; 16] = [
+static COUNTERS: [&Counter; 18] = [
     &HTTP_REQUESTS,
     &REQUEST_ERRORS,
     &PACKS_SERVED,
@@ -120,6 +130,8 @@ static COUNTERS: [&Counter; 16] = [
     &STALE_SERVES,
     &COMPACTIONS,
     &LEASE_WAITS,
+    &MODULE_ZIPS_BUILT,
+    &MODULE_ANSWERS_STORED,
 ];
 
 pub const HTTP_REQUEST_SECONDS: &str = "goprox_http_request_duration_seconds";
@@ -128,6 +140,7 @@ pub const STORE_REQUEST_SECONDS: &str = "goprox_store_request_duration_seconds";
 pub const FILL_SECONDS: &str = "goprox_fill_duration_seconds";
 pub const REFRESH_SECONDS: &str = "goprox_refresh_duration_seconds";
 pub const PACK_SECONDS: &str = "goprox_pack_generation_duration_seconds";
+pub const SUMDB_REQUESTS: &str = "goprox_sumdb_requests_total";
 
 /// Requests and store calls: 1 ms .. 60 s.
 const REQUEST_BUCKETS: &[f64] = &[
@@ -161,6 +174,12 @@ fn describe() {
     describe_counter!(
         STORE_REQUESTS,
         "Object-store calls by operation and outcome."
+    );
+    describe_counter!(
+        SUMDB_REQUESTS,
+        "Checksum-database requests relayed (lookup, tile, latest) by outcome: stored (answered \
+         from the bucket), relayed (the database's answer), stale (the last kept copy, the \
+         database unreachable), error."
     );
     describe_histogram!(
         HTTP_REQUEST_SECONDS,
@@ -265,6 +284,16 @@ pub enum Route {
     InfoRefs,
     /// `…/git-upload-pack`.
     UploadPack,
+    /// `/<module>/@v/list` (the module proxy).
+    GoproxyList,
+    /// `/<module>/@v/<version>.info` and `/<module>/@latest`.
+    GoproxyInfo,
+    /// `/<module>/@v/<version>.mod`.
+    GoproxyMod,
+    /// `/<module>/@v/<version>.zip`.
+    GoproxyZip,
+    /// `/sumdb/…` (the checksum database relay).
+    Sumdb,
     /// `/metrics`.
     Metrics,
     /// `/healthz`, `/readyz`.
@@ -285,6 +314,18 @@ impl Route {
             Route::InfoRefs
         } else if trimmed.ends_with("/git-upload-pack") {
             Route::UploadPack
+        } else if trimmed.starts_with("/sumdb/") {
+            Route::Sumdb
+        } else if trimmed.ends_with("/@v/list") {
+            Route::GoproxyList
+        } else if trimmed.ends_with("/@latest")
+            || (trimmed.contains("/@v/") && trimmed.ends_with(".info"))
+        {
+            Route::GoproxyInfo
+        } else if trimmed.contains("/@v/") && trimmed.ends_with(".mod") {
+            Route::GoproxyMod
+        } else if trimmed.contains("/@v/") && trimmed.ends_with(".zip") {
+            Route::GoproxyZip
         } else if trimmed == "/metrics" {
             Route::Metrics
         } else if trimmed == "/healthz" || trimmed == "/readyz" {
@@ -301,6 +342,11 @@ impl Route {
             Route::GoGet => "go_get",
             Route::InfoRefs => "info_refs",
             Route::UploadPack => "upload_pack",
+            Route::GoproxyList => "goproxy_list",
+            Route::GoproxyInfo => "goproxy_info",
+            Route::GoproxyMod => "goproxy_mod",
+            Route::GoproxyZip => "goproxy_zip",
+            Route::Sumdb => "sumdb",
             Route::Metrics => "metrics",
             Route::Health => "health",
             Route::Other => "other",
@@ -389,6 +435,31 @@ pub fn store_request(op: StoreOp, outcome: StoreOutcome, elapsed: Duration) {
         .record(elapsed.as_secs_f64());
 }
 
+/// How a checksum-database request was answered (the label `outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SumdbOutcome {
+    /// From the bucket (an answer that never changes).
+    Stored,
+    /// The database's answer, passed on.
+    Relayed,
+    /// The last kept copy, because the database could not be reached.
+    Stale,
+    /// goprox's own error (a malformed request, the database unreachable).
+    Error,
+}
+
+/// A relayed checksum-database request.
+pub fn sumdb_request(outcome: SumdbOutcome) {
+    install();
+    let outcome = match outcome {
+        SumdbOutcome::Stored => "stored",
+        SumdbOutcome::Relayed => "relayed",
+        SumdbOutcome::Stale => "stale",
+        SumdbOutcome::Error => "error",
+    };
+    counter!(SUMDB_REQUESTS, "outcome" => outcome).increment(1);
+}
+
 /// A finished fill: counts it in `goprox_fills_total` or `goprox_fill_errors_total` and records
 /// its duration.
 pub fn fill(ok: bool, elapsed: Duration) {
@@ -472,6 +543,15 @@ mod tests {
         assert_eq!(route("/example.test/rich?go-get=0"), "other");
         assert_eq!(route("/example.test/rich/git-receive-pack"), "other");
         assert_eq!(route("/example.test/metrics"), "other");
+        assert_eq!(route("/example.test/m/@v/list"), "goproxy_list");
+        assert_eq!(route("/example.test/m/@v/v1.0.0.info"), "goproxy_info");
+        assert_eq!(route("/example.test/m/@latest"), "goproxy_info");
+        assert_eq!(route("/example.test/m/@v/v1.0.0.mod"), "goproxy_mod");
+        assert_eq!(
+            route("/example.test/m/@v/v2.0.0+incompatible.zip"),
+            "goproxy_zip"
+        );
+        assert_eq!(route("/sumdb/sum.golang.org/supported"), "sumdb");
         assert_eq!(route("/x/info/refs/more"), "other");
     }
 

@@ -41,5 +41,7 @@ mod security;
 mod selftest;
 #[path = "e2e/shallow.rs"]
 mod shallow;
+#[path = "e2e/sumdb.rs"]
+mod sumdb;
 #[path = "e2e/wire.rs"]
 mod wire;

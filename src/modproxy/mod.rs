@@ -18,6 +18,7 @@ pub mod module;
 pub mod modzip;
 pub mod semver;
 pub mod source;
+pub mod sumdb;
 
 /// One GOPROXY request, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,510 @@
+//! The checksum-database relay (`--sumdb NAME=URL`) against the go command: with
+//! `GOPROXY=goprox` and `GOSUMDB=<name>+<key>`, `go mod download` verifies modules against a
+//! local checksum database (`tests/sumdb_server`, x/mod's own server over an in-memory tree)
+//! through goprox; a wrong record is a SECURITY ERROR; with the database stopped, what was
+//! seen before still verifies from the bucket; malformed suffixes are refused before anything
+//! goes upstream or into the store.
+
+use crate::support::goprox::{Goprox, Store, StoreKind};
+use crate::support::gotool::{self, Route};
+use crate::support::upstream::Upstream;
+use crate::support::{Output, TempDir, have_git, http, skip};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The checksum database's name (and its key's).
+const DB: &str = "sumdb.test";
+/// Debian's golang-golang-x-mod-dev, which the test database is built against.
+const X_MOD_GOPATH: &str = "/usr/share/gocode";
+
+/// The go command's version as (major, minor), if it runs.
+fn go_version() -> Option<(u32, u32)> {
+    let out = Command::new("go")
+        .arg("env")
+        .arg("GOVERSION")
+        .env("GOTOOLCHAIN", "local")
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .ok()?;
+    let v = String::from_utf8(out.stdout).ok()?;
+    let mut it = v.trim().strip_prefix("go")?.split('.');
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// A working repository whose commits have fixed dates, published bare under a root.
+struct Work {
+    dir: PathBuf,
+    home: PathBuf,
+    clock: i64,
+}
+
+impl Work {
+    fn new(tmp: &TempDir, name: &str) -> Work {
+        let dir = tmp.join("work").join(name);
+        let home = tmp.join("home");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::create_dir_all(&home).expect("mkdir");
+        let w = Work {
+            dir,
+            home,
+            clock: 1_577_836_800, // 2020-01-01
+        };
+        w.git(&["init", "-q", "-b", "main"]);
+        w
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        let date = format!("@{} +0000", self.clock);
+        let out = Command::new("git")
+            .current_dir(&self.dir)
+            .args([
+                "-c",
+                "user.name=Mod Test",
+                "-c",
+                "user.email=mod@example.test",
+            ])
+            .args(args)
+            .env_clear()
+            .env("PATH", crate::support::path_var())
+            .env("HOME", &self.home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_DATE", &date)
+            .env("GIT_COMMITTER_DATE", &date)
+            .output()
+            .expect("run git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn write(&self, rel: &str, data: impl AsRef<[u8]>) {
+        let p = self.dir.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, data).expect("write");
+    }
+
+    /// Commit everything, a month after the previous commit; returns the commit id.
+    fn commit(&mut self, msg: &str) -> String {
+        self.clock += 86_400 * 31;
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "-m", msg]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    fn publish(&self, root: &Path, name: &str) {
+        let dest = root.join(name);
+        let out = Command::new("git")
+            .args(["clone", "-q", "--bare"])
+            .arg(&self.dir)
+            .arg(&dest)
+            .env("HOME", &self.home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .expect("clone --bare");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// `tests/sumdb_server` built once per process (in GOPATH mode against Debian's x/mod);
+/// `None` after a skip when x/mod is not installed. A failing build with x/mod present panics.
+fn sumdb_server() -> Option<PathBuf> {
+    static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if !Path::new(X_MOD_GOPATH)
+            .join("src/golang.org/x/mod/sumdb/server.go")
+            .is_file()
+        {
+            skip("Debian's golang.org/x/mod sources (apt-get install golang-golang-x-mod-dev)");
+            return None;
+        }
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sumdb_server");
+        std::fs::create_dir_all(dir.join("home")).expect("mkdir");
+        let bin = dir.join("sumdbd");
+        let mut cmd = Command::new("go");
+        cmd.args(["build", "-o"])
+            .arg(&bin)
+            .arg("./tests/sumdb_server")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_clear()
+            .env("PATH", crate::support::path_var())
+            .env("HOME", dir.join("home"))
+            .env("GOPATH", X_MOD_GOPATH)
+            .env("GO111MODULE", "off")
+            .env("GOFLAGS", "")
+            .env("GOTOOLCHAIN", "local")
+            .env("GOTELEMETRY", "off")
+            .env("GOCACHE", dir.join("gocache"))
+            .env("CGO_ENABLED", "0");
+        let out = crate::support::run(&mut cmd, None, Duration::from_secs(600));
+        assert!(out.ok(), "building tests/sumdb_server: {}", out.describe());
+        Some(bin)
+    })
+    .clone()
+}
+
+/// A running `tests/sumdb_server` on 127.0.0.1; killed on drop.
+struct SumDb {
+    child: Option<Child>,
+    /// The verifier key: a `GOSUMDB` value.
+    vkey: String,
+    port: u16,
+    dir: TempDir,
+}
+
+impl SumDb {
+    /// A database of the records in `go_sum` (go.sum lines; one record per module version, in
+    /// order).
+    fn start(bin: &Path, go_sum: &str) -> SumDb {
+        let dir = TempDir::new("sumdb-server");
+        let records = dir.join("records");
+        std::fs::write(&records, go_sum).expect("write records");
+        let stderr = std::fs::File::create(dir.join("stderr")).expect("stderr file");
+        let mut child = Command::new(bin)
+            .args(["-name", DB, "-addr", "127.0.0.1:0"])
+            .arg("-records")
+            .arg(&records)
+            .arg("-log")
+            .arg(dir.join("requests"))
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut db = SumDb {
+            child: Some(child),
+            vkey: String::new(),
+            port: 0,
+            dir,
+        };
+        while db.vkey.is_empty() || db.port == 0 {
+            let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
+                panic!(
+                    "sumdb_server did not start: {}",
+                    std::fs::read_to_string(db.dir.join("stderr")).unwrap_or_default()
+                );
+            };
+            if let Some(k) = line.strip_prefix("vkey ") {
+                db.vkey = k.to_string();
+            } else if let Some(a) = line.strip_prefix("addr 127.0.0.1:") {
+                db.port = a.parse().expect("port");
+            }
+        }
+        db
+    }
+
+    /// `METHOD PATH` of every request so far.
+    fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("requests"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for SumDb {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// go.sum lines of a made-up module version (the database does not look at the hashes).
+fn filler(i: usize) -> String {
+    format!(
+        "example.test/filler{i:03} v1.0.0 h1:{i:A>43}=\nexample.test/filler{i:03} v1.0.0/go.mod h1:{i:B>43}=\n"
+    )
+}
+
+/// The value of a metric line (`name{labels} value`), 0 when absent.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn relay(kind: StoreKind) {
+    if !have_git() {
+        skip("git http-backend not found");
+        return;
+    }
+    if go_version().is_none_or(|v| v < (1, 24)) {
+        skip("the checksum-database relay is checked against go >= 1.24");
+        return;
+    }
+    let Some(bin) = sumdb_server() else {
+        return;
+    };
+    let Some(store) = Store::new(kind, "sumdb") else {
+        return;
+    };
+    let tmp = TempDir::new("sumdb");
+    let root = tmp.join("root");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let mut w = Work::new(&tmp, "sumfix");
+    w.write("go.mod", "module example.test/sumfix\n\ngo 1.21\n");
+    w.write("s.go", "package sumfix\n\nconst V = 1\n");
+    w.commit("one");
+    w.git(&["tag", "v1.0.0"]);
+    w.write("s.go", "package sumfix\n\nconst V = 2\n");
+    w.commit("two");
+    w.git(&["tag", "v1.1.0"]);
+    w.publish(&root, "sumfix");
+    let up = Upstream::start(&root);
+
+    // The real hashes, straight from the repository.
+    let good = gotool::download("example.test/sumfix@v1.0.0", &Route::Proxy(up.port));
+    let other = gotool::download("example.test/sumfix@v1.1.0", &Route::Proxy(up.port));
+    assert_ne!(good.sum, other.sum);
+    // 303 records, so that the proofs need full tiles as well as partial ones: v1.0.0 as it
+    // is (record 100), v1.1.0 with v1.0.0's zip hash (a wrong record).
+    let mut records: String = (0..100).map(filler).collect();
+    records.push_str(&format!(
+        "example.test/sumfix v1.0.0 {}\nexample.test/sumfix v1.0.0/go.mod {}\n",
+        good.sum, good.go_mod_sum
+    ));
+    records.push_str(&format!(
+        "example.test/sumfix v1.1.0 {}\nexample.test/sumfix v1.1.0/go.mod {}\n",
+        good.sum, other.go_mod_sum
+    ));
+    records.extend((100..301).map(filler));
+    let mut db = SumDb::start(&bin, &records);
+    let mut gp = Goprox::start_with(
+        &store,
+        &up.goprox_args(),
+        &["--sumdb", &format!("{DB}=http://127.0.0.1:{}", db.port)],
+    );
+    let route = Route::Goproxy(gp.url());
+    let port = gp.port;
+    let vkey = db.vkey.clone();
+    // `go mod download -json M@V` in a fresh module cache, verified against the database.
+    let download = |module_at: &str| -> Output {
+        let env = TempDir::new("go-sumdb");
+        let mut c = gotool::command(&env, &route, None);
+        c.env("GOSUMDB", &vkey)
+            .env("GONOSUMDB", "")
+            .env("GOPRIVATE", "")
+            .args(["mod", "download", "-json", module_at]);
+        crate::support::run(&mut c, None, gotool::GO_TIMEOUT)
+    };
+    let sum_of = |out: &Output| -> String {
+        let v: serde_json::Value = serde_json::from_str(&out.stdout_str())
+            .unwrap_or_else(|e| panic!("go mod download JSON: {e}: {}", out.describe()));
+        v["Sum"].as_str().unwrap_or_default().to_string()
+    };
+    let lookups = |db: &SumDb, module_at: &str| {
+        let want = format!("GET /lookup/{module_at}");
+        db.requests().iter().filter(|r| **r == want).count()
+    };
+    let metrics = || http::get(port, "/metrics").text();
+
+    // Verified through goprox: the database saw the lookup and tiles (from goprox, the only
+    // client it has), and the answers that never change were kept.
+    let out = download("example.test/sumfix@v1.0.0");
+    assert!(
+        out.ok(),
+        "go mod download via the relay: {}",
+        out.describe()
+    );
+    assert_eq!(sum_of(&out), good.sum);
+    assert_eq!(
+        lookups(&db, "example.test/sumfix@v1.0.0"),
+        1,
+        "{:?}",
+        db.requests()
+    );
+    assert!(
+        db.requests()
+            .iter()
+            .any(|r| r.starts_with("GET /tile/8/0/")),
+        "{:?}",
+        db.requests()
+    );
+    let keys = store.keys();
+    for kept in [
+        format!("@sumdb/{DB}/lookup/example.test/sumfix@v1.0.0"),
+        format!("@sumdb/{DB}/tile/8/0/000"),
+    ] {
+        assert!(keys.contains(&kept), "{kept} not kept: {keys:?}");
+    }
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with(&format!("@sumdb/{DB}/last/tile/"))),
+        "no partial tile kept: {keys:?}"
+    );
+    // Again, in a fresh module cache: the lookup comes from the bucket.
+    let out = download("example.test/sumfix@v1.0.0");
+    assert!(out.ok(), "second download: {}", out.describe());
+    assert_eq!(
+        lookups(&db, "example.test/sumfix@v1.0.0"),
+        1,
+        "{:?}",
+        db.requests()
+    );
+    let m = metrics();
+    assert!(
+        metric(&m, "goprox_sumdb_requests_total{outcome=\"relayed\"}") > 0.0,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "goprox_sumdb_requests_total{outcome=\"stored\"}") > 0.0,
+        "{m}"
+    );
+
+    // A record that disagrees with the module: the go command refuses it.
+    let out = download("example.test/sumfix@v1.1.0");
+    let text = format!("{}{}", out.stdout_str(), out.stderr_str());
+    assert!(
+        !out.ok() && text.contains("SECURITY ERROR") && text.contains("checksum mismatch"),
+        "a wrong record went unnoticed: {}",
+        out.describe()
+    );
+    assert_eq!(
+        lookups(&db, "example.test/sumfix@v1.1.0"),
+        1,
+        "{:?}",
+        db.requests()
+    );
+
+    // `/latest` is relayed (and its last copy kept).
+    let latest = http::get(port, &format!("/sumdb/{DB}/latest"));
+    assert_eq!(latest.status, 200, "{}", latest.text());
+    assert!(
+        latest.text().contains("go.sum database tree"),
+        "{}",
+        latest.text()
+    );
+
+    // Malformed or foreign requests: refused with a reason, nothing upstream, nothing stored.
+    let keys = store.keys();
+    let asked = db.requests().len();
+    let supported = http::get(port, &format!("/sumdb/{DB}/supported"));
+    assert_eq!((supported.status, supported.body.len()), (200, 0));
+    for (path, status) in [
+        (format!("/sumdb/{DB}/tile/../../x"), 400),
+        (format!("/sumdb/{DB}/tile/8/0/000.p/256"), 400),
+        (format!("/sumdb/{DB}/tile/8/0/x000/000"), 400),
+        (format!("/sumdb/{DB}/tile/8/0/..%2F..%2F..%2Fx"), 400),
+        (format!("/sumdb/{DB}/lookup/Bad@v1"), 400),
+        (format!("/sumdb/{DB}/lookup/example.test/sumfix@v1"), 400),
+        (
+            format!("/sumdb/{DB}/lookup/example.test/sumfix@v1.0.0%2F..%2F..%2Fx"),
+            400,
+        ),
+        (format!("/sumdb/{DB}/lookup/..%2Fx@v1.0.0"), 400),
+        (format!("/sumdb/{DB}/other"), 404),
+        ("/sumdb/other/supported".to_string(), 404),
+        (
+            "/sumdb/other/lookup/example.test/sumfix@v1.0.0".to_string(),
+            404,
+        ),
+        ("/sumdb/..%2F..%2Fx/latest".to_string(), 404),
+    ] {
+        let r = http::get(port, &path);
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        assert!(
+            r.header("content-type")
+                .is_some_and(|c| c.starts_with("text/plain")),
+            "{path}"
+        );
+        let t = r.text();
+        assert!(
+            !t.trim().is_empty() && t.trim().lines().count() == 1,
+            "{path}: {t:?}"
+        );
+        assert!(!t.contains("@sumdb"), "{path}: a store key in {t:?}");
+    }
+    let post = http::request(port, "POST", &format!("/sumdb/{DB}/latest"), &[], b"x");
+    assert_eq!(post.status, 405, "{}", post.text());
+    assert_eq!(store.keys(), keys, "a refused request changed the store");
+    assert_eq!(
+        db.requests().len(),
+        asked,
+        "a refused request went upstream"
+    );
+
+    // The database goes away: what was seen still verifies, from the bucket (the lookup and
+    // full tiles) and the last copies (partial tiles); the wrong record still fails.
+    db.stop();
+    let out = download("example.test/sumfix@v1.0.0");
+    assert!(
+        out.ok(),
+        "download with the database down: {}",
+        out.describe()
+    );
+    assert_eq!(sum_of(&out), good.sum);
+    let out = download("example.test/sumfix@v1.1.0");
+    assert!(
+        !out.ok() && format!("{}{}", out.stdout_str(), out.stderr_str()).contains("SECURITY ERROR"),
+        "{}",
+        out.describe()
+    );
+    let m = metrics();
+    assert!(
+        metric(&m, "goprox_sumdb_requests_total{outcome=\"stale\"}") > 0.0,
+        "{m}"
+    );
+    let latest = http::get(port, &format!("/sumdb/{DB}/latest"));
+    assert_eq!(latest.status, 200, "{}", latest.text());
+    // Something never seen: a short 502.
+    let r = http::get(
+        port,
+        &format!("/sumdb/{DB}/lookup/example.test/never@v1.0.0"),
+    );
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("unreachable"), "{}", r.text());
+    gp.assert_alive();
+}
+
+#[test]
+fn sumdb_relay_local() {
+    relay(StoreKind::Local);
+}
+
+#[test]
+fn sumdb_relay_s3() {
+    relay(StoreKind::S3);
+}
+
+/// `--sumdb off`: `/supported` is a 404, so the go command goes to the database itself.
+#[test]
+fn sumdb_off() {
+    let Some(store) = Store::new(StoreKind::Local, "sumdb-off") else {
+        return;
+    };
+    let gp = Goprox::start_with(&store, &[], &["--sumdb", "off"]);
+    let r = http::get(gp.port, "/sumdb/sum.golang.org/supported");
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(!r.text().trim().is_empty());
+    // The default relays sum.golang.org (nothing is asked upstream for /supported).
+    let gp = Goprox::start_with(&store, &[], &[]);
+    let r = http::get(gp.port, "/sumdb/sum.golang.org/supported");
+    assert_eq!(r.status, 200, "{}", r.text());
+}
