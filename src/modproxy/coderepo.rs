@@ -62,6 +62,9 @@ pub enum ModError {
     /// The object database failed (a 5xx).
     #[error("reading git objects")]
     Odb(#[from] OdbError),
+    /// The zip could not be written out (its destination failed: a 5xx).
+    #[error("writing the module zip")]
+    Write(#[source] std::io::Error),
 }
 
 type Result<T, E = ModError> = std::result::Result<T, E>;
@@ -798,6 +801,17 @@ impl CodeRepo {
         version: &str,
         out: W,
     ) -> Result<(ZipSummary, W)> {
+        self.zip_to(g, version, |_| Ok(out))
+    }
+
+    /// [`CodeRepo::zip`], opening the output only once the files are checked and hashed:
+    /// `open` gets the h1 (a content-addressed destination can be named by it).
+    pub fn zip_to<W: std::io::Write>(
+        &self,
+        g: &dyn Git,
+        version: &str,
+        open: impl FnOnce(&str) -> std::io::Result<W>,
+    ) -> Result<(ZipSummary, W)> {
         let commit = self.version_commit(g, version)?;
         let (dir, _) = self
             .find_dir_at(g, &commit, version)
@@ -872,6 +886,7 @@ impl CodeRepo {
             .collect();
         let h1 = modzip::hash1(&mut named).map_err(|e| self.not_found(version, e))?;
         // Pass 2: the zip.
+        let out = open(&h1).map_err(ModError::Write)?;
         let mut w = ZipWriter::new(out);
         for &i in &included {
             let (f, extra) = &files[i];
@@ -883,11 +898,9 @@ impl CodeRepo {
                 ))));
             }
             w.add(&format!("{prefix}{}", f.path), &data)
-                .map_err(|e| ModError::Odb(OdbError::Corrupt(format!("writing the zip: {e}"))))?;
+                .map_err(ModError::Write)?;
         }
-        let (out, _) = w
-            .finish()
-            .map_err(|e| ModError::Odb(OdbError::Corrupt(format!("writing the zip: {e}"))))?;
+        let (out, _) = w.finish().map_err(ModError::Write)?;
         Ok((
             ZipSummary {
                 h1,

@@ -8,7 +8,7 @@
 //! command shows them) and name no store internals.
 
 use super::Request;
-use super::coderepo::{CodeRepo, ModError, RevInfo, ZipSummary, canonical_version};
+use super::coderepo::{CodeRepo, ModError, RevInfo, canonical_version};
 use super::ledger::{Ledger, LedgerError, ZipEntry};
 use super::semver;
 use super::source::Stored;
@@ -16,9 +16,11 @@ use crate::access::Access;
 use crate::fill::Failure;
 use crate::fill::resolve::{ResolveError, Resolver, Target};
 use crate::repo::{Repo, Repos};
+use crate::store::{Chunk, PutMode, StoreError};
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use sha2::Digest;
 use std::sync::Arc;
 
@@ -103,7 +105,7 @@ impl Front<'_> {
                 }
             }
         }
-        let answer = match self.compute(&target, &code, &req).await {
+        let answer = match self.compute(&target, &code, &req, ledger.as_ref()).await {
             Ok(a) => a,
             Err(resp) => return resp,
         };
@@ -114,7 +116,13 @@ impl Front<'_> {
             .record(&l, answer, recorded_zip.as_ref(), &target.upstream, &code)
             .await
         {
-            Ok(Answer::Stored(bytes)) => zip_response(bytes, headers),
+            Ok(Answer::Recorded(entry)) => match self.stored_zip(&l, &entry, headers).await {
+                Ok(Some(resp)) => resp,
+                Ok(None) | Err(_) => plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{module}: the module zip was built but cannot be read back"),
+                ),
+            },
             Ok(a) => respond(a, &target.upstream, &code, headers),
             Err(e @ LedgerError::Mismatch { .. }) => {
                 crate::metrics::REQUEST_ERRORS.inc();
@@ -148,14 +156,8 @@ impl Front<'_> {
                 let Some(entry) = l.zip_entry().await? else {
                     return Ok(Recorded::Nothing);
                 };
-                return Ok(match l.zip_bytes(&entry).await? {
-                    Some(bytes) if hex::encode(sha2::Sha256::digest(&bytes)) == entry.sha256 => {
-                        Recorded::Answer(zip_response(bytes, headers))
-                    }
-                    Some(_) => {
-                        tracing::error!(sha256 = %entry.sha256, "a stored module zip does not match its content key; rebuilding");
-                        Recorded::ZipToRebuild(entry)
-                    }
+                return Ok(match self.stored_zip(l, &entry, headers).await? {
+                    Some(resp) => Recorded::Answer(resp),
                     None => Recorded::ZipToRebuild(entry),
                 });
             }
@@ -186,22 +188,65 @@ impl Front<'_> {
                 let got = l.put("mod", bytes::Bytes::from(data)).await?;
                 Ok(Answer::Raw("mod", got))
             }
-            Answer::Zip(bytes, summary) => {
+            Answer::Built(entry) => {
                 if let Some(first) = recorded_zip {
-                    l.check(first, &summary.h1)?;
+                    l.check(first, &entry.h1)?;
                 }
-                let entry = ZipEntry {
-                    h1: summary.h1.clone(),
-                    commit: summary.commit.clone(),
-                    sha256: hex::encode(sha2::Sha256::digest(&bytes)),
-                    size: bytes.len() as u64,
-                };
-                let shared = bytes::Bytes::from(bytes);
-                l.record_zip(&entry, shared.clone()).await?;
-                Ok(Answer::Stored(shared))
+                l.record_zip(&entry).await?;
+                Ok(Answer::Recorded(entry))
             }
             other => Ok(other),
         }
+    }
+
+    /// The stored zip of a ledger entry as a response streamed from the store (whole or the
+    /// requested range); `None` when the zip is not in the store.
+    async fn stored_zip(
+        &self,
+        l: &Ledger<'_>,
+        entry: &ZipEntry,
+        headers: &HeaderMap,
+    ) -> Result<Option<Response>, LedgerError> {
+        let etag = format!("\"{}\"", entry.sha256);
+        let range = requested_range(headers, &etag, entry.size);
+        let (start, end) = range.unwrap_or((0, entry.size.saturating_sub(1)));
+        let first_len = (end + 1 - start).min(ZIP_CHUNK);
+        let Some(first) = l.zip_range(entry, start, first_len).await? else {
+            return Ok(None);
+        };
+        let store = self.repos.store.clone();
+        let key = l.zip_key(&entry.h1);
+        let next = start + first.len() as u64;
+        let rest = futures::stream::unfold(next, move |at| {
+            let (store, key) = (store.clone(), key.clone());
+            async move {
+                if at > end {
+                    return None;
+                }
+                let len = (end + 1 - at).min(ZIP_CHUNK);
+                match store.get_range(&key, at, len).await {
+                    Ok(b) if !b.is_empty() => Some((Ok(b), at + len)),
+                    Ok(_) => Some((
+                        Err(std::io::Error::other("stored zip ended early")),
+                        end + 1,
+                    )),
+                    Err(e) => {
+                        tracing::warn!(key = %key, error = %e, "reading a stored module zip failed mid-stream");
+                        Some((Err(std::io::Error::other("store read failed")), end + 1))
+                    }
+                }
+            }
+        });
+        let body = futures::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(rest);
+        let mut resp = Body::from_stream(body).into_response();
+        if range.is_some() {
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{}", entry.size)) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+        }
+        zip_headers(&mut resp, &etag, end + 1 - start);
+        Ok(Some(resp))
     }
 
     /// Open the repository (filling it on a miss) and answer from its objects; a revision it
@@ -211,6 +256,7 @@ impl Front<'_> {
         target: &Target,
         code: &CodeRepo,
         req: &Request,
+        ledger: Option<&Ledger<'_>>,
     ) -> Result<Answer, Response> {
         let module = code.module_path();
         let mut repo = match self.repos.open(target).await {
@@ -234,7 +280,7 @@ impl Front<'_> {
         };
         let mut refreshed = false;
         loop {
-            match self.answer(&repo, code, req).await {
+            match self.answer(&repo, code, req, ledger).await {
                 Err(ModError::UnknownRevision(why)) if !refreshed => {
                     refreshed = true;
                     let rev = revision_of(req);
@@ -259,21 +305,72 @@ impl Front<'_> {
                         format!("{module}: reading the stored repository failed"),
                     ));
                 }
+                Err(e @ ModError::Write(_)) => {
+                    tracing::warn!(module, error = %e, source = ?std::error::Error::source(&e), "module zip not stored");
+                    return Err(plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("{module}: the store is unavailable"),
+                    ));
+                }
                 Ok(a) => return Ok(a),
             }
         }
     }
 
-    /// One answer from one version of the repository, on a blocking thread.
+    /// One answer from one version of the repository, on a blocking thread. A zip with a
+    /// ledger is streamed into the store as it is written (bounded memory), under the key its
+    /// h1 names; without one it is built in memory.
     async fn answer(
         &self,
         repo: &Arc<Repo>,
         code: &CodeRepo,
         req: &Request,
+        ledger: Option<&Ledger<'_>>,
     ) -> Result<Answer, ModError> {
         let _turn = self.turns.clone().acquire_owned().await.ok();
         let git = Stored::new(&repo.index, repo.odb.clone());
         let (code, req) = (code.clone(), req.clone());
+        if let (Request::Zip(v), Some(l)) = (&req, ledger) {
+            let v = v.clone();
+            let (h1_tx, h1_rx) = tokio::sync::oneshot::channel::<String>();
+            let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(4);
+            let build = tokio::task::spawn_blocking(move || -> Result<ZipEntry, ModError> {
+                let (summary, out) = code.zip_to(&git, &v, |h1| {
+                    let _ = h1_tx.send(h1.to_string());
+                    Ok(ChunkWriter::new(tx))
+                })?;
+                let (sha256, size) = out.finish().map_err(ModError::Write)?;
+                crate::metrics::MODULE_ZIPS_BUILT.inc();
+                tracing::info!(module = code.module_path(), version = %v, files = summary.files, bytes = size, h1 = %summary.h1, "module zip built");
+                Ok(ZipEntry {
+                    h1: summary.h1,
+                    commit: summary.commit,
+                    sha256,
+                    size,
+                })
+            });
+            let store = &self.repos.store;
+            let put = async move {
+                let h1 = h1_rx.await.ok()?;
+                Some(
+                    store
+                        .put_stream(&l.zip_key(&h1), rx, PutMode::CreateOnly)
+                        .await,
+                )
+            };
+            let (built, put) = tokio::join!(build, put);
+            let entry = match built {
+                Ok(r) => r?,
+                Err(e) => return Err(ModError::Write(std::io::Error::other(e.to_string()))),
+            };
+            return match put {
+                Some(Ok(_)) | Some(Err(StoreError::PreconditionFailed)) => Ok(Answer::Built(entry)),
+                Some(Err(e)) => Err(ModError::Write(std::io::Error::other(e))),
+                None => Err(ModError::Write(std::io::Error::other(
+                    "the zip was never opened",
+                ))),
+            };
+        }
         let done = tokio::task::spawn_blocking(move || -> Result<Answer, ModError> {
             Ok(match req {
                 Request::List => Answer::List(code.versions(&git)?),
@@ -284,17 +381,76 @@ impl Front<'_> {
                     let (summary, bytes) = code.zip(&git, &v, Vec::new())?;
                     crate::metrics::MODULE_ZIPS_BUILT.inc();
                     tracing::info!(module = code.module_path(), version = %v, files = summary.files, bytes = bytes.len(), h1 = %summary.h1, "module zip built");
-                    Answer::Zip(bytes, summary)
+                    Answer::Zip(bytes)
                 }
             })
         })
         .await;
         match done {
             Ok(a) => a,
-            Err(e) => Err(ModError::Odb(crate::odb::OdbError::Corrupt(format!(
+            Err(e) => Err(ModError::Write(std::io::Error::other(format!(
                 "module task failed: {e}"
             )))),
         }
+    }
+}
+
+/// A zip on its way into the store: chunks of about 1 MiB to a streamed write, hashed as
+/// they go (the SHA-256 is the zip's ETag).
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<Chunk>,
+    buf: Vec<u8>,
+    hash: sha2::Sha256,
+    size: u64,
+}
+
+impl ChunkWriter {
+    const CHUNK: usize = 1 << 20;
+
+    fn new(tx: tokio::sync::mpsc::Sender<Chunk>) -> Self {
+        ChunkWriter {
+            tx,
+            buf: Vec::with_capacity(Self::CHUNK),
+            hash: sha2::Sha256::new(),
+            size: 0,
+        }
+    }
+
+    fn send(&mut self, chunk: Chunk) -> std::io::Result<()> {
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::other("the store stopped taking the zip"))
+    }
+
+    fn flush_buf(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(Self::CHUNK));
+        self.send(Chunk::Data(bytes::Bytes::from(data)))
+    }
+
+    /// Send the rest and the end; the SHA-256 (hex) and size of what was written.
+    fn finish(mut self) -> std::io::Result<(String, u64)> {
+        self.flush_buf()?;
+        self.send(Chunk::End)?;
+        Ok((hex::encode(self.hash.finalize_reset()), self.size))
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.hash.update(data);
+        self.size += data.len() as u64;
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= Self::CHUNK {
+            self.flush_buf()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -312,11 +468,14 @@ enum Answer {
     List(Vec<String>),
     Info(RevInfo),
     Mod(Vec<u8>),
-    Zip(Vec<u8>, ZipSummary),
+    /// A zip built in memory (no ledger).
+    Zip(Vec<u8>),
+    /// A zip built into the store, not yet recorded.
+    Built(ZipEntry),
     /// Recorded bytes of an `info` or `mod`.
     Raw(&'static str, bytes::Bytes),
-    /// A recorded zip.
-    Stored(bytes::Bytes),
+    /// A recorded zip, in the store.
+    Recorded(ZipEntry),
 }
 
 fn respond(answer: Answer, upstream: &str, code: &CodeRepo, headers: &HeaderMap) -> Response {
@@ -335,9 +494,12 @@ fn respond(answer: Answer, upstream: &str, code: &CodeRepo, headers: &HeaderMap)
         )
             .into_response(),
         Answer::Mod(data) => stored_response("mod", bytes::Bytes::from(data)),
-        Answer::Zip(bytes, _) => zip_response(bytes::Bytes::from(bytes), headers),
+        Answer::Zip(bytes) => zip_response(bytes::Bytes::from(bytes), headers),
         Answer::Raw(ext, b) => stored_response(ext, b),
-        Answer::Stored(bytes) => zip_response(bytes, headers),
+        Answer::Built(_) | Answer::Recorded(_) => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "a stored module zip is served from the ledger",
+        ),
     }
 }
 
@@ -377,12 +539,13 @@ fn info_json(info: &RevInfo, upstream: &str, code_dir: &str) -> String {
     )
 }
 
-/// A zip with `Content-Length`, a strong `ETag` and single-range support (`Range`,
-/// `If-Range`), so that an interrupted download can be resumed.
-fn zip_response(bytes: bytes::Bytes, headers: &HeaderMap) -> Response {
-    let etag = format!("\"{}\"", hex::encode(sha2::Sha256::digest(&bytes)));
-    let len = bytes.len() as u64;
-    let range = headers
+/// Largest piece of a stored zip read from the store at once while streaming it.
+const ZIP_CHUNK: u64 = 4 << 20;
+
+/// The range a request asks for (`Range`, honoured only when `If-Range` is absent or names
+/// `etag`), within `len`.
+fn requested_range(headers: &HeaderMap, etag: &str, len: u64) -> Option<(u64, u64)> {
+    headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .filter(|_| {
@@ -390,27 +553,39 @@ fn zip_response(bytes: bytes::Bytes, headers: &HeaderMap) -> Response {
                 .get(header::IF_RANGE)
                 .is_none_or(|v| v.as_bytes() == etag.as_bytes())
         })
-        .and_then(|r| parse_range(r, len));
-    let mut resp = match range {
-        Some((start, end)) => {
-            let part = bytes.slice(start as usize..=end as usize);
-            let mut r = (StatusCode::PARTIAL_CONTENT, Body::from(part)).into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
-                r.headers_mut().insert(header::CONTENT_RANGE, v);
-            }
-            r
-        }
-        None => Body::from(bytes).into_response(),
-    };
+        .and_then(|r| parse_range(r, len))
+}
+
+/// The headers of every zip answer: type, length, a strong ETag and byte ranges.
+fn zip_headers(resp: &mut Response, etag: &str, len: u64) {
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/zip"),
     );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Ok(v) = HeaderValue::from_str(&etag) {
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Ok(v) = HeaderValue::from_str(etag) {
         h.insert(header::ETAG, v);
     }
+}
+
+/// A zip held in memory, whole or the requested range.
+fn zip_response(bytes: bytes::Bytes, headers: &HeaderMap) -> Response {
+    let etag = format!("\"{}\"", hex::encode(sha2::Sha256::digest(&bytes)));
+    let len = bytes.len() as u64;
+    let (mut resp, sent) = match requested_range(headers, &etag, len) {
+        Some((start, end)) => {
+            let part = bytes.slice(start as usize..=end as usize);
+            let mut r = (StatusCode::PARTIAL_CONTENT, Body::from(part)).into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            (r, end + 1 - start)
+        }
+        None => (Body::from(bytes).into_response(), len),
+    };
+    zip_headers(&mut resp, &etag, sent);
     resp
 }
 

@@ -6,7 +6,8 @@
 //!   for a canonical version;
 //! * `<root>/@mod/<escaped module>/@v/<escaped version>.zip.json`: the ledger entry of a zip
 //!   (its h1, the commit it was built from, the SHA-256 and size of its bytes);
-//! * `<root>/@mod/zip/<sha256>.zip`: the zip bytes, content-addressed.
+//! * `<root>/@mod/zip/<sha256 of the h1>.zip`: the zip bytes, addressed by their content's
+//!   hash (the same files make the same zip: the writer is deterministic).
 //!
 //! Every object is written create-only (`If-None-Match: *`): the first build wins, and a
 //! later build that hashes differently is an error, never a different answer.
@@ -109,21 +110,39 @@ impl<'a> Ledger<'a> {
         }
     }
 
-    /// The zip bytes an entry names (`None`: not stored, e.g. removed by gc).
-    pub async fn zip_bytes(&self, entry: &ZipEntry) -> Result<Option<Bytes>, LedgerError> {
-        let key = format!("{}/{}.zip", self.zips, entry.sha256);
-        Ok(self.store.get(&key).await?.map(|o| o.data))
+    /// The store key of the zip whose files hash to `h1`.
+    pub fn zip_key(&self, h1: &str) -> String {
+        use sha2::Digest;
+        format!(
+            "{}/{}.zip",
+            self.zips,
+            hex::encode(sha2::Sha256::digest(h1.as_bytes()))
+        )
     }
 
-    /// Store a built zip and record it. The bytes go in first (content-addressed), the entry
-    /// after, so an entry never names a missing zip. A build that disagrees with the entry
-    /// already recorded is a [`LedgerError::Mismatch`].
-    pub async fn record_zip(&self, entry: &ZipEntry, bytes: Bytes) -> Result<(), LedgerError> {
-        let zkey = format!("{}/{}.zip", self.zips, entry.sha256);
-        match self.store.put(&zkey, bytes, PutMode::CreateOnly).await {
-            Ok(_) | Err(StoreError::PreconditionFailed) => {}
-            Err(e) => return Err(e.into()),
+    /// `len` bytes of an entry's zip from `offset` (`None`: the zip is not stored, e.g. it
+    /// was removed).
+    pub async fn zip_range(
+        &self,
+        entry: &ZipEntry,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Bytes>, LedgerError> {
+        match self
+            .store
+            .get_range(&self.zip_key(&entry.h1), offset, len)
+            .await
+        {
+            Ok(b) => Ok(Some(b)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
         }
+    }
+
+    /// Record a zip whose bytes are stored (at [`Ledger::zip_key`]): the entry is written
+    /// after the bytes, so an entry never names a zip that was never stored. A build that
+    /// disagrees with the entry already recorded is a [`LedgerError::Mismatch`].
+    pub async fn record_zip(&self, entry: &ZipEntry) -> Result<(), LedgerError> {
         let key = format!("{}.zip.json", self.base);
         let json = serde_json::to_vec(entry).map_err(|_| LedgerError::Malformed(key.clone()))?;
         match self
@@ -178,23 +197,24 @@ mod tests {
         let l = Ledger::new(&s, "example.com/r", "example.com/r/Sub", "v1.0.0").expect("ledger");
         assert!(l.zip_entry().await.expect("get").is_none());
         let e = entry("h1:one", b"zip one");
-        l.record_zip(&e, Bytes::from_static(b"zip one"))
-            .await
-            .expect("record");
+        assert!(l.zip_range(&e, 0, 4).await.expect("range").is_none());
+        s.put(
+            &l.zip_key("h1:one"),
+            Bytes::from_static(b"zip one"),
+            PutMode::CreateOnly,
+        )
+        .await
+        .expect("put zip");
+        l.record_zip(&e).await.expect("record");
         assert_eq!(l.zip_entry().await.expect("get"), Some(e.clone()));
         assert_eq!(
-            l.zip_bytes(&e).await.expect("bytes").as_deref(),
-            Some(&b"zip one"[..])
+            l.zip_range(&e, 4, 3).await.expect("range").as_deref(),
+            Some(&b"one"[..])
         );
         // The same build again is fine; a different one is refused, and nothing changes.
-        l.record_zip(&e, Bytes::from_static(b"zip one"))
-            .await
-            .expect("same again");
+        l.record_zip(&e).await.expect("same again");
         let other = entry("h1:two", b"zip two");
-        let err = l
-            .record_zip(&other, Bytes::from_static(b"zip two"))
-            .await
-            .expect_err("mismatch");
+        let err = l.record_zip(&other).await.expect_err("mismatch");
         assert!(matches!(err, LedgerError::Mismatch { .. }), "{err}");
         assert_eq!(l.zip_entry().await.expect("get"), Some(e));
         // Keys are escaped (lowercase only).

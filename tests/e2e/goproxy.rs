@@ -532,15 +532,29 @@ fn ledger_and_freshness(kind: StoreKind) {
     let json: serde_json::Value =
         serde_json::from_slice(&store.get_object(&entry).expect("ledger entry")).expect("json");
     let sha = json["sha256"].as_str().expect("sha256").to_string();
+    let h1 = json["h1"].as_str().expect("h1").to_string();
+    let name = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(h1.as_bytes()))
+    };
     let zip_key = keys
         .iter()
-        .find(|k| k.ends_with(&format!("@mod/zip/{sha}.zip")))
+        .find(|k| k.ends_with(&format!("@mod/zip/{name}.zip")))
         .expect("zip object named by the ledger")
         .clone();
+    let stored = store.get_object(&zip_key).expect("zip");
+    let served = http::get(gp.port, "/example.test/live/@v/v1.1.0.zip");
+    assert_eq!(served.body, stored, "the zip served is not the zip stored");
+    assert_eq!(served.header("etag"), Some(format!("\"{sha}\"").as_str()));
+    assert_eq!(
+        served.header("content-length"),
+        Some(stored.len().to_string().as_str())
+    );
     // Gone but recorded: rebuilt, same bytes.
     store.delete_object(&zip_key);
     let r = http::get(gp.port, "/example.test/live/@v/v1.1.0.zip");
     assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, stored, "the rebuilt zip differs");
     assert!(
         store.get_object(&zip_key).is_some(),
         "the rebuilt zip was not stored again"
