@@ -445,9 +445,11 @@ async fn dispatch(
     let target = match st.resolver.resolve(repo_path).await {
         Ok(t) => t,
         Err(e @ ResolveError::NotFound(..)) => return text(StatusCode::NOT_FOUND, e.to_string()),
-        Err(e @ ResolveError::Discovery(..)) => {
-            return text(StatusCode::BAD_GATEWAY, e.to_string());
-        }
+        Err(e @ ResolveError::Discovery(..)) => match st.repos.stored_target(repo_path).await {
+            // The vanity host is down: serve what the store has for the path.
+            Some(t) => t,
+            None => return text(StatusCode::BAD_GATEWAY, e.to_string()),
+        },
         Err(ResolveError::Refused(r)) => {
             tracing::info!(path = %repo_path, refused = %r, "upstream refused by policy");
             return text(StatusCode::FORBIDDEN, r.to_string());

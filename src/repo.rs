@@ -341,6 +341,26 @@ impl Repos {
         repo
     }
 
+    /// The repository the store holds for an import path, found without upstream: the
+    /// longest prefix of `path` (two elements at least) with a ref index, which names its
+    /// root and upstream. For when discovery fails (a vanity host that is down) and nothing
+    /// in this process remembers its answer.
+    pub async fn stored_target(&self, path: &str) -> Option<Target> {
+        let parts: Vec<&str> = path.split('/').collect();
+        for n in (2..=parts.len()).rev() {
+            let prefix = parts[..n].join("/");
+            if let Ok(Some((index, _))) = refs::load(&self.store, &Keys::new(&prefix)).await
+                && index.root == prefix
+            {
+                return Some(Target {
+                    root: index.root,
+                    upstream: index.upstream,
+                });
+            }
+        }
+        None
+    }
+
     /// A module request named a revision the store lacks (a tag or commit pushed since the
     /// last refresh): refresh, waiting at most `upstream_wait`. `None` when the same revision
     /// was looked for within `negative_ttl` (see [`Repos::forget_revision`]).
@@ -828,4 +848,56 @@ fn listed_index(target: &Target, listing: &Listing) -> RefIndex {
 /// remove).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stored_target_finds_the_longest_stored_root() {
+        let store: DynStore = Arc::new(crate::store::memory::MemoryStore::new());
+        let index = RefIndex {
+            version: refs::FORMAT_VERSION,
+            generation: 1,
+            root: "vanity.example/x/tools".into(),
+            upstream: "https://git.example/tools".into(),
+            fetched_at: 1,
+            head_symref: None,
+            head_oid: None,
+            refs: Default::default(),
+            packs: vec![],
+            retired: vec![],
+            closed: false,
+        };
+        let key = Keys::new(&index.root).ref_index();
+        let json = serde_json::to_vec(&index).expect("json");
+        store
+            .put(
+                &key,
+                bytes::Bytes::from(json),
+                crate::store::PutMode::CreateOnly,
+            )
+            .await
+            .expect("put");
+        let io = Arc::new(Io::new(
+            store.clone(),
+            tokio::runtime::Handle::current(),
+            1 << 20,
+        ));
+        let repos = Repos::new(store.clone(), io, Filler::new(store));
+        let t = repos
+            .stored_target("vanity.example/x/tools/gopls/internal")
+            .await
+            .expect("found");
+        assert_eq!(t.root, "vanity.example/x/tools");
+        assert_eq!(t.upstream, "https://git.example/tools");
+        assert!(
+            repos
+                .stored_target("vanity.example/x/other")
+                .await
+                .is_none()
+        );
+        assert!(repos.stored_target("vanity.example").await.is_none());
+    }
 }

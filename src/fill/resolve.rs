@@ -60,15 +60,51 @@ pub const DISCOVERY_MAX_BYTES: usize = 256 << 10;
 /// Most redirects followed during discovery (each hop is checked again).
 pub const DISCOVERY_MAX_REDIRECTS: usize = 3;
 
+/// How long a discovered go-import answer is used before discovery runs again (it is still
+/// used after that when discovery fails).
+pub const DISCOVERY_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+/// Most discovered answers remembered (the oldest are forgotten first).
+const DISCOVERY_CACHE_ENTRIES: usize = 10_000;
+
 #[derive(Debug, Clone, Default)]
 pub struct Resolver {
     rules: Vec<Rule>,
+    /// Discovered targets by import path, with when they were discovered: a module download
+    /// asks for one path several times, and a vanity host that goes down must not take the
+    /// modules already mirrored from it down with it.
+    discovered: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, (Target, std::time::Instant)>>,
+    >,
 }
 
 impl Resolver {
     pub fn new(mut rules: Vec<Rule>) -> Self {
         rules.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        Resolver { rules }
+        Resolver {
+            rules,
+            discovered: Default::default(),
+        }
+    }
+
+    fn remembered(&self, path: &str) -> Option<(Target, std::time::Instant)> {
+        self.discovered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+            .cloned()
+    }
+
+    fn remember(&self, path: &str, t: &Target) {
+        let mut m = self.discovered.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= DISCOVERY_CACHE_ENTRIES
+            && let Some(oldest) = m
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone())
+        {
+            m.remove(&oldest);
+        }
+        m.insert(path.to_string(), (t.clone(), std::time::Instant::now()));
     }
 
     /// Resolve without network access: rules and well-known hosts. `None` means discovery
@@ -129,9 +165,31 @@ impl Resolver {
             ));
         }
         crate::policy::check_host(host)?;
-        let t = discover(path).await?;
-        check_untrusted(&t.upstream).await?;
-        Ok(t)
+        let known = self.remembered(path);
+        if let Some((t, at)) = &known
+            && at.elapsed() < DISCOVERY_TTL
+        {
+            return Ok(t.clone());
+        }
+        let found = match discover(path).await {
+            Ok(t) => check_untrusted(&t.upstream)
+                .await
+                .map(|_| t)
+                .map_err(Into::into),
+            Err(e) => Err(e),
+        };
+        match (found, known) {
+            (Ok(t), _) => {
+                self.remember(path, &t);
+                Ok(t)
+            }
+            // The host is down or unreachable: what it said last time still holds.
+            (Err(ResolveError::Discovery(..)), Some((t, _))) => {
+                tracing::warn!(path, root = %t.root, "discovery failed; using its last answer");
+                Ok(t)
+            }
+            (Err(e), _) => Err(e),
+        }
     }
 
     /// Whether `t` came from one of the explicit rules (trusted as given).

@@ -69,13 +69,16 @@ impl Front<'_> {
             Ok(t) => t,
             Err(e @ ResolveError::NotFound(..)) => return not_found(e),
             Err(e @ ResolveError::Refused(_)) => return not_found(e),
-            Err(e @ ResolveError::Discovery(..)) => {
-                tracing::warn!(module, error = %e, "module discovery failed");
-                return plain(
-                    StatusCode::BAD_GATEWAY,
-                    format!("{module}: discovery failed"),
-                );
-            }
+            Err(e @ ResolveError::Discovery(..)) => match self.repos.stored_target(module).await {
+                Some(t) => t,
+                None => {
+                    tracing::warn!(module, error = %e, "module discovery failed");
+                    return plain(
+                        StatusCode::BAD_GATEWAY,
+                        format!("{module}: discovery failed"),
+                    );
+                }
+            },
         };
         let code = match CodeRepo::new(module, &target.root) {
             Ok(c) => c,
