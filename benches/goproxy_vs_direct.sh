@@ -68,6 +68,7 @@ disown $!
 sleep 0.5
 s3reqs() { cut -d' ' -f1 "$COUNT_FILE"; }
 GP_EXTRA=(--upstream "$MODULE=http://127.0.0.1:$UP_PORT/repo.git")
+GOPROX_S3="http://127.0.0.1:$PROXY_PORT" # goprox's S3 requests go through the counting proxy
 for b in cold mem; do
   make_bucket "$b"
   echo "==> fill bucket $b (goprox mirror)"

@@ -70,6 +70,8 @@ pub struct AppState {
     pub trust_forwarded: bool,
     /// Turns for negotiation and pack generation (`--max-pack-generations`).
     pub pack_generations: Arc<tokio::sync::Semaphore>,
+    /// Turns for module zip builds (`--max-zip-builds`).
+    pub zip_builds: Arc<tokio::sync::Semaphore>,
     /// `--sumdb`: the checksum-database relay (`/sumdb/<name>/…`); `None` with `--sumdb off`.
     pub sumdb: Option<Arc<crate::modproxy::sumdb::Relay>>,
 }
@@ -392,6 +394,7 @@ async fn dispatch(
                     resolver: &st.resolver,
                     access: &st.access,
                     turns: &st.pack_generations,
+                    zip_builds: &st.zip_builds,
                 };
                 front.serve(&module, req, &headers).await
             }

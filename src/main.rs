@@ -181,6 +181,10 @@ struct ServeArgs {
     /// a turn only while it negotiates. 0: eight per CPU core.
     #[arg(long, env = "GOPROX_MAX_PACK_GENERATIONS", default_value_t = 0)]
     max_pack_generations: usize,
+    /// Module zips built at once (each reads a version's files twice and streams the zip
+    /// into the store; CPU-bound); later builds wait their turn. 0: two per CPU core.
+    #[arg(long, env = "GOPROX_MAX_ZIP_BUILDS", default_value_t = 0)]
+    max_zip_builds: usize,
     /// Base URL written into go-import meta tags (default: from the request's Host).
     #[arg(long, env = "GOPROX_PUBLIC_URL")]
     public_url: Option<String>,
@@ -482,6 +486,10 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         trust_forwarded: a.trust_forwarded_headers,
         pack_generations: Arc::new(tokio::sync::Semaphore::new(match a.max_pack_generations {
             0 => 8 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        })),
+        zip_builds: Arc::new(tokio::sync::Semaphore::new(match a.max_zip_builds {
+            0 => 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         })),
         sumdb,

@@ -34,6 +34,8 @@ pub struct Front<'a> {
     pub access: &'a Access,
     /// Turns for work on blocking threads (shared with pack generation).
     pub turns: &'a Arc<tokio::sync::Semaphore>,
+    /// Turns for zip builds (CPU-bound and holding a streamed upload each: fewer at once).
+    pub zip_builds: &'a Arc<tokio::sync::Semaphore>,
 }
 
 fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -330,7 +332,11 @@ impl Front<'_> {
         req: &Request,
         ledger: Option<&Ledger<'_>>,
     ) -> Result<Answer, ModError> {
-        let _turn = self.turns.clone().acquire_owned().await.ok();
+        let turns = match req {
+            Request::Zip(_) => self.zip_builds,
+            _ => self.turns,
+        };
+        let _turn = turns.clone().acquire_owned().await.ok();
         let git = Stored::new(&repo.index, repo.odb.clone());
         let (code, req) = (code.clone(), req.clone());
         if let (Request::Zip(v), Some(l)) = (&req, ledger) {
