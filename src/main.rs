@@ -288,6 +288,11 @@ struct MirrorArgs {
     /// several files after one flag.
     #[arg(long = "from-go-mod", value_name = "FILE", num_args = 1..)]
     from_go_mod: Vec<std::path::PathBuf>,
+    /// With `--from-go-mod`: also build and record every listed module version's `.info`,
+    /// `.mod` and `.zip` (the module proxy's ledger), so that a new bucket answers a whole
+    /// build warm.
+    #[arg(long, requires = "from_go_mod")]
+    modules: bool,
     /// Import paths to fill or refresh.
     #[arg(required_unless_present = "from_go_mod")]
     paths: Vec<String>,
@@ -580,6 +585,58 @@ struct Mirrorer {
 }
 
 impl Mirrorer {
+    /// `--modules`: answer each listed module version's `.info`, `.mod` and `.zip` through
+    /// the module front (which records them in the bucket). Returns how many failed.
+    async fn record_modules(&self, wanted: &[Wanted]) -> usize {
+        use goprox::modproxy::Request;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let turns = Arc::new(tokio::sync::Semaphore::new(8 * cores));
+        let zip_builds = Arc::new(tokio::sync::Semaphore::new(2 * cores));
+        let front = goprox::modproxy::front::Front {
+            repos: &self.repos,
+            resolver: &self.resolver,
+            access: &self.access,
+            turns: &turns,
+            zip_builds: &zip_builds,
+        };
+        let headers = axum::http::HeaderMap::new();
+        let (mut recorded, mut failed) = (0, 0);
+        for w in wanted.iter().filter(|w| w.from_file) {
+            if self.access.check(&w.path).is_err() {
+                continue; // reported above
+            }
+            for v in &w.versions {
+                let mut problem = None;
+                for req in [
+                    Request::Info(v.clone()),
+                    Request::Mod(v.clone()),
+                    Request::Zip(v.clone()),
+                ] {
+                    let resp = front.serve(&w.path, req, &headers).await;
+                    let status = resp.status();
+                    // Read the answer through: a zip is only recorded once it is stored.
+                    let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await;
+                    if !status.is_success() {
+                        let text = body
+                            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+                            .unwrap_or_default();
+                        problem = Some(format!("{status}: {text}"));
+                        break;
+                    }
+                }
+                match problem {
+                    None => recorded += 1,
+                    Some(why) => {
+                        failed += 1;
+                        println!("{}@{v}: module not recorded: {why}", w.path);
+                    }
+                }
+            }
+        }
+        println!("module versions: {recorded} recorded, {failed} failed");
+        failed
+    }
+
     async fn new(a: &MirrorArgs) -> anyhow::Result<Mirrorer> {
         let store = open_store(&a.store).await?;
         let resolver = Resolver::new(prepare_upstreams(&a.store)?);
@@ -811,6 +868,9 @@ async fn mirror(a: MirrorArgs) -> anyhow::Result<()> {
     }
     for (name, why) in &skipped {
         println!("{name}: skipped: {why}");
+    }
+    if a.modules {
+        failed += m.record_modules(&wanted).await;
     }
     if !a.from_go_mod.is_empty() {
         println!(

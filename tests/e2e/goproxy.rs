@@ -645,3 +645,64 @@ fn go_build_through_goprox_survives_upstream_down() {
     let after = std::fs::read_to_string(b.join("work/go.sum")).expect("go.sum");
     assert_eq!(after, go_sum, "go.sum changed with the upstream down");
 }
+
+/// `goprox mirror --from-go-mod go.mod --modules` records every listed version in a new
+/// bucket: a goprox started on it afterwards, with the upstream stopped, answers a whole
+/// `go mod download` from the ledger (no zip built) with the hashes of direct mode.
+#[test]
+fn mirror_modules_makes_a_bucket_warm() {
+    if !have_git() {
+        skip("git http-backend not found");
+        return;
+    }
+    if go_version().is_none_or(|v| v < (1, 24)) {
+        skip("the module front is checked against go >= 1.24");
+        return;
+    }
+    let Some(store) = Store::new(StoreKind::Local, "goproxy-mirror") else {
+        return;
+    };
+    let tmp = TempDir::new("goproxy-mirror");
+    let root = tmp.join("root");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    build(&tmp, &root);
+    let mut up = Upstream::start(&root);
+    let modules = [
+        "example.test/modfix@v1.1.0",
+        "example.test/modfix/v2@v2.0.0",
+        "example.test/legacy@v2.1.0+incompatible",
+    ];
+    let direct: Vec<_> = modules
+        .iter()
+        .map(|m| gotool::download(m, &Route::Proxy(up.port)))
+        .collect();
+    let go_mod = tmp.join("go.mod");
+    let mut text = String::from("module example.test/prog\n\ngo 1.21\n\nrequire (\n");
+    for m in modules {
+        let (p, v) = m.split_once('@').expect("module@version");
+        text.push_str(&format!("\t{p} {v}\n"));
+    }
+    text.push_str(")\n");
+    std::fs::write(&go_mod, text).expect("go.mod");
+    let out = crate::support::goprox::mirror(
+        &store,
+        &up,
+        &["--modules", "--from-go-mod", &go_mod.to_string_lossy()],
+    );
+    assert!(
+        out.stdout_str()
+            .contains("module versions: 3 recorded, 0 failed"),
+        "{}",
+        out.describe()
+    );
+    up.stop();
+    let gp = Goprox::start(&store, &up);
+    for (m, d) in modules.iter().zip(&direct) {
+        let got = gotool::download(m, &Route::Goproxy(gp.url()));
+        assert_eq!((&got.sum, &got.go_mod_sum), (&d.sum, &d.go_mod_sum), "{m}");
+    }
+    assert!(
+        !gp.log_text().contains("module zip built"),
+        "a zip was built although the mirror recorded them all"
+    );
+}
