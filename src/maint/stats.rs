@@ -1,7 +1,7 @@
 //! `goprox stats [ROOT...]`: what the store holds, per repository and in total.
 //!
 //! Everything comes from one listing (sizes of the index objects and of everything else under
-//! the repository's keys), the ref index (refs, packs with their sizes and object counts,
+//! the repository's keys, the module front's ledger entries and zips), the ref index (refs, packs with their sizes and object counts,
 //! retired packs, `closed`, the last fetch) and, where one exists, the lease object. Nothing is
 //! written and no pack is read.
 
@@ -33,7 +33,7 @@ pub struct RepoStats {
     /// Packs merged away by compaction and waiting for `goprox gc`.
     pub retired: usize,
     /// Every object under the repository's keys: named, retired and unreferenced packs and
-    /// indexes, the ref index and the lease.
+    /// indexes, the ref index and the lease, and the module front's records and zips.
     pub stored_bytes: u64,
     /// Ref index generation (incremented on every replacement).
     pub generation: u64,
@@ -50,6 +50,11 @@ pub struct RepoStats {
     /// Unix milliseconds at which the held lease expires unless renewed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_expires_at_ms: Option<u64>,
+    /// Module versions whose zip the module front has recorded (ledger entries).
+    pub module_versions: usize,
+    /// Module zips stored (`@mod/zip/`), and their total size.
+    pub module_zips: usize,
+    pub module_zip_bytes: u64,
     /// Why the numbers above are missing (no, unreadable or corrupt ref index).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -72,6 +77,9 @@ pub struct Totals {
     pub leases_held: usize,
     /// Repositories with an `error`.
     pub errors: usize,
+    pub module_versions: usize,
+    pub module_zips: usize,
+    pub module_zip_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -85,6 +93,8 @@ pub struct StatsReport {
 /// `error`.
 pub async fn collect(store: &DynStore, roots: &[String]) -> Result<StatsReport, StoreError> {
     let mut listed: BTreeMap<String, Vec<ListEntry>> = BTreeMap::new();
+    // The module front's keys of each repository (`<root>/@mod/...`).
+    let mut modules: BTreeMap<String, Vec<ListEntry>> = BTreeMap::new();
     let roots: Vec<String> = if roots.is_empty() {
         // One listing of the whole store; the repositories are the roots with a ref index.
         let mut with_index = Vec::new();
@@ -94,6 +104,8 @@ pub async fn collect(store: &DynStore, roots: &[String]) -> Result<StatsReport, 
                     with_index.push(root.to_string());
                 }
                 listed.entry(root.to_string()).or_default().push(e);
+            } else if let Some((root, _)) = e.key.split_once(MOD_DIR) {
+                modules.entry(root.to_string()).or_default().push(e);
             }
         }
         with_index.sort();
@@ -106,6 +118,8 @@ pub async fn collect(store: &DynStore, roots: &[String]) -> Result<StatsReport, 
             if crate::path::validate(&root).is_ok() && !listed.contains_key(&root) {
                 let entries = store.list_meta(&format!("{root}{}", refs::GIT_DIR)).await?;
                 listed.insert(root.clone(), entries);
+                let entries = store.list_meta(&format!("{root}{MOD_DIR}")).await?;
+                modules.insert(root.clone(), entries);
             }
             out.push(root);
         }
@@ -115,7 +129,8 @@ pub async fn collect(store: &DynStore, roots: &[String]) -> Result<StatsReport, 
     let empty = Vec::new();
     for root in roots {
         let entries = listed.get(&root).unwrap_or(&empty);
-        let s = repo_stats(store, &root, entries).await;
+        let mut s = repo_stats(store, &root, entries).await;
+        module_stats(&mut s, modules.get(&root).unwrap_or(&empty));
         let t = &mut report.total;
         t.repositories += 1;
         t.refs += s.refs;
@@ -128,9 +143,28 @@ pub async fn collect(store: &DynStore, roots: &[String]) -> Result<StatsReport, 
         t.closed += usize::from(s.closed);
         t.leases_held += usize::from(s.lease_held);
         t.errors += usize::from(s.error.is_some());
+        t.module_versions += s.module_versions;
+        t.module_zips += s.module_zips;
+        t.module_zip_bytes += s.module_zip_bytes;
         report.repositories.push(s);
     }
     Ok(report)
+}
+
+/// Where a repository's module-front keys start (see `modproxy::ledger`).
+const MOD_DIR: &str = "/@mod/";
+
+/// The module front's records of one repository, from the listing of its `@mod/` keys.
+fn module_stats(s: &mut RepoStats, entries: &[ListEntry]) {
+    for e in entries {
+        if e.key.ends_with(".zip.json") {
+            s.module_versions += 1;
+        } else if e.key.contains("/@mod/zip/") && e.key.ends_with(".zip") {
+            s.module_zips += 1;
+            s.module_zip_bytes += e.size;
+        }
+        s.stored_bytes += e.size;
+    }
 }
 
 /// One repository, given the listing of its keys.
@@ -231,6 +265,8 @@ pub fn table(report: &StatsReport) -> String {
         "OBJECTS",
         "PACKS+IDX",
         "STORED",
+        "MODULES",
+        "ZIPS",
         "RETIRED",
         "CLOSED",
         "LEASE",
@@ -246,6 +282,8 @@ pub fn table(report: &StatsReport) -> String {
                 "-".into(),
                 "-".into(),
                 bytes(s.stored_bytes),
+                s.module_versions.to_string(),
+                bytes(s.module_zip_bytes),
                 "-".into(),
                 "-".into(),
                 if s.lease_held { "held" } else { "-" }.into(),
@@ -260,6 +298,8 @@ pub fn table(report: &StatsReport) -> String {
             s.objects.to_string(),
             bytes(s.pack_bytes + s.idx_bytes),
             bytes(s.stored_bytes),
+            s.module_versions.to_string(),
+            bytes(s.module_zip_bytes),
             s.retired.to_string(),
             if s.closed { "yes" } else { "no" }.into(),
             match &s.lease_holder {
@@ -277,6 +317,8 @@ pub fn table(report: &StatsReport) -> String {
         t.objects.to_string(),
         bytes(t.pack_bytes + t.idx_bytes),
         bytes(t.stored_bytes),
+        t.module_versions.to_string(),
+        bytes(t.module_zip_bytes),
         t.retired.to_string(),
         t.closed.to_string(),
         format!("{} held", t.leases_held),
@@ -300,7 +342,7 @@ pub fn table(report: &StatsReport) -> String {
                 line.push_str("  ");
             }
             // Names and free text left-aligned, numbers right-aligned.
-            if i == 0 || i >= 7 {
+            if i == 0 || i >= 9 {
                 line.push_str(&format!("{c:<w$}"));
             } else {
                 line.push_str(&format!("{c:>w$}"));

@@ -695,6 +695,17 @@ fn mirror_modules_makes_a_bucket_warm() {
         "{}",
         out.describe()
     );
+    // goprox stats counts what the ledger holds.
+    let stats = crate::support::goprox::command(&store, &["stats", "--json"]);
+    assert!(stats.ok(), "{}", stats.describe());
+    let v: serde_json::Value = serde_json::from_str(&stats.stdout_str()).expect("stats json");
+    assert_eq!(v["total"]["module_versions"], 3, "{v:#}");
+    assert_eq!(v["total"]["module_zips"], 3, "{v:#}");
+    let modfix = v["repositories"]
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["root"] == "example.test/modfix"))
+        .expect("modfix in stats");
+    assert_eq!(modfix["module_versions"], 2, "{modfix:#}");
     up.stop();
     let gp = Goprox::start(&store, &up);
     for (m, d) in modules.iter().zip(&direct) {
