@@ -74,6 +74,22 @@ pub struct AppState {
     pub zip_builds: Arc<tokio::sync::Semaphore>,
     /// `--sumdb`: the checksum-database relay (`/sumdb/<name>/…`); `None` with `--sumdb off`.
     pub sumdb: Option<Arc<crate::modproxy::sumdb::Relay>>,
+    /// `--verify-sumdb`: module versions are checked against the checksum database before
+    /// they are first served.
+    pub verify: Option<Arc<crate::modproxy::sumdb::Verifier>>,
+    /// `--go-import`: what go-get pages point the go command at.
+    pub go_import: GoImport,
+}
+
+/// What a `?go-get=1` page's go-import tag names (`--go-import`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GoImport {
+    /// `<root> git <base>/<root>`: the repository, over git smart HTTP.
+    #[default]
+    Git,
+    /// `<root> mod <base>`: goprox as the module's proxy (the GOPROXY protocol), also for a
+    /// go command with `GOPROXY=direct`.
+    Mod,
 }
 
 impl AppState {
@@ -395,6 +411,7 @@ async fn dispatch(
                     access: &st.access,
                     turns: &st.pack_generations,
                     zip_builds: &st.zip_builds,
+                    verify: st.verify.as_deref(),
                 };
                 front.serve(&module, req, &headers).await
             }
@@ -819,9 +836,21 @@ fn go_get(
             format!("{proto}://{host}")
         }
     };
-    let root = &target.root;
-    let url = format!("{base}/{root}");
-    let source = go_source(&target.upstream)
+    let page = go_get_page(&target.root, &target.upstream, &base, st.go_import);
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
+}
+
+/// The go-get page of the repository rooted at `root` (its upstream `upstream`), with goprox at
+/// `base` (scheme and host, without a trailing `/`). The go-import prefix is the repository
+/// root in both modes (the go command requires a prefix of the import path): with
+/// [`GoImport::Mod`] the go command asks `base` for every module under it with the GOPROXY
+/// protocol, with [`GoImport::Git`] it clones `base/root`.
+fn go_get_page(root: &str, upstream: &str, base: &str, mode: GoImport) -> String {
+    let import = match mode {
+        GoImport::Git => format!("{root} git {base}/{root}"),
+        GoImport::Mod => format!("{root} mod {base}"),
+    };
+    let source = go_source(upstream)
         .map(|(home, dir, file)| {
             format!(
                 "<meta name=\"go-source\" content=\"{} {} {} {}\">\n",
@@ -832,17 +861,59 @@ fn go_get(
             )
         })
         .unwrap_or_default();
-    let page = format!(
-        "<!DOCTYPE html>\n<html>\n<head>\n<meta name=\"go-import\" content=\"{r} git {u}\">\n{source}</head>\n<body>go get {r}</body>\n</html>\n",
+    format!(
+        "<!DOCTYPE html>\n<html>\n<head>\n<meta name=\"go-import\" content=\"{i}\">\n{source}</head>\n<body>go get {r}</body>\n</html>\n",
+        i = html_escape(&import),
         r = html_escape(root),
-        u = html_escape(&url),
-    );
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
+    )
 }
 
 #[cfg(test)]
 mod go_source_tests {
-    use super::go_source;
+    use super::{GoImport, go_get_page, go_source};
+
+    #[test]
+    fn go_import_pages() {
+        let git = go_get_page(
+            "example.test/vmod",
+            "https://git.example.test/vmod",
+            "https://goprox.internal",
+            GoImport::Git,
+        );
+        assert!(
+            git.contains("<meta name=\"go-import\" content=\"example.test/vmod git https://goprox.internal/example.test/vmod\">\n"),
+            "{git}"
+        );
+        let m = go_get_page(
+            "example.test/vmod",
+            "https://git.example.test/vmod",
+            "http://127.0.0.1:8080",
+            GoImport::Mod,
+        );
+        assert_eq!(
+            m,
+            "<!DOCTYPE html>\n<html>\n<head>\n\
+             <meta name=\"go-import\" content=\"example.test/vmod mod http://127.0.0.1:8080\">\n\
+             </head>\n<body>go get example.test/vmod</body>\n</html>\n"
+        );
+        // The go-source tag is the same in both modes; names are escaped.
+        let gh = go_get_page(
+            "github.com/a/b",
+            "https://github.com/a/b",
+            "https://g.internal/x\"y",
+            GoImport::Mod,
+        );
+        assert!(
+            gh.contains("content=\"github.com/a/b mod https://g.internal/x&quot;y\""),
+            "{gh}"
+        );
+        assert!(
+            gh.contains(
+                "<meta name=\"go-source\" content=\"github.com/a/b https://github.com/a/b "
+            ),
+            "{gh}"
+        );
+    }
 
     #[test]
     fn known_hosts_point_at_their_own_pages() {

@@ -246,6 +246,19 @@ struct ServeArgs {
     /// database directly).
     #[arg(long = "sumdb", env = "GOPROX_SUMDB", value_delimiter = ',', default_value = goprox::modproxy::sumdb::DEFAULT)]
     sumdb: Vec<String>,
+    /// Check each module version's zip and go.mod hashes against the first --sumdb database
+    /// before they are first served: a mismatch is a 410 (and nothing is recorded), a version
+    /// the database does not know is served, a database that cannot be asked is a 502.
+    #[arg(long, env = "GOPROX_VERIFY_SUMDB")]
+    verify_sumdb: bool,
+    /// Module paths never looked up in the checksum database by --verify-sumdb
+    /// (comma-separated globs, GOPRIVATE syntax: `*.corp.example.com,github.com/acme`).
+    #[arg(long, env = "GOPROX_NOSUMDB", value_delimiter = ',')]
+    nosumdb: Vec<String>,
+    /// What go-get pages answer: `git` (`<root> git <url>/<root>`, the repository) or `mod`
+    /// (`<root> mod <url>`: goprox as the module proxy, also with GOPROXY=direct).
+    #[arg(long, env = "GOPROX_GO_IMPORT", default_value = "git", value_parser = ["git", "mod"])]
+    go_import: String,
 }
 
 #[derive(Args)]
@@ -471,6 +484,19 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         Some(r) => tracing::info!(sumdb = %r.describe(), "checksum databases relayed"),
         None => tracing::info!("no checksum database relayed (--sumdb off)"),
     }
+    let verify = match (&sumdb, a.verify_sumdb) {
+        (_, false) => None,
+        (None, true) => anyhow::bail!("--verify-sumdb needs a checksum database (--sumdb is off)"),
+        (Some(r), true) => {
+            let v = goprox::modproxy::sumdb::Verifier::new(r.clone(), &a.nosumdb);
+            tracing::info!(db = v.database(), nosumdb = %a.nosumdb.join(","), "module versions verified against the checksum database before they are first served");
+            Some(Arc::new(v))
+        }
+    };
+    let go_import = match a.go_import.as_str() {
+        "mod" => goprox::http::GoImport::Mod,
+        _ => goprox::http::GoImport::Git,
+    };
     let listener = tokio::net::TcpListener::bind(&a.listen).await?;
     let addr = listener.local_addr()?;
     let state = Arc::new(AppState {
@@ -498,6 +524,8 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             n => n,
         })),
         sumdb,
+        verify,
+        go_import,
     });
     println!(
         "goprox listening on {scheme}://{addr} (store: {})",
@@ -598,6 +626,7 @@ impl Mirrorer {
             access: &self.access,
             turns: &turns,
             zip_builds: &zip_builds,
+            verify: None,
         };
         let headers = axum::http::HeaderMap::new();
         let (mut recorded, mut failed) = (0, 0);

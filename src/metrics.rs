@@ -141,6 +141,7 @@ pub const FILL_SECONDS: &str = "goprox_fill_duration_seconds";
 pub const REFRESH_SECONDS: &str = "goprox_refresh_duration_seconds";
 pub const PACK_SECONDS: &str = "goprox_pack_generation_duration_seconds";
 pub const SUMDB_REQUESTS: &str = "goprox_sumdb_requests_total";
+pub const SUMDB_VERIFICATIONS: &str = "goprox_sumdb_verifications_total";
 
 /// Requests and store calls: 1 ms .. 60 s.
 const REQUEST_BUCKETS: &[f64] = &[
@@ -181,6 +182,15 @@ fn describe() {
          from the bucket), relayed (the database's answer), stale (the last kept copy, the \
          database unreachable), error."
     );
+    describe_counter!(
+        SUMDB_VERIFICATIONS,
+        "Module versions checked against the checksum database before they were first served \
+         (--verify-sumdb), by outcome: match, mismatch (refused), unknown (the database has no \
+         record; served), error (no usable answer; refused)."
+    );
+    for v in SumdbVerification::ALL {
+        counter!(SUMDB_VERIFICATIONS, "outcome" => v.as_str()).increment(0);
+    }
     describe_histogram!(
         HTTP_REQUEST_SECONDS,
         ::metrics::Unit::Seconds,
@@ -458,6 +468,44 @@ pub fn sumdb_request(outcome: SumdbOutcome) {
         SumdbOutcome::Error => "error",
     };
     counter!(SUMDB_REQUESTS, "outcome" => outcome).increment(1);
+}
+
+/// What checking a built module hash against the checksum database found (the label
+/// `outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SumdbVerification {
+    /// The database records the same hash.
+    Match,
+    /// The database records another hash.
+    Mismatch,
+    /// The database has no record of the version.
+    Unknown,
+    /// No usable answer from the database.
+    Error,
+}
+
+impl SumdbVerification {
+    const ALL: [SumdbVerification; 4] = [
+        SumdbVerification::Match,
+        SumdbVerification::Mismatch,
+        SumdbVerification::Unknown,
+        SumdbVerification::Error,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            SumdbVerification::Match => "match",
+            SumdbVerification::Mismatch => "mismatch",
+            SumdbVerification::Unknown => "unknown",
+            SumdbVerification::Error => "error",
+        }
+    }
+}
+
+/// A module hash checked against the checksum database (`--verify-sumdb`).
+pub fn sumdb_verification(outcome: SumdbVerification) {
+    install();
+    counter!(SUMDB_VERIFICATIONS, "outcome" => outcome.as_str()).increment(1);
 }
 
 /// A finished fill: counts it in `goprox_fills_total` or `goprox_fill_errors_total` and records

@@ -12,6 +12,7 @@ use super::coderepo::{CodeRepo, ModError, RevInfo, canonical_version};
 use super::ledger::{Ledger, LedgerError, ZipEntry};
 use super::semver;
 use super::source::Stored;
+use super::sumdb::{Hashed, Verdict, Verifier};
 use crate::access::Access;
 use crate::fill::Failure;
 use crate::fill::resolve::{ResolveError, Resolver, Target};
@@ -36,6 +37,9 @@ pub struct Front<'a> {
     pub turns: &'a Arc<tokio::sync::Semaphore>,
     /// Turns for zip builds (CPU-bound and holding a streamed upload each: fewer at once).
     pub zip_builds: &'a Arc<tokio::sync::Semaphore>,
+    /// `--verify-sumdb`: a version's zip and go.mod hashes are checked against the checksum
+    /// database before they are first recorded.
+    pub verify: Option<&'a Verifier>,
 }
 
 fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -117,6 +121,11 @@ impl Front<'_> {
         let Some(l) = ledger else {
             return respond(answer, &target.upstream, &code, headers);
         };
+        if recorded_zip.is_none()
+            && let Some(refused) = self.verified(module, &revision_of(&req), &answer).await
+        {
+            return refused;
+        }
         match self
             .record(&l, answer, recorded_zip.as_ref(), &target.upstream, &code)
             .await
@@ -143,6 +152,54 @@ impl Front<'_> {
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("{module}: the store is unavailable"),
                 )
+            }
+        }
+    }
+
+    /// With `--verify-sumdb`, check a version's first zip or go.mod against the checksum
+    /// database; the refusal to send when it must not be recorded: 410 for a hash the database
+    /// records differently, 502 when the database cannot say (never served unverified).
+    async fn verified(&self, module: &str, version: &str, answer: &Answer) -> Option<Response> {
+        let verifier = self.verify?;
+        let (what, built) = match answer {
+            Answer::Built(entry) => (Hashed::Zip, entry.h1.clone()),
+            Answer::Mod(data) => (Hashed::GoMod, super::modzip::go_mod_hash(data)),
+            _ => return None,
+        };
+        let label = match what {
+            Hashed::Zip => "module",
+            Hashed::GoMod => "go.mod",
+        };
+        let db = verifier.database();
+        match verifier.verify(module, version, what, &built).await {
+            Verdict::Private | Verdict::Match => None,
+            Verdict::Unknown => {
+                tracing::info!(
+                    module,
+                    version,
+                    db,
+                    what = label,
+                    "the checksum database has no record of this version; serving it"
+                );
+                None
+            }
+            Verdict::Mismatch(recorded) => {
+                tracing::error!(module, version, db, what = label, built = %built, recorded = %recorded, "checksum database mismatch: refusing to serve this version");
+                Some(plain(
+                    StatusCode::GONE,
+                    format!(
+                        "verifying {label}: checksum mismatch: built {built}, checksum database {recorded}"
+                    ),
+                ))
+            }
+            Verdict::Error(why) => {
+                tracing::warn!(module, version, db, what = label, reason = %why, "cannot verify against the checksum database: not served");
+                Some(plain(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "{module}@{version}: cannot verify against checksum database {db}: {why}"
+                    ),
+                ))
             }
         }
     }

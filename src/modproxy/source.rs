@@ -107,6 +107,22 @@ impl Stored {
         Ok(Some((mode, id)))
     }
 
+    /// The entry `path` of `commit`'s tree (`""`: the tree itself); `None` when `commit` is
+    /// no commit we have or the path is missing.
+    fn entry_at(
+        &self,
+        commit: &str,
+        path: &str,
+    ) -> Result<Option<(gix_object::tree::EntryMode, ObjectId)>, OdbError> {
+        let Some(c) = parse(commit) else {
+            return Ok(None);
+        };
+        match self.commit(&c)? {
+            Some((tree, _, _)) => self.lookup(tree, path),
+            None => Ok(None),
+        }
+    }
+
     fn ancestors_of(&self, commit: ObjectId) -> Result<Arc<HashSet<ObjectId>>, OdbError> {
         if let Some(s) = lock(&self.ancestors).get(&commit) {
             return Ok(s.clone());
@@ -172,14 +188,7 @@ impl Git for Stored {
     }
 
     fn read_file(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>, OdbError> {
-        let Some((tree, _, _)) = parse(commit)
-            .map(|c| self.commit(&c))
-            .transpose()?
-            .flatten()
-        else {
-            return Ok(None);
-        };
-        let Some((mode, id)) = self.lookup(tree, path)? else {
+        let Some((mode, id)) = self.entry_at(commit, path)? else {
             return Ok(None);
         };
         if mode.is_tree() || mode.is_commit() {
@@ -196,14 +205,7 @@ impl Git for Stored {
     }
 
     fn list_files(&self, commit: &str, dir: &str) -> Result<Option<Vec<TreeFile>>, OdbError> {
-        let Some((tree, _, _)) = parse(commit)
-            .map(|c| self.commit(&c))
-            .transpose()?
-            .flatten()
-        else {
-            return Ok(None);
-        };
-        let Some((mode, root)) = self.lookup(tree, dir)? else {
+        let Some((mode, root)) = self.entry_at(commit, dir)? else {
             return Ok(None);
         };
         if !mode.is_tree() {

@@ -21,7 +21,7 @@
 //! URL ever contacted is the configured one (redirects only to the same scheme, host and port).
 
 use super::{module, semver};
-use crate::metrics::{self, SumdbOutcome};
+use crate::metrics::{self, SumdbOutcome, SumdbVerification};
 use crate::store::{DynStore, PutMode, StoreError};
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -288,8 +288,122 @@ enum Fetched {
 #[derive(Debug)]
 pub struct Relay {
     dbs: BTreeMap<String, Db>,
+    /// The first database on the command line (the one `--verify-sumdb` asks).
+    first: String,
     store: DynStore,
     client: reqwest::Client,
+}
+
+/// A lookup or full tile: a copy kept in the bucket, or what asking the database gave.
+enum Immutable {
+    Kept(Bytes),
+    Fetched(Fetched),
+}
+
+/// What the first checksum database says about a module version ([`Relay::lookup_record`]).
+pub enum Lookup {
+    /// Its record (a kept copy or the database's 200): the lookup body.
+    Record(Bytes),
+    /// The database has no record of it (404 or 410).
+    NotFound,
+    /// No usable answer (unreachable, another status, an answer that is not its record): a
+    /// short reason.
+    Failed(String),
+}
+
+/// Which of a module version's hashes is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hashed {
+    /// The zip's (`<path> <version> h1:…`).
+    Zip,
+    /// The go.mod's (`<path> <version>/go.mod h1:…`).
+    GoMod,
+}
+
+/// What checking a built hash against the checksum database found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not checked: the path matches `--nosumdb` (never sent to the database).
+    Private,
+    /// The database records the same hash.
+    Match,
+    /// The database records another hash (this one).
+    Mismatch(String),
+    /// The database has no record of the version.
+    Unknown,
+    /// The database could not be asked, or its answer is unusable: a short reason.
+    Error(String),
+}
+
+/// `--verify-sumdb`: module versions are checked against the first `--sumdb` database before
+/// they are first recorded, except paths matching `--nosumdb`.
+#[derive(Debug)]
+pub struct Verifier {
+    relay: std::sync::Arc<Relay>,
+    /// Comma-separated globs (GOPRIVATE syntax).
+    nosumdb: String,
+}
+
+impl Verifier {
+    /// A verifier asking `relay`'s first database, except for paths matching `nosumdb`.
+    pub fn new(relay: std::sync::Arc<Relay>, nosumdb: &[String]) -> Verifier {
+        Verifier {
+            relay,
+            nosumdb: nosumdb.join(","),
+        }
+    }
+
+    /// The database asked.
+    pub fn database(&self) -> &str {
+        &self.relay.first
+    }
+
+    /// Whether `path` matches `--nosumdb` (it is never looked up).
+    pub fn is_private(&self, path: &str) -> bool {
+        crate::access::match_prefix_patterns(&self.nosumdb, path)
+    }
+
+    /// Check `built` (an `h1:` hash) of `path@version` against the database's record.
+    pub async fn verify(&self, path: &str, version: &str, what: Hashed, built: &str) -> Verdict {
+        if self.is_private(path) {
+            return Verdict::Private;
+        }
+        let verdict = match self.relay.lookup_record(path, version).await {
+            Lookup::Record(body) => match record_hash(&body, path, version, what) {
+                Some(h) if h == built => Verdict::Match,
+                Some(h) => Verdict::Mismatch(h),
+                None => Verdict::Error("its answer has no such hash".into()),
+            },
+            Lookup::NotFound => Verdict::Unknown,
+            Lookup::Failed(why) => Verdict::Error(why),
+        };
+        metrics::sumdb_verification(match verdict {
+            Verdict::Match => SumdbVerification::Match,
+            Verdict::Mismatch(_) => SumdbVerification::Mismatch,
+            Verdict::Unknown => SumdbVerification::Unknown,
+            Verdict::Private | Verdict::Error(_) => SumdbVerification::Error,
+        });
+        verdict
+    }
+}
+
+/// The hash a lookup answer records for `path@version` (its zip's or its go.mod's).
+fn record_hash(body: &[u8], path: &str, version: &str, what: Hashed) -> Option<String> {
+    if !lookup_names(body, path, version) {
+        return None;
+    }
+    let text = std::str::from_utf8(body).ok()?;
+    let want = match what {
+        Hashed::Zip => version.to_string(),
+        Hashed::GoMod => format!("{version}/go.mod"),
+    };
+    text.lines()
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| match l.split(' ').collect::<Vec<_>>()[..] {
+            [p, v, h] if p == path && v == want && h.starts_with("h1:") => Some(h.to_string()),
+            _ => None,
+        })
 }
 
 impl Relay {
@@ -311,12 +425,17 @@ impl Relay {
             return Ok(None);
         }
         let mut dbs = BTreeMap::new();
+        let mut first = None;
         for spec in specs {
             let (name, url) = parse_spec(spec)?;
+            first.get_or_insert_with(|| name.clone());
             if dbs.insert(name.clone(), Db { url }).is_some() {
                 return Err(format!("--sumdb {name}: given twice"));
             }
         }
+        let Some(first) = first else {
+            return Ok(None);
+        };
         let client = crate::creds::with_roots(reqwest::Client::builder())
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(TOTAL_TIMEOUT)
@@ -339,7 +458,12 @@ impl Relay {
             }))
             .build()
             .map_err(|e| format!("--sumdb: cannot build the HTTP client: {e}"))?;
-        Ok(Some(Relay { dbs, store, client }))
+        Ok(Some(Relay {
+            dbs,
+            first,
+            store,
+            client,
+        }))
     }
 
     /// The configured databases as `NAME=URL`, for logs.
@@ -383,10 +507,8 @@ impl Relay {
                 version,
                 escaped,
             } => {
-                let key = format!("{KEY_PREFIX}/{name}/lookup/{escaped}");
-                let check = move |body: &[u8]| lookup_names(body, &path, &version);
-                self.immutable(name, db, &format!("lookup/{escaped}"), &key, TEXT, &check)
-                    .await
+                let (suffix, key, check) = lookup_parts(name, &path, &version, &escaped);
+                self.immutable(name, db, &suffix, &key, TEXT, &check).await
             }
             Endpoint::Tile(t) if t.w.is_none() => {
                 let key = format!("{KEY_PREFIX}/{name}/tile/{}", t.path());
@@ -444,29 +566,71 @@ impl Relay {
         content_type: &'static str,
         check: &(dyn Fn(&[u8]) -> bool + Send + Sync),
     ) -> Response {
-        if let Some(body) = self.stored(key).await {
-            return answer(SumdbOutcome::Stored, content_type, body);
-        }
-        match self.fetch(name, db, suffix).await {
-            Fetched::Answer {
+        match self.immutable_bytes(name, db, suffix, key, check).await {
+            Immutable::Kept(body) => answer(SumdbOutcome::Stored, content_type, body),
+            Immutable::Fetched(Fetched::Answer {
                 status,
                 content_type: ct,
                 body,
-            } => {
-                if status == StatusCode::OK {
-                    if check(&body) {
-                        self.keep(key, body.clone(), PutMode::CreateOnly).await;
-                    } else {
-                        tracing::warn!(
-                            db = name,
-                            path = suffix,
-                            "unexpected checksum database answer: relayed, not kept"
-                        );
-                    }
-                }
-                relayed(status, ct, content_type, body)
+            }) => relayed(status, ct, content_type, body),
+            Immutable::Fetched(failed) => unreachable(name, failed),
+        }
+    }
+
+    /// [`Relay::immutable`]'s bytes: the kept copy, or the database's answer (kept when it is
+    /// a 200 that passes `check`).
+    async fn immutable_bytes(
+        &self,
+        name: &str,
+        db: &Db,
+        suffix: &str,
+        key: &str,
+        check: &(dyn Fn(&[u8]) -> bool + Send + Sync),
+    ) -> Immutable {
+        if let Some(body) = self.stored(key).await {
+            return Immutable::Kept(body);
+        }
+        let fetched = self.fetch(name, db, suffix).await;
+        if let Fetched::Answer { status, body, .. } = &fetched
+            && *status == StatusCode::OK
+        {
+            if check(body) {
+                self.keep(key, body.clone(), PutMode::CreateOnly).await;
+            } else {
+                tracing::warn!(
+                    db = name,
+                    path = suffix,
+                    "unexpected checksum database answer: relayed, not kept"
+                );
             }
-            failed => unreachable(name, failed),
+        }
+        Immutable::Fetched(fetched)
+    }
+
+    /// The record of `path@version` (a canonical version) in the first configured database,
+    /// asked the way a client's lookup through the relay is: a kept copy first, else the
+    /// database (a record it answers is kept, so it also answers while the database is down).
+    pub async fn lookup_record(&self, path: &str, version: &str) -> Lookup {
+        let name = self.first.as_str();
+        let Some(db) = self.dbs.get(name) else {
+            return Lookup::Failed("no checksum database".into());
+        };
+        let (Ok(ep), Ok(ev)) = (module::escape_path(path), module::escape_version(version)) else {
+            return Lookup::Failed("the module path or version cannot be looked up".into());
+        };
+        let escaped = format!("{ep}@{ev}");
+        let (suffix, key, check) = lookup_parts(name, path, version, &escaped);
+        match self.immutable_bytes(name, db, &suffix, &key, &check).await {
+            Immutable::Kept(body) => Lookup::Record(body),
+            Immutable::Fetched(Fetched::Answer { status, body, .. }) => match status {
+                StatusCode::OK if lookup_names(&body, path, version) => Lookup::Record(body),
+                StatusCode::OK => Lookup::Failed("it answered with another record".into()),
+                StatusCode::NOT_FOUND | StatusCode::GONE => Lookup::NotFound,
+                s => Lookup::Failed(format!("it answered {}", s.as_u16())),
+            },
+            Immutable::Fetched(Fetched::Unreachable(why)) => {
+                Lookup::Failed(format!("unreachable: {why}"))
+            }
         }
     }
 
@@ -603,6 +767,21 @@ impl Relay {
             }
         }
     }
+}
+
+/// A lookup's upstream suffix, store key and the check its answer must pass to be kept.
+fn lookup_parts(
+    name: &str,
+    path: &str,
+    version: &str,
+    escaped: &str,
+) -> (String, String, impl Fn(&[u8]) -> bool + Send + Sync + use<>) {
+    let (path, version) = (path.to_string(), version.to_string());
+    (
+        format!("lookup/{escaped}"),
+        format!("{KEY_PREFIX}/{name}/lookup/{escaped}"),
+        move |body: &[u8]| lookup_names(body, &path, &version),
+    )
 }
 
 /// Whether a lookup answer is a record of `path@version`: a record id, then its go.sum lines.
@@ -883,6 +1062,111 @@ mod tests {
             "v1.0.0"
         ));
         assert!(!lookup_names(b"", "example.com/m", "v1.0.0"));
+    }
+
+    #[test]
+    fn record_hashes() {
+        let body = b"12\nexample.com/m v1.0.0 h1:abc=\nexample.com/m v1.0.0/go.mod h1:def=\n\nexample.com/m v1.0.0 h1:tree=\n";
+        let h = |p, v, w| record_hash(body, p, v, w);
+        assert_eq!(
+            h("example.com/m", "v1.0.0", Hashed::Zip).as_deref(),
+            Some("h1:abc=")
+        );
+        assert_eq!(
+            h("example.com/m", "v1.0.0", Hashed::GoMod).as_deref(),
+            Some("h1:def=")
+        );
+        assert_eq!(h("example.com/m", "v1.0.1", Hashed::Zip), None);
+        assert_eq!(h("example.com/other", "v1.0.0", Hashed::Zip), None);
+        assert_eq!(
+            record_hash(
+                b"1\nexample.com/m v1.0.0/go.mod h1:def=\n",
+                "example.com/m",
+                "v1.0.0",
+                Hashed::Zip
+            ),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn verification_asks_the_first_database_and_keeps_its_records() {
+        use std::sync::atomic::Ordering;
+        let record: &'static [u8] =
+            b"5\nexample.com/m v1.0.0 h1:zip=\nexample.com/m v1.0.0/go.mod h1:mod=\n\nsigned\n";
+        let (url, hits, task) = fake_db(vec![
+            ("/lookup/example.com/m@v1.0.0", 200, record),
+            ("/lookup/example.com/!m@v1.0.0", 200, record),
+            ("/lookup/example.com/broken@v1.0.0", 500, b"oops"),
+        ])
+        .await;
+        let store: DynStore = std::sync::Arc::new(crate::store::memory::MemoryStore::default());
+        let relay = Relay::from_specs(
+            &[
+                format!("z.test={url}"),
+                "a.test=http://127.0.0.1:9".to_string(),
+            ],
+            store.clone(),
+        )
+        .unwrap()
+        .unwrap();
+        let v = Verifier::new(std::sync::Arc::new(relay), &["example.com/priv*".into()]);
+        assert_eq!(v.database(), "z.test");
+        let m = "example.com/m";
+        assert_eq!(
+            v.verify(m, "v1.0.0", Hashed::Zip, "h1:zip=").await,
+            Verdict::Match
+        );
+        assert_eq!(
+            v.verify(m, "v1.0.0", Hashed::GoMod, "h1:mod=").await,
+            Verdict::Match
+        );
+        assert_eq!(
+            v.verify(m, "v1.0.0", Hashed::Zip, "h1:other=").await,
+            Verdict::Mismatch("h1:zip=".into())
+        );
+        // Kept after the first answer.
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            v.verify(m, "v1.0.1", Hashed::Zip, "h1:zip=").await,
+            Verdict::Unknown
+        );
+        // An answer naming another module is no record of this one.
+        assert!(matches!(
+            v.verify("example.com/M", "v1.0.0", Hashed::Zip, "h1:zip=")
+                .await,
+            Verdict::Error(_)
+        ));
+        assert!(matches!(
+            v.verify("example.com/broken", "v1.0.0", Hashed::Zip, "h1:x=")
+                .await,
+            Verdict::Error(_)
+        ));
+        let asked = hits.load(Ordering::SeqCst);
+        assert_eq!(
+            v.verify("example.com/private/x", "v1.0.0", Hashed::Zip, "h1:x=")
+                .await,
+            Verdict::Private
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), asked);
+        // The database goes away: the kept record still answers, the rest is an error.
+        task.abort();
+        let _ = task.await;
+        assert_eq!(
+            v.verify(m, "v1.0.0", Hashed::GoMod, "h1:mod=").await,
+            Verdict::Match
+        );
+        assert!(matches!(
+            v.verify(m, "v1.0.1", Hashed::Zip, "h1:zip=").await,
+            Verdict::Error(_)
+        ));
+        assert!(
+            store
+                .list("")
+                .await
+                .unwrap()
+                .contains(&"@sumdb/z.test/lookup/example.com/m@v1.0.0".to_string())
+        );
     }
 
     #[test]

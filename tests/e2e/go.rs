@@ -2,7 +2,7 @@
 //! git insteadOf) gives the same Sum/GoModSum as straight from upstream.
 
 use crate::support::goprox::StoreKind;
-use crate::support::gotool::download_and_compare;
+use crate::support::gotool::{Route, download, download_and_compare, reference};
 use crate::support::{Harness, have_go, skip};
 
 pub const MODULES: &[&str] = &[
@@ -34,4 +34,74 @@ fn go_mod_download_local() {
 #[test]
 fn go_mod_download_s3() {
     go_download(StoreKind::S3);
+}
+
+/// `--go-import mod`: go-get pages name goprox as the module's proxy, so `go mod download`
+/// with `GOPROXY=direct` fetches through the module front (not git) and gets the same sums.
+fn go_import_mod(kind: StoreKind) {
+    if !have_go() {
+        skip("go not installed");
+        return;
+    }
+    let Some(mut h) = Harness::start_with(kind, "go-import-mod", &["--go-import", "mod"]) else {
+        return;
+    };
+    let page = crate::support::http::request(
+        h.gp.port,
+        "GET",
+        "http://example.test/vmod/sub?go-get=1",
+        &[("Host", "example.test")],
+        b"",
+    );
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert!(
+        page.text().contains(&format!(
+            "<meta name=\"go-import\" content=\"example.test/vmod mod {}\">",
+            h.gp.url()
+        )),
+        "{}",
+        page.text()
+    );
+    let module = "example.test/vmod@v1.0.0";
+    let expected = reference(module);
+    let got = download(module, &Route::Proxy(h.gp.port));
+    assert_eq!(
+        (&got.path, &got.version, &got.sum, &got.go_mod_sum),
+        (
+            &expected.path,
+            &expected.version,
+            &expected.sum,
+            &expected.go_mod_sum
+        ),
+        "go mod download {module} via go-import mod differs from upstream\n{}\n{}",
+        got.json,
+        got.stderr
+    );
+    // Through the module front, not git.
+    let m = crate::support::http::get(h.gp.port, "/metrics").text();
+    let count = |route: &str| -> f64 {
+        let series = format!(
+            "goprox_http_request_duration_seconds_count{{route=\"{route}\",status=\"2xx\"}}"
+        );
+        m.lines()
+            .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    for route in ["go_get", "goproxy_info", "goproxy_mod", "goproxy_zip"] {
+        assert!(count(route) >= 1.0, "no {route} request: {m}");
+    }
+    for route in ["info_refs", "upload_pack"] {
+        assert_eq!(count(route), 0.0, "a git request ({route}): {m}");
+    }
+    h.gp.assert_alive();
+}
+
+#[test]
+fn go_import_mod_local() {
+    go_import_mod(StoreKind::Local);
+}
+
+#[test]
+fn go_import_mod_s3() {
+    go_import_mod(StoreKind::S3);
 }

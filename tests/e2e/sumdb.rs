@@ -493,6 +493,229 @@ fn sumdb_relay_s3() {
     relay(StoreKind::S3);
 }
 
+/// `--verify-sumdb`: a version is checked against the checksum database before its zip (or
+/// go.mod) is first recorded. A hash the database records differently is a 410 and nothing is
+/// recorded; a version it does not know is served; a `--nosumdb` path is never looked up; with
+/// the database down, kept records still decide and anything else is a 502.
+fn verify(kind: StoreKind) {
+    if !have_git() {
+        skip("git http-backend not found");
+        return;
+    }
+    if go_version().is_none() {
+        skip("go not installed");
+        return;
+    }
+    let Some(bin) = sumdb_server() else {
+        return;
+    };
+    let Some(store) = Store::new(kind, "sumdb-verify") else {
+        return;
+    };
+    let tmp = TempDir::new("sumdb-verify");
+    let root = tmp.join("root");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let mut w = Work::new(&tmp, "verfix");
+    w.write("go.mod", "module example.test/verfix\n\ngo 1.21\n");
+    for (i, tag) in ["v1.0.0", "v1.1.0", "v1.2.0"].iter().enumerate() {
+        w.write("v.go", format!("package verfix\n\nconst V = {i}\n"));
+        w.commit(tag);
+        w.git(&["tag", tag]);
+    }
+    w.publish(&root, "verfix");
+    let mut p = Work::new(&tmp, "verpriv");
+    p.write("go.mod", "module example.test/verpriv\n\ngo 1.21\n");
+    p.write("p.go", "package verpriv\n");
+    p.commit("one");
+    p.git(&["tag", "v1.0.0"]);
+    p.publish(&root, "verpriv");
+    let up = Upstream::start(&root);
+
+    let good = gotool::download("example.test/verfix@v1.0.0", &Route::Proxy(up.port));
+    let other = gotool::download("example.test/verfix@v1.1.0", &Route::Proxy(up.port));
+    assert_ne!(good.sum, other.sum);
+    // v1.0.0 as it is; v1.1.0 with v1.0.0's zip hash; v1.2.0 unknown; the private module with
+    // wrong hashes (it would be refused if it were ever looked up).
+    let records = format!(
+        "example.test/verfix v1.0.0 {gs}\nexample.test/verfix v1.0.0/go.mod {gm}\n\
+         example.test/verfix v1.1.0 {gs}\nexample.test/verfix v1.1.0/go.mod {om}\n\
+         example.test/verpriv v1.0.0 {gs}\nexample.test/verpriv v1.0.0/go.mod {gm}\n",
+        gs = good.sum,
+        gm = good.go_mod_sum,
+        om = other.go_mod_sum,
+    );
+    let mut db = SumDb::start(&bin, &records);
+    let mut gp = Goprox::start_with(
+        &store,
+        &up.goprox_args(),
+        &[
+            "--sumdb",
+            &format!("{DB}=http://127.0.0.1:{}", db.port),
+            "--verify-sumdb",
+            "--nosumdb",
+            "example.test/verpriv,*.private.test",
+        ],
+    );
+    let port = gp.port;
+    let get = |path: &str| http::get(port, path);
+    let ledger = |m: &str, v: &str, ext: &str| {
+        let key = format!("{m}/@mod/{m}/@v/{v}.{ext}");
+        store.keys().contains(&key)
+    };
+    let one_line = |r: &http::HttpResponse| {
+        let t = r.text();
+        assert!(
+            r.header("content-type") == Some("text/plain; charset=utf-8"),
+            "{:?}",
+            r.headers
+        );
+        assert_eq!(t.trim().lines().count(), 1, "{t:?}");
+        assert!(!t.contains("@sumdb") && !t.contains("@mod"), "{t:?}");
+        t
+    };
+
+    // A version the database agrees with: served and recorded.
+    let r = get("/example.test/verfix/@v/v1.0.0.zip");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.body.starts_with(b"PK"), "not a zip");
+    let r = get("/example.test/verfix/@v/v1.0.0.mod");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(ledger("example.test/verfix", "v1.0.0", "zip.json"));
+    assert!(ledger("example.test/verfix", "v1.0.0", "mod"));
+
+    // A zip the database records differently: 410 naming both hashes, nothing recorded.
+    let r = get("/example.test/verfix/@v/v1.1.0.zip");
+    assert_eq!(r.status, 410, "{}", r.text());
+    let t = one_line(&r);
+    assert!(
+        t.contains("checksum mismatch")
+            && t.contains(&format!("built {}", other.sum))
+            && t.contains(&format!("checksum database {}", good.sum)),
+        "{t}"
+    );
+    assert!(
+        !ledger("example.test/verfix", "v1.1.0", "zip.json"),
+        "a refused version was recorded: {:?}",
+        store.keys()
+    );
+    assert!(gp.wait_log("checksum database mismatch", Duration::from_secs(5)));
+    // Its go.mod is what the database records: served.
+    let r = get("/example.test/verfix/@v/v1.1.0.mod");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Asked again: refused again (the record is kept; nothing was recorded).
+    let r = get("/example.test/verfix/@v/v1.1.0.zip");
+    assert_eq!(r.status, 410, "{}", r.text());
+    let lookups = |m: &str| {
+        db.requests()
+            .iter()
+            .filter(|r| r.starts_with(&format!("GET /lookup/{m}@")))
+            .count()
+    };
+    assert_eq!(lookups("example.test/verfix"), 2, "{:?}", db.requests());
+
+    // A version the database does not know: served and recorded.
+    let r = get("/example.test/verfix/@v/v1.2.0.zip");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(ledger("example.test/verfix", "v1.2.0", "zip.json"));
+
+    // A --nosumdb module is never looked up (its record here is wrong).
+    for ext in ["info", "mod", "zip"] {
+        let r = get(&format!("/example.test/verpriv/@v/v1.0.0.{ext}"));
+        assert_eq!(r.status, 200, "{ext}: {}", r.text());
+    }
+    assert!(
+        !db.requests().iter().any(|r| r.contains("verpriv")),
+        "a private module went to the database: {:?}",
+        db.requests()
+    );
+
+    // The go command gets the verified module through goprox and falls through on the refused
+    // one (a 410 is "not found" to it).
+    let env = TempDir::new("go-verify");
+    let route = Route::Goproxy(gp.url());
+    let mut c = gotool::command(&env, &route, None);
+    c.args(["mod", "download", "-json", "example.test/verfix@v1.0.0"]);
+    let out = crate::support::run(&mut c, None, gotool::GO_TIMEOUT);
+    assert!(out.ok(), "{}", out.describe());
+    assert!(out.stdout_str().contains(&good.sum), "{}", out.describe());
+    let mut c = gotool::command(&env, &route, None);
+    c.args(["mod", "download", "-json", "example.test/verfix@v1.1.0"]);
+    let out = crate::support::run(&mut c, None, gotool::GO_TIMEOUT);
+    assert!(
+        !out.ok()
+            && format!("{}{}", out.stdout_str(), out.stderr_str()).contains("checksum mismatch"),
+        "{}",
+        out.describe()
+    );
+
+    // The database goes away: the kept record still decides; a version never looked up
+    // cannot be verified (502) and is not served.
+    db.stop();
+    let r = get("/example.test/verfix/@v/v1.1.0.zip");
+    assert_eq!(r.status, 410, "{}", r.text());
+    let r = get("/example.test/verfix/@v/v1.2.0.mod");
+    assert_eq!(r.status, 502, "{}", r.text());
+    let t = one_line(&r);
+    assert!(t.contains("cannot verify"), "{t}");
+    assert!(!ledger("example.test/verfix", "v1.2.0", "mod"));
+    // Recorded versions are answered from the ledger, without the database.
+    let r = get("/example.test/verfix/@v/v1.0.0.zip");
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let m = http::get(port, "/metrics").text();
+    for (outcome, want) in [
+        ("match", 3.0),
+        ("mismatch", 4.0),
+        ("unknown", 1.0),
+        ("error", 1.0),
+    ] {
+        assert_eq!(
+            metric(
+                &m,
+                &format!("goprox_sumdb_verifications_total{{outcome=\"{outcome}\"}}")
+            ),
+            want,
+            "{outcome}: {m}"
+        );
+    }
+    gp.assert_alive();
+}
+
+#[test]
+fn sumdb_verify_local() {
+    verify(StoreKind::Local);
+}
+
+#[test]
+fn sumdb_verify_s3() {
+    verify(StoreKind::S3);
+}
+
+/// `--verify-sumdb` needs a database to ask.
+#[test]
+fn sumdb_verify_needs_a_database() {
+    let Some(store) = Store::new(StoreKind::Local, "sumdb-verify-off") else {
+        return;
+    };
+    let out = crate::support::goprox::command(
+        &store,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--sumdb",
+            "off",
+            "--verify-sumdb",
+        ],
+    );
+    assert!(!out.ok(), "started: {}", out.describe());
+    assert!(
+        out.stderr_str().contains("--verify-sumdb"),
+        "{}",
+        out.describe()
+    );
+}
+
 /// `--sumdb off`: `/supported` is a 404, so the go command goes to the database itself.
 #[test]
 fn sumdb_off() {
