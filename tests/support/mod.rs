@@ -17,6 +17,7 @@ pub mod goprox;
 pub mod gotool;
 pub mod http;
 pub mod live;
+pub mod modwork;
 pub mod seaweed;
 pub mod upstream;
 
