@@ -9,7 +9,11 @@
 //!   the grace protects a fill in progress, which uploads packs before naming them;
 //! * lease objects expired (or released) longer ago than the grace;
 //! * scratch objects of the start-up probe, and incomplete multipart uploads (S3) or
-//!   temporary files (local directory).
+//!   temporary files (local directory);
+//! * module zips (`<root>/@mod/zip/`) that no ledger entry of the module front names (a
+//!   build that lost a race, a version refused by the checksum database), by their
+//!   last-modified time: the grace protects a build in progress, which stores the zip before
+//!   it records it. A repository with an unreadable ledger entry keeps all its zips.
 //!
 //! Never deleted: anything the current ref index names. Deciding is a pure function
 //! ([`plan_repo`]); before deleting a repository's objects gc takes the repository's lease
@@ -44,6 +48,8 @@ pub enum Reason {
     ProbeLeftover,
     /// A cached generated pack made from packs the repository no longer has.
     StaleCache,
+    /// A module zip that no ledger entry names.
+    UnrecordedZip,
 }
 
 impl std::fmt::Display for Reason {
@@ -58,6 +64,7 @@ impl std::fmt::Display for Reason {
             Reason::UnreadableLease => f.write_str("unreadable lease"),
             Reason::ProbeLeftover => f.write_str("probe leftover"),
             Reason::StaleCache => f.write_str("cached pack of an older pack set"),
+            Reason::UnrecordedZip => f.write_str("module zip no ledger entry names"),
         }
     }
 }
@@ -227,6 +234,74 @@ pub fn plan_probe_leftovers(
         .collect()
 }
 
+/// Module zips of one repository (the listing of its `@mod/` keys) that none of the zip keys
+/// its ledger entries name (`recorded`) refers to, older than the grace period.
+pub fn plan_module_zips(
+    entries: &[ListEntry],
+    recorded: &BTreeSet<String>,
+    now: SystemTime,
+    grace: Duration,
+) -> Vec<Deletion> {
+    entries
+        .iter()
+        .filter(|e| {
+            e.key.contains("/@mod/zip/")
+                && e.key.ends_with(".zip")
+                && !recorded.contains(&e.key)
+                && age(now, e.modified) >= grace
+        })
+        .map(|e| Deletion {
+            key: e.key.clone(),
+            size: e.size,
+            reason: Reason::UnrecordedZip,
+        })
+        .collect()
+}
+
+/// The module zips of one repository that no ledger entry names, deleted.
+async fn module_zips(
+    store: &DynStore,
+    root: &str,
+    entries: &[ListEntry],
+    grace: Duration,
+    out: &mut (dyn FnMut(String) + Send),
+    summary: &mut GcSummary,
+) {
+    use crate::modproxy::ledger::{ZipEntry, zip_key_in, zips_prefix};
+    let zips = zips_prefix(root);
+    let mut recorded = BTreeSet::new();
+    for e in entries.iter().filter(|e| e.key.ends_with(".zip.json")) {
+        let entry = match store.get(&e.key).await {
+            Ok(Some(got)) => serde_json::from_slice::<ZipEntry>(&got.data),
+            Ok(None) => continue, // gone meanwhile
+            Err(err) => {
+                summary.errors += 1;
+                out(format!(
+                    "error: reading {}: {err}; keeping {root}'s module zips",
+                    e.key
+                ));
+                return;
+            }
+        };
+        match entry {
+            Ok(entry) => {
+                recorded.insert(zip_key_in(&zips, &entry.h1));
+            }
+            Err(_) => {
+                summary.skipped += 1;
+                out(format!(
+                    "skipped {root}'s module zips: unreadable ledger entry {}",
+                    e.key
+                ));
+                return;
+            }
+        }
+    }
+    for d in plan_module_zips(entries, &recorded, SystemTime::now(), grace) {
+        delete(store, &d, out, summary).await;
+    }
+}
+
 /// Counts of one run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcSummary {
@@ -297,14 +372,20 @@ pub async fn run(
     let mut summary = GcSummary::default();
     let entries = store.list_meta("").await.map_err(GcError::List)?;
     let mut by_root: BTreeMap<String, Vec<ListEntry>> = BTreeMap::new();
+    let mut mods: BTreeMap<String, Vec<ListEntry>> = BTreeMap::new();
     for e in &entries {
         if let Some((root, _)) = refs::parse_key(&e.key) {
             by_root.entry(root.to_string()).or_default().push(e.clone());
+        } else if let Some((root, _)) = e.key.split_once("/@mod/") {
+            mods.entry(root.to_string()).or_default().push(e.clone());
         }
     }
     for (root, entries) in &by_root {
         summary.repositories += 1;
         repo(store, root, entries, grace, holder, out, &mut summary).await;
+    }
+    for (root, entries) in &mods {
+        module_zips(store, root, entries, grace, out, &mut summary).await;
     }
     let now = SystemTime::now();
     for d in plan_probe_leftovers(&entries, now, grace) {
@@ -770,6 +851,30 @@ mod tests {
         assert_eq!(probes.len(), 1);
         assert_eq!(probes[0].key, ".goprox/probe/abc");
         assert!(plan_probe_leftovers(&entries, t(3599), HOUR).is_empty());
+    }
+
+    #[test]
+    fn module_zips_no_ledger_entry_names_go_after_the_grace() {
+        use crate::modproxy::ledger::{zip_key_in, zips_prefix};
+        let zips = zips_prefix(ROOT);
+        let named = zip_key_in(&zips, "h1:named");
+        let orphan = zip_key_in(&zips, "h1:orphan");
+        let young = zip_key_in(&zips, "h1:young");
+        let entries = vec![
+            entry(format!("{ROOT}/@mod/{ROOT}/@v/v1.0.0.zip.json"), 0),
+            entry(format!("{ROOT}/@mod/{ROOT}/@v/v1.0.0.mod"), 0),
+            entry(named.clone(), 0),
+            entry(orphan.clone(), 0),
+            entry(young.clone(), 3000),
+        ];
+        let recorded: BTreeSet<String> = [named].into();
+        let plan = plan_module_zips(&entries, &recorded, t(3600), HOUR);
+        assert_eq!(
+            plan.iter()
+                .map(|d| (d.key.as_str(), &d.reason))
+                .collect::<Vec<_>>(),
+            [(orphan.as_str(), &Reason::UnrecordedZip)]
+        );
     }
 
     #[tokio::test]

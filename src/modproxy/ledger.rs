@@ -16,6 +16,20 @@ use crate::store::{DynStore, PutMode, StoreError};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+/// Where a repository's module zips are kept (`<root>/@mod/zip`).
+pub fn zips_prefix(root: &str) -> String {
+    format!("{root}/@mod/zip")
+}
+
+/// The store key of the zip, among `<zips>`, whose files hash to `h1`.
+pub fn zip_key_in(zips: &str, h1: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "{zips}/{}.zip",
+        hex::encode(sha2::Sha256::digest(h1.as_bytes()))
+    )
+}
+
 /// The record of one module zip.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ZipEntry {
@@ -67,7 +81,7 @@ impl<'a> Ledger<'a> {
         Some(Ledger {
             store,
             base: format!("{root}/@mod/{m}/@v/{v}"),
-            zips: format!("{root}/@mod/zip"),
+            zips: zips_prefix(root),
             what: format!("{module}@{version}"),
         })
     }
@@ -112,12 +126,7 @@ impl<'a> Ledger<'a> {
 
     /// The store key of the zip whose files hash to `h1`.
     pub fn zip_key(&self, h1: &str) -> String {
-        use sha2::Digest;
-        format!(
-            "{}/{}.zip",
-            self.zips,
-            hex::encode(sha2::Sha256::digest(h1.as_bytes()))
-        )
+        zip_key_in(&self.zips, h1)
     }
 
     /// `len` bytes of an entry's zip from `offset` (`None`: the zip is not stored, e.g. it

@@ -451,6 +451,14 @@ fn ledger_and_freshness(kind: StoreKind) {
         store.get_object(&zip_key).is_some(),
         "the rebuilt zip was not stored again"
     );
+    // gc deletes a zip no ledger entry names and keeps the recorded one.
+    let orphan = zip_key.replace(&name, &"0".repeat(64));
+    store.put_object(&orphan, b"an unrecorded zip");
+    let o = crate::support::goprox::command(&store, &["gc", "--grace", "0s"]);
+    assert!(o.ok(), "{}", o.describe());
+    assert!(store.get_object(&orphan).is_none(), "{}", o.stdout_str());
+    assert!(store.get_object(&zip_key).is_some(), "{}", o.stdout_str());
+    assert!(store.get_object(&entry).is_some(), "{}", o.stdout_str());
     // Tampered: the rebuild disagrees with the record, and the client gets an error.
     let mut tampered = json.clone();
     tampered["h1"] = serde_json::Value::from("h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
