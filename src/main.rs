@@ -181,6 +181,11 @@ struct ServeArgs {
     /// a turn only while it negotiates. 0: eight per CPU core.
     #[arg(long, env = "GOPROX_MAX_PACK_GENERATIONS", default_value_t = 0)]
     max_pack_generations: usize,
+    /// On SIGTERM or SIGINT: stop accepting connections, let in-flight requests finish, and
+    /// exit within this whatever is still running (keep it under the container's termination
+    /// grace period: Kubernetes' default is 30 s). A second signal exits at once.
+    #[arg(long, env = "GOPROX_SHUTDOWN_GRACE", default_value = "25s", value_parser = goprox::duration::parse_duration)]
+    shutdown_grace: Duration,
     /// Module zips built at once (each reads a version's files twice and streams the zip
     /// into the store; CPU-bound); later builds wait their turn. 0: two per CPU core.
     #[arg(long, env = "GOPROX_MAX_ZIP_BUILDS", default_value_t = 0)]
@@ -392,6 +397,10 @@ fn main() -> std::process::ExitCode {
             Cmd::Stats(a) => stats(a).await,
         }
     });
+    // Dropping the runtime would wait for every blocking task without bound, and a task
+    // blocked on the runtime it is shutting down (a fill's store write) never ends: the
+    // process hung after "stopped". Whatever is still running now is cut short.
+    rt.shutdown_timeout(RUNTIME_SHUTDOWN);
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -534,13 +543,21 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, store = %store.describe(), "listening");
     let limits = goprox::server::ServerLimits {
         header_timeout: a.header_timeout.max(Duration::from_millis(100)),
+        // The rest of the grace is for the runtime's own shutdown (see `main`).
+        drain_timeout: a
+            .shutdown_grace
+            .saturating_sub(RUNTIME_SHUTDOWN)
+            .max(Duration::from_millis(100)),
     };
     goprox::server::serve(listener, router(state), limits, tls, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Ctrl-C or SIGTERM.
+/// How long, at most, the runtime waits for its remaining tasks once the command is done.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(2);
+
+/// Ctrl-C or SIGTERM (a second one exits at once).
 async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -555,6 +572,22 @@ async fn shutdown_signal() {
         () = term => {}
     }
     tracing::info!("shutting down: draining in-flight requests");
+    tokio::spawn(async {
+        let again = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = again => {}
+        }
+        eprintln!("goprox: second signal: exiting now");
+        std::process::exit(1);
+    });
 }
 
 struct Bar(indicatif::ProgressBar);

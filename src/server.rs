@@ -1,6 +1,6 @@
 //! The accept loop: hyper's HTTP/1 and HTTP/2 server with a header read timeout (a client that
 //! sends half a request head is cut off, so idle or trickling connections cannot pile up), and
-//! graceful shutdown (in-flight requests finish, bounded by [`DRAIN_TIMEOUT`]).
+//! graceful shutdown (in-flight requests finish, bounded by [`ServerLimits::drain_timeout`]).
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -9,20 +9,23 @@ use hyper_util::service::TowerToHyperService;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// Longest a shutdown waits for in-flight requests.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default longest wait of a shutdown for in-flight requests.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(23);
 
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
     /// A request head (request line and headers) must arrive within this; it also bounds
     /// how long an idle keep-alive connection waits for its next request.
     pub header_timeout: Duration,
+    /// Longest a shutdown waits for in-flight requests before it closes their connections.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
             header_timeout: Duration::from_secs(10),
+            drain_timeout: DRAIN_TIMEOUT,
         }
     }
 }
@@ -125,8 +128,8 @@ pub async fn serve(
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
-            tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; exiting anyway");
+        () = tokio::time::sleep(limits.drain_timeout) => {
+            tracing::warn!(drain = ?limits.drain_timeout, "connections still open at the end of the shutdown grace; closing them");
         }
     }
     Ok(())

@@ -353,3 +353,58 @@ fn sigterm_drains_a_running_clone() {
     let exit = exit.expect("goprox still running 35 s after SIGTERM");
     assert!(exit.success(), "goprox exit status after SIGTERM: {exit}");
 }
+
+/// SIGTERM while a fill waits on an upstream that accepted the connection and never answers
+/// (and a client waits on that fill): the process still exits within `--shutdown-grace`.
+/// Before, `main` returned ("stopped") and the runtime's drop waited for the blocked fill
+/// without bound.
+#[test]
+fn sigterm_exits_within_the_grace_while_a_fill_hangs() {
+    use crate::support::live::Live;
+    use crate::support::upstream::Upstream;
+    if !crate::support::have_git() {
+        skip("git http-backend not found");
+        return;
+    }
+    let tmp = crate::support::TempDir::new("hang");
+    let repo = Live::new(&tmp);
+    repo.commit("one");
+    repo.push(&["refs/heads/main"]);
+    let up = Upstream::start(&tmp.join("up"));
+    let store = Store::local();
+    let mut gp = Goprox::start_with(&store, &up.goprox_args(), &["--shutdown-grace", "4s"]);
+    up.hang(true);
+    let port = gp.port;
+    let waiting = std::thread::spawn(move || {
+        // Answered with an error once the process goes away, or never: either is fine.
+        let _ = std::panic::catch_unwind(|| {
+            request(
+                port,
+                "GET",
+                "/example.test/live/info/refs?service=git-upload-pack",
+                &[],
+                b"",
+            )
+        });
+    });
+    assert!(
+        gp.wait_log("filling from upstream", Duration::from_secs(20)),
+        "the fill did not start:\n{}",
+        gp.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    gp.terminate();
+    let t0 = Instant::now();
+    let exit = gp.wait_exit(Duration::from_secs(15));
+    let took = t0.elapsed();
+    up.hang(false);
+    let exit = exit.unwrap_or_else(|| {
+        panic!(
+            "goprox still running 15 s after SIGTERM (grace 4 s):\n{}",
+            gp.log_text()
+        )
+    });
+    eprintln!("exited {exit} {took:?} after SIGTERM");
+    assert!(took < Duration::from_secs(8), "took {took:?} (grace 4 s)");
+    let _ = waiting.join();
+}
