@@ -557,8 +557,8 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
 /// How long, at most, the runtime waits for its remaining tasks once the command is done.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(2);
 
-/// Ctrl-C or SIGTERM (a second one exits at once).
-async fn shutdown_signal() {
+/// The next Ctrl-C or SIGTERM.
+async fn one_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -571,20 +571,14 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         () = term => {}
     }
+}
+
+/// Ctrl-C or SIGTERM (a second one exits at once).
+async fn shutdown_signal() {
+    one_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
     tokio::spawn(async {
-        let again = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = again => {}
-        }
+        one_signal().await;
         eprintln!("goprox: second signal: exiting now");
         std::process::exit(1);
     });
