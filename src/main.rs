@@ -67,6 +67,21 @@ struct StoreArgs {
     /// S3 region (default: from the AWS configuration, else us-east-1).
     #[arg(long, env = "GOPROX_S3_REGION")]
     s3_region: Option<String>,
+    /// Attempts in all for one S3 call that fails for a passing reason (throttling, 5xx,
+    /// connection, timeout, a body cut short); a read that broke after making progress is
+    /// resumed and counts afresh.
+    #[arg(long, env = "GOPROX_S3_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100))]
+    s3_max_attempts: u32,
+    /// Deadline of one S3 call's retries: no new attempt starts after it.
+    #[arg(long, env = "GOPROX_S3_TIMEOUT", default_value = "60s", value_parser = goprox::duration::parse_duration)]
+    s3_timeout: Duration,
+    /// Time to open a connection to S3.
+    #[arg(long, env = "GOPROX_S3_CONNECT_TIMEOUT", default_value = "3s", value_parser = goprox::duration::parse_duration)]
+    s3_connect_timeout: Duration,
+    /// An S3 answer whose head, or whose body's next bytes, take longer than this is given up
+    /// and tried again (a body is resumed where it stopped).
+    #[arg(long, env = "GOPROX_S3_READ_TIMEOUT", default_value = "20s", value_parser = goprox::duration::parse_duration)]
+    s3_read_timeout: Duration,
     /// Block and object cache budget in bytes.
     #[arg(long, env = "GOPROX_CACHE_SIZE", default_value_t = 256 << 20)]
     cache_size: usize,
@@ -321,6 +336,13 @@ async fn open_store(a: &StoreArgs) -> anyhow::Result<store::DynStore> {
         endpoint: a.s3_endpoint.clone(),
         path_style: a.s3_path_style,
         region: a.s3_region.clone(),
+        retry: goprox::store::retry::RetryPolicy {
+            max_attempts: a.s3_max_attempts,
+            deadline: a.s3_timeout,
+            read_timeout: a.s3_read_timeout.max(Duration::from_millis(100)),
+            ..Default::default()
+        },
+        connect_timeout: Some(a.s3_connect_timeout),
     };
     store::open(&a.store, &opts).await
 }

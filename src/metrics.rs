@@ -136,6 +136,8 @@ static COUNTERS: [&Counter; 18] = [
 
 pub const HTTP_REQUEST_SECONDS: &str = "goprox_http_request_duration_seconds";
 pub const STORE_REQUESTS: &str = "goprox_store_requests_total";
+pub const STORE_RETRIES: &str = "goprox_store_retries_total";
+pub const STORE_RETRIES_EXHAUSTED: &str = "goprox_store_retries_exhausted_total";
 pub const STORE_REQUEST_SECONDS: &str = "goprox_store_request_duration_seconds";
 pub const FILL_SECONDS: &str = "goprox_fill_duration_seconds";
 pub const REFRESH_SECONDS: &str = "goprox_refresh_duration_seconds";
@@ -175,6 +177,16 @@ fn describe() {
     describe_counter!(
         STORE_REQUESTS,
         "Object-store calls by operation and outcome."
+    );
+    describe_counter!(
+        STORE_RETRIES,
+        "Object-store attempts that failed and were tried again (reads resumed where they \
+         broke), by operation and cause: throttled, server_error, connection, timeout, body."
+    );
+    describe_counter!(
+        STORE_RETRIES_EXHAUSTED,
+        "Object-store calls that failed after their last attempt (or their deadline), by \
+         operation and the last cause: what clients and fills saw as store errors."
     );
     describe_counter!(
         SUMDB_REQUESTS,
@@ -443,6 +455,17 @@ pub fn store_request(op: StoreOp, outcome: StoreOutcome, elapsed: Duration) {
     counter!(STORE_REQUESTS, "op" => op, "outcome" => outcome).increment(1);
     histogram!(STORE_REQUEST_SECONDS, "op" => op, "outcome" => outcome)
         .record(elapsed.as_secs_f64());
+}
+
+/// A failed store attempt: retried (`again`) or the call's last.
+pub fn store_retry(op: StoreOp, cause: crate::store::retry::Cause, again: bool) {
+    install();
+    let name = if again {
+        STORE_RETRIES
+    } else {
+        STORE_RETRIES_EXHAUSTED
+    };
+    counter!(name, "op" => op.as_str(), "cause" => cause.as_str()).increment(1);
 }
 
 /// How a checksum-database request was answered (the label `outcome`).

@@ -1,6 +1,8 @@
 //! `S3Store` against a real S3 implementation (SeaweedFS on loopback).
 //! Skipped when `weed` is not installed, unless `GOPROX_REQUIRE_TOOLS=1`.
 
+#[path = "support/faults.rs"]
+mod faults;
 #[path = "support/seaweed.rs"]
 mod seaweed;
 
@@ -41,6 +43,7 @@ fn s3_store_against_seaweedfs() {
         endpoint: Some(sw.endpoint.clone()),
         path_style: true,
         region: Some(sw.region.clone()),
+        ..Default::default()
     };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -106,7 +109,122 @@ fn s3_store_against_seaweedfs() {
         );
 
         stale_uploads(&client, &opts).await;
+
+        sw.create_bucket("goprox-faults");
+        under_faults(&sw, &opts).await;
     });
+}
+
+/// The store through a proxy that faults one request in five (every kind: 503 SlowDown, 500,
+/// resets, answers lost after the write was applied, bodies cut short, stalls longer than the
+/// read timeout): the conformance suite passes, a create-only race has exactly one winner,
+/// every one of a writer's compare-and-swap increments counts exactly once (no lost answer
+/// is taken for a loss and done again), and a multipart object round-trips. Then the store is
+/// gone: calls fail with a short `Unavailable` within the deadline, and work again when it is
+/// back.
+async fn under_faults(sw: &seaweed::Seaweed, opts: &S3Options) {
+    let port: u16 = sw
+        .endpoint
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("SeaweedFS port");
+    let proxy = faults::FaultProxy::start(port, 23);
+    proxy.set_stall(Duration::from_millis(700));
+    let mut opts = opts.clone();
+    opts.endpoint = Some(proxy.endpoint.clone());
+    opts.retry = goprox::store::retry::RetryPolicy {
+        max_attempts: 12,
+        base: Duration::from_millis(5),
+        cap: Duration::from_millis(100),
+        deadline: Duration::from_secs(30),
+        read_timeout: Duration::from_millis(400),
+    };
+    let store = |prefix: &str| {
+        let opts = opts.clone();
+        let prefix = prefix.to_string();
+        async move { S3Store::new("goprox-faults", &prefix, &opts).await.unwrap() }
+    };
+    proxy.faults(0.2, faults::Scope::All, &faults::Fault::ALL);
+
+    for i in 0..3 {
+        conformance::run(&store(&format!("suite{i}")).await).await;
+    }
+    let race: DynStore = Arc::new(store("race").await);
+    conformance::create_only_race(|| race.clone()).await;
+
+    // One writer's increments: an ambiguous write is settled by reading back, exactly.
+    let cas = store("cas").await;
+    let key = "counter";
+    cas.put(key, Bytes::from_static(b"0"), PutMode::CreateOnly)
+        .await
+        .unwrap();
+    for n in 1..=40u64 {
+        let cur = cas.get(key).await.unwrap().unwrap();
+        let was: u64 = std::str::from_utf8(&cur.data).unwrap().parse().unwrap();
+        assert_eq!(was, n - 1, "an increment was lost or done twice");
+        cas.put(key, Bytes::from(n.to_string()), PutMode::IfMatch(cur.etag))
+            .await
+            .unwrap_or_else(|e| panic!("increment {n}: {e}"));
+    }
+    assert_eq!(&cas.get(key).await.unwrap().unwrap().data[..], b"40");
+
+    // A multipart object, written create-only and read back in ranges.
+    let big = store("big").await;
+    let data = pattern(19 * 1024 * 1024, 7);
+    big.put("o", data.clone(), PutMode::CreateOnly)
+        .await
+        .unwrap();
+    let mut back = Vec::new();
+    let step = 3 * 1024 * 1024 + 17;
+    let mut at = 0u64;
+    while at < data.len() as u64 {
+        back.extend_from_slice(&big.get_range("o", at, step).await.unwrap());
+        at += step;
+    }
+    assert!(
+        back == data[..],
+        "19 MiB object did not round-trip under faults"
+    );
+    assert!(big.get("o").await.unwrap().unwrap().data == data);
+
+    let counts = proxy.counts();
+    eprintln!("under faults: {counts:?}");
+    assert!(
+        counts.total_requests() >= 300,
+        "too few requests: {counts:?}"
+    );
+    for f in faults::Fault::ALL {
+        assert!(counts.faults_of(f) > 0, "no {f:?} injected: {counts:?}");
+    }
+
+    // The store gone: a short error within the deadline; back: served again.
+    proxy.calm();
+    let probe = store("suite0").await;
+    probe
+        .put("probe", Bytes::from_static(b"p"), PutMode::Overwrite)
+        .await
+        .unwrap();
+    let mut quick = opts.clone();
+    quick.retry.deadline = Duration::from_secs(2);
+    let gone = S3Store::new("goprox-faults", "suite0", &quick)
+        .await
+        .unwrap();
+    proxy.set_down(true);
+    let t = std::time::Instant::now();
+    let err = gone.get("probe").await.unwrap_err();
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(err.is_unavailable(), "{err}");
+    assert_eq!(
+        err.public_message(),
+        "object store unavailable, try again later"
+    );
+    proxy.set_down(false);
+    assert!(probe.get("probe").await.unwrap().is_some());
 }
 
 /// `abort_stale_uploads` aborts incomplete multipart uploads under the store's prefix that are

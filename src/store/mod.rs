@@ -11,6 +11,7 @@ pub mod local;
 pub mod memory;
 pub mod metered;
 pub mod probe;
+pub mod retry;
 pub mod s3;
 
 pub use probe::{ProbeError, probe, ready};
@@ -43,6 +44,28 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("store backend error: {0}")]
     Backend(String),
+    /// A failure a later attempt may not meet (throttling, 5xx, connection, timeout, a body
+    /// cut short), left after the backend's retries.
+    #[error("object store unavailable ({cause}): {detail}")]
+    Unavailable { cause: retry::Cause, detail: String },
+}
+
+impl StoreError {
+    /// The short, stable line a client may see for this error: no keys, no backend text.
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            StoreError::PreconditionFailed => "object store write conflict",
+            StoreError::NotFound(_) => "object missing from the object store",
+            StoreError::InvalidKey(_) => "invalid object store key",
+            StoreError::Io(_) | StoreError::Backend(_) => "object store error",
+            StoreError::Unavailable { .. } => "object store unavailable, try again later",
+        }
+    }
+
+    /// A failure that may pass (see [`StoreError::Unavailable`]).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

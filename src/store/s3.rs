@@ -4,11 +4,16 @@
 //! (compare and swap); for multipart uploads the condition goes on
 //! CompleteMultipartUpload, so the object still appears atomically, whole.
 
+use super::retry::{Cause, Retrier, RetryPolicy};
 use super::{
-    Chunk, Chunks, ETag, GetOutput, ListEntry, ObjectStore, PutMode, Result, StoreError, check_key,
+    Chunk, Chunks, ETag, GetOutput, ListEntry, ObjectStore, PutMode, Result, Revalidated,
+    StoreError, check_key,
 };
+use crate::metrics::StoreOp;
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -18,6 +23,7 @@ use aws_sdk_s3::types::{
 };
 use bytes::Bytes;
 use futures::TryStreamExt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Objects up to this size are written with one PutObject; larger ones in parts of this size.
@@ -39,7 +45,18 @@ pub struct S3Options {
     pub path_style: bool,
     /// Region; when unset the default chain is asked, then `us-east-1`.
     pub region: Option<String>,
+    /// How calls are retried (goprox retries, not the SDK: see [`super::retry`]).
+    pub retry: RetryPolicy,
+    /// Time to open a connection.
+    pub connect_timeout: Option<Duration>,
 }
+
+/// User metadata naming one write (random), by which a write whose answer was lost is
+/// recognised when it is settled (`x-amz-meta-goprox-write`).
+const WRITE_TOKEN: &str = "goprox-write";
+
+/// Connect timeout when none is given.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone)]
 pub struct S3Store {
@@ -49,6 +66,7 @@ pub struct S3Store {
     prefix: String,
     /// Endpoint URL when not AWS's default, for [`ObjectStore::describe`].
     endpoint: Option<String>,
+    retrier: Arc<Retrier>,
 }
 
 impl S3Store {
@@ -79,8 +97,19 @@ impl S3Store {
         if shared.response_checksum_validation().is_none() {
             conf = conf.response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         }
+        // goprox retries itself: the SDK cannot resume a body that broke midway, and its
+        // retry of a conditional write whose answer was lost would turn our own success into
+        // a 412. The read timeout bounds the wait for a response's head; a body's pieces are
+        // timed by goprox.
+        conf = conf.retry_config(RetryConfig::disabled()).timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(opts.connect_timeout.unwrap_or(CONNECT_TIMEOUT))
+                .read_timeout(opts.retry.read_timeout)
+                .build(),
+        );
         let mut store = Self::from_client(Client::from_conf(conf.build()), bucket, prefix);
         store.endpoint = shared.endpoint_url().map(str::to_string);
+        store.retrier = Arc::new(Retrier::new(opts.retry.clone()));
         Ok(store)
     }
 
@@ -91,6 +120,32 @@ impl S3Store {
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
             endpoint: None,
+            retrier: Arc::new(Retrier::new(RetryPolicy::default())),
+        }
+    }
+
+    /// Run `attempt` until it succeeds, fails for good, or the policy says stop: an
+    /// [`StoreError::Unavailable`] is tried again.
+    async fn retrying<T, F, Fut>(&self, op: StoreOp, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut attempts = self.retrier.start(op);
+        loop {
+            attempts.paced().await;
+            match attempt().await {
+                Err(StoreError::Unavailable { cause, detail }) => {
+                    tracing::debug!(op = op.as_str(), %cause, %detail, "store attempt failed");
+                    if !attempts.again(cause).await {
+                        return Err(StoreError::Unavailable { cause, detail });
+                    }
+                }
+                r => {
+                    self.retrier.succeeded();
+                    return r;
+                }
+            }
         }
     }
 
@@ -155,11 +210,59 @@ impl S3Store {
     }
 
     async fn put_single(&self, full: &str, data: Bytes, mode: &PutMode) -> Result<ETag> {
+        let op = put_op(mode);
+        if *mode == PutMode::Overwrite {
+            return self
+                .retrying(op, || self.put_object_once(full, data.clone(), mode, None))
+                .await;
+        }
+        // A conditional write is tried again only once it is settled that the failed attempt
+        // was not applied.
+        let mut attempts = self.retrier.start(op);
+        let token = self.retrier.token();
+        loop {
+            attempts.paced().await;
+            let (cause, detail) = match self
+                .put_object_once(full, data.clone(), mode, Some(&token))
+                .await
+            {
+                Err(StoreError::Unavailable { cause, detail }) => (cause, detail),
+                r => {
+                    self.retrier.succeeded();
+                    return r;
+                }
+            };
+            match self.settle(full, mode, &token).await? {
+                Settled::Applied(etag) => {
+                    tracing::info!(key = full, %cause, "conditional write settled: it was applied");
+                    return Ok(etag);
+                }
+                Settled::Lost => {
+                    tracing::info!(key = full, %cause, "conditional write settled: another won");
+                    return Err(StoreError::PreconditionFailed);
+                }
+                Settled::NotApplied => {
+                    if !attempts.again(cause).await {
+                        return Err(StoreError::Unavailable { cause, detail });
+                    }
+                }
+            }
+        }
+    }
+
+    async fn put_object_once(
+        &self,
+        full: &str,
+        data: Bytes,
+        mode: &PutMode,
+        token: Option<&str>,
+    ) -> Result<ETag> {
         let mut req = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(full)
+            .set_metadata(token.map(|t| [(WRITE_TOKEN.to_string(), t.to_string())].into()))
             .body(ByteStream::from(data));
         req = match mode {
             PutMode::Overwrite => req,
@@ -171,6 +274,45 @@ impl S3Store {
             .await
             .map_err(|e| put_error("PutObject", full, e))?;
         etag_from(out.e_tag(), "PutObject", full)
+    }
+
+    /// After a write whose answer was lost or ambiguous: does the object carry our write's
+    /// token (in its metadata: applied), the version the write was conditioned on (not
+    /// applied), nothing (not applied, for a create), or another writer's version (lost)?
+    async fn settle(&self, full: &str, mode: &PutMode, token: &str) -> Result<Settled> {
+        let head = self
+            .retrying(StoreOp::Head, || async {
+                match self
+                    .client
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(full)
+                    .send()
+                    .await
+                {
+                    Ok(out) => {
+                        let etag = etag_from(out.e_tag(), "HeadObject", full)?;
+                        let ours = out
+                            .metadata()
+                            .and_then(|m| m.get(WRITE_TOKEN))
+                            .is_some_and(|t| t == token);
+                        Ok(Some((etag, ours)))
+                    }
+                    Err(e) if is_not_found(&e) => Ok(None),
+                    Err(e) => Err(backend("HeadObject", full, e)),
+                }
+            })
+            .await?;
+        Ok(match (head, mode) {
+            (Some((etag, true)), _) => Settled::Applied(etag),
+            (None, PutMode::IfMatch(_)) => Settled::Lost,
+            (None, _) => Settled::NotApplied,
+            (Some((etag, false)), PutMode::IfMatch(before)) if &etag == before => {
+                Settled::NotApplied
+            }
+            (Some(_), PutMode::Overwrite) => Settled::NotApplied,
+            (Some(_), _) => Settled::Lost,
+        })
     }
 
     async fn put_multipart(&self, full: &str, data: Bytes, mode: &PutMode) -> Result<ETag> {
@@ -197,14 +339,19 @@ impl S3Store {
         parts: impl futures::Stream<Item = Result<(i32, Bytes)>>,
         mode: &PutMode,
     ) -> Result<ETag> {
+        let token = self.retrier.token();
         let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(full)
-            .send()
-            .await
-            .map_err(|e| backend("CreateMultipartUpload", full, e))?;
+            .retrying(StoreOp::Put, || async {
+                self.client
+                    .create_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(full)
+                    .metadata(WRITE_TOKEN, &token)
+                    .send()
+                    .await
+                    .map_err(|e| backend("CreateMultipartUpload", full, e))
+            })
+            .await?;
         let upload_id = created
             .upload_id()
             .ok_or_else(|| {
@@ -214,24 +361,30 @@ impl S3Store {
             })?
             .to_string();
         let result = self
-            .upload_parts_and_complete(full, &upload_id, parts, mode)
+            .upload_parts_and_complete(full, &upload_id, parts, mode, &token)
             .await;
         if result.is_err() {
             let aborted = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(full)
-                .upload_id(&upload_id)
-                .send()
+                .retrying(StoreOp::Delete, || async {
+                    match self
+                        .client
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(full)
+                        .upload_id(&upload_id)
+                        .send()
+                        .await
+                    {
+                        Ok(_) => Ok(()),
+                        Err(e) if e.code() == Some("NoSuchUpload") || status(&e) == Some(404) => {
+                            Ok(())
+                        }
+                        Err(e) => Err(backend("AbortMultipartUpload", full, e)),
+                    }
+                })
                 .await;
             if let Err(e) = aborted {
-                tracing::warn!(
-                    key = full,
-                    upload_id,
-                    "AbortMultipartUpload failed: {}",
-                    DisplayErrorContext(&e)
-                );
+                tracing::warn!(key = full, upload_id, "AbortMultipartUpload failed: {e}");
             }
         }
         result
@@ -243,41 +396,90 @@ impl S3Store {
         upload_id: &str,
         parts: impl futures::Stream<Item = Result<(i32, Bytes)>>,
         mode: &PutMode,
+        token: &str,
     ) -> Result<ETag> {
         let parts: Vec<CompletedPart> = parts
-            .map_ok(|(number, body)| async move {
-                let out = self
-                    .client
-                    .upload_part()
-                    .bucket(&self.bucket)
-                    .key(full)
-                    .upload_id(upload_id)
-                    .part_number(number)
-                    .body(ByteStream::from(body))
-                    // A pack's parts are large: hashing each for the signature would cost
-                    // more CPU than the upload. What is stored is checked end to end instead:
-                    // entries against their index's CRC-32 and zlib checksums on every read,
-                    // the whole pack against its trailer when it is indexed.
-                    .customize()
-                    .disable_payload_signing()
-                    .send()
-                    .await
-                    .map_err(|e| backend("UploadPart", full, e))?;
-                let etag = out.e_tag().ok_or_else(|| {
-                    StoreError::Backend(format!(
-                        "UploadPart {full} #{number}: no ETag in the response"
-                    ))
-                })?;
-                Ok::<_, StoreError>(
-                    CompletedPart::builder()
-                        .part_number(number)
-                        .e_tag(etag)
-                        .build(),
-                )
-            })
+            .map_ok(|(number, body)| self.upload_part(full, upload_id, number, body))
             .try_buffered(PART_CONCURRENCY)
             .try_collect()
             .await?;
+        let op = put_op(mode);
+        let mut attempts = self.retrier.start(op);
+        loop {
+            attempts.paced().await;
+            let (cause, detail) = match self.complete_once(full, upload_id, &parts, mode).await {
+                Err(StoreError::Unavailable { cause, detail }) => (cause, detail),
+                // The upload is gone: an earlier completion whose answer was lost applied
+                // it (or someone aborted it). Settle by what the object holds.
+                Err(StoreError::NotFound(_)) => (
+                    Cause::ServerError,
+                    format!("CompleteMultipartUpload {full}: no such upload"),
+                ),
+                r => {
+                    self.retrier.succeeded();
+                    return r;
+                }
+            };
+            match self.settle(full, mode, token).await? {
+                Settled::Applied(etag) => {
+                    tracing::info!(key = full, %cause, "multipart upload settled: it was applied");
+                    return Ok(etag);
+                }
+                Settled::Lost => return Err(StoreError::PreconditionFailed),
+                Settled::NotApplied => {
+                    if !attempts.again(cause).await {
+                        return Err(StoreError::Unavailable { cause, detail });
+                    }
+                }
+            }
+        }
+    }
+
+    async fn upload_part(
+        &self,
+        full: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> Result<CompletedPart> {
+        self.retrying(StoreOp::Put, || async {
+            let out = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(full)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(ByteStream::from(body.clone()))
+                // A pack's parts are large: hashing each for the signature would cost
+                // more CPU than the upload. What is stored is checked end to end instead:
+                // entries against their index's CRC-32 and zlib checksums on every read,
+                // the whole pack against its trailer when it is indexed.
+                .customize()
+                .disable_payload_signing()
+                .send()
+                .await
+                .map_err(|e| backend("UploadPart", full, e))?;
+            let etag = out.e_tag().ok_or_else(|| {
+                StoreError::Backend(format!(
+                    "UploadPart {full} #{number}: no ETag in the response"
+                ))
+            })?;
+            Ok(CompletedPart::builder()
+                .part_number(number)
+                .e_tag(etag)
+                .build())
+        })
+        .await
+    }
+
+    async fn complete_once(
+        &self,
+        full: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+        mode: &PutMode,
+    ) -> Result<ETag> {
         let mut req = self
             .client
             .complete_multipart_upload()
@@ -286,7 +488,7 @@ impl S3Store {
             .upload_id(upload_id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
+                    .set_parts(Some(parts.to_vec()))
                     .build(),
             );
         req = match mode {
@@ -294,11 +496,265 @@ impl S3Store {
             PutMode::CreateOnly => req.if_none_match("*"),
             PutMode::IfMatch(etag) => req.if_match(&etag.0),
         };
-        let out = req
-            .send()
-            .await
-            .map_err(|e| put_error("CompleteMultipartUpload", full, e))?;
-        etag_from(out.e_tag(), "CompleteMultipartUpload", full)
+        match req.send().await {
+            Ok(out) => etag_from(out.e_tag(), "CompleteMultipartUpload", full),
+            Err(e) if e.code() == Some("NoSuchUpload") => {
+                Err(StoreError::NotFound(full.to_string()))
+            }
+            Err(e) => Err(put_error("CompleteMultipartUpload", full, e)),
+        }
+    }
+
+    /// One ranged read from `offset` (at most `len` bytes), appended to `got`: what arrived
+    /// stays there when the body breaks, so that the next attempt resumes after it.
+    async fn range_once(
+        &self,
+        full: &str,
+        offset: u64,
+        len: u64,
+        if_match: Option<&ETag>,
+        got: &mut Received,
+    ) -> Result<RangeEnd> {
+        let last = offset.saturating_add(len - 1);
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .set_if_match(if_match.map(|e| e.0.clone()))
+            .range(format!("bytes={offset}-{last}"));
+        let out = match self.timed(req.send()).await {
+            Ok(out) => out,
+            Err(Answer::Timeout) => return Err(stalled("GetObject", full)),
+            Err(Answer::Sdk(e)) if status(&e) == Some(416) || e.code() == Some("InvalidRange") => {
+                return Ok(RangeEnd::PastEnd);
+            }
+            Err(Answer::Sdk(e)) if if_match.is_some() && status(&e) == Some(412) => {
+                return Ok(RangeEnd::Changed);
+            }
+            Err(Answer::Sdk(e)) if is_not_found(&e) => return Ok(RangeEnd::Missing),
+            Err(Answer::Sdk(e)) => return Err(backend("GetObject", full, e)),
+        };
+        if got.etag.is_none() {
+            got.etag = out.e_tag().map(|e| ETag(e.to_string()));
+        }
+        // A server that ignored the Range header sent the whole object: skip to `offset`.
+        let skip = if out.content_range().is_some() {
+            0
+        } else {
+            offset
+        };
+        self.drain(out.body, full, skip, len, got).await?;
+        Ok(RangeEnd::Done)
+    }
+
+    /// Read a body piece by piece (each within the read timeout) into `got`, keeping `len`
+    /// bytes after the first `skip`.
+    async fn drain(
+        &self,
+        mut body: ByteStream,
+        full: &str,
+        mut skip: u64,
+        len: u64,
+        got: &mut Received,
+    ) -> Result<()> {
+        let limit = self.retrier.policy.read_timeout;
+        let mut left = len;
+        loop {
+            let next = match tokio::time::timeout(limit, body.next()).await {
+                Err(_) => return Err(stalled("GetObject body", full)),
+                Ok(next) => next,
+            };
+            let piece = match next {
+                None => return Ok(()),
+                Some(Ok(piece)) => piece,
+                Some(Err(e)) => {
+                    return Err(StoreError::Unavailable {
+                        cause: Cause::Body,
+                        detail: format!(
+                            "GetObject {full}: reading body after {} bytes: {}",
+                            got.len,
+                            DisplayErrorContext(&e)
+                        ),
+                    });
+                }
+            };
+            if let Some(piece) = take(piece, &mut skip, &mut left) {
+                got.push(piece);
+            }
+        }
+    }
+
+    /// An SDK call bounded by the read timeout (the SDK's own bounds a read, not the wait).
+    async fn timed<T, E>(
+        &self,
+        call: impl std::future::Future<Output = std::result::Result<T, SdkError<E>>>,
+    ) -> std::result::Result<T, Answer<E>> {
+        let limit = self
+            .retrier
+            .policy
+            .read_timeout
+            .saturating_add(Duration::from_secs(1));
+        match tokio::time::timeout(limit, call).await {
+            Err(_) => Err(Answer::Timeout),
+            Ok(r) => r.map_err(Answer::Sdk),
+        }
+    }
+
+    /// A whole object (`GetObject`, or with `If-None-Match` when `known` is given), resumed
+    /// where its body broke (a ranged read with `If-Match`, so that a changed object is read
+    /// again from its start).
+    async fn read_whole(&self, full: &str, known: Option<&ETag>) -> Result<Revalidated> {
+        let op = if known.is_some() {
+            StoreOp::GetIfChanged
+        } else {
+            StoreOp::Get
+        };
+        let mut attempts = self.retrier.start(op);
+        let mut got = Received::default();
+        loop {
+            attempts.paced().await;
+            let before = got.len;
+            let r = if got.etag.is_none() {
+                self.whole_once(full, known, &mut got).await
+            } else {
+                let etag = got.etag.clone();
+                match self
+                    .range_once(full, got.len, u64::MAX - got.len, etag.as_ref(), &mut got)
+                    .await
+                {
+                    Ok(RangeEnd::Done | RangeEnd::PastEnd) => Ok(None),
+                    Ok(RangeEnd::Missing) => Ok(Some(Revalidated::Missing)),
+                    Ok(RangeEnd::Changed) => {
+                        got = Received::default();
+                        Err(StoreError::Unavailable {
+                            cause: Cause::Body,
+                            detail: format!("GetObject {full}: changed while it was read"),
+                        })
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            match r {
+                Ok(Some(answer)) => {
+                    self.retrier.succeeded();
+                    return Ok(answer);
+                }
+                Ok(None) => {
+                    self.retrier.succeeded();
+                    let etag = got.etag.take().ok_or_else(|| {
+                        StoreError::Backend(format!("GetObject {full}: no ETag in the response"))
+                    })?;
+                    let data = got.into_bytes();
+                    return Ok(match known {
+                        Some(k) if *k == etag => Revalidated::Unchanged,
+                        _ => Revalidated::Changed(GetOutput { data, etag }),
+                    });
+                }
+                Err(StoreError::Unavailable { cause, detail }) => {
+                    if got.len > before {
+                        attempts.progressed();
+                    }
+                    if !attempts.again(cause).await {
+                        return Err(StoreError::Unavailable { cause, detail });
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The first request of [`S3Store::read_whole`]: `Ok(Some)` when the answer has no body
+    /// (missing, unchanged), `Ok(None)` when the body is in `got`.
+    async fn whole_once(
+        &self,
+        full: &str,
+        known: Option<&ETag>,
+        got: &mut Received,
+    ) -> Result<Option<Revalidated>> {
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .set_if_none_match(known.map(|e| e.0.clone()));
+        let out = match self.timed(req.send()).await {
+            Ok(out) => out,
+            Err(Answer::Timeout) => return Err(stalled("GetObject", full)),
+            Err(Answer::Sdk(e)) if known.is_some() && status(&e) == Some(304) => {
+                return Ok(Some(Revalidated::Unchanged));
+            }
+            Err(Answer::Sdk(e)) if is_not_found(&e) => return Ok(Some(Revalidated::Missing)),
+            Err(Answer::Sdk(e)) => return Err(backend("GetObject", full, e)),
+        };
+        got.etag = Some(etag_from(out.e_tag(), "GetObject", full)?);
+        self.drain(out.body, full, 0, u64::MAX, got).await?;
+        Ok(None)
+    }
+}
+
+/// What a settled ambiguous write found.
+enum Settled {
+    /// The object holds our bytes: the write was applied (with this tag).
+    Applied(ETag),
+    /// The object is as before: the write can be tried again.
+    NotApplied,
+    /// Another writer's version is there: the precondition did not hold.
+    Lost,
+}
+
+/// How a ranged read ended.
+enum RangeEnd {
+    Done,
+    /// The range starts past the object's end.
+    PastEnd,
+    Missing,
+    /// `If-Match` failed: the object is another version now.
+    Changed,
+}
+
+/// A timed SDK call's failure.
+enum Answer<E> {
+    Timeout,
+    Sdk(SdkError<E>),
+}
+
+/// The pieces of a read so far, and the object's tag.
+#[derive(Default)]
+struct Received {
+    pieces: Vec<Bytes>,
+    len: u64,
+    etag: Option<ETag>,
+}
+
+impl Received {
+    fn push(&mut self, piece: Bytes) {
+        if !piece.is_empty() {
+            self.len += piece.len() as u64;
+            self.pieces.push(piece);
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match <[Bytes; 1]>::try_from(self.pieces) {
+            Ok([one]) => one,
+            Err(pieces) => pieces.concat().into(),
+        }
+    }
+}
+
+fn stalled(op: &str, full: &str) -> StoreError {
+    StoreError::Unavailable {
+        cause: Cause::Timeout,
+        detail: format!("{op} {full}: no answer within the read timeout"),
+    }
+}
+
+fn put_op(mode: &PutMode) -> StoreOp {
+    match mode {
+        PutMode::Overwrite => StoreOp::Put,
+        PutMode::CreateOnly => StoreOp::PutIfAbsent,
+        PutMode::IfMatch(_) => StoreOp::PutIfMatch,
     }
 }
 
@@ -326,11 +782,56 @@ fn status<E>(err: &SdkError<E>) -> Option<u16> {
     err.raw_response().map(|r| r.status().as_u16())
 }
 
+/// A failed call as a store error: [`StoreError::Unavailable`] when another attempt may
+/// succeed (see [`cause_of`]), else [`StoreError::Backend`].
 fn backend<E>(op: &str, key: &str, err: SdkError<E>) -> StoreError
 where
-    E: std::error::Error + 'static,
+    E: std::error::Error + ProvideErrorMetadata + 'static,
 {
-    StoreError::Backend(format!("{op} {key}: {}", DisplayErrorContext(&err)))
+    let detail = format!("{op} {key}: {}", DisplayErrorContext(&err));
+    match cause_of(&err) {
+        Some(cause) => StoreError::Unavailable { cause, detail },
+        None => StoreError::Backend(detail),
+    }
+}
+
+/// Why a failed call may succeed when tried again; `None` for failures that will repeat
+/// (access denied, no such bucket, a malformed request).
+fn cause_of<E: ProvideErrorMetadata>(err: &SdkError<E>) -> Option<Cause> {
+    match err {
+        SdkError::TimeoutError(_) => Some(Cause::Timeout),
+        SdkError::DispatchFailure(d) if d.is_timeout() => Some(Cause::Timeout),
+        SdkError::DispatchFailure(d) if d.is_user() => None,
+        SdkError::DispatchFailure(_) => Some(Cause::Connection),
+        // The answer could not be read or parsed (cut short, garbled).
+        SdkError::ResponseError(_) => Some(Cause::Body),
+        SdkError::ServiceError(_) => {
+            let code = err.code();
+            if matches!(
+                code,
+                Some(
+                    "SlowDown"
+                        | "Throttling"
+                        | "ThrottlingException"
+                        | "RequestLimitExceeded"
+                        | "TooManyRequestsException"
+                        | "RequestThrottled"
+                )
+            ) || matches!(status(err), Some(429 | 503))
+            {
+                return Some(Cause::Throttled);
+            }
+            if matches!(code, Some("RequestTimeout" | "RequestTimeoutException")) {
+                return Some(Cause::Timeout);
+            }
+            match status(err) {
+                Some(500..=599) => Some(Cause::ServerError),
+                _ if matches!(code, Some("InternalError")) => Some(Cause::ServerError),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 /// Errors of a conditional write: 412 Precondition Failed, 409 ConditionalRequestConflict
@@ -360,48 +861,24 @@ fn is_not_found<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
         && (status(err) == Some(404) || matches!(code, Some("NoSuchKey" | "NotFound")))
 }
 
-/// The whole body of a GetObject response.
-async fn read_body(body: ByteStream, key: &str) -> Result<Bytes> {
-    Ok(collect(body, key).await?.into_bytes())
-}
-
-/// `len` bytes of `pieces` after the first `skip` (never more than asked, whatever a server
-/// sent).
-fn clip(pieces: impl Iterator<Item = Bytes>, mut skip: u64, mut left: u64) -> Vec<Bytes> {
-    let mut out = Vec::new();
-    for mut piece in pieces {
-        if left == 0 {
-            break;
-        }
-        let n = piece.len() as u64;
-        if skip >= n {
-            skip -= n;
-            continue;
-        }
-        piece = piece.slice(skip as usize..);
-        skip = 0;
-        if piece.len() as u64 > left {
-            piece.truncate(left as usize);
-        }
-        left -= piece.len() as u64;
-        if !piece.is_empty() {
-            out.push(piece);
-        }
+/// The part of `piece` that falls in a range: the first `skip` bytes of the stream are
+/// dropped and no more than `left` kept (never more than asked, whatever a server sent).
+fn take(mut piece: Bytes, skip: &mut u64, left: &mut u64) -> Option<Bytes> {
+    let n = piece.len() as u64;
+    if *left == 0 {
+        return None;
     }
-    out
-}
-
-async fn read_pieces(body: ByteStream, key: &str) -> Result<impl Iterator<Item = Bytes>> {
-    Ok(collect(body, key).await?.into_segments())
-}
-
-async fn collect(body: ByteStream, key: &str) -> Result<aws_sdk_s3::primitives::AggregatedBytes> {
-    body.collect().await.map_err(|e| {
-        StoreError::Backend(format!(
-            "GetObject {key}: reading body: {}",
-            DisplayErrorContext(&e)
-        ))
-    })
+    if *skip >= n {
+        *skip -= n;
+        return None;
+    }
+    piece = piece.slice(*skip as usize..);
+    *skip = 0;
+    if piece.len() as u64 > *left {
+        piece.truncate(*left as usize);
+    }
+    *left -= piece.len() as u64;
+    (!piece.is_empty()).then_some(piece)
 }
 
 fn etag_from(etag: Option<&str>, op: &str, key: &str) -> Result<ETag> {
@@ -426,42 +903,15 @@ impl ObjectStore for S3Store {
 
     async fn get(&self, key: &str) -> Result<Option<GetOutput>> {
         let full = self.full_key(key)?;
-        let out = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) if is_not_found(&e) => return Ok(None),
-            Err(e) => return Err(backend("GetObject", &full, e)),
-        };
-        let etag = etag_from(out.e_tag(), "GetObject", &full)?;
-        let data = read_body(out.body, &full).await?;
-        Ok(Some(GetOutput { data, etag }))
+        Ok(match self.read_whole(&full, None).await? {
+            Revalidated::Changed(got) => Some(got),
+            Revalidated::Missing | Revalidated::Unchanged => None,
+        })
     }
 
-    async fn get_if_changed(&self, key: &str, etag: &ETag) -> Result<super::Revalidated> {
+    async fn get_if_changed(&self, key: &str, etag: &ETag) -> Result<Revalidated> {
         let full = self.full_key(key)?;
-        let out = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .if_none_match(&etag.0)
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) if status(&e) == Some(304) => return Ok(super::Revalidated::Unchanged),
-            Err(e) if is_not_found(&e) => return Ok(super::Revalidated::Missing),
-            Err(e) => return Err(backend("GetObject", &full, e)),
-        };
-        let new = etag_from(out.e_tag(), "GetObject", &full)?;
-        let data = read_body(out.body, &full).await?;
-        Ok(super::Revalidated::Changed(GetOutput { data, etag: new }))
+        self.read_whole(&full, Some(etag)).await
     }
 
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes> {
@@ -472,6 +922,7 @@ impl ObjectStore for S3Store {
         })
     }
 
+    /// A ranged read, resumed after the bytes already received when its body breaks.
     async fn get_range_pieces(&self, key: &str, offset: u64, len: u64) -> Result<Vec<Bytes>> {
         let full = self.full_key(key)?;
         if len == 0 {
@@ -481,51 +932,78 @@ impl ObjectStore for S3Store {
                 None => Err(StoreError::NotFound(key.to_string())),
             };
         }
-        let last = offset.saturating_add(len - 1);
-        let req = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .range(format!("bytes={offset}-{last}"));
-        let out = match req.send().await {
-            Ok(out) => out,
-            Err(e) if status(&e) == Some(416) || e.code() == Some("InvalidRange") => {
-                return Ok(Vec::new());
+        let mut attempts = self.retrier.start(StoreOp::GetRange);
+        let mut got = Received::default();
+        loop {
+            attempts.paced().await;
+            let before = got.len;
+            let etag = got.etag.clone();
+            let r = self
+                .range_once(
+                    &full,
+                    offset + got.len,
+                    len - got.len,
+                    etag.as_ref(),
+                    &mut got,
+                )
+                .await;
+            match r {
+                Ok(RangeEnd::Done | RangeEnd::PastEnd) => {
+                    self.retrier.succeeded();
+                    return Ok(got.pieces);
+                }
+                Ok(RangeEnd::Missing) => return Err(StoreError::NotFound(key.to_string())),
+                Ok(RangeEnd::Changed) => {
+                    // Replaced while we read it: read the new version from the start.
+                    got = Received::default();
+                    if !attempts.again(Cause::Body).await {
+                        return Err(StoreError::Unavailable {
+                            cause: Cause::Body,
+                            detail: format!("GetObject {full}: changed while it was read"),
+                        });
+                    }
+                }
+                Err(StoreError::Unavailable { cause, detail }) => {
+                    tracing::debug!(key = full, %cause, %detail, received = got.len, "ranged read broke");
+                    if got.len > before {
+                        attempts.progressed();
+                    }
+                    if got.len >= len {
+                        return Ok(got.pieces);
+                    }
+                    if !attempts.again(cause).await {
+                        return Err(StoreError::Unavailable { cause, detail });
+                    }
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) if is_not_found(&e) => return Err(StoreError::NotFound(key.to_string())),
-            Err(e) => return Err(backend("GetObject", &full, e)),
-        };
-        // A server that ignored the Range header sent the whole object: skip to `offset`.
-        let skip = if out.content_range().is_some() {
-            0
-        } else {
-            offset
-        };
-        Ok(clip(read_pieces(out.body, &full).await?, skip, len))
+        }
     }
 
     async fn head(&self, key: &str) -> Result<Option<u64>> {
         let full = self.full_key(key)?;
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                let len = out.content_length().ok_or_else(|| {
-                    StoreError::Backend(format!("HeadObject {full}: no Content-Length"))
-                })?;
-                u64::try_from(len).map(Some).map_err(|_| {
-                    StoreError::Backend(format!("HeadObject {full}: bad Content-Length {len}"))
-                })
+        self.retrying(StoreOp::Head, || async {
+            match self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    let len = out.content_length().ok_or_else(|| {
+                        StoreError::Backend(format!("HeadObject {full}: no Content-Length"))
+                    })?;
+                    u64::try_from(len).map(Some).map_err(|_| {
+                        StoreError::Backend(format!("HeadObject {full}: bad Content-Length {len}"))
+                    })
+                }
+                Err(e) if is_not_found(&e) => Ok(None),
+                Err(e) => Err(backend("HeadObject", &full, e)),
             }
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(backend("HeadObject", &full, e)),
-        }
+        })
+        .await
     }
 
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ETag> {
@@ -555,18 +1033,21 @@ impl ObjectStore for S3Store {
 
     async fn delete(&self, key: &str) -> Result<()> {
         let full = self.full_key(key)?;
-        match self
-            .client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(backend("DeleteObject", &full, e)),
-        }
+        self.retrying(StoreOp::Delete, || async {
+            match self
+                .client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if is_not_found(&e) => Ok(()),
+                Err(e) => Err(backend("DeleteObject", &full, e)),
+            }
+        })
+        .await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
@@ -584,15 +1065,19 @@ impl ObjectStore for S3Store {
         let mut entries = Vec::new();
         let mut token: Option<String> = None;
         for _page in 0..MAX_LIST_PAGES {
+            let from = token.take();
             let out = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(&full_prefix)
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .map_err(|e| backend("ListObjectsV2", &full_prefix, e))?;
+                .retrying(StoreOp::ListMeta, || async {
+                    self.client
+                        .list_objects_v2()
+                        .bucket(&self.bucket)
+                        .prefix(&full_prefix)
+                        .set_continuation_token(from.clone())
+                        .send()
+                        .await
+                        .map_err(|e| backend("ListObjectsV2", &full_prefix, e))
+                })
+                .await?;
             for obj in out.contents() {
                 if let Some(k) = obj.key().and_then(|k| k.strip_prefix(&strip))
                     && k.starts_with(prefix)
@@ -631,16 +1116,20 @@ impl ObjectStore for S3Store {
         let mut key_marker: Option<String> = None;
         let mut upload_marker: Option<String> = None;
         for _page in 0..MAX_LIST_PAGES {
+            let (km, um) = (key_marker.take(), upload_marker.take());
             let out = self
-                .client
-                .list_multipart_uploads()
-                .bucket(&self.bucket)
-                .prefix(&full_prefix)
-                .set_key_marker(key_marker.take())
-                .set_upload_id_marker(upload_marker.take())
-                .send()
-                .await
-                .map_err(|e| backend("ListMultipartUploads", &full_prefix, e))?;
+                .retrying(StoreOp::AbortStaleUploads, || async {
+                    self.client
+                        .list_multipart_uploads()
+                        .bucket(&self.bucket)
+                        .prefix(&full_prefix)
+                        .set_key_marker(km.clone())
+                        .set_upload_id_marker(um.clone())
+                        .send()
+                        .await
+                        .map_err(|e| backend("ListMultipartUploads", &full_prefix, e))
+                })
+                .await?;
             for up in out.uploads() {
                 let initiated = up.initiated().map(system_time);
                 if let (Some(key), Some(id), Some(t)) = (up.key(), up.upload_id(), initiated)
@@ -704,6 +1193,12 @@ mod tests {
                         .collect::<Vec<u8>>(),
                 )
             })
+            .collect()
+    }
+
+    fn clip(pieces: impl Iterator<Item = Bytes>, mut skip: u64, mut left: u64) -> Vec<Bytes> {
+        pieces
+            .filter_map(|p| take(p, &mut skip, &mut left))
             .collect()
     }
 
