@@ -533,7 +533,7 @@ impl S3Store {
                 return Ok(RangeEnd::Changed);
             }
             Err(Answer::Sdk(e)) if is_not_found(&e) => return Ok(RangeEnd::Missing),
-            Err(Answer::Sdk(e)) => return Err(backend("GetObject", full, e)),
+            Err(Answer::Sdk(e)) => return Err(backend("GetObject", full, *e)),
         };
         if got.etag.is_none() {
             got.etag = out.e_tag().map(|e| ETag(e.to_string()));
@@ -597,7 +597,7 @@ impl S3Store {
             .saturating_add(Duration::from_secs(1));
         match tokio::time::timeout(limit, call).await {
             Err(_) => Err(Answer::Timeout),
-            Ok(r) => r.map_err(Answer::Sdk),
+            Ok(r) => r.map_err(|e| Answer::Sdk(Box::new(e))),
         }
     }
 
@@ -685,7 +685,7 @@ impl S3Store {
                 return Ok(Some(Revalidated::Unchanged));
             }
             Err(Answer::Sdk(e)) if is_not_found(&e) => return Ok(Some(Revalidated::Missing)),
-            Err(Answer::Sdk(e)) => return Err(backend("GetObject", full, e)),
+            Err(Answer::Sdk(e)) => return Err(backend("GetObject", full, *e)),
         };
         got.etag = Some(etag_from(out.e_tag(), "GetObject", full)?);
         self.drain(out.body, full, 0, u64::MAX, got).await?;
@@ -716,7 +716,7 @@ enum RangeEnd {
 /// A timed SDK call's failure.
 enum Answer<E> {
     Timeout,
-    Sdk(SdkError<E>),
+    Sdk(Box<SdkError<E>>),
 }
 
 /// The pieces of a read so far, and the object's tag.
