@@ -353,7 +353,10 @@ async fn dispatch(
                 return match crate::store::ready(st.repos.store.as_ref(), !st.single_instance).await
                 {
                     Ok(()) => text(StatusCode::OK, "ready"),
-                    Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "not ready");
+                        text(StatusCode::SERVICE_UNAVAILABLE, e.public)
+                    }
                 };
             }
             (Method::GET, "metrics") => {
@@ -517,7 +520,11 @@ async fn dispatch(
                             // The client has the refs already: say why on the git level,
                             // which it shows (it does not show the body of a failed POST).
                             tracing::warn!(root = %target.root, error = %e, "fill failed");
-                            return err_response(&format!("cannot fill {}: {e}", target.root));
+                            return err_response(&format!(
+                                "cannot fill {}: {}",
+                                target.root,
+                                e.public_message()
+                            ));
                         }
                         match st.repos.open(&target).await {
                             Ok(r) => r,
@@ -586,9 +593,13 @@ fn open_error(target: &Target, e: OpenError) -> Response {
             StatusCode::GATEWAY_TIMEOUT,
             format!("cannot fill {}: {e}", target.root),
         ),
+        Failure::StoreUnavailable => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot open {}: {}", target.root, e.public_message()),
+        ),
         Failure::Internal => text(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot open {}: {e}", target.root),
+            format!("cannot open {}: {}", target.root, e.public_message()),
         ),
     }
 }

@@ -43,10 +43,24 @@ pub enum OpenError {
 }
 
 impl OpenError {
+    /// What a client may be told: upstream's side of the story as it is, our own side as
+    /// one short line without store keys or backend text (the log has the whole error).
+    pub fn public_message(&self) -> String {
+        use crate::fill::Failure;
+        match self.failure() {
+            Failure::NotFound | Failure::Upstream | Failure::Timeout => self.to_string(),
+            Failure::StoreUnavailable => "object store unavailable, try again later".into(),
+            Failure::Internal => "internal error (logged with this request's id)".into(),
+        }
+    }
+
     /// What the failure means for the client (see [`crate::fill::Failure`]).
     pub fn failure(&self) -> crate::fill::Failure {
         match self {
             OpenError::Fill(e) => e.failure(),
+            OpenError::Refs(refs::RefsError::Store(e)) if e.is_unavailable() => {
+                crate::fill::Failure::StoreUnavailable
+            }
             OpenError::Refs(_) | OpenError::Pack(..) => crate::fill::Failure::Internal,
             OpenError::Joined(f, _) => *f,
         }

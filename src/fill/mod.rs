@@ -50,6 +50,8 @@ pub enum Failure {
     Timeout,
     /// Our own side failed (store, index, bug).
     Internal,
+    /// The object store could not be reached (after retries): try again later.
+    StoreUnavailable,
 }
 
 impl FillError {
@@ -58,6 +60,11 @@ impl FillError {
             FillError::Fetch(fetch::FetchError::NotFound(_)) => Failure::NotFound,
             FillError::Fetch(_) => Failure::Upstream,
             FillError::TimedOut(_) => Failure::Timeout,
+            FillError::Store(_, e) | FillError::Refs(refs::RefsError::Store(e))
+                if e.is_unavailable() =>
+            {
+                Failure::StoreUnavailable
+            }
             FillError::Store(..) | FillError::Refs(_) | FillError::Internal(_) => Failure::Internal,
         }
     }

@@ -337,6 +337,10 @@ impl Front<'_> {
                         StatusCode::INTERNAL_SERVER_ERROR,
                         format!("{module}: cannot open the stored repository"),
                     ),
+                    Failure::StoreUnavailable => plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("{module}: the store is unavailable, try again later"),
+                    ),
                 });
             }
         };

@@ -43,6 +43,17 @@ pub enum OdbError {
 
 pub type Result<T, E = OdbError> = std::result::Result<T, E>;
 
+impl OdbError {
+    /// What a client may be told: store failures as one short line without keys or backend
+    /// text (the log has the whole error).
+    pub fn public_message(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            OdbError::Store(e) => e.public_message().into(),
+            e => e.to_string().into(),
+        }
+    }
+}
+
 fn corrupt(msg: impl Into<String>) -> OdbError {
     OdbError::Corrupt(msg.into())
 }

@@ -25,7 +25,7 @@ struct Refuse(String);
 
 impl From<OdbError> for Refuse {
     fn from(e: OdbError) -> Self {
-        Refuse(format!("upload-pack: {e}"))
+        Refuse(format!("upload-pack: {}", e.public_message()))
     }
 }
 
@@ -452,7 +452,7 @@ fn failure(repo: &Repo, what: &str, e: OdbError) -> io::Result<String> {
         }
         e => {
             tracing::error!(repo = %repo.root, error = %e, "{what}");
-            Ok(format!("goprox: {e}"))
+            Ok(format!("goprox: {}", e.public_message()))
         }
     }
 }
@@ -715,7 +715,7 @@ fn send_pack(
         Ok(e) => e,
         Err(e) => {
             tracing::error!(repo = %repo.root, error = %e, "counting objects failed");
-            sb.error(&format!("goprox: {e}"))?;
+            sb.error(&format!("goprox: {}", e.public_message()))?;
             return sb.finish().map(|()| None);
         }
     };

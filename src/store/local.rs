@@ -14,9 +14,11 @@
 //! As on any file system, a key cannot be both an object and a "directory" of other keys
 //! (`a` and `a/b`): the second write fails with an I/O error.
 
+use super::retry::Cause;
 use super::{
     Chunk, Chunks, ETag, GetOutput, ListEntry, ObjectStore, PutMode, Result, StoreError, check_key,
 };
+use crate::metrics::StoreOp;
 use async_trait::async_trait;
 use bytes::Bytes;
 use sha1::{Digest, Sha1};
@@ -40,17 +42,51 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug)]
 pub struct LocalStore {
     root: PathBuf,
+    /// Reads are retried when the system runs short of a resource for a moment (no file
+    /// descriptor, no memory, an interrupted call); anything else fails at once.
+    retrier: super::retry::Retrier,
 }
 
 impl LocalStore {
     /// Open (creating it if needed) a store rooted at `root`.
     pub fn new(root: PathBuf) -> io::Result<Self> {
         fs::create_dir_all(&root)?;
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            retrier: super::retry::Retrier::new(super::retry::RetryPolicy {
+                max_attempts: 6,
+                deadline: std::time::Duration::from_secs(10),
+                ..Default::default()
+            }),
+        })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// A read on the blocking pool, tried again while it fails for a passing reason
+    /// ([`transient`]).
+    async fn reading<T, F>(&self, op: StoreOp, f: F) -> Result<T>
+    where
+        F: Fn() -> Result<T> + Clone + Send + 'static,
+        T: Send + 'static,
+    {
+        let mut attempts = self.retrier.start(op);
+        loop {
+            match blocking(f.clone()).await {
+                Err(StoreError::Io(e)) if transient(&e).is_some() => {
+                    let cause = transient(&e).unwrap_or(Cause::Connection);
+                    if !attempts.again(cause).await {
+                        return Err(StoreError::Unavailable {
+                            cause,
+                            detail: format!("local store: {e}"),
+                        });
+                    }
+                }
+                r => return r,
+            }
+        }
     }
 
     fn path_for(&self, key: &str) -> Result<PathBuf> {
@@ -59,6 +95,24 @@ impl LocalStore {
             return Err(StoreError::InvalidKey(key.to_string()));
         }
         Ok(self.root.join(key))
+    }
+}
+
+/// Why a failed file-system call may succeed later: the process or system ran short of file
+/// descriptors or memory (throttled: back off), or the call was interrupted or timed out.
+fn transient(e: &io::Error) -> Option<Cause> {
+    match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN | libc::ENOBUFS) => {
+            return Some(Cause::Throttled);
+        }
+        Some(libc::EINTR) => return Some(Cause::Connection),
+        Some(libc::ETIMEDOUT) => return Some(Cause::Timeout),
+        _ => {}
+    }
+    match e.kind() {
+        io::ErrorKind::Interrupted => Some(Cause::Connection),
+        io::ErrorKind::TimedOut => Some(Cause::Timeout),
+        _ => None,
     }
 }
 
@@ -424,7 +478,7 @@ impl ObjectStore for LocalStore {
 
     async fn get(&self, key: &str) -> Result<Option<GetOutput>> {
         let path = self.path_for(key)?;
-        blocking(move || {
+        self.reading(StoreOp::Get, move || {
             Ok(read_object(&path)?.map(|data| {
                 let etag = etag_of(&data);
                 GetOutput { data, etag }
@@ -436,12 +490,15 @@ impl ObjectStore for LocalStore {
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes> {
         let path = self.path_for(key)?;
         let key = key.to_string();
-        blocking(move || get_range_blocking(&path, &key, offset, len)).await
+        self.reading(StoreOp::GetRange, move || {
+            get_range_blocking(&path, &key, offset, len)
+        })
+        .await
     }
 
     async fn head(&self, key: &str) -> Result<Option<u64>> {
         let path = self.path_for(key)?;
-        blocking(move || match fs::metadata(&path) {
+        self.reading(StoreOp::Head, move || match fs::metadata(&path) {
             Ok(m) if m.is_file() => Ok(Some(m.len())),
             Ok(_) => Ok(None),
             Err(e) if is_missing(&e) => Ok(None),
@@ -481,13 +538,17 @@ impl ObjectStore for LocalStore {
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let root = self.root.clone();
         let prefix = prefix.to_string();
-        blocking(move || list_blocking(&root, &prefix)).await
+        self.reading(StoreOp::List, move || list_blocking(&root, &prefix))
+            .await
     }
 
     async fn list_meta(&self, prefix: &str) -> Result<Vec<ListEntry>> {
         let root = self.root.clone();
         let prefix = prefix.to_string();
-        blocking(move || list_meta_blocking(&root, &prefix)).await
+        self.reading(StoreOp::ListMeta, move || {
+            list_meta_blocking(&root, &prefix)
+        })
+        .await
     }
 
     /// The local store has no multipart uploads; what a crashed writer leaves behind is its
@@ -527,6 +588,18 @@ mod tests {
         fn drop(&mut self) {
             let _ = fs::remove_dir_all(&self.0);
         }
+    }
+
+    #[test]
+    fn passing_failures_are_told_from_lasting_ones() {
+        let os = io::Error::from_raw_os_error;
+        assert_eq!(transient(&os(libc::EMFILE)), Some(Cause::Throttled));
+        assert_eq!(transient(&os(libc::ENOMEM)), Some(Cause::Throttled));
+        assert_eq!(transient(&os(libc::EINTR)), Some(Cause::Connection));
+        assert_eq!(transient(&os(libc::ETIMEDOUT)), Some(Cause::Timeout));
+        assert_eq!(transient(&os(libc::EACCES)), None);
+        assert_eq!(transient(&os(libc::ENOSPC)), None);
+        assert_eq!(transient(&os(libc::EIO)), None);
     }
 
     #[tokio::test]

@@ -49,6 +49,33 @@ pub enum ProbeError {
     WrongContent { store: String, key: String },
 }
 
+/// Why `/readyz` fails: a line for anyone (`public`), the whole story for the log.
+#[derive(Debug)]
+pub struct NotReady {
+    pub public: &'static str,
+    pub detail: String,
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl ProbeError {
+    /// The `/readyz` body: what is wrong, without store names, keys or backend text (the
+    /// endpoint is open to anyone; the log has the whole error).
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            ProbeError::Store { source, .. } if source.is_unavailable() => {
+                "not ready: object store unavailable"
+            }
+            ProbeError::Store { .. } => "not ready: object store error",
+            _ => "not ready: the object store does not honour conditional writes (see the log)",
+        }
+    }
+}
+
 /// A token no other process (or call) picks: hex of `bytes` bytes of a hash of `salt`, the
 /// time, the pid, a counter and an address. Used for probe keys and lease nonces.
 pub fn unique_token(salt: &str, bytes: usize) -> String {
@@ -141,19 +168,28 @@ async fn probe_key_checks(store: &dyn ObjectStore, key: &str) -> Result<(), Prob
 
 /// Whether the store answers: one small listing under a reserved prefix, bounded by
 /// [`READY_TIMEOUT`]; with `check_writes`, also that it still honours conditional writes (the
-/// start-up [`probe`], re-run when the last passing one is older than [`REPROBE_AFTER`]). The
-/// error is a message for the `/readyz` body.
-pub async fn ready(store: &dyn ObjectStore, check_writes: bool) -> Result<(), String> {
-    let timed_out = || {
-        format!(
+/// start-up [`probe`], re-run when the last passing one is older than [`REPROBE_AFTER`]).
+pub async fn ready(store: &dyn ObjectStore, check_writes: bool) -> Result<(), NotReady> {
+    let timed_out = || NotReady {
+        public: "not ready: object store unavailable",
+        detail: format!(
             "store {} did not answer within {} s",
             store.describe(),
             READY_TIMEOUT.as_secs()
-        )
+        ),
     };
     match tokio::time::timeout(READY_TIMEOUT, store.list(READY_PREFIX)).await {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(format!("store {} is not answering: {e}", store.describe())),
+        Ok(Err(e)) => {
+            return Err(NotReady {
+                public: if e.is_unavailable() {
+                    "not ready: object store unavailable"
+                } else {
+                    "not ready: object store error"
+                },
+                detail: format!("store {} is not answering: {e}", store.describe()),
+            });
+        }
         Err(_) => return Err(timed_out()),
     }
     if !check_writes {
@@ -181,7 +217,10 @@ pub async fn ready(store: &dyn ObjectStore, check_writes: bool) -> Result<(), St
             }
             Ok(())
         }
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(NotReady {
+            public: e.public_message(),
+            detail: e.to_string(),
+        }),
         Err(_) => Err(timed_out()),
     }
 }
@@ -259,8 +298,10 @@ mod tests {
             ..Lax::default()
         };
         ready(&store, false).await.unwrap();
-        let msg = ready(&store, true).await.unwrap_err();
+        let err = ready(&store, true).await.unwrap_err();
+        let msg = err.to_string();
         assert!(msg.contains("If-Match"), "{msg}");
+        assert!(!err.public.contains("lax://"), "{}", err.public);
     }
 
     #[tokio::test]
@@ -313,7 +354,9 @@ mod tests {
             broken: true,
             ..Lax::default()
         };
-        let msg = ready(&store, false).await.unwrap_err();
+        let err = ready(&store, false).await.unwrap_err();
+        assert_eq!(err.public, "not ready: object store error");
+        let msg = err.to_string();
         assert!(msg.contains("lax://"), "{msg}");
         assert!(msg.contains("connection refused"), "{msg}");
     }

@@ -155,14 +155,7 @@ impl Retrier {
 
     /// A value no other write of any instance will use (a write's settle token).
     pub fn token(&self) -> String {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let r = self.jitter(Duration::from_nanos(u64::MAX - 1)).as_nanos() as u64;
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        format!("{t:x}-{:x}-{n:x}-{r:016x}", std::process::id())
+        super::probe::unique_token("write", 16)
     }
 
     fn lock_pause(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
