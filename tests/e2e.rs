@@ -17,6 +17,8 @@ mod clone;
 mod coordination;
 #[path = "e2e/down.rs"]
 mod down;
+#[path = "e2e/faults.rs"]
+mod faults;
 #[path = "e2e/fetch.rs"]
 mod fetch;
 #[path = "e2e/go.rs"]

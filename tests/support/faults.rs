@@ -306,6 +306,11 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Box<dyn std::error::Error + Send + Sync>> {
     let method = req.method().as_str().to_string();
+    if shared.plan.down.load(Ordering::SeqCst) {
+        // Connections opened before the store went away die too.
+        lock(&shared.counts).refused += 1;
+        return Err(Box::new(Injected("store gone")));
+    }
     *lock(&shared.counts)
         .requests
         .entry(method.clone())

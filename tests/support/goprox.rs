@@ -293,6 +293,26 @@ impl Store {
         }
     }
 
+    /// The S3 endpoint goprox is pointed at (`--s3-endpoint`), for an S3 store.
+    pub fn s3_endpoint(&self) -> Option<String> {
+        let i = self.extra_args.iter().position(|a| a == "--s3-endpoint")?;
+        self.extra_args.get(i + 1).cloned()
+    }
+
+    /// The same bucket reached through another endpoint (a proxy in front of the S3 server).
+    pub fn via(&self, endpoint: &str) -> Store {
+        let mut s = self.share();
+        if let Some(i) = s.extra_args.iter().position(|a| a == "--s3-endpoint") {
+            s.extra_args[i + 1] = endpoint.to_string();
+        }
+        for (k, v) in &mut s.env {
+            if k == "AWS_ENDPOINT_URL" {
+                *v = endpoint.to_string();
+            }
+        }
+        s
+    }
+
     /// For a failure message: the end of SeaweedFS's log, and free disk space (a full disk
     /// makes SeaweedFS refuse new volumes, and every request then waits).
     fn diagnostics(&self) -> String {

@@ -11,6 +11,7 @@
 //! Everything talks to 127.0.0.1 only; every wait is bounded; every child process is killed on drop.
 #![allow(dead_code)]
 
+pub mod faults;
 pub mod fixtures;
 pub mod git;
 pub mod goprox;
