@@ -544,30 +544,47 @@ impl S3Store {
         } else {
             offset
         };
-        self.drain(out.body, full, skip, len, got).await?;
+        let declared = out.content_length().and_then(|n| u64::try_from(n).ok());
+        self.drain(out.body, full, declared, skip, len, got).await?;
         Ok(RangeEnd::Done)
     }
 
     /// Read a body piece by piece (each within the read timeout) into `got`, keeping `len`
-    /// bytes after the first `skip`.
+    /// bytes after the first `skip`. A body that ends before its declared length (`declared`,
+    /// the response's Content-Length) is cut short, even if the transport did not say so.
     async fn drain(
         &self,
         mut body: ByteStream,
         full: &str,
+        declared: Option<u64>,
         mut skip: u64,
         len: u64,
         got: &mut Received,
     ) -> Result<()> {
         let limit = self.retrier.policy.read_timeout;
         let mut left = len;
+        let mut seen = 0u64;
         loop {
             let next = match tokio::time::timeout(limit, body.next()).await {
                 Err(_) => return Err(stalled("GetObject body", full)),
                 Ok(next) => next,
             };
             let piece = match next {
-                None => return Ok(()),
-                Some(Ok(piece)) => piece,
+                None => match declared {
+                    Some(d) if seen < d => {
+                        return Err(StoreError::Unavailable {
+                            cause: Cause::Body,
+                            detail: format!(
+                                "GetObject {full}: body ended after {seen} of {d} bytes"
+                            ),
+                        });
+                    }
+                    _ => return Ok(()),
+                },
+                Some(Ok(piece)) => {
+                    seen += piece.len() as u64;
+                    piece
+                }
                 Some(Err(e)) => {
                     return Err(StoreError::Unavailable {
                         cause: Cause::Body,
@@ -688,7 +705,9 @@ impl S3Store {
             Err(Answer::Sdk(e)) => return Err(backend("GetObject", full, *e)),
         };
         got.etag = Some(etag_from(out.e_tag(), "GetObject", full)?);
-        self.drain(out.body, full, 0, u64::MAX, got).await?;
+        let declared = out.content_length().and_then(|n| u64::try_from(n).ok());
+        self.drain(out.body, full, declared, 0, u64::MAX, got)
+            .await?;
         Ok(None)
     }
 }
