@@ -413,8 +413,8 @@ fn main() -> std::process::ExitCode {
     let r = rt.block_on(async {
         match cli.cmd {
             Cmd::Serve(a) => serve(a).await,
-            Cmd::Mirror(a) => mirror(a).await,
-            Cmd::Gc(a) => gc(a).await,
+            Cmd::Mirror(a) => interruptible("mirror", mirror(a)).await,
+            Cmd::Gc(a) => interruptible("gc", gc(a)).await,
             Cmd::Fsck(a) => fsck(a).await,
             Cmd::Stats(a) => stats(a).await,
         }
@@ -568,16 +568,59 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         // The rest of the grace is for the runtime's own shutdown (see `main`).
         drain_timeout: a
             .shutdown_grace
-            .saturating_sub(RUNTIME_SHUTDOWN)
+            .saturating_sub(RUNTIME_SHUTDOWN + HAND_OFF)
             .max(Duration::from_millis(100)),
     };
-    goprox::server::serve(listener, router(state), limits, tls, shutdown_signal()).await?;
+    let signalled = Arc::new(std::sync::OnceLock::new());
+    let s2 = signalled.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = s2.set(std::time::Instant::now());
+    };
+    goprox::server::serve(listener, router(state), limits.clone(), tls, shutdown).await?;
+    // Work still going on without a client (fills, refreshes, compactions) may finish in
+    // the rest of the grace; what cannot is handed off: its leases are released, so another
+    // instance takes it over at once (a fill received whole is adopted, not fetched again).
+    let since = signalled
+        .get()
+        .copied()
+        .unwrap_or_else(std::time::Instant::now);
+    let finished = goprox::fill::lease::quiesce(since + limits.drain_timeout).await;
+    if !finished {
+        let held = goprox::fill::lease::held();
+        let n = goprox::fill::lease::hand_off(HAND_OFF).await;
+        tracing::warn!(
+            held,
+            handed_off = n,
+            "work still running at the end of the shutdown grace: leases handed off, the rest is cut short"
+        );
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
 /// How long, at most, the runtime waits for its remaining tasks once the command is done.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(2);
+/// How long, at most, leases still held at the end of the grace take to be given back.
+const HAND_OFF: Duration = Duration::from_secs(1);
+
+/// Run a writing command (`mirror`, `gc`) until it ends or a signal comes: then its leases
+/// are handed off and it fails. What it stored stays consistent: every object is written
+/// before the ref index that names it, and a repository's work is finished by whoever takes
+/// its lease next.
+async fn interruptible(
+    what: &str,
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        r = work => r,
+        () = one_signal() => {
+            tracing::warn!("{what}: stopping on a signal");
+            let n = goprox::fill::lease::hand_off(HAND_OFF).await;
+            anyhow::bail!("{what} interrupted by a signal ({n} lease(s) handed off); the store is consistent, run it again to finish")
+        }
+    }
+}
 
 /// The next Ctrl-C or SIGTERM.
 async fn one_signal() {

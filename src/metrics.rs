@@ -77,6 +77,11 @@ pub static FILLS: Counter = Counter::new(
     "goprox_fills_total",
     "Repositories filled from upstream (or by another instance while waiting for its lease).",
 );
+pub static FILLS_ADOPTED: Counter = Counter::new(
+    "goprox_fills_adopted_total",
+    "Received fills (pack stored whole, not yet published) finished by this instance without \
+     asking upstream: the instance that received them was stopped or died.",
+);
 pub static FILL_ERRORS: Counter = Counter::new("goprox_fill_errors_total", "Failed fills.");
 /// Ref-index replacements after a refresh, failed refreshes, and requests served from the last
 /// ref index because upstream did not answer in time.
@@ -113,7 +118,7 @@ pub static MODULE_ANSWERS_STORED: Counter = Counter::new(
 );
 
 /// Every unlabelled counter: described and shown (at 0) from the start.
-static COUNTERS: [&Counter; 18] = [
+static COUNTERS: [&Counter; 19] = [
     &HTTP_REQUESTS,
     &REQUEST_ERRORS,
     &PACKS_SERVED,
@@ -124,6 +129,7 @@ static COUNTERS: [&Counter; 18] = [
     &STORE_RANGE_GETS,
     &STORE_RANGE_BYTES,
     &FILLS,
+    &FILLS_ADOPTED,
     &FILL_ERRORS,
     &REFRESHES,
     &REFRESH_ERRORS,

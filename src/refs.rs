@@ -131,6 +131,15 @@ impl Keys {
     pub fn lease(&self) -> String {
         format!("{}/lease.json", self.base)
     }
+    /// The record of a fill whose pack `name` was completely received (see
+    /// `fill::received`): what it was fetched for, so that any instance can finish it.
+    pub fn received(&self, name: &str) -> String {
+        format!("{}/received/{name}.json", self.base)
+    }
+    /// Prefix of the repository's received-fill records.
+    pub fn received_prefix(&self) -> String {
+        format!("{}/received/", self.base)
+    }
     /// Prefix of every pack and index object of the repository.
     pub fn packs_prefix(&self) -> String {
         format!("{}/packs/", self.base)
@@ -156,6 +165,8 @@ pub enum KeyKind {
     /// `cache/<fingerprint>-<digest>.pack`: a cached generated pack, with the fingerprint of
     /// the pack set it was made from.
     PackCache(String),
+    /// `received/<name>.json`: the record of a received fill of pack `<name>`.
+    Received(String),
     /// Anything else under `<root>/@git/`.
     Other,
 }
@@ -189,6 +200,15 @@ pub fn parse_key(key: &str) -> Option<(&str, KeyKind)> {
                     KeyKind::Other
                 }
             }
+            None if rest.starts_with("received/") => match rest
+                .strip_prefix("received/")
+                .and_then(|f| f.strip_suffix(".json"))
+            {
+                Some(n) if n.len() == 40 && n.bytes().all(|c| c.is_ascii_hexdigit()) => {
+                    KeyKind::Received(n.to_string())
+                }
+                _ => KeyKind::Other,
+            },
             None => match rest
                 .strip_prefix("cache/")
                 .and_then(|f| f.strip_suffix(".pack"))
@@ -294,6 +314,14 @@ mod tests {
             Some((root, KeyKind::Other))
         );
         assert_eq!(parse_key(&k.lease()), Some((root, KeyKind::Lease)));
+        assert_eq!(
+            parse_key(&k.received(SHA)),
+            Some((root, KeyKind::Received(SHA.into())))
+        );
+        assert_eq!(
+            parse_key(&format!("{root}/@git/received/x.json")),
+            Some((root, KeyKind::Other))
+        );
         assert_eq!(
             parse_key(&k.pack(SHA)),
             Some((root, KeyKind::Pack(SHA.into())))

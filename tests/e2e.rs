@@ -25,6 +25,8 @@ mod fetch;
 mod go;
 #[path = "e2e/goproxy.rs"]
 mod goproxy;
+#[path = "e2e/handoff.rs"]
+mod handoff;
 #[path = "e2e/maint.rs"]
 mod maint;
 #[path = "e2e/metrics.rs"]

@@ -382,6 +382,8 @@ pub fn fetch_all(
     if let Some(t) = tap {
         t.listed(&listing);
     }
+    let mut sink = sink;
+    sink.listed(url, &listing);
     let wants = listing.tips();
     let pack = if wants.is_empty() {
         None

@@ -40,6 +40,19 @@ pub struct PackSink {
     /// Clients following the pack as it arrives ([`super::tap`]).
     tap: Option<Arc<Tap>>,
     rt: tokio::runtime::Handle,
+    /// Where this pack's received-fill record goes, and what it says
+    /// ([`super::received`]); written just before the pack is published.
+    record: Record,
+}
+
+/// The received-fill record of a fill's pack, once it is known what the pack is for.
+struct Record {
+    store: DynStore,
+    key: String,
+    pack: String,
+    /// Set by [`PackSink::record_as`]: the fill wants a record.
+    holder: Option<String>,
+    body: Option<Bytes>,
 }
 
 impl PackSink {
@@ -65,11 +78,45 @@ impl PackSink {
             .map_err(|_| std::io::Error::other("the store upload stopped"))
     }
 
-    /// The pack is complete: publish it.
+    /// Record the fill this pack is received for (by `holder`), so that another instance can
+    /// finish it ([`super::received`]); without this no record is written (refreshes).
+    pub fn record_as(&mut self, holder: String) {
+        self.record.holder = Some(holder);
+    }
+
+    /// What the pack is fetched for: the upstream and its listing (every ref wanted).
+    pub fn listed(&mut self, upstream: &str, listing: &super::fetch::Listing) {
+        let Some(holder) = self.record.holder.clone() else {
+            return;
+        };
+        let rec = super::received::Record {
+            pack: self.record.pack.clone(),
+            upstream: upstream.to_string(),
+            refs: listing.refs.clone(),
+            head_symref: listing.head_symref.clone(),
+            head_oid: listing.head_oid.clone(),
+            listed_at: super::now(),
+            holder,
+        };
+        self.record.body = Some(rec.encode());
+    }
+
+    /// The pack is complete: publish it (its received-fill record first).
     pub fn finish(mut self) -> std::io::Result<()> {
         if !self.buf.is_empty() {
             let chunk = self.buf.split().freeze();
             self.send(Chunk::Data(chunk))?;
+        }
+        if let Some(body) = self.record.body.take() {
+            let r = &self.record;
+            // Without the record the fill still completes; only its adoption by another
+            // instance (should this one stop before publishing) is lost.
+            if let Err(e) = self
+                .rt
+                .block_on(r.store.put(&r.key, body, PutMode::Overwrite))
+            {
+                tracing::warn!(key = %r.key, error = %e, "writing the received-fill record failed");
+            }
         }
         // Received first: the upload may complete (and say where the pack is) at once.
         if let Some(t) = &self.tap {
@@ -144,6 +191,13 @@ pub fn begin(
             written: 0,
             tap: tap.clone(),
             rt: rt.clone(),
+            record: Record {
+                store: store.clone(),
+                key: keys.received(&name),
+                pack: name.clone(),
+                holder: None,
+                body: None,
+            },
         },
         Upload {
             store: store.clone(),
@@ -158,6 +212,11 @@ pub fn begin(
 }
 
 impl Upload {
+    /// The pack's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// No pack came, receiving it failed or took too long: publish nothing. (The sink may
     /// still be on a blocking thread that has not noticed yet; it can no longer end the
     /// upload, and a store write in progress is aborted.)

@@ -27,6 +27,8 @@
 use crate::store::{DynStore, ETag, PutMode, StoreError};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Attempts of [`try_acquire`] when the object changes under it (created, released, deleted).
@@ -254,6 +256,73 @@ impl Lease {
     }
 }
 
+/// Leases this process holds now (renewal tasks running).
+static HELD: AtomicUsize = AtomicUsize::new(0);
+/// Leases given back by [`hand_off`].
+static HANDED_OFF: AtomicUsize = AtomicUsize::new(0);
+
+/// Set when the process stops: every renewal gives its lease back.
+fn stopping() -> &'static tokio::sync::watch::Sender<bool> {
+    static TX: OnceLock<tokio::sync::watch::Sender<bool>> = OnceLock::new();
+    TX.get_or_init(|| tokio::sync::watch::channel(false).0)
+}
+
+/// Resolves once the process is stopping.
+async fn until_stopping(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let now = *rx.borrow_and_update();
+        if now {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Counts a renewal task while it runs.
+struct Holding;
+impl Holding {
+    fn new() -> Self {
+        HELD.fetch_add(1, Ordering::SeqCst);
+        Holding
+    }
+}
+impl Drop for Holding {
+    fn drop(&mut self) {
+        HELD.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How many leases this process holds now (fills, refreshes, compactions, gc at work).
+pub fn held() -> usize {
+    HELD.load(Ordering::SeqCst)
+}
+
+/// Wait until this process holds no lease (its work is done), at most until `deadline`;
+/// true if none is held.
+pub async fn quiesce(deadline: std::time::Instant) -> bool {
+    while held() > 0 {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// The process stops: every lease it holds is released (`If-Match`, so only if still ours)
+/// so that another instance takes the work over at once instead of after the lease expires.
+/// Waits at most `limit`; returns how many were handed off. The work itself is not
+/// stopped here (the runtime's shutdown cuts it): what it stored stays usable (a received
+/// fill is adopted by the next holder, see `fill::received`).
+pub async fn hand_off(limit: Duration) -> usize {
+    let before = HANDED_OFF.load(Ordering::SeqCst);
+    stopping().send_replace(true);
+    let _ = quiesce(std::time::Instant::now() + limit).await;
+    HANDED_OFF.load(Ordering::SeqCst) - before
+}
+
 /// A lease renewed in the background by [`spawn_renewal`].
 #[derive(Debug)]
 pub struct Renewal {
@@ -288,10 +357,25 @@ pub fn spawn_renewal(store: DynStore, mut lease: Lease, ttl: Duration) -> Renewa
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel();
     let (lost_tx, lost_rx) = tokio::sync::watch::channel(false);
     let every = (ttl / 3).max(Duration::from_millis(10));
+    let mut down = stopping().subscribe();
+    let holding = Holding::new();
     let task = tokio::spawn(async move {
+        let _holding = holding;
         loop {
             tokio::select! {
                 _ = &mut stop_rx => return Some(lease),
+                () = until_stopping(&mut down) => {
+                    let key = lease.key.clone();
+                    match lease.release(&store).await {
+                        Ok(()) => {
+                            HANDED_OFF.fetch_add(1, Ordering::SeqCst);
+                            tracing::info!(key = %key, "stopping: lease handed off to the next instance");
+                        }
+                        Err(e) => tracing::warn!(key = %key, error = %e, "stopping: releasing the lease failed; it will expire"),
+                    }
+                    let _ = lost_tx.send(true);
+                    return None;
+                }
                 _ = tokio::time::sleep(every) => {}
             }
             match lease.renew(&store, ttl).await {

@@ -12,6 +12,7 @@ pub mod compact;
 pub mod fetch;
 pub mod inbound;
 pub mod lease;
+pub mod received;
 pub mod resolve;
 pub mod tap;
 
@@ -329,8 +330,19 @@ impl Filler {
                 // Another instance may have published between our look and the lease.
                 let r = match refs::load(&self.store, &keys).await {
                     Ok(Some(x)) => Ok(x),
-                    Ok(None) => match self.upstream_turn().await {
-                        Ok(_turn) => self.fetch_and_store(target, &keys, tap).await,
+                    // A fill another instance received but did not finish is finished here;
+                    // else upstream is asked.
+                    Ok(None) => match received::adopt(&self.store, &keys, target).await {
+                        Ok(Some(x)) => {
+                            if let Some(t) = &tap {
+                                t.failed("the repository was published from a received fill");
+                            }
+                            Ok(x)
+                        }
+                        Ok(None) => match self.upstream_turn().await {
+                            Ok(_turn) => self.fetch_and_store(target, &keys, tap).await,
+                            Err(e) => Err(e),
+                        },
                         Err(e) => Err(e),
                     },
                     Err(e) => Err(e.into()),
@@ -348,7 +360,28 @@ impl Filler {
         }
         result
     }
+}
 
+/// Test hook: with `GOPROX_PAUSE_AT=<point>:<milliseconds>` in the environment, work waits
+/// that long at the named point, so that tests can stop a process in a window that is
+/// otherwise too short to hit. Points: `fill-before-index` (a fill's pack is received and
+/// stored, not yet indexed or published).
+pub async fn pause_point(point: &str) {
+    static SPEC: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    let spec = SPEC.get_or_init(|| {
+        let v = std::env::var("GOPROX_PAUSE_AT").ok()?;
+        let (p, ms) = v.rsplit_once(':')?;
+        Some((p.to_string(), ms.parse().ok()?))
+    });
+    if let Some((p, ms)) = spec
+        && p == point
+    {
+        tracing::info!(point, ms, "pausing (GOPROX_PAUSE_AT)");
+        tokio::time::sleep(Duration::from_millis(*ms)).await;
+    }
+}
+
+impl Filler {
     /// Fetch from upstream and store, even if a ref index exists (used by `goprox mirror`).
     pub async fn fetch_and_store(
         &self,
@@ -359,13 +392,15 @@ impl Filler {
         let url = target.upstream.clone();
         tracing::info!(root = %target.root, upstream = %url, "filling from upstream");
         let (prefixes, deadlines) = (self.options.prefixes.clone(), self.options.deadlines);
-        let (sink, upload) = inbound::begin(
+        let (mut sink, upload) = inbound::begin(
             &tokio::runtime::Handle::current(),
             &self.store,
             keys,
             &target.root,
             tap.clone(),
         );
+        sink.record_as(self.coord.holder.clone());
+        let received_key = keys.received(upload.name());
         let t2 = tap.clone();
         let fetched = with_deadline(
             deadlines.total,
@@ -386,12 +421,19 @@ impl Filler {
         };
         let mut packs = Vec::new();
         match fetched.pack {
-            Some(received) => match self.store_pack(target, keys, upload, received).await {
+            Some(received) => match async {
+                pause_point("fill-before-index").await;
+                self.store_pack(target, keys, upload, received).await
+            }
+            .await
+            {
                 Ok(p) => packs.push(p),
                 Err(e) => {
                     if let Some(t) = &tap {
                         t.failed(&e.to_string());
                     }
+                    // The pack was refused or is gone: nothing to adopt.
+                    let _ = self.store.delete(&received_key).await;
                     return Err(e);
                 }
             },
@@ -415,7 +457,14 @@ impl Filler {
             // Everything upstream listed was wanted, nothing was had: the pack is the closure.
             closed: true,
         };
-        match refs::store(&self.store, keys, &index, prev.as_ref().map(|p| &p.1)).await {
+        let published = refs::store(&self.store, keys, &index, prev.as_ref().map(|p| &p.1)).await;
+        if published.is_ok() || index.packs.is_empty() {
+            // Published (or nothing was received): the record has done its work.
+            if let Err(e) = self.store.delete(&received_key).await {
+                tracing::warn!(key = %received_key, error = %e, "deleting a received-fill record failed; gc will");
+            }
+        }
+        match published {
             Ok(etag) => Ok((index, etag)),
             Err(refs::RefsError::Store(StoreError::PreconditionFailed)) => {
                 // Another instance published first: use its index.

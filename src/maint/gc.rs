@@ -50,6 +50,8 @@ pub enum Reason {
     StaleCache,
     /// A module zip that no ledger entry names.
     UnrecordedZip,
+    /// The record of a received fill that was published since, or never finished.
+    ReceivedRecord,
 }
 
 impl std::fmt::Display for Reason {
@@ -65,6 +67,7 @@ impl std::fmt::Display for Reason {
             Reason::ProbeLeftover => f.write_str("probe leftover"),
             Reason::StaleCache => f.write_str("cached pack of an older pack set"),
             Reason::UnrecordedZip => f.write_str("module zip no ledger entry names"),
+            Reason::ReceivedRecord => f.write_str("received-fill record, published or abandoned"),
         }
     }
 }
@@ -196,6 +199,10 @@ pub fn plan_repo(
             KeyKind::PackCache(fp) => (current_fp.as_deref() != Some(fp.as_str())
                 && old_enough(e.modified))
             .then_some(Reason::StaleCache),
+            // Published (the ref index names its pack), or not adopted within the grace
+            // (its pack goes the way of unreferenced packs).
+            KeyKind::Received(name) => (named.contains(name.as_str()) || old_enough(e.modified))
+                .then_some(Reason::ReceivedRecord),
             KeyKind::RefIndex | KeyKind::Other => None,
         };
         if let Some(reason) = reason {

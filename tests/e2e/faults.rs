@@ -28,8 +28,15 @@ const REPOS: &[&str] = &[
     "example.test/empty",
 ];
 
-/// The S3 store and a proxy in front of its server, or `None` (skipped).
+/// The S3 store and a proxy in front of its server, or `None` (skipped). The seed can be
+/// changed with `GOPROX_FAULT_SEED` (to run the storm again differently).
 fn setup(label: &str, seed: u64) -> Option<(Store, FaultProxy)> {
+    let seed = std::env::var("GOPROX_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(|s| s ^ seed)
+        .unwrap_or(seed);
+    eprintln!("fault seed {seed:#x}");
     if !have_git() {
         skip("git http-backend not found");
         return None;
@@ -59,6 +66,16 @@ fn try_clone(
     env.output(dest.parent().expect("dest parent"), &args)
 }
 
+/// The sum of a counter's series in goprox's `/metrics`.
+fn metric_sum(port: u16, name: &str) -> f64 {
+    let r = request(port, "GET", "/metrics", &[], b"");
+    r.text()
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn report(what: &str, c: &Counts) {
     eprintln!(
         "{what}: {} S3 requests ({} reads) {:?}, {} faults {:?}",
@@ -66,7 +83,7 @@ fn report(what: &str, c: &Counts) {
         c.reads(),
         c.requests,
         c.total_faults(),
-        c.faults
+        c.by_method
     );
 }
 
@@ -104,6 +121,7 @@ fn s3_reads_under_faults() {
     kinds.extend([Fault::CutBody, Fault::CutBody]);
     proxy.faults(0.05, Scope::Reads, &kinds);
     let mut fetches = 0;
+    let mut retried = 0.0;
     for round in 0..8u32 {
         // A small cache: more of each pack is read from S3, in more requests.
         let gp = Goprox::start_with(
@@ -142,6 +160,7 @@ fn s3_reads_under_faults() {
             }
             fetches += 2;
         }
+        retried += metric_sum(gp.port, "goprox_store_retries_total");
     }
     let c = proxy.counts();
     report("reads under 5% faults", &c);
@@ -151,7 +170,9 @@ fn s3_reads_under_faults() {
         c.reads()
     );
     assert!(c.total_faults() >= 5, "too few faults injected: {c:?}");
-    eprintln!("{fetches} git operations, all served");
+    // What was hidden from the clients shows in the metrics.
+    assert!(retried >= 5.0, "goprox_store_retries_total only {retried}");
+    eprintln!("{fetches} git operations, all served; {retried} store retries");
 }
 
 #[test]
@@ -170,6 +191,9 @@ fn s3_fills_under_faults_two_instances() {
     proxy.reset_counts();
     proxy.set_stall(Duration::from_millis(1500));
     proxy.faults(0.10, Scope::All, &Fault::ALL);
+    // Whatever the draw: the first writes (leases, the first pack parts or objects) are
+    // applied and their answers lost.
+    proxy.lose_answers("PUT", 4);
     // Two first clones of every repository at once, one through each instance.
     let outcomes: Vec<(String, bool, String)> = std::thread::scope(|s| {
         let mut handles = Vec::new();
@@ -205,6 +229,10 @@ fn s3_fills_under_faults_two_instances() {
         c.total_faults() >= 3,
         "too few faults injected to mean much: {c:?}"
     );
+    // The lost answers of conditional writes were settled, not taken for losses.
+    let settled = a.log_text().matches("settled: it was applied").count()
+        + b.log_text().matches("settled: it was applied").count();
+    assert!(settled >= 1, "no lost answer was settled: {c:?}");
     // The clients' clones equal upstream.
     for (i, repo) in REPOS.iter().enumerate() {
         let expected = git::reference(repo, 2, CloneKind::Mirror);

@@ -71,6 +71,9 @@ pub struct Plan {
     latency: Mutex<Duration>,
     /// Every connection is closed at once (the store is gone).
     down: AtomicBool,
+    /// The next requests of a method lose their answers (after being applied), whatever
+    /// is drawn.
+    lose: Mutex<Option<(String, u32)>>,
     rng: AtomicU64,
 }
 
@@ -80,6 +83,8 @@ pub struct Counts {
     /// Requests by method.
     pub requests: BTreeMap<String, u64>,
     pub faults: BTreeMap<String, u64>,
+    /// Faults by method and kind (`PUT LostAnswer`).
+    pub by_method: BTreeMap<String, u64>,
     /// Connections refused while down.
     pub refused: u64,
 }
@@ -136,6 +141,7 @@ impl FaultProxy {
                 stall: Mutex::new(Duration::from_secs(3)),
                 latency: Mutex::new(Duration::ZERO),
                 down: AtomicBool::new(false),
+                lose: Mutex::new(None),
                 rng: AtomicU64::new(seed.max(1)),
             },
             counts: Mutex::new(Counts::default()),
@@ -178,6 +184,12 @@ impl FaultProxy {
     /// No more faults.
     pub fn calm(&self) {
         self.shared.plan.per_million.store(0, Ordering::SeqCst);
+        *lock(&self.shared.plan.lose) = None;
+    }
+
+    /// The next `n` requests with `method` are applied and their answers lost.
+    pub fn lose_answers(&self, method: &str, n: u32) {
+        *lock(&self.shared.plan.lose) = Some((method.to_string(), n));
     }
 
     pub fn set_stall(&self, d: Duration) {
@@ -246,6 +258,16 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
 /// The next fault for a request of `method`, if one is drawn.
 fn draw(shared: &Shared, method: &str) -> Option<Fault> {
     let p = &shared.plan;
+    {
+        let mut lose = lock(&p.lose);
+        if let Some((m, n)) = lose.as_mut()
+            && m == method
+            && *n > 0
+        {
+            *n -= 1;
+            return Some(Fault::LostAnswer);
+        }
+    }
     let rate = p.per_million.load(Ordering::SeqCst);
     if rate == 0 {
         return None;
@@ -321,10 +343,9 @@ async fn handle(
     }
     let fault = draw(&shared, &method);
     if let Some(f) = fault {
-        *lock(&shared.counts)
-            .faults
-            .entry(format!("{f:?}"))
-            .or_default() += 1;
+        let mut c = lock(&shared.counts);
+        *c.faults.entry(format!("{f:?}")).or_default() += 1;
+        *c.by_method.entry(format!("{method} {f:?}")).or_default() += 1;
     }
     match fault {
         Some(Fault::SlowDown) => {

@@ -1,0 +1,188 @@
+//! No fill is lost (issue 22): a fill whose pack was received whole but not yet indexed or
+//! published, when its process is stopped (SIGTERM) or dies (kill -9), is finished by the next
+//! instance from the bucket alone: upstream is stopped before that instance starts, and the
+//! repository must still clone equal to upstream and `fsck` clean. After SIGTERM the lease is
+//! handed off (the next instance does not wait for it to expire); after kill -9 it expires.
+//! The window (the pack stored, not yet indexed) is held open with `GOPROX_PAUSE_AT`.
+
+use std::time::{Duration, Instant};
+
+use crate::support::git::{self, CloneKind, GitEnv};
+use crate::support::goprox::{Goprox, Store, StoreKind, command};
+use crate::support::upstream::Upstream;
+use crate::support::{TempDir, fixtures, have_git, skip, wait_for};
+
+const RICH: &str = "example.test/rich";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stop {
+    Term,
+    Kill,
+}
+
+fn adopted_after(kind: StoreKind, how: Stop) {
+    if !have_git() {
+        skip("git http-backend not found");
+        return;
+    }
+    let Some(store) = Store::new(kind, "handoff") else {
+        return;
+    };
+    let mut up = Upstream::start(&fixtures::fixtures().root);
+    let env = GitEnv::new();
+    let tmp = TempDir::new("handoff");
+    // SIGTERM: a long lease, to see it handed off rather than expire; kill -9: a short one.
+    let ttl = if how == Stop::Term { "60s" } else { "3s" };
+    let mut paused = store.share();
+    paused
+        .env
+        .push(("GOPROX_PAUSE_AT".into(), "fill-before-index:120000".into()));
+    let mut a = Goprox::start_with(
+        &paused,
+        &up.goprox_args(),
+        &["--lease-ttl", ttl, "--shutdown-grace", "5s"],
+    );
+    // The first clone follows the fill's pack as it arrives: it completes while the fill
+    // waits before indexing.
+    git::clone_and_compare(&env, &tmp, &a.repo_url(RICH), RICH, 2, CloneKind::Mirror);
+    let prefix = format!("{RICH}/@git/");
+    wait_for(
+        "the received-fill record and its pack",
+        Duration::from_secs(30),
+        || {
+            let keys = store.keys();
+            let record = keys
+                .iter()
+                .any(|k| k.starts_with(&format!("{prefix}received/")));
+            let pack = keys
+                .iter()
+                .any(|k| k.ends_with(".pack") && k.starts_with(&prefix));
+            (record && pack).then_some(())
+        },
+    );
+    assert!(
+        !store.keys().iter().any(|k| k.ends_with("refs.json")),
+        "published before the pause point"
+    );
+    match how {
+        Stop::Term => {
+            a.terminate();
+            let t0 = Instant::now();
+            let exit = a
+                .wait_exit(Duration::from_secs(20))
+                .unwrap_or_else(|| panic!("still running 20 s after SIGTERM:\n{}", a.log_text()));
+            let took = t0.elapsed();
+            eprintln!("exited {exit} {took:?} after SIGTERM (grace 5 s)");
+            assert!(took < Duration::from_secs(7), "took {took:?} (grace 5 s)");
+            let log = a.log_text();
+            assert!(
+                log.contains("lease handed off"),
+                "the fill's lease was not handed off:\n{log}"
+            );
+        }
+        Stop::Kill => a.stop(),
+    }
+    // Upstream is gone: only the bucket can answer now.
+    up.stop();
+    let b = Goprox::start_with(&store, &up.goprox_args(), &["--lease-ttl", ttl]);
+    let t0 = Instant::now();
+    git::clone_and_compare(&env, &tmp, &b.repo_url(RICH), RICH, 2, CloneKind::Mirror);
+    let took = t0.elapsed();
+    eprintln!("{how:?}: the next instance served the repository in {took:?}");
+    let log = b.log_text();
+    assert!(
+        log.contains("adopted a received fill"),
+        "not adopted:\n{log}"
+    );
+    if how == Stop::Term {
+        // Handed off: no wait for the 60 s lease.
+        assert!(
+            took < Duration::from_secs(30),
+            "waited {took:?} for the lease"
+        );
+    }
+    for proto in [0u8, 2] {
+        git::clone_and_compare(&env, &tmp, &b.repo_url(RICH), RICH, proto, CloneKind::Plain);
+    }
+    assert!(
+        !store.keys().iter().any(|k| k.contains("/@git/received/")),
+        "the received-fill record was left behind"
+    );
+    let o = command(&store, &["fsck"]);
+    assert!(o.ok(), "goprox fsck: {}", o.describe());
+}
+
+#[test]
+fn received_fill_is_adopted_after_sigterm_local() {
+    adopted_after(StoreKind::Local, Stop::Term);
+}
+
+#[test]
+fn received_fill_is_adopted_after_sigterm_s3() {
+    adopted_after(StoreKind::S3, Stop::Term);
+}
+
+#[test]
+fn received_fill_is_adopted_after_kill9_local() {
+    adopted_after(StoreKind::Local, Stop::Kill);
+}
+
+#[test]
+fn received_fill_is_adopted_after_kill9_s3() {
+    adopted_after(StoreKind::S3, Stop::Kill);
+}
+
+/// `goprox mirror` stopped by SIGTERM exits non-zero, promptly, handing its lease off, and the
+/// store stays consistent (`goprox fsck`).
+#[test]
+fn mirror_stops_cleanly_on_sigterm() {
+    if !have_git() {
+        skip("git http-backend not found");
+        return;
+    }
+    let store = Store::local();
+    let up = Upstream::start(&fixtures::fixtures().root);
+    let mut paused = store.share();
+    paused
+        .env
+        .push(("GOPROX_PAUSE_AT".into(), "fill-before-index:120000".into()));
+    let mut args: Vec<String> = vec!["mirror".into()];
+    args.extend(up.goprox_args());
+    args.push(RICH.into());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = crate::support::goprox::spawn_command(&paused, &argv);
+    wait_for("the mirror's pack", Duration::from_secs(60), || {
+        store
+            .keys()
+            .iter()
+            .any(|k| k.contains("/@git/received/"))
+            .then_some(())
+    });
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let t0 = Instant::now();
+    let status = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "mirror still running 15 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("mirror exited {status} {:?} after SIGTERM", t0.elapsed());
+    assert!(!status.success(), "an interrupted mirror exited 0");
+    let o = command(&store, &["fsck"]);
+    assert!(
+        o.ok(),
+        "goprox fsck after an interrupted mirror: {}",
+        o.describe()
+    );
+    // Running it again finishes the work (adopting what was received).
+    let again = command(&store, &argv[..]);
+    assert!(again.ok(), "mirror again: {}", again.describe());
+}
