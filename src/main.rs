@@ -577,7 +577,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         let _ = s2.set(std::time::Instant::now());
     };
-    goprox::server::serve(listener, router(state), limits.clone(), tls, shutdown).await?;
+    goprox::server::serve(listener, router(state), limits, tls, shutdown).await?;
     // Work still going on without a client (fills, refreshes, compactions) may finish in
     // the rest of the grace; what cannot is handed off: its leases are released, so another
     // instance takes it over at once (a fill received whole is adopted, not fetched again).
