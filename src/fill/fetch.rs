@@ -52,14 +52,46 @@ pub enum FetchError {
     TooLarge(String, u64),
 }
 
-fn upstream_err(url: &str, e: impl std::fmt::Display) -> FetchError {
-    let msg = format!("{e:#}");
-    let lower = msg.to_ascii_lowercase();
-    if lower.contains("404") || lower.contains("not found") {
+/// An upstream failure: [`FetchError::NotFound`] only when upstream answered HTTP 404 (found
+/// in the error's chain as the status of the HTTP client's error, never guessed from text: an
+/// upstream's 500 whose body says "not found", or a host name with 404 in it, is an upstream
+/// failure, which is not cached as a missing repository).
+fn upstream_err<E: std::error::Error + 'static>(url: &str, e: E) -> FetchError {
+    if http_status(&e) == Some(404) {
         FetchError::NotFound(url.to_string())
     } else {
-        FetchError::Upstream(url.to_string(), msg)
+        FetchError::Upstream(url.to_string(), format!("{e:#}"))
     }
+}
+
+/// The HTTP status of the first HTTP client error in `e`'s chain (through I/O errors' inner
+/// errors and gitoxide's error trees).
+fn http_status(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
+    let mut todo: Vec<&(dyn std::error::Error + 'static)> = vec![e];
+    let mut seen = 0;
+    while let Some(err) = todo.pop() {
+        seen += 1;
+        if seen > 256 {
+            break;
+        }
+        if let Some(r) = err.downcast_ref::<reqwest::Error>()
+            && let Some(s) = r.status()
+        {
+            return Some(s.as_u16());
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+        {
+            todo.push(inner);
+        }
+        if let Some(g) = err.downcast_ref::<gix_error::Error>() {
+            todo.extend(g.iter_errors());
+        }
+        if let Some(src) = err.source() {
+            todo.push(src);
+        }
+    }
+    None
 }
 
 /// Which refs to mirror: those starting with one of the prefixes (all when empty). Sent to

@@ -76,3 +76,41 @@ fn two_goprox_share_bucket_s3() {
     b.assert_alive();
     h.gp.assert_alive();
 }
+
+/// Upstream failures are told from missing repositories by HTTP status, not by text: a 500
+/// whose body says "repository not found", and a connection refused by an upstream whose URL
+/// has "404" and "not-found" in it, are upstream failures (502, not cached: the repository
+/// fills as soon as upstream answers); only upstream's 404 is "not found" (404, cached for
+/// `--negative-ttl`).
+#[test]
+fn upstream_failures_are_classified_by_status() {
+    use crate::support::http::request;
+    let Some(h) = Harness::start_with(StoreKind::Local, "status", &["--negative-ttl", "1h"]) else {
+        return;
+    };
+    let refs = |gp: &Goprox, root: &str| {
+        request(
+            gp.port,
+            "GET",
+            &format!("/{root}/info/refs?service=git-upload-pack"),
+            &[],
+            b"",
+        )
+    };
+    h.up.fail_with(Some((500, "repository not found (404)")));
+    let r = refs(&h.gp, "example.test/rich");
+    assert_eq!(r.status, 502, "upstream 500: {}", r.text());
+    h.up.fail_with(None);
+    // Not negatively cached: filled at once.
+    h.clone_and_compare("example.test/rich", 2, CloneKind::Mirror);
+    // A real 404 is a missing repository.
+    let r = refs(&h.gp, "example.test/no-such-repo");
+    assert_eq!(r.status, 404, "{}", r.text());
+
+    // An upstream that cannot be reached, at a URL full of "404" and "not found".
+    let dead = crate::support::free_port();
+    let rule = format!("example.test/=http://127.0.0.1:{dead}/not-found-404/");
+    let gp = Goprox::start_with(&h.store.share(), &["--upstream".to_string(), rule], &[]);
+    let r = refs(&gp, "example.test/vmod");
+    assert_eq!(r.status, 502, "unreachable upstream: {}", r.text());
+}

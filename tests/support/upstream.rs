@@ -35,6 +35,8 @@ struct Inner {
     hold_after: Arc<std::sync::atomic::AtomicU64>,
     /// `Authorization` header value every request must carry (else 401).
     basic: Option<String>,
+    /// While set, every request is answered with this status and text body.
+    fail_with: Mutex<Option<(u16, String)>>,
 }
 
 /// How [`Upstream::start_opts`] serves.
@@ -108,6 +110,7 @@ impl Upstream {
             hold_after: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
             ref_in_want,
             basic,
+            fail_with: Mutex::new(None),
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -219,6 +222,17 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// Answer every request with `status` and a text `body` (`None`: serve again).
+    pub fn fail_with(&self, answer: Option<(u16, &str)>) {
+        *self
+            .inner
+            .fail_with
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = answer.map(|(s, b)| (s, b.to_string()));
+    }
+}
+
 impl Drop for Upstream {
     fn drop(&mut self) {
         if std::thread::panicking() {
@@ -257,6 +271,21 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
 }
 
 async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response<Body> {
+    let failing = inner
+        .fail_with
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if let Some((status, body)) = failing {
+        record(
+            &inner,
+            format!("{} {} -> {status} (fail_with)", req.method(), req.uri()),
+        );
+        return text(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body,
+        );
+    }
     if inner.hang.load(std::sync::atomic::Ordering::SeqCst) {
         record(&inner, format!("{} {} -> (hung)", req.method(), req.uri()));
         // Ends when the test drops the upstream (its runtime shuts down).
