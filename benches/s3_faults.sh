@@ -39,6 +39,13 @@ echo "==> fill the bucket (goprox mirror, no faults)"
 "$GOPROX" mirror --store s3://bench/goprox --s3-endpoint "$S3" --s3-path-style \
   --upstream "example.test/=http://127.0.0.1:$UP_PORT/" example.test/big >"$WORK/mirror.log" 2>&1
 
+echo "==> warm-up: a full and a depth-1 clone (the depth-1 answer is kept in the bucket's pack cache)"
+start_goprox bench
+git -c protocol.version=2 clone -q --bare "http://127.0.0.1:$GP_PORT/example.test/big" "$WORK/w1"
+git -c protocol.version=2 clone -q --bare --depth=1 "http://127.0.0.1:$GP_PORT/example.test/big" "$WORK/w2"
+rm -rf "$WORK/w1" "$WORK/w2"
+stop_goprox
+
 run_condition() { # label rate -> prints a row
   local label="$1" rate="$2" port count i t0 t1 full=() shallow=() r0 f0
   port="$(free_port)"

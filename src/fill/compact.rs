@@ -81,6 +81,7 @@ impl Concatenation {
                 let (mut at, end) = (12, size.saturating_sub(20));
                 while at < end {
                     let len = WINDOW.min(end - at);
+                    super::lease::beat_for(&key);
                     let got = match store.get_range(&key, at, len).await {
                         Ok(b) if b.len() as u64 == len => Ok(b),
                         Ok(_) => Err(StoreError::Backend(format!("short read of {key}"))),

@@ -57,6 +57,7 @@ struct Record {
 
 impl PackSink {
     pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        super::lease::beat_for(&self.record.key);
         if let Some(t) = &self.tap {
             t.push(data);
         }
@@ -517,6 +518,7 @@ impl PackSource for StoreSource {
     }
 
     fn read(&mut self, start: u64, end: u64) -> std::io::Result<Bytes> {
+        super::lease::beat_for(&self.key);
         loop {
             if let Some((at, data)) = &self.current
                 && start >= *at

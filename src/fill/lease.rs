@@ -256,6 +256,41 @@ impl Lease {
     }
 }
 
+/// Work's heartbeat, by lease key: when it last moved (Unix ms).
+static BEATS: std::sync::Mutex<Option<std::collections::HashMap<String, u64>>> =
+    std::sync::Mutex::new(None);
+
+/// The work on the repository whose store key `key` is (any key under `<root>/@git/`) moved:
+/// bytes came from upstream, or were read back from the store. A lease renewed with
+/// [`spawn_renewal_while_progressing`] is only renewed while such beats come.
+pub fn beat_for(key: &str) {
+    let Some((root, _)) = crate::refs::parse_key(key) else {
+        return;
+    };
+    let lease = crate::refs::Keys::new(root).lease();
+    let mut g = BEATS.lock().unwrap_or_else(|e| e.into_inner());
+    g.get_or_insert_with(Default::default)
+        .insert(lease, now_ms());
+}
+
+fn last_beat(lease_key: &str) -> Option<u64> {
+    let g = BEATS.lock().unwrap_or_else(|e| e.into_inner());
+    g.as_ref().and_then(|m| m.get(lease_key).copied())
+}
+
+fn forget_beats(lease_key: &str) {
+    let mut g = BEATS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(m) = g.as_mut() {
+        m.remove(lease_key);
+    }
+}
+
+/// How long work may go without a beat before its lease is left to expire: three TTLs
+/// (longer than the fill's own idle limit, so only work stuck past its own timeouts loses it).
+pub fn stall_limit(ttl: Duration) -> Duration {
+    ttl.saturating_mul(3)
+}
+
 /// Leases this process holds now (renewal tasks running).
 static HELD: AtomicUsize = AtomicUsize::new(0);
 /// Leases given back by [`hand_off`].
@@ -353,7 +388,20 @@ impl Renewal {
 /// Renew `lease` every `ttl / 3` (each time for `ttl`) until [`Renewal::stop`]. A renewal
 /// refused because someone took the lease over, or failing until the lease has expired,
 /// marks it lost.
-pub fn spawn_renewal(store: DynStore, mut lease: Lease, ttl: Duration) -> Renewal {
+pub fn spawn_renewal(store: DynStore, lease: Lease, ttl: Duration) -> Renewal {
+    renewal(store, lease, ttl, None)
+}
+
+/// [`spawn_renewal`] for work that beats ([`beat_for`]): the lease is renewed only while the
+/// work moves. Work silent for [`stall_limit`] (blocked, or stuck past its own timeouts) stops
+/// renewing, so that another instance takes the repository over when the lease expires.
+pub fn spawn_renewal_while_progressing(store: DynStore, lease: Lease, ttl: Duration) -> Renewal {
+    forget_beats(&lease.key);
+    renewal(store, lease, ttl, Some(stall_limit(ttl)))
+}
+
+fn renewal(store: DynStore, mut lease: Lease, ttl: Duration, stall: Option<Duration>) -> Renewal {
+    let since = now_ms();
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel();
     let (lost_tx, lost_rx) = tokio::sync::watch::channel(false);
     let every = (ttl / 3).max(Duration::from_millis(10));
@@ -377,6 +425,15 @@ pub fn spawn_renewal(store: DynStore, mut lease: Lease, ttl: Duration) -> Renewa
                     return None;
                 }
                 _ = tokio::time::sleep(every) => {}
+            }
+            if let Some(stall) = stall {
+                let last = last_beat(&lease.key).unwrap_or(since).max(since);
+                if now_ms().saturating_sub(last) > ttl_ms(stall) {
+                    tracing::warn!(key = %lease.key, silent = ?stall, "the work holding this lease made no progress: no longer renewed, another instance may take over when it expires");
+                    forget_beats(&lease.key);
+                    let _ = lost_tx.send(true);
+                    return None;
+                }
             }
             match lease.renew(&store, ttl).await {
                 Ok(true) => {}

@@ -254,7 +254,7 @@ impl Filler {
                 .map_err(|e| FillError::Store(key.clone(), e))?
             {
                 lease::Acquire::Acquired(l) => {
-                    return Ok(Turn::Ours(Some(lease::spawn_renewal(
+                    return Ok(Turn::Ours(Some(lease::spawn_renewal_while_progressing(
                         self.store.clone(),
                         l,
                         self.coord.ttl,

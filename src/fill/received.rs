@@ -67,6 +67,7 @@ impl StoredPack {
             let mut at = 0;
             while at < size {
                 let len = WINDOW.min(size - at);
+                super::lease::beat_for(&key);
                 let got = match store.get_range(&key, at, len).await {
                     Ok(b) if b.len() as u64 == len => Ok(b),
                     Ok(_) => Err(StoreError::Backend(format!("short read of {key}"))),

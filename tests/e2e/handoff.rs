@@ -186,3 +186,76 @@ fn mirror_stops_cleanly_on_sigterm() {
     let again = command(&store, &argv[..]);
     assert!(again.ok(), "mirror again: {}", again.describe());
 }
+
+/// A holder that makes no progress does not keep its lease alive: instance A's fill hangs on
+/// an upstream that accepts and never answers (its idle limit set far away), and instance B,
+/// on the same bucket with a working upstream, fills the repository once A's lease lapses
+/// (no progress for three lease periods), instead of waiting for A without end.
+#[test]
+fn a_stuck_holder_loses_its_lease() {
+    if !have_git() {
+        skip("git http-backend not found");
+        return;
+    }
+    let store = Store::local();
+    let hung = Upstream::start(&fixtures::fixtures().root);
+    let good = Upstream::start(&fixtures::fixtures().root);
+    let a = Goprox::start_with(
+        &store,
+        &hung.goprox_args(),
+        &["--lease-ttl", "1s", "--fill-idle-timeout", "10m"],
+    );
+    hung.hang(true);
+    let port = a.port;
+    let waiting = std::thread::spawn(move || {
+        let _ = std::panic::catch_unwind(|| {
+            crate::support::http::request(
+                port,
+                "GET",
+                &format!("/{RICH}/info/refs?service=git-upload-pack"),
+                &[],
+                b"",
+            )
+        });
+    });
+    assert!(
+        a.wait_log("filling from upstream", Duration::from_secs(20)),
+        "A's fill did not start:\n{}",
+        a.log_text()
+    );
+    let b = Goprox::start_with(&store.share(), &good.goprox_args(), &["--lease-ttl", "1s"]);
+    let env = GitEnv::new();
+    let tmp = TempDir::new("stuck");
+    let t0 = Instant::now();
+    let dest = tmp.join("c");
+    let url = b.repo_url(RICH);
+    let o = crate::support::run(
+        env.cmd(tmp.path())
+            .args(["-c", "protocol.version=2", "clone", "--mirror", "-q", &url])
+            .arg(&dest),
+        None,
+        Duration::from_secs(60),
+    );
+    let took = t0.elapsed();
+    assert!(
+        o.ok(),
+        "B could not fill while A's fill hung: {}\n--- A ---\n{}\n--- B ---\n{}",
+        o.describe(),
+        a.log_text(),
+        b.log_text()
+    );
+    eprintln!("B filled {took:?} after A's fill hung");
+    git::assert_same(
+        "clone through B",
+        &env.snapshot(&dest),
+        &git::reference(RICH, 2, CloneKind::Mirror).snapshot,
+    );
+    assert!(
+        a.log_text().contains("made no progress"),
+        "A did not give its lease up:\n{}",
+        a.log_text()
+    );
+    hung.hang(false);
+    drop(a);
+    let _ = waiting.join();
+}
