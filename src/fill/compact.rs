@@ -212,6 +212,7 @@ pub async fn compact(
         retired,
         ..index.clone()
     };
+    super::pause_point("compaction-before-publish").await;
     match refs::store(store, keys, &next, Some(etag)).await {
         Ok(etag) => {
             crate::metrics::COMPACTIONS.inc();

@@ -365,7 +365,9 @@ impl Filler {
 /// Test hook: with `GOPROX_PAUSE_AT=<point>:<milliseconds>` in the environment, work waits
 /// that long at the named point, so that tests can stop a process in a window that is
 /// otherwise too short to hit. Points: `fill-before-index` (a fill's pack is received and
-/// stored, not yet indexed or published).
+/// stored, not yet indexed or published), `refresh-before-publish` (a refresh's pack and
+/// index are stored, its ref index not yet written), `compaction-before-publish` (the merged
+/// pack and index are stored, the ref index not yet replaced).
 pub async fn pause_point(point: &str) {
     static SPEC: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
     let spec = SPEC.get_or_init(|| {
@@ -679,6 +681,7 @@ impl Filler {
             closed: false,
             ..old.clone()
         };
+        pause_point("refresh-before-publish").await;
         let mut result = refs::store(&self.store, keys, &index, Some(etag)).await;
         let mut index = index;
         if let Err(refs::RefsError::Store(StoreError::PreconditionFailed)) = &result

@@ -259,3 +259,109 @@ fn a_stuck_holder_loses_its_lease() {
     drop(a);
     let _ = waiting.join();
 }
+
+/// SIGTERM while a refresh (`refresh-before-publish`) or a compaction
+/// (`compaction-before-publish`) has stored its pack but not yet replaced the ref index: the
+/// process exits within the grace, handing its lease off; `goprox fsck` is clean; and a new
+/// instance serves the repository equal to upstream (after a refresh cut short it refreshes
+/// again; after a compaction cut short it serves what the refresh published, without asking
+/// upstream, and the merged pack is left for gc).
+fn sigterm_during(point: &str, kind: StoreKind) {
+    use crate::support::live::{Live, ls_remote};
+    const LIVE: &str = "example.test/live";
+    if !have_git() {
+        skip("git http-backend not found");
+        return;
+    }
+    let tmp = TempDir::new("sigterm-work");
+    let repo = Live::new(&tmp);
+    repo.commit_big("one", 300_000);
+    repo.push(&["refs/heads/main"]);
+    let up = Upstream::start(&tmp.join("up"));
+    let Some(store) = Store::new(kind, "sigterm-work") else {
+        return;
+    };
+    let mut paused = store.share();
+    paused
+        .env
+        .push(("GOPROX_PAUSE_AT".into(), format!("{point}:120000")));
+    let mut a = Goprox::start_with(
+        &paused,
+        &up.goprox_args(),
+        &[
+            "--refresh-after",
+            "0s",
+            "--upstream-wait",
+            "60s",
+            "--shutdown-grace",
+            "4s",
+            "--lease-ttl",
+            "60s",
+        ],
+    );
+    let env = GitEnv::new();
+    let dest = tmp.join("first");
+    env.clone(2, &a.repo_url(LIVE), &dest, &["--mirror"]);
+    // A second pack with more objects than the first: compaction (by object counts) merges
+    // the two after the refresh.
+    for i in 0..5 {
+        repo.commit(&format!("more {i}"));
+    }
+    repo.push(&["refs/heads/main"]);
+    let url = a.repo_url(LIVE);
+    let waiting = std::thread::spawn(move || {
+        let _ = std::panic::catch_unwind(|| ls_remote(&GitEnv::new(), &url));
+    });
+    assert!(
+        a.wait_log("pausing (GOPROX_PAUSE_AT)", Duration::from_secs(60)),
+        "{point} was not reached:\n{}",
+        a.log_text()
+    );
+    a.terminate();
+    let t0 = Instant::now();
+    let exit = a
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("still running 20 s after SIGTERM:\n{}", a.log_text()));
+    let took = t0.elapsed();
+    eprintln!("{point}: exited {exit} {took:?} after SIGTERM (grace 4 s)");
+    assert!(took < Duration::from_secs(6), "took {took:?} (grace 4 s)");
+    assert!(
+        a.log_text().contains("lease handed off"),
+        "{}",
+        a.log_text()
+    );
+    let _ = waiting.join();
+    let o = command(&store, &["fsck"]);
+    assert!(
+        o.ok(),
+        "goprox fsck after SIGTERM at {point}: {}",
+        o.describe()
+    );
+    // The next instance serves what upstream has, at once (the lease was handed off).
+    let b = Goprox::start_with(&store, &up.goprox_args(), &["--refresh-after", "0s"]);
+    let t0 = Instant::now();
+    let served = ls_remote(&env, &b.repo_url(LIVE));
+    assert_eq!(
+        served.get("refs/heads/main"),
+        Some(&repo.upstream_ref("refs/heads/main")),
+        "after SIGTERM at {point}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "waited {:?}",
+        t0.elapsed()
+    );
+    let c = tmp.join("after");
+    env.clone(2, &b.repo_url(LIVE), &c, &["--mirror"]);
+    env.fsck(&c);
+}
+
+#[test]
+fn sigterm_during_a_refresh_local() {
+    sigterm_during("refresh-before-publish", StoreKind::Local);
+}
+
+#[test]
+fn sigterm_during_a_compaction_s3() {
+    sigterm_during("compaction-before-publish", StoreKind::S3);
+}
