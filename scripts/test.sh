@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# A clean build gains nothing from incremental compilation, and pays for it.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # Tests and tools talk to 127.0.0.1 only: no proxies from the environment.
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy NO_PROXY no_proxy || true
 

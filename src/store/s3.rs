@@ -515,14 +515,20 @@ impl S3Store {
         if_match: Option<&ETag>,
         got: &mut Received,
     ) -> Result<RangeEnd> {
-        let last = offset.saturating_add(len - 1);
+        // To the end of the object (an open range) when the length is unbounded: a resumed
+        // whole-object read; S3-compatible servers differ on ends past 2^63.
+        let range = if len >= u64::MAX - offset {
+            format!("bytes={offset}-")
+        } else {
+            format!("bytes={offset}-{}", offset + len - 1)
+        };
         let req = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(full)
             .set_if_match(if_match.map(|e| e.0.clone()))
-            .range(format!("bytes={offset}-{last}"));
+            .range(range);
         let out = match self.timed(req.send()).await {
             Ok(out) => out,
             Err(Answer::Timeout) => return Err(stalled("GetObject", full)),

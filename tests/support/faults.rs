@@ -71,9 +71,8 @@ pub struct Plan {
     latency: Mutex<Duration>,
     /// Every connection is closed at once (the store is gone).
     down: AtomicBool,
-    /// The next requests of a method lose their answers (after being applied), whatever
-    /// is drawn.
-    lose: Mutex<Option<(String, u32)>>,
+    /// The next requests of a method get this fault, whatever is drawn.
+    lose: Mutex<Option<(String, Fault, u32)>>,
     rng: AtomicU64,
 }
 
@@ -189,7 +188,12 @@ impl FaultProxy {
 
     /// The next `n` requests with `method` are applied and their answers lost.
     pub fn lose_answers(&self, method: &str, n: u32) {
-        *lock(&self.shared.plan.lose) = Some((method.to_string(), n));
+        self.force(method, Fault::LostAnswer, n);
+    }
+
+    /// The next `n` requests with `method` get `fault`, whatever is drawn.
+    pub fn force(&self, method: &str, fault: Fault, n: u32) {
+        *lock(&self.shared.plan.lose) = Some((method.to_string(), fault, n));
     }
 
     pub fn set_stall(&self, d: Duration) {
@@ -260,12 +264,12 @@ fn draw(shared: &Shared, method: &str) -> Option<Fault> {
     let p = &shared.plan;
     {
         let mut lose = lock(&p.lose);
-        if let Some((m, n)) = lose.as_mut()
+        if let Some((m, f, n)) = lose.as_mut()
             && m == method
             && *n > 0
         {
             *n -= 1;
-            return Some(Fault::LostAnswer);
+            return Some(*f);
         }
     }
     let rate = p.per_million.load(Ordering::SeqCst);
