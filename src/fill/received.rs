@@ -50,8 +50,7 @@ impl Record {
     }
 }
 
-/// Bytes read back at a time, and reads in flight.
-const WINDOW: u64 = 8 << 20;
+/// Reads in flight.
 const AHEAD: usize = 2;
 
 /// A stored pack as a byte stream, read in large ranges a little ahead (on a blocking thread).
@@ -64,21 +63,7 @@ impl StoredPack {
     fn new(rt: &tokio::runtime::Handle, store: DynStore, key: String, size: u64) -> Self {
         let (tx, rx) = mpsc::channel(AHEAD);
         rt.spawn(async move {
-            let mut at = 0;
-            while at < size {
-                let len = WINDOW.min(size - at);
-                super::lease::beat_for(&key);
-                let got = match store.get_range(&key, at, len).await {
-                    Ok(b) if b.len() as u64 == len => Ok(b),
-                    Ok(_) => Err(StoreError::Backend(format!("short read of {key}"))),
-                    Err(e) => Err(e),
-                };
-                let failed = got.is_err();
-                if tx.send(got).await.is_err() || failed {
-                    return;
-                }
-                at += len;
-            }
+            super::compact::send_windows(&store, vec![(key, 0, size)], &tx).await;
         });
         StoredPack {
             rx,
