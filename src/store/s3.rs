@@ -218,21 +218,44 @@ impl S3Store {
         }
         // A conditional write is tried again only once it is settled that the failed attempt
         // was not applied.
-        let mut attempts = self.retrier.start(op);
         let token = self.retrier.token();
+        self.write_settled(full, mode, &token, || {
+            self.put_object_once(full, data.clone(), mode, Some(&token))
+        })
+        .await
+    }
+
+    /// A conditional write (`attempt`, which carries `token`): an attempt whose answer was
+    /// lost or ambiguous is settled ([`S3Store::settle`]) and tried again only if it was not
+    /// applied.
+    async fn write_settled<F, Fut>(
+        &self,
+        full: &str,
+        mode: &PutMode,
+        token: &str,
+        mut attempt: F,
+    ) -> Result<ETag>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<ETag>>,
+    {
+        let mut attempts = self.retrier.start(put_op(mode));
         loop {
             attempts.paced().await;
-            let (cause, detail) = match self
-                .put_object_once(full, data.clone(), mode, Some(&token))
-                .await
-            {
+            let (cause, detail) = match attempt().await {
                 Err(StoreError::Unavailable { cause, detail }) => (cause, detail),
+                // A multipart upload that is gone: an earlier completion whose answer was
+                // lost applied it (or someone aborted it). Settle by what the object holds.
+                Err(StoreError::NotFound(_)) => (
+                    Cause::ServerError,
+                    format!("CompleteMultipartUpload {full}: no such upload"),
+                ),
                 r => {
                     self.retrier.succeeded();
                     return r;
                 }
             };
-            match self.settle(full, mode, &token).await? {
+            match self.settle(full, mode, token).await? {
                 Settled::Applied(etag) => {
                     tracing::info!(key = full, %cause, "conditional write settled: it was applied");
                     return Ok(etag);
@@ -403,36 +426,10 @@ impl S3Store {
             .try_buffered(PART_CONCURRENCY)
             .try_collect()
             .await?;
-        let op = put_op(mode);
-        let mut attempts = self.retrier.start(op);
-        loop {
-            attempts.paced().await;
-            let (cause, detail) = match self.complete_once(full, upload_id, &parts, mode).await {
-                Err(StoreError::Unavailable { cause, detail }) => (cause, detail),
-                // The upload is gone: an earlier completion whose answer was lost applied
-                // it (or someone aborted it). Settle by what the object holds.
-                Err(StoreError::NotFound(_)) => (
-                    Cause::ServerError,
-                    format!("CompleteMultipartUpload {full}: no such upload"),
-                ),
-                r => {
-                    self.retrier.succeeded();
-                    return r;
-                }
-            };
-            match self.settle(full, mode, token).await? {
-                Settled::Applied(etag) => {
-                    tracing::info!(key = full, %cause, "multipart upload settled: it was applied");
-                    return Ok(etag);
-                }
-                Settled::Lost => return Err(StoreError::PreconditionFailed),
-                Settled::NotApplied => {
-                    if !attempts.again(cause).await {
-                        return Err(StoreError::Unavailable { cause, detail });
-                    }
-                }
-            }
-        }
+        self.write_settled(full, mode, token, || {
+            self.complete_once(full, upload_id, &parts, mode)
+        })
+        .await
     }
 
     async fn upload_part(
