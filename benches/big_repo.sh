@@ -27,16 +27,7 @@ source benches/lib.sh
 PARALLEL="${PARALLEL:-10}"
 
 ROOT="$WORK/repos"
-mkdir -p "$ROOT"
-if [ -n "${BENCH_REPO:-}" ]; then
-  echo "==> repository: $BENCH_REPO"
-  git clone -q --bare --no-local "$BENCH_REPO" "$ROOT/big"
-else
-  echo "==> generating a repository with git fast-import"
-  git init -q --bare "$ROOT/big"
-  python3 benches/gen_repo.py | git -C "$ROOT/big" fast-import --quiet
-  git -C "$ROOT/big" symbolic-ref HEAD refs/heads/main
-fi
+bench_repo "$ROOT/big"
 echo "==> git repack -adb (bitmaps for http-backend)"
 git -C "$ROOT/big" repack -q -a -d -b
 PACK_BYTES="$(du -cb "$ROOT"/big/objects/pack/*.pack | tail -1 | cut -f1)"

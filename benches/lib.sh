@@ -206,3 +206,16 @@ stats() { # values... -> "median min"
   printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {m = (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2; printf "%.3f %.3f", m, v[1]}'
 }
 
+
+bench_repo() { # DEST: a bare copy of $BENCH_REPO, or a generated repository (GEN_COMMITS, GEN_FILES)
+  mkdir -p "$(dirname "$1")"
+  if [ -n "${BENCH_REPO:-}" ]; then
+    echo "==> repository: $BENCH_REPO"
+    git clone -q --bare --no-local "$BENCH_REPO" "$1"
+  else
+    echo "==> generating a repository with git fast-import"
+    git init -q --bare "$1"
+    python3 benches/gen_repo.py | git -C "$1" fast-import --quiet
+    git -C "$1" symbolic-ref HEAD refs/heads/main
+  fi
+}

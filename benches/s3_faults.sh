@@ -21,16 +21,7 @@ cargo build --release --quiet --example s3_fault_proxy
 PROXY_BIN="$(pwd)/target/release/examples/s3_fault_proxy"
 
 ROOT="$WORK/repos"
-mkdir -p "$ROOT"
-if [ -n "${BENCH_REPO:-}" ]; then
-  echo "==> repository: $BENCH_REPO"
-  git clone -q --bare --no-local "$BENCH_REPO" "$ROOT/big"
-else
-  echo "==> generating a repository with git fast-import"
-  git init -q --bare "$ROOT/big"
-  GEN_COMMITS="${GEN_COMMITS:-10000}" python3 benches/gen_repo.py | git -C "$ROOT/big" fast-import --quiet
-  git -C "$ROOT/big" symbolic-ref HEAD refs/heads/main
-fi
+GEN_COMMITS="${GEN_COMMITS:-10000}" bench_repo "$ROOT/big"
 PACK_MIB="$(( $(du -cb "$ROOT"/big/objects/pack/*.pack | tail -1 | cut -f1) >> 20 ))"
 start_upstream "$ROOT" big
 start_seaweed
