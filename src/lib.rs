@@ -5,7 +5,9 @@
 //! index with compare-and-swap) and [`fill`] (upstream resolution and fetch).
 
 pub mod access;
+pub mod activity;
 pub mod auth;
+pub mod catalog;
 pub mod creds;
 pub mod duration;
 pub mod fill;

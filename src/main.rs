@@ -279,6 +279,14 @@ struct ServeArgs {
     /// (`<root> mod <url>`: goprox as the module proxy, also with GOPROXY=direct).
     #[arg(long, env = "GOPROX_GO_IMPORT", default_value = "git", value_parser = ["git", "mod"])]
     go_import: String,
+    /// Push hooks (`POST /-/hooks/github`, `/-/hooks/gitea`, `/-/hooks/gitlab`): the HMAC key
+    /// GitHub and Gitea sign with, and GitLab's secret token. Without it those hooks are off.
+    #[arg(long, env = "GOPROX_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+    /// Bearer token of `POST /-/hooks/refresh?repo=<import path>` (scripts, CI). Without it
+    /// that hook is off.
+    #[arg(long, env = "GOPROX_WEBHOOK_TOKEN", hide_env_values = true)]
+    webhook_token: Option<String>,
 }
 
 #[derive(Args)]
@@ -530,6 +538,27 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     };
     let listener = tokio::net::TcpListener::bind(&a.listen).await?;
     let addr = listener.local_addr()?;
+    let on_off = |b: bool| if b { "on" } else { "off" }.to_string();
+    let settings = vec![
+        ("refresh-after", format!("{:?}", a.refresh_after)),
+        ("upstream-wait", format!("{:?}", a.upstream_wait)),
+        ("negative-ttl", format!("{:?}", a.negative_ttl)),
+        ("ref-cache-ttl", format!("{:?}", a.ref_cache_ttl)),
+        ("cache-size", a.store.cache_size.to_string()),
+        ("shutdown-grace", format!("{:?}", a.shutdown_grace)),
+        ("go-import", a.go_import.clone()),
+        ("sumdb", a.sumdb.join(",")),
+        ("verify-sumdb", on_off(a.verify_sumdb)),
+        ("auth-file", on_off(auth.is_some())),
+        ("single-instance", on_off(single_instance)),
+        ("webhook-secret", on_off(a.webhook_secret.is_some())),
+        ("webhook-token", on_off(a.webhook_token.is_some())),
+    ];
+    let status = Arc::new(goprox::http::status::Status::new(&store, settings));
+    let hooks = Arc::new(goprox::http::hooks::Hooks::new(
+        a.webhook_secret.clone(),
+        a.webhook_token.clone(),
+    ));
     let state = Arc::new(AppState {
         repos,
         resolver: Resolver::new(rules),
@@ -557,6 +586,8 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         sumdb,
         verify,
         go_import,
+        status,
+        hooks,
     });
     println!(
         "goprox listening on {scheme}://{addr} (store: {})",
@@ -595,6 +626,8 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             "work still running at the end of the shutdown grace: leases handed off, the rest is cut short"
         );
     }
+    // Catalog notes of what was published (a lost one is repaired by the next write or gc).
+    let _ = goprox::catalog::flush(std::time::Instant::now() + Duration::from_millis(500)).await;
     tracing::info!("stopped");
     Ok(())
 }

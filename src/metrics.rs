@@ -144,6 +144,7 @@ pub const HTTP_REQUEST_SECONDS: &str = "goprox_http_request_duration_seconds";
 pub const STORE_REQUESTS: &str = "goprox_store_requests_total";
 pub const STORE_RETRIES: &str = "goprox_store_retries_total";
 pub const STORE_RETRIES_EXHAUSTED: &str = "goprox_store_retries_exhausted_total";
+pub const HOOKS: &str = "goprox_hooks_total";
 pub const STORE_REQUEST_SECONDS: &str = "goprox_store_request_duration_seconds";
 pub const FILL_SECONDS: &str = "goprox_fill_duration_seconds";
 pub const REFRESH_SECONDS: &str = "goprox_refresh_duration_seconds";
@@ -193,6 +194,13 @@ fn describe() {
         STORE_RETRIES_EXHAUSTED,
         "Object-store calls that failed after their last attempt (or their deadline), by \
          operation and the last cause: what clients and fills saw as store errors."
+    );
+    describe_counter!(
+        HOOKS,
+        "Push hooks received, by sender (github, gitlab, gitea, refresh) and outcome: accepted \
+         (a stored repository refreshed), unknown (no stored repository matches; ignored), \
+         ignored (an event that changes no ref), replayed (a delivery id already handled), \
+         refused (bad signature or token), ping."
     );
     describe_counter!(
         SUMDB_REQUESTS,
@@ -326,6 +334,10 @@ pub enum Route {
     Metrics,
     /// `/healthz`, `/readyz`.
     Health,
+    /// `/`, `/-/status`, `/-/status.json` (the operators' page).
+    Status,
+    /// `/-/hooks/…` (push hooks).
+    Hook,
     /// Anything else (`/`, unknown paths, `git-receive-pack`, …).
     Other,
 }
@@ -358,6 +370,10 @@ impl Route {
             Route::Metrics
         } else if trimmed == "/healthz" || trimmed == "/readyz" {
             Route::Health
+        } else if trimmed.is_empty() || trimmed == "/-/status" || trimmed == "/-/status.json" {
+            Route::Status
+        } else if trimmed.starts_with("/-/hooks/") {
+            Route::Hook
         } else if go_get {
             Route::GoGet
         } else {
@@ -377,6 +393,8 @@ impl Route {
             Route::Sumdb => "sumdb",
             Route::Metrics => "metrics",
             Route::Health => "health",
+            Route::Status => "status",
+            Route::Hook => "hook",
             Route::Other => "other",
         }
     }
@@ -472,6 +490,12 @@ pub fn store_retry(op: StoreOp, cause: crate::store::retry::Cause, again: bool) 
         STORE_RETRIES_EXHAUSTED
     };
     counter!(name, "op" => op.as_str(), "cause" => cause.as_str()).increment(1);
+}
+
+/// A push hook, by sender and outcome (see [`HOOKS`]).
+pub fn hook(sender: &'static str, outcome: &'static str) {
+    install();
+    counter!(HOOKS, "sender" => sender, "outcome" => outcome).increment(1);
 }
 
 /// How a checksum-database request was answered (the label `outcome`).
@@ -615,7 +639,9 @@ mod tests {
         assert_eq!(route("/metrics"), "metrics");
         assert_eq!(route("/healthz"), "health");
         assert_eq!(route("/readyz"), "health");
-        assert_eq!(route("/"), "other");
+        assert_eq!(route("/"), "status");
+        assert_eq!(route("/-/status.json?q=x"), "status");
+        assert_eq!(route("/-/hooks/github"), "hook");
         assert_eq!(route("/example.test/rich"), "other");
         assert_eq!(route("/example.test/rich?go-get=0"), "other");
         assert_eq!(route("/example.test/rich/git-receive-pack"), "other");

@@ -285,9 +285,12 @@ pub async fn store(
         None => PutMode::CreateOnly,
         Some(e) => PutMode::IfMatch(e.clone()),
     };
-    Ok(store
+    let etag = store
         .put(&keys.ref_index(), Bytes::from(body), mode)
-        .await?)
+        .await?;
+    // The catalog follows the ref index (in the background; gc repairs a lost note).
+    crate::catalog::note_index(store, idx);
+    Ok(etag)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Opening repositories: ref index (filled from upstream on a miss) plus the packs it names,
 //! whose indexes are loaded once per process and shared.
 
+use crate::catalog::Outcome;
 use crate::fill::fetch::{FetchError, Listing};
 use crate::fill::resolve::Target;
 use crate::fill::tap::{Feed, Tap};
@@ -46,11 +47,9 @@ impl OpenError {
     /// What a client may be told: upstream's side of the story as it is, our own side as
     /// one short line without store keys or backend text (the log has the whole error).
     pub fn public_message(&self) -> String {
-        use crate::fill::Failure;
-        match self.failure() {
-            Failure::NotFound | Failure::Upstream | Failure::Timeout => self.to_string(),
-            Failure::StoreUnavailable => "object store unavailable, try again later".into(),
-            Failure::Internal => "internal error (logged with this request's id)".into(),
+        match self {
+            OpenError::Fill(e) => e.public_message(),
+            _ => crate::fill::Failure::public_message(self.failure(), self),
         }
     }
 
@@ -108,6 +107,7 @@ type FillResult = Result<(RefIndex, ETag), (crate::fill::Failure, Arc<str>)>;
 /// A fill under way in this process: requests join it.
 struct FillRun {
     tap: Arc<Tap>,
+    started: Instant,
     done: Shared<BoxFuture<'static, FillResult>>,
 }
 
@@ -126,6 +126,31 @@ impl FillRun {
             .await
             .map_err(|(f, why)| OpenError::Joined(f, why))
     }
+}
+
+/// What [`Repos::refresh_pushed`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Upstream had nothing new.
+    Unchanged,
+    /// The ref index moved to this generation.
+    Updated { generation: u64 },
+}
+
+/// A fill or refresh under way in this process ([`Repos::in_progress`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Work {
+    pub root: String,
+    /// `fill` or `refresh`.
+    pub kind: &'static str,
+    #[serde(serialize_with = "as_secs")]
+    pub running_for: Duration,
+    /// Pack bytes received so far (fills clients can follow).
+    pub bytes: Option<u64>,
+}
+
+fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 10.0).round() / 10.0)
 }
 
 /// What [`Repos::open_early`] found.
@@ -192,6 +217,8 @@ pub struct Repos {
     bitmap_turn: Arc<tokio::sync::Semaphore>,
     /// Packs this process has started a bitmap build for (once each).
     bitmaps_tried: Mutex<std::collections::HashSet<String>>,
+    /// Recent traffic and errors, for the status page.
+    pub activity: crate::activity::Activity,
     /// Serving clients (not a batch like `goprox mirror`): warm the block cache when a pack is
     /// opened, and start a bitmap build only after a first clone's client has had time to
     /// resolve its deltas.
@@ -214,6 +241,7 @@ impl Repos {
             background: Mutex::new(Vec::new()),
             bitmap_turn: Arc::new(tokio::sync::Semaphore::new(1)),
             bitmaps_tried: Mutex::new(std::collections::HashSet::new()),
+            activity: crate::activity::Activity::new(),
             serving: true,
         }
     }
@@ -233,6 +261,7 @@ impl Repos {
     /// Open a repository: fill it from upstream if the store does not have it; refresh it
     /// (waiting at most `upstream_wait`) if its ref index is older than `refresh_after`.
     pub async fn open(self: &Arc<Self>, target: &Target) -> Result<Arc<Repo>, OpenError> {
+        self.activity.hit(&target.root);
         let repo = self.current(target).await?;
         Ok(self.fresh(target, repo).await)
     }
@@ -249,6 +278,7 @@ impl Repos {
     /// as upstream's refs are known (a ref advertisement can be answered from them, and a
     /// clone of everything can follow the fill's pack as it arrives).
     pub async fn open_early(self: &Arc<Self>, target: &Target) -> Result<Opened, OpenError> {
+        self.activity.hit(&target.root);
         let running = lock(&self.filling).get(&target.root).cloned();
         let run = match running {
             Some(run) => run,
@@ -395,13 +425,51 @@ impl Repos {
         self.set_negative(format!("{} rev {rev}", target.root));
     }
 
+    /// Upstream says it changed (a push hook): refresh a stored repository now, whatever
+    /// `refresh_after` says, joining a refresh only if it starts after this call (one already
+    /// under way may have missed the push). The lease keeps it to one refresh across
+    /// instances. `Ok(None)`: the store does not hold the repository (nothing is filled).
+    pub async fn refresh_pushed(
+        self: &Arc<Self>,
+        target: &Target,
+    ) -> Result<Option<Pushed>, String> {
+        let running = lock(&self.inflight).get(&target.root).cloned();
+        if let Some(earlier) = running {
+            let _ = earlier.await;
+        }
+        // Read the ref index again (not the copy in memory): another instance may have
+        // refreshed meanwhile.
+        lock(&self.opened).remove(&target.root);
+        let Some(repo) = self.stored(target).await.map_err(|e| e.public_message())? else {
+            return Ok(None);
+        };
+        let before = repo.index.generation;
+        match self.start_refresh(target, repo, Vec::new()).await {
+            Ok(None) => Ok(Some(Pushed::Unchanged)),
+            Ok(Some(loaded)) => {
+                let generation = loaded.0.generation;
+                self.build(target, loaded)
+                    .await
+                    .map_err(|e| e.public_message())?;
+                Ok(Some(if generation > before {
+                    Pushed::Updated { generation }
+                } else {
+                    Pushed::Unchanged
+                }))
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Refresh now, without a time bound, reporting errors (`goprox mirror`).
     pub async fn refresh_now(&self, target: &Target, repo: &Repo) -> Result<Refreshed, FillError> {
         let odb = repo.odb.clone();
         let has: Arc<dyn Fn(&ObjectId) -> bool + Send + Sync> =
             Arc::new(move |o: &ObjectId| odb.contains(o));
         let current = (repo.index.clone(), repo.etag.clone());
-        match self.filler.refresh(target, &current, has, &[]).await? {
+        let r = self.filler.refresh(target, &current, has, &[]).await;
+        self.note_refresh(&target.root, &r);
+        match r? {
             Refreshed::Updated(i, e, closing) => {
                 let (i, e) = self.close(target, i, e, closing).await;
                 Ok(Refreshed::Updated(i, e, None))
@@ -443,8 +511,12 @@ impl Repos {
             async move {
                 let r = this.filler.fill(&t, follow.then(|| tap2.clone())).await;
                 tap2.close();
-                if let Ok((index, _)) = &r {
-                    this.start_bitmaps(&t, index);
+                match &r {
+                    Ok((index, _)) => {
+                        this.start_bitmaps(&t, index);
+                        crate::catalog::note_outcome(&this.store, &t.root, Outcome::Filled, None);
+                    }
+                    Err(e) => this.activity.error(&t.root, "fill", &e.public_message()),
                 }
                 if let Err(FillError::Fetch(FetchError::NotFound(_))) = &r {
                     this.set_negative(t.root.clone());
@@ -464,7 +536,11 @@ impl Repos {
         }
         .boxed()
         .shared();
-        let run = Arc::new(FillRun { tap, done });
+        let run = Arc::new(FillRun {
+            tap,
+            started: Instant::now(),
+            done,
+        });
         filling.insert(target.root.clone(), run.clone());
         Ok(run)
     }
@@ -691,6 +767,7 @@ impl Repos {
                 let current = (repo.index.clone(), repo.etag.clone());
                 let r = this.filler.refresh(&t, &current, has, &extra).await;
                 lock(&this.inflight).remove(&t.root);
+                this.note_refresh(&t.root, &r);
                 match r {
                     Ok(Refreshed::Unchanged) => Ok(None),
                     Ok(Refreshed::Updated(i, e, closing)) => {
@@ -698,7 +775,9 @@ impl Repos {
                     }
                     Err(e) => {
                         metrics::REFRESH_ERRORS.inc();
-                        Err(Arc::<str>::from(e.to_string()))
+                        tracing::info!(root = %t.root, error = %e, "refresh failed");
+                        // What callers pass on (to a client, a hook, the status page).
+                        Err(Arc::<str>::from(e.public_message()))
                     }
                 }
             }
@@ -753,6 +832,42 @@ impl Repos {
             Ok(e) => (next, e),
             Err(_) => (index, etag),
         }
+    }
+
+    /// Note how a look upstream went: in the catalog, and among the recent errors.
+    fn note_refresh(&self, root: &str, r: &Result<Refreshed, FillError>) {
+        let (outcome, error) = match r {
+            Ok(Refreshed::Unchanged) => (Outcome::Unchanged, None),
+            Ok(Refreshed::Updated(..)) => (Outcome::Updated, None),
+            Err(e) => {
+                let m = e.public_message();
+                self.activity.error(root, "refresh", &m);
+                (Outcome::Failed, Some(m))
+            }
+        };
+        crate::catalog::note_outcome(&self.store, root, outcome, error.as_deref());
+    }
+
+    /// Fills and refreshes this process has under way.
+    pub fn in_progress(&self) -> Vec<Work> {
+        let mut work: Vec<Work> = lock(&self.filling)
+            .iter()
+            .map(|(root, run)| Work {
+                root: root.clone(),
+                kind: "fill",
+                running_for: run.started.elapsed(),
+                bytes: Some(run.tap.received_bytes()),
+            })
+            .collect();
+        let checked = lock(&self.checked);
+        work.extend(lock(&self.inflight).keys().map(|root| Work {
+            root: root.clone(),
+            kind: "refresh",
+            running_for: checked.get(root).map(|t| t.elapsed()).unwrap_or_default(),
+            bytes: None,
+        }));
+        work.sort_by(|a, b| a.root.cmp(&b.root).then(a.kind.cmp(b.kind)));
+        work
     }
 
     fn is_negative(&self, key: &str) -> bool {

@@ -45,6 +45,8 @@ mod security;
 mod selftest;
 #[path = "e2e/shallow.rs"]
 mod shallow;
+#[path = "e2e/status.rs"]
+mod status;
 #[path = "e2e/sumdb.rs"]
 mod sumdb;
 #[path = "e2e/wire.rs"]

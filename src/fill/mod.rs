@@ -55,7 +55,24 @@ pub enum Failure {
     StoreUnavailable,
 }
 
+impl Failure {
+    /// The line a client (or the status page) may see for a failure whose full error is
+    /// `e`: upstream's answers as they are, our own side's without internals.
+    pub fn public_message(self, e: &dyn std::fmt::Display) -> String {
+        match self {
+            Failure::NotFound | Failure::Upstream | Failure::Timeout => e.to_string(),
+            Failure::StoreUnavailable => "object store unavailable, try again later".into(),
+            Failure::Internal => "internal error (logged with this request's id)".into(),
+        }
+    }
+}
+
 impl FillError {
+    /// See [`Failure::public_message`].
+    pub fn public_message(&self) -> String {
+        self.failure().public_message(self)
+    }
+
     pub fn failure(&self) -> Failure {
         match self {
             FillError::Fetch(fetch::FetchError::NotFound(_)) => Failure::NotFound,

@@ -195,6 +195,11 @@ impl Tap {
         r.clone()
     }
 
+    /// Pack bytes received so far.
+    pub fn received_bytes(&self) -> u64 {
+        self.state().total
+    }
+
     /// Pack bytes arrived (called from the fill's blocking thread, which may wait here for
     /// slow clients).
     pub fn push(&self, data: &[u8]) {

@@ -394,6 +394,36 @@ pub async fn run(
     for (root, entries) in &mods {
         module_zips(store, root, entries, grace, out, &mut summary).await;
     }
+    // The catalog (what the status page and the hooks read) made to agree with the ref
+    // indexes as they are now.
+    let mut indexes = Vec::new();
+    for root in by_root.keys() {
+        if let Some(Ok((idx, _))) = load_index(store, root).await {
+            indexes.push(idx);
+        }
+    }
+    // Module versions recorded, and their zips' bytes, per repository.
+    let mut zips: std::collections::HashMap<String, (u32, u64)> = Default::default();
+    for (root, entries) in &mods {
+        let z = zips.entry(root.clone()).or_default();
+        for e in entries {
+            if e.key.ends_with(".zip.json") {
+                z.0 += 1;
+            } else if e.key.ends_with(".zip") && e.key.contains("/@mod/zip/") {
+                z.1 += e.size;
+            }
+        }
+    }
+    match crate::catalog::reconcile(store, &indexes, &zips).await {
+        Ok((0, 0)) => {}
+        Ok((set, removed)) => out(format!(
+            "catalog: {set} entries brought up to date, {removed} removed"
+        )),
+        Err(e) => {
+            summary.errors += 1;
+            out(format!("error: updating the catalog: {e}"));
+        }
+    }
     let now = SystemTime::now();
     for d in plan_probe_leftovers(&entries, now, grace) {
         delete(store, &d, out, &mut summary).await;
@@ -924,11 +954,22 @@ mod tests {
         assert_eq!(s.retired_dropped, 1);
         assert_eq!(s.errors, 0);
         // No lease objects are left behind either.
-        let left = store.list("").await.unwrap();
+        let (left, catalog): (Vec<String>, Vec<String>) = store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .partition(|k| !k.starts_with(crate::catalog::PREFIX));
         let mut want = vec![k.ref_index(), k.pack(A), k.idx(A), k.pack(C), k.idx(C)];
         want.sort();
         assert_eq!(left, want, "{lines:#?}");
+        assert_eq!(catalog.len(), 1, "one catalog shard: {catalog:?}");
         let (after, _) = refs::load(&store, &k).await.unwrap().unwrap();
+        // The catalog agrees with the ref index gc left.
+        let cat = crate::catalog::Catalog::new(store.clone(), Duration::ZERO);
+        let entry = cat.get(&after.root).await.unwrap().expect("catalogued");
+        assert_eq!(entry.generation, after.generation);
+        assert!(cat.get("example.com/orphan").await.unwrap().is_none());
         assert!(after.retired.is_empty());
         assert_eq!(after.packs, idx.packs);
         assert_eq!(after.generation, 2);
@@ -945,7 +986,14 @@ mod tests {
             .unwrap();
         let mut want = vec![k.ref_index(), k.pack(A), k.idx(A)];
         want.sort();
-        assert_eq!(store.list("").await.unwrap(), want, "{lines:#?}");
+        let left: Vec<String> = store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|k| !k.starts_with(crate::catalog::PREFIX))
+            .collect();
+        assert_eq!(left, want, "{lines:#?}");
     }
 
     #[tokio::test]

@@ -67,6 +67,7 @@ pub enum LedgerError {
 /// The ledger of one module version.
 pub struct Ledger<'a> {
     store: &'a DynStore,
+    root: String,
     base: String,
     zips: String,
     what: String,
@@ -80,6 +81,7 @@ impl<'a> Ledger<'a> {
         let v = super::module::escape_version(version).ok()?;
         Some(Ledger {
             store,
+            root: root.to_string(),
             base: format!("{root}/@mod/{m}/@v/{v}"),
             zips: zips_prefix(root),
             what: format!("{module}@{version}"),
@@ -159,7 +161,10 @@ impl<'a> Ledger<'a> {
             .put(&key, Bytes::from(json), PutMode::CreateOnly)
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                crate::catalog::note_zip(self.store, &self.root, entry.size);
+                Ok(())
+            }
             Err(StoreError::PreconditionFailed) => match self.zip_entry().await? {
                 Some(first) => self.check(&first, &entry.h1),
                 None => Ok(()),

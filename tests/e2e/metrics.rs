@@ -88,6 +88,8 @@ fn metrics_after_a_clone() {
             "upload_pack",
             "metrics",
             "health",
+            "status",
+            "hook",
             "other",
         ]
         .iter()

@@ -165,8 +165,18 @@ impl Store {
     }
 
     /// Every key of the store as goprox sees it (relative to the bucket prefix or directory),
-    /// sorted; internal files of the local store (`.goprox-*`) are left out.
+    /// sorted; internal files of the local store (`.goprox-*`) and the catalog's shards
+    /// (written in the background after each ref index: see [`Store::all_keys`]) are
+    /// left out.
     pub fn keys(&self) -> Vec<String> {
+        self.all_keys()
+            .into_iter()
+            .filter(|k| !k.starts_with(goprox::catalog::PREFIX))
+            .collect()
+    }
+
+    /// Like [`Store::keys`], with the catalog's shards.
+    pub fn all_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = match self.kind {
             StoreKind::S3 => self
                 .s3_objects()

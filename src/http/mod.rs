@@ -1,5 +1,6 @@
 //! HTTP front: go-get meta pages, smart-HTTP upload-pack (read-only), health (`/healthz`:
-//! the process is up; `/readyz`: the store answers) and metrics.
+//! the process is up; `/readyz`: the store answers), metrics, the operators' page
+//! ([`status`]) and push hooks ([`hooks`]).
 //! Repository paths are free-form import paths, so routing is done by hand in [`dispatch`].
 
 use crate::fill::resolve::{ResolveError, Resolver, Target};
@@ -16,6 +17,9 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use std::io::Read;
 use std::sync::Arc;
+
+pub mod hooks;
+pub mod status;
 
 /// Default largest accepted request body (also after gzip decoding).
 pub const MAX_BODY: usize = 64 << 20;
@@ -79,6 +83,10 @@ pub struct AppState {
     pub verify: Option<Arc<crate::modproxy::sumdb::Verifier>>,
     /// `--go-import`: what go-get pages point the go command at.
     pub go_import: GoImport,
+    /// The operators' page (`/`, `/-/status`, `/-/status.json`).
+    pub status: Arc<status::Status>,
+    /// Push hooks (`/-/hooks/…`).
+    pub hooks: Arc<hooks::Hooks>,
 }
 
 /// What a `?go-get=1` page's go-import tag names (`--go-import`).
@@ -290,6 +298,45 @@ async fn read_body(
     next.run(req).await
 }
 
+/// The operators' page, or its JSON twin.
+async fn status_page(st: &AppState, uri: &Uri, json: bool) -> Response {
+    let query = match axum::extract::Query::<status::Query>::try_from_uri(uri) {
+        Ok(q) => q.0,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad query: {e}")),
+    };
+    let report = status::report(
+        &st.status,
+        &st.repos.store,
+        &st.repos.activity,
+        st.repos.in_progress(),
+        &query,
+    )
+    .await;
+    let mut resp = if json {
+        match serde_json::to_vec_pretty(&report) {
+            Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    } else {
+        (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            status::render_html(&report),
+        )
+            .into_response()
+    };
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
 fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     let mut m: String = msg.into();
     if !m.ends_with('\n') {
@@ -366,13 +413,27 @@ async fn dispatch(
                 )
                     .into_response();
             }
-            (Method::GET, "") => {
+            (Method::GET | Method::HEAD, "" | "-/status" | "-/status.json") => {
+                return status_page(&st, &uri, raw.ends_with(".json")).await;
+            }
+            (Method::POST, hook) if hook.starts_with("-/hooks/") => {
+                let Some(sender) = hooks::Sender::from_path(&hook["-/hooks/".len()..]) else {
+                    return text(
+                        StatusCode::NOT_FOUND,
+                        "no such hook (github, gitlab, gitea, refresh)",
+                    );
+                };
+                let repo = query_param(&uri, "repo").and_then(|r| path::percent_decode(r).ok());
+                let a = st
+                    .hooks
+                    .handle(sender, &st, &headers, repo.as_deref(), &body)
+                    .await;
+                return text(a.status, a.message);
+            }
+            (_, other) if other == "-" || other.starts_with("-/") => {
                 return text(
-                    StatusCode::OK,
-                    format!(
-                        "{} — a read-only git and go-get mirror. Clone http://HOST/<import/path>.",
-                        crate::AGENT
-                    ),
+                    StatusCode::NOT_FOUND,
+                    "not found (goprox's own pages: /-/status, /-/status.json, POST /-/hooks/…)",
                 );
             }
             _ => {}
