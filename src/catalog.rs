@@ -14,7 +14,6 @@ use crate::store::{DynStore, ETag, PutMode, Revalidated, StoreError};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -221,10 +220,6 @@ fn random() -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// Catalog writes started in the background and not finished yet.
-static PENDING: AtomicUsize = AtomicUsize::new(0);
-static SETTLED: tokio::sync::Notify = tokio::sync::Notify::const_new();
-
 /// What this process last wrote of each repository's outcome, and when (so an unchanged look
 /// is not a write every time).
 static OUTCOMES: Mutex<Option<HashMap<String, NotedOutcome>>> = Mutex::new(None);
@@ -242,13 +237,9 @@ fn spawn(
         return;
     };
     let store = store.clone();
-    PENDING.fetch_add(1, Ordering::SeqCst);
-    rt.spawn(async move {
+    crate::background::spawn(&rt, async move {
         if let Err(e) = update(&store, n, f).await {
             tracing::warn!(shard = n, error = %e, "catalog not updated (repaired by the next write or by gc)");
-        }
-        if PENDING.fetch_sub(1, Ordering::SeqCst) == 1 {
-            SETTLED.notify_waiters();
         }
     });
 }
@@ -321,20 +312,10 @@ pub fn note_zip(store: &DynStore, root: &str, size: u64) {
     });
 }
 
-/// Wait (until `deadline`) for the background catalog writes to finish; whether they did.
+/// Wait (until `deadline`) for the background catalog writes (and the process's other
+/// background writes, see [`crate::background`]) to finish; whether they did.
 pub async fn flush(deadline: Instant) -> bool {
-    loop {
-        let settled = SETTLED.notified();
-        if PENDING.load(Ordering::SeqCst) == 0 {
-            return true;
-        }
-        if tokio::time::timeout_at(deadline.into(), settled)
-            .await
-            .is_err()
-        {
-            return PENDING.load(Ordering::SeqCst) == 0;
-        }
-    }
+    crate::background::settle(deadline).await
 }
 
 /// Make the catalog agree with the ref indexes `goprox gc` read (`indexes`, every repository

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod activity;
 pub mod auth;
+pub mod background;
 pub mod catalog;
 pub mod creds;
 pub mod duration;

@@ -85,6 +85,10 @@ struct StoreArgs {
     /// Block and object cache budget in bytes.
     #[arg(long, env = "GOPROX_CACHE_SIZE", default_value_t = 256 << 20)]
     cache_size: usize,
+    /// Memory for pack indexes (with their reverse indexes and bitmaps) in bytes: the least
+    /// recently used are dropped beyond it and loaded again when needed.
+    #[arg(long, env = "GOPROX_INDEX_CACHE_SIZE", default_value_t = goprox::repo::DEFAULT_INDEX_BUDGET)]
+    index_cache_size: u64,
     /// Ref prefixes to mirror (comma-separated; `*` for every ref upstream has).
     #[arg(
         long = "ref-prefix",
@@ -515,7 +519,11 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         negative_ttl: a.negative_ttl,
         ref_ttl: a.ref_cache_ttl,
     };
-    let repos = Arc::new(Repos::new(store.clone(), io, filler).with_policy(policy));
+    let repos = Arc::new(
+        Repos::new(store.clone(), io, filler)
+            .with_policy(policy)
+            .with_index_budget(a.store.index_cache_size),
+    );
     let sumdb = goprox::modproxy::sumdb::Relay::from_specs(&a.sumdb, store.clone())
         .map_err(anyhow::Error::msg)?
         .map(Arc::new);
@@ -545,6 +553,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         ("negative-ttl", format!("{:?}", a.negative_ttl)),
         ("ref-cache-ttl", format!("{:?}", a.ref_cache_ttl)),
         ("cache-size", a.store.cache_size.to_string()),
+        ("index-cache-size", a.store.index_cache_size.to_string()),
         ("shutdown-grace", format!("{:?}", a.shutdown_grace)),
         ("go-import", a.go_import.clone()),
         ("sumdb", a.sumdb.join(",")),
@@ -617,6 +626,16 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         .copied()
         .unwrap_or_else(std::time::Instant::now);
     let finished = goprox::fill::lease::quiesce(since + limits.drain_timeout).await;
+    // Writes that follow answered requests: catalog notes, generated packs kept for the next
+    // identical request (a lost one only costs that request its shortcut).
+    let settle_by =
+        (since + limits.drain_timeout).max(std::time::Instant::now() + Duration::from_millis(200));
+    if goprox::background::pending() > 0 && !goprox::background::settle(settle_by).await {
+        tracing::warn!(
+            pending = goprox::background::pending(),
+            "background writes cut short by the shutdown grace"
+        );
+    }
     if !finished {
         let held = goprox::fill::lease::held();
         let n = goprox::fill::lease::hand_off(HAND_OFF).await;
@@ -626,8 +645,6 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             "work still running at the end of the shutdown grace: leases handed off, the rest is cut short"
         );
     }
-    // Catalog notes of what was published (a lost one is repaired by the next write or gc).
-    let _ = goprox::catalog::flush(std::time::Instant::now() + Duration::from_millis(500)).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -817,6 +834,7 @@ impl Mirrorer {
         let repos = Arc::new(
             Repos::new(store.clone(), io, filler)
                 .with_policy(policy)
+                .with_index_budget(a.store.index_cache_size)
                 .for_batch(),
         );
         Ok(Mirrorer {

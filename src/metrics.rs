@@ -37,6 +37,11 @@ impl Counter {
     }
 }
 
+pub static PACK_INDEXES_EVICTED: Counter = Counter::new(
+    "goprox_pack_indexes_evicted_total",
+    "Pack indexes dropped from memory to stay within --index-cache-size (loaded again when \
+     needed).",
+);
 pub static HTTP_REQUESTS: Counter = Counter::new(
     "goprox_http_requests_total",
     "HTTP requests received (counted on arrival; see goprox_http_request_duration_seconds for \
@@ -118,7 +123,8 @@ pub static MODULE_ANSWERS_STORED: Counter = Counter::new(
 );
 
 /// Every unlabelled counter: described and shown (at 0) from the start.
-static COUNTERS: [&Counter; 19] = [
+static COUNTERS: [&Counter; 20] = [
+    &PACK_INDEXES_EVICTED,
     &HTTP_REQUESTS,
     &REQUEST_ERRORS,
     &PACKS_SERVED,
@@ -251,6 +257,13 @@ fn describe() {
         ::metrics::Unit::Bytes,
         "Bytes held by the block cache."
     );
+    describe_gauge!(
+        "goprox_pack_index_bytes",
+        ::metrics::Unit::Bytes,
+        "Bytes of the pack indexes (with reverse indexes and bitmaps) held in memory, within \
+         --index-cache-size."
+    );
+    describe_gauge!("goprox_pack_indexes", "Pack indexes held in memory.");
     describe_gauge!(
         "goprox_block_cache_capacity_bytes",
         ::metrics::Unit::Bytes,
@@ -597,6 +610,13 @@ pub fn refresh(outcome: RefreshOutcome, elapsed: Duration) {
 pub fn pack_generation(elapsed: Duration) {
     install();
     histogram!(PACK_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// The pack indexes held in memory: their bytes and number.
+pub fn pack_indexes(bytes: u64, count: usize) {
+    install();
+    gauge!("goprox_pack_index_bytes").set(bytes as f64);
+    gauge!("goprox_pack_indexes").set(count as f64);
 }
 
 /// The Prometheus text exposition of every metric, with the caches' figures read from `io`.

@@ -196,8 +196,11 @@ pub struct Repos {
     pub store: DynStore,
     pub io: Arc<Io>,
     pub filler: Filler,
-    /// Opened packs by store key; one load per pack however many requests open it at once.
-    packs: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Pack>>>>>,
+    /// Opened packs by store key (one load per pack however many requests open it at once),
+    /// under a byte budget.
+    packs: Mutex<PackIndexes>,
+    /// The budget of `packs` (`--index-cache-size`).
+    index_budget: u64,
     policy: RefreshPolicy,
     /// When this process last started a refresh of each repository.
     checked: Mutex<HashMap<String, Instant>>,
@@ -231,7 +234,8 @@ impl Repos {
             store,
             io,
             filler,
-            packs: Mutex::new(HashMap::new()),
+            packs: Mutex::new(PackIndexes::default()),
+            index_budget: DEFAULT_INDEX_BUDGET,
             policy: RefreshPolicy::default(),
             checked: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
@@ -244,6 +248,19 @@ impl Repos {
             activity: crate::activity::Activity::new(),
             serving: true,
         }
+    }
+
+    /// Keep opened pack indexes (with their reverse indexes and bitmaps) within `bytes`: the
+    /// least recently used are dropped beyond it, and loaded again when needed.
+    pub fn with_index_budget(mut self, bytes: u64) -> Self {
+        self.index_budget = bytes;
+        self
+    }
+
+    /// Bytes and number of the pack indexes held (see [`Repos::with_index_budget`]).
+    pub fn index_usage(&self) -> (u64, usize) {
+        let p = lock(&self.packs);
+        (p.bytes, p.lru.len())
     }
 
     pub fn with_policy(mut self, policy: RefreshPolicy) -> Self {
@@ -924,7 +941,11 @@ impl Repos {
     ) -> Result<Arc<Pack>, OpenError> {
         let (name, size) = (entry.name.as_str(), entry.size);
         let key = keys.pack(name);
-        let cell = lock(&self.packs).entry(key.clone()).or_default().clone();
+        let cell = lock(&self.packs)
+            .cells
+            .entry(key.clone())
+            .or_default()
+            .clone();
         let pack = cell
             .get_or_try_init(|| async {
                 let idx_key = keys.idx(name);
@@ -952,7 +973,61 @@ impl Repos {
             })
             .await?
             .clone();
+        self.account(&key, &pack);
         Ok(pack)
+    }
+
+    /// Count `pack` as just used; drop the least recently used indexes beyond the budget (and
+    /// the opened repositories that hold them: their next request opens them again).
+    fn account(&self, key: &str, pack: &Arc<Pack>) {
+        let bytes = pack.memory_bytes();
+        let evicted: Vec<String> = {
+            let mut p = lock(&self.packs);
+            let old = p.lru.put(key.to_string(), bytes).unwrap_or(0);
+            p.bytes = (p.bytes + bytes).saturating_sub(old);
+            let mut evicted = Vec::new();
+            // The pack just used stays, whatever its size.
+            while p.bytes > self.index_budget && p.lru.len() > 1 {
+                let Some((k, b)) = p.lru.pop_lru() else { break };
+                p.bytes = p.bytes.saturating_sub(b);
+                p.cells.remove(&k);
+                evicted.push(k);
+            }
+            evicted
+        };
+        if !evicted.is_empty() {
+            metrics::PACK_INDEXES_EVICTED.add(evicted.len() as u64);
+            lock(&self.opened).retain(|_, (repo, _)| {
+                !repo
+                    .odb
+                    .packs
+                    .iter()
+                    .any(|p| evicted.iter().any(|k| **k == *p.key))
+            });
+        }
+        let (held, n) = self.index_usage();
+        metrics::pack_indexes(held, n);
+    }
+}
+
+/// Default of `--index-cache-size`.
+pub const DEFAULT_INDEX_BUDGET: u64 = 512 << 20;
+
+/// Opened pack indexes, least recently used first.
+struct PackIndexes {
+    cells: HashMap<String, Arc<tokio::sync::OnceCell<Arc<Pack>>>>,
+    /// Loaded ones, with the bytes each holds.
+    lru: lru::LruCache<String, u64>,
+    bytes: u64,
+}
+
+impl Default for PackIndexes {
+    fn default() -> Self {
+        PackIndexes {
+            cells: HashMap::new(),
+            lru: lru::LruCache::unbounded(),
+            bytes: 0,
+        }
     }
 }
 
@@ -1028,5 +1103,113 @@ mod tests {
                 .is_none()
         );
         assert!(repos.stored_target("vanity.example").await.is_none());
+    }
+
+    /// A one-blob pack (of `blob`) and its index: (name, pack bytes, index bytes).
+    fn one_blob_pack(blob: &[u8]) -> (String, Vec<u8>, Vec<u8>) {
+        use std::io::Write;
+        let mut pack = b"PACK\0\0\0\x02\0\0\0\x01".to_vec();
+        crate::odb::writer::entry_header(3, blob.len() as u64, &mut pack);
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(blob).expect("deflate");
+        pack.extend_from_slice(&z.finish().expect("deflate"));
+        let sum = sha1::Digest::finalize(<sha1::Sha1 as sha1::Digest>::new_with_prefix(&pack));
+        pack.extend_from_slice(&sum);
+        let indexed = crate::odb::ingest::index_in_memory(&pack, 1 << 20).expect("index");
+        (indexed.name, pack, indexed.idx)
+    }
+
+    /// A repository compacted 200 times (each time a new pack, the old one retired): the pack
+    /// indexes held stay within the budget, and every version opens and reads.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pack_indexes_stay_within_their_budget_over_many_compactions() {
+        use crate::store::PutMode;
+        use bytes::Bytes;
+        let store: DynStore = Arc::new(crate::store::memory::MemoryStore::new());
+        let target = Target {
+            root: "example.com/compacted/often".into(),
+            upstream: "https://example.com/compacted/often".into(),
+        };
+        let keys = Keys::new(&target.root);
+        let io = Arc::new(Io::new(
+            store.clone(),
+            tokio::runtime::Handle::current(),
+            1 << 20,
+        ));
+        // Room for about four one-object indexes.
+        let budget = 4 * (1072 + 28 + 12) + 100;
+        let repos = Arc::new(
+            Repos::new(store.clone(), io, Filler::new(store.clone()))
+                .with_policy(RefreshPolicy {
+                    refresh_after: Duration::from_secs(3600),
+                    ref_ttl: Duration::ZERO,
+                    ..RefreshPolicy::default()
+                })
+                .with_index_budget(budget),
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .as_secs();
+        let mut etag: Option<ETag> = None;
+        let mut previous: Option<String> = None;
+        for round in 0..200u32 {
+            let blob = format!("version {round} of the only file");
+            let (name, pack, idx) = one_blob_pack(blob.as_bytes());
+            let size = pack.len() as u64;
+            store
+                .put(&keys.pack(&name), Bytes::from(pack), PutMode::CreateOnly)
+                .await
+                .expect("put pack");
+            store
+                .put(&keys.idx(&name), Bytes::from(idx), PutMode::CreateOnly)
+                .await
+                .expect("put idx");
+            let index = RefIndex {
+                version: refs::FORMAT_VERSION,
+                generation: u64::from(round) + 1,
+                root: target.root.clone(),
+                upstream: target.upstream.clone(),
+                fetched_at: now,
+                head_symref: None,
+                head_oid: None,
+                refs: Default::default(),
+                packs: vec![PackEntry {
+                    name: name.clone(),
+                    checksum: None,
+                    size,
+                    objects: 1,
+                    walk_end: None,
+                    bitmap: false,
+                }],
+                retired: previous
+                    .iter()
+                    .map(|n| refs::Retired {
+                        name: n.clone(),
+                        at: now,
+                    })
+                    .collect(),
+                closed: false,
+            };
+            etag = Some(
+                refs::store(&store, &keys, &index, etag.as_ref())
+                    .await
+                    .expect("publish"),
+            );
+            let repo = repos.open(&target).await.expect("open");
+            assert_eq!(repo.index.generation, u64::from(round) + 1);
+            let id = gix_object::compute_hash(
+                gix_hash::Kind::Sha1,
+                gix_object::Kind::Blob,
+                blob.as_bytes(),
+            )
+            .expect("hash");
+            assert!(repo.odb.contains(&id), "round {round}");
+            let (bytes, count) = repos.index_usage();
+            assert!(bytes <= budget, "round {round}: {bytes} bytes held");
+            assert!(count <= 4, "round {round}: {count} indexes held");
+            previous = Some(name);
+        }
+        assert!(lock(&repos.packs).cells.len() <= 4);
     }
 }

@@ -54,6 +54,16 @@ impl std::fmt::Debug for Bitmaps {
 }
 
 impl Bitmaps {
+    /// Bytes of memory these bitmaps hold (approximately; for the pack index budget).
+    pub fn memory_bytes(&self) -> u64 {
+        let entries: usize = self
+            .entries
+            .iter()
+            .map(|e| std::mem::size_of::<Entry>() + e.bits.serialized_size())
+            .sum();
+        (entries + self.by_commit.len() * 32) as u64
+    }
+
     /// Number of commits with a bitmap.
     pub fn len(&self) -> usize {
         self.entries.len()

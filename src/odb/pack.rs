@@ -104,6 +104,26 @@ impl Pack {
             .collect()
     }
 
+    /// Bytes of memory the pack's index and what is made from it (reverse index, CRCs in
+    /// pack order, bitmaps) hold, approximately: what the pack index budget counts.
+    pub fn memory_bytes(&self) -> u64 {
+        let n = u64::from(self.num_objects());
+        // A version-2 index: fan-out, ids, CRCs, offsets (large ones left out), checksums.
+        let idx = 1072 + n * 28;
+        let reverse = n * 12;
+        let crcs = self
+            .crc_in_pack_order
+            .get()
+            .and_then(|c| c.as_ref())
+            .map_or(0, |c| c.len() as u64 * 4);
+        let bitmaps = self
+            .bitmaps
+            .get()
+            .and_then(|b| b.as_ref())
+            .map_or(0, |b| b.memory_bytes());
+        idx + reverse + crcs + bitmaps
+    }
+
     /// Start offsets of the entries, in pack order.
     pub fn entry_offsets(&self) -> &[u64] {
         &self.sorted_offsets

@@ -173,7 +173,8 @@ fn damaged(io: &Io, key: &str) -> OdbError {
 pub fn keep(io: &Io, key: String, mut pack: PackCopy) {
     io.remember(&key, true);
     let store = io.store.clone();
-    io.rt.spawn(async move {
+    // Tracked: a shutdown lets it land (the next instance answers the same request from it).
+    crate::background::spawn(&io.rt, async move {
         let data = Bytes::from(std::mem::take(&mut pack.data));
         match store
             .put(&key, data, crate::store::PutMode::CreateOnly)

@@ -9,6 +9,7 @@ use gix_pack::data::entry::Header;
 use sha1::{Digest, Sha1};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
+use std::sync::Arc;
 
 /// Counters of one generated pack.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -262,12 +263,201 @@ fn prefetch_windows(odb: &Odb, entries: &[(Location, ObjectId)]) -> Vec<(usize, 
     out
 }
 
+/// Objects that will go out whole (deltas whose base is neither sent nor the client's):
+/// decoded and deflated ahead by worker threads while the writer streams the entries before
+/// them, so that their CPU (inflating the chain, deflating the result) runs on every core.
+/// Workers take the pack's entries in the writer's order and skip those that go out as they
+/// are stored; what a worker has not started when the writer needs it, the writer does itself
+/// (the same bytes either way).
+struct Ahead {
+    state: std::sync::Mutex<AheadState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct AheadState {
+    /// Windows of entries, the writer's current one first; workers take each from its end
+    /// (the writer goes from its start: they meet in the middle instead of waiting for one
+    /// another entry by entry).
+    queue: std::collections::VecDeque<Vec<Location>>,
+    /// Taken over by the writer before a worker got to them.
+    claimed: HashSet<Location>,
+    done: HashMap<Location, (Arc<super::Object>, Vec<u8>)>,
+    /// Bytes held in `done` (decoded and deflated).
+    held: usize,
+    /// Being looked at or made by a worker (the writer waits for these).
+    busy: HashSet<Location>,
+    closed: bool,
+}
+
+/// Most bytes the workers hold ahead of the writer.
+const AHEAD_BYTES: usize = 64 << 20;
+/// Packs of fewer entries are written without workers.
+const AHEAD_MIN_ENTRIES: usize = 256;
+
+impl Ahead {
+    fn new() -> Self {
+        Ahead {
+            state: std::sync::Mutex::new(AheadState::default()),
+            changed: std::sync::Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, AheadState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, locs: impl IntoIterator<Item = Location>) {
+        self.lock().queue.push_back(locs.into_iter().collect());
+        self.changed.notify_all();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    /// A worker: take entries in order; decode and deflate those that `whole` says go out
+    /// whole; until closed.
+    fn work(&self, odb: &Odb, whole: &(dyn Fn(Location) -> bool + Sync)) {
+        loop {
+            let loc = {
+                let mut st = self.lock();
+                loop {
+                    if st.closed {
+                        return;
+                    }
+                    if st.held < AHEAD_BYTES
+                        && let Some(window) = st.queue.front_mut()
+                    {
+                        let Some(l) = window.pop() else {
+                            st.queue.pop_front();
+                            continue;
+                        };
+                        if st.claimed.remove(&l) {
+                            continue;
+                        }
+                        st.busy.insert(l);
+                        break l;
+                    }
+                    st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            let made = if whole(loc) {
+                odb.object_at(loc).ok().map(|obj| {
+                    let z = super::deflate(&obj.data);
+                    (obj, z)
+                })
+            } else {
+                None
+            };
+            let mut st = self.lock();
+            st.busy.remove(&loc);
+            if let Some((obj, z)) = made {
+                st.held += obj.data.len() + z.len();
+                st.done.insert(loc, (obj, z));
+            }
+            drop(st);
+            self.changed.notify_all();
+        }
+    }
+
+    /// The object at `loc` and its deflated bytes if a worker made them (waiting for one that
+    /// is at it); `None`: the writer makes them (no worker will).
+    fn take(&self, loc: Location) -> Option<(Arc<super::Object>, Vec<u8>)> {
+        let mut st = self.lock();
+        while st.busy.contains(&loc) {
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        let got = st.done.remove(&loc);
+        match &got {
+            Some((obj, z)) => st.held -= obj.data.len() + z.len(),
+            None => {
+                st.claimed.insert(loc);
+            }
+        }
+        drop(st);
+        self.changed.notify_all();
+        got
+    }
+}
+
+/// Worker threads for [`Ahead`]: every core but the writer's, at most four.
+fn ahead_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .saturating_sub(1)
+        .clamp(1, 4)
+}
+
+/// Whether the entry at `loc` goes out whole: a delta whose base is neither in the pack nor
+/// one the client has (see the decisions in [`write_pack_with`]).
+fn goes_out_whole(
+    odb: &Odb,
+    loc: Location,
+    in_pack: &HashSet<ObjectId>,
+    in_pack_at: &HashMap<Location, ObjectId>,
+    opts: &WriteOptions<'_>,
+) -> bool {
+    let Ok(e) = odb.raw_entry(loc) else {
+        return false;
+    };
+    match e.header {
+        Header::OfsDelta { .. } => {
+            let Ok(Some(b)) = odb.base_location(loc, &e.header) else {
+                return false;
+            };
+            if in_pack_at.contains_key(&b) {
+                return false;
+            }
+            let id = odb.oid_at(b);
+            let thin = id.is_some_and(|i| opts.thin_bases.is_some_and(|t| t.contains(&i)))
+                || opts.client_closure.is_some_and(|c| c.contains(odb, b));
+            !thin
+        }
+        Header::RefDelta { base_id } => {
+            !in_pack.contains(&base_id)
+                && !opts.thin_bases.is_some_and(|t| t.contains(&base_id))
+                && !opts
+                    .client_closure
+                    .is_some_and(|c| c.contains_id(odb, &base_id))
+        }
+        _ => false,
+    }
+}
+
 /// Write a complete pack (header, entries, SHA-1 trailer) of `entries` (from [`plan`]).
 pub fn write_pack(
     odb: &Odb,
     entries: &[(Location, ObjectId)],
     opts: WriteOptions<'_>,
     out: &mut dyn Write,
+) -> Result<PackStats> {
+    let ahead = Ahead::new();
+    if entries.len() < AHEAD_MIN_ENTRIES {
+        ahead.close();
+        return write_pack_with(odb, entries, opts, out, &ahead);
+    }
+    let in_pack: HashSet<ObjectId> = entries.iter().map(|e| e.1).collect();
+    let at: HashMap<Location, ObjectId> = entries.iter().map(|&(l, id)| (l, id)).collect();
+    let whole = |l: Location| goes_out_whole(odb, l, &in_pack, &at, &opts);
+    std::thread::scope(|scope| {
+        for _ in 0..ahead_workers() {
+            scope.spawn(|| ahead.work(odb, &whole));
+        }
+        let r = write_pack_with(odb, entries, opts, out, &ahead);
+        ahead.close();
+        r
+    })
+}
+
+/// [`write_pack`], with `ahead`'s workers making whole objects in parallel.
+fn write_pack_with(
+    odb: &Odb,
+    entries: &[(Location, ObjectId)],
+    opts: WriteOptions<'_>,
+    out: &mut dyn Write,
+    ahead: &Ahead,
 ) -> Result<PackStats> {
     let mut w = HashingWriter {
         inner: out,
@@ -319,6 +509,15 @@ pub fn write_pack(
                         })
                         .collect();
                 odb.prefetch_chains(&bases);
+            }
+            // The workers look one window ahead of the writer.
+            if window == 0
+                && let Some(win) = windows.first()
+            {
+                ahead.push(win.1.iter().copied());
+            }
+            if let Some(win) = windows.get(window + 1) {
+                ahead.push(win.1.iter().copied());
             }
             window += 1;
         }
@@ -407,7 +606,10 @@ pub fn write_pack(
             w.write_all(e.compressed()).map_err(io_err)?;
             stats.reused += 1;
         } else {
-            let obj = odb.object_at(loc)?;
+            let (obj, deflated) = match ahead.take(loc) {
+                Some((obj, z)) => (obj, Some(z)),
+                None => (odb.object_at(loc)?, None),
+            };
             let kind = type_id(obj.kind);
             let name = opts.names.and_then(|m| m.get(&id)).copied();
             let found = name.and_then(|name| {
@@ -442,7 +644,10 @@ pub fn write_pack(
                 None => {
                     entry_header(kind, obj.data.len() as u64, &mut buf);
                     w.write_all(&buf).map_err(io_err)?;
-                    w.write_all(&super::deflate(&obj.data)).map_err(io_err)?;
+                    match deflated {
+                        Some(z) => w.write_all(&z).map_err(io_err)?,
+                        None => w.write_all(&super::deflate(&obj.data)).map_err(io_err)?,
+                    }
                     stats.recompressed += 1;
                 }
             }

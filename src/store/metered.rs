@@ -58,6 +58,7 @@ impl ObjectStore for Metered {
         let t = Instant::now();
         let r = self.inner.get(key).await;
         store_request(StoreOp::Get, outcome_opt(&r), t.elapsed());
+        tracing::trace!(key, ms = t.elapsed().as_millis() as u64, "read");
         r
     }
 
@@ -77,6 +78,13 @@ impl ObjectStore for Metered {
         let t = Instant::now();
         let r = self.inner.get_range(key, offset, len).await;
         store_request(StoreOp::GetRange, outcome(&r), t.elapsed());
+        tracing::trace!(
+            key,
+            offset,
+            len,
+            ms = t.elapsed().as_millis() as u64,
+            "ranged read"
+        );
         r
     }
 

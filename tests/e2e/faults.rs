@@ -347,3 +347,54 @@ fn s3_gone_then_back() {
         CloneKind::Mirror,
     );
 }
+
+/// A generated pack kept for the next identical request is stored after its answer: SIGTERM
+/// right after the answer still lets it land whole (every S3 request 1 s slow, so that the
+/// upload is still running when the signal comes).
+#[test]
+fn a_kept_pack_lands_before_the_process_exits() {
+    let Some((store, proxy)) = setup("kept-pack", 0x6b) else {
+        return;
+    };
+    let up = Upstream::start(&fixtures::fixtures().root);
+    let env = GitEnv::new();
+    let tmp = TempDir::new("kept-pack");
+    let repo = "example.test/rich";
+    let cached = || -> Vec<String> {
+        store
+            .keys()
+            .into_iter()
+            .filter(|k| k.starts_with(&format!("{repo}/@git/cache/")))
+            .collect()
+    };
+    // Fill (and open once) through S3 directly.
+    {
+        let gp = Goprox::start(&store, &up);
+        env.clone(2, &gp.repo_url(repo), &tmp.join("fill"), &[])
+            .check();
+    }
+    assert!(cached().is_empty());
+    let slow = store.via(&proxy.endpoint);
+    let mut a = Goprox::start_with(
+        &slow,
+        &up.goprox_args(),
+        &["--pack-cache-min-cost", "0s", "--shutdown-grace", "20s"],
+    );
+    proxy.set_latency(Duration::from_millis(1000));
+    env.clone(2, &a.repo_url(repo), &tmp.join("a"), &["--depth=1"])
+        .check();
+    a.terminate();
+    let status = a
+        .wait_exit(Duration::from_secs(30))
+        .expect("exits within its grace");
+    assert!(status.success(), "{status}\n{}", a.log_text());
+    let keys = cached();
+    assert_eq!(keys.len(), 1, "the kept pack landed:\n{}", a.log_text());
+    // Whole: a pack whose trailer is the SHA-1 of what precedes it.
+    let data = store.get_object(&keys[0]).expect("kept pack");
+    assert!(data.starts_with(b"PACK") && data.len() > 32);
+    let (body, trailer) = data.split_at(data.len() - 20);
+    let sum = sha1::Digest::finalize(<sha1::Sha1 as sha1::Digest>::new_with_prefix(body));
+    assert_eq!(&sum[..], trailer);
+    proxy.set_latency(Duration::ZERO);
+}

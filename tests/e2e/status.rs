@@ -353,6 +353,19 @@ fn hooks(kind: StoreKind) {
     let v110 = live.upstream_ref("refs/tags/v1.1.0");
     assert_eq!(ls_remote(env, &url).get("refs/tags/v1.1.0"), None);
 
+    // A signed GitHub push event with delivery id `delivery`.
+    let github = |delivery: &str, body: &[u8]| {
+        hook(
+            "/-/hooks/github",
+            &[
+                ("X-GitHub-Event", "push"),
+                ("X-GitHub-Delivery", delivery),
+                ("X-Hub-Signature-256", &sign(secret, body)),
+            ],
+            body,
+        )
+    };
+
     // A wrong signature: 401, nothing refreshed.
     let body = github_push(&upstream, "v1.1.0");
     let r = hook(
@@ -372,29 +385,13 @@ fn hooks(kind: StoreKind) {
 
     // A repository goprox does not hold: 202, and it is not filled.
     let other = github_push(&format!("{}/other", up.url()), "v1");
-    let r = hook(
-        "/-/hooks/github",
-        &[
-            ("X-GitHub-Event", "push"),
-            ("X-GitHub-Delivery", "d-other"),
-            ("X-Hub-Signature-256", &sign(secret, &other)),
-        ],
-        &other,
-    );
+    let r = github("d-other", &other);
     assert_eq!(r.status, 202, "{}", r.text());
     assert!(!store.keys().iter().any(|k| k.contains("/other/")));
 
     // The signed push: the tag is visible as soon as the hook is answered.
     let started = Instant::now();
-    let r = hook(
-        "/-/hooks/github",
-        &[
-            ("X-GitHub-Event", "push"),
-            ("X-GitHub-Delivery", "d-1"),
-            ("X-Hub-Signature-256", &sign(secret, &body)),
-        ],
-        &body,
-    );
+    let r = github("d-1", &body);
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains("refreshed"), "{}", r.text());
     let refs = ls_remote(env, &url);
@@ -415,15 +412,7 @@ fn hooks(kind: StoreKind) {
 
     // The same delivery again: ignored (upstream is not asked).
     up.clear_requests();
-    let r = hook(
-        "/-/hooks/github",
-        &[
-            ("X-GitHub-Event", "push"),
-            ("X-GitHub-Delivery", "d-1"),
-            ("X-Hub-Signature-256", &sign(secret, &body)),
-        ],
-        &body,
-    );
+    let r = github("d-1", &body);
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains("already handled"), "{}", r.text());
     assert!(up.requests().is_empty(), "{:?}", up.requests());
