@@ -992,8 +992,10 @@ async fn mirror(a: MirrorArgs) -> anyhow::Result<()> {
         m.bar.inc(1);
     }
     m.bar.finish_and_clear();
-    // Bitmaps of what was just filled are built in the background: wait for them.
+    // Bitmaps of what was just filled are built in the background: wait for them, and for
+    // the catalog notes of what was published.
     m.repos.finish_background().await;
+    goprox::background::settle(std::time::Instant::now() + Duration::from_secs(30)).await;
 
     let (mut n_filled, mut n_present, mut n_refused, mut n_failed) = (0, 0, 0, 0);
     let mut failed = 0;
@@ -1067,6 +1069,7 @@ async fn gc(a: GcArgs) -> anyhow::Result<()> {
     let holder = format!("gc@{}", goprox::fill::lease::default_holder());
     let mut print = |line: String| println!("{line}");
     let s = goprox::maint::gc::run(&store, a.grace, &holder, &mut print).await?;
+    goprox::background::settle(std::time::Instant::now() + Duration::from_secs(30)).await;
     println!(
         "gc: {} repositories, deleted {} objects ({} bytes), dropped {} retired entries, \
          aborted {} uploads, skipped {}, {} errors",

@@ -332,7 +332,10 @@ impl Repos {
         let keys = Keys::new(&target.root);
         let cached = lock(&self.opened).get(&target.root).cloned();
         let loaded = match cached {
-            Some((repo, at)) if at.elapsed() < self.policy.ref_ttl => return Ok(Some(repo)),
+            Some((repo, at)) if at.elapsed() < self.policy.ref_ttl => {
+                self.touch(&repo);
+                return Ok(Some(repo));
+            }
             Some((repo, _)) => {
                 match self
                     .store
@@ -342,6 +345,7 @@ impl Repos {
                 {
                     Revalidated::Unchanged => {
                         self.remember(&repo);
+                        self.touch(&repo);
                         return Ok(Some(repo));
                     }
                     Revalidated::Changed(got) => Some(refs::parse(&keys, got)?),
@@ -975,6 +979,15 @@ impl Repos {
             .clone();
         self.account(&key, &pack);
         Ok(pack)
+    }
+
+    /// `repo`'s pack indexes were just used (a repository served from memory stays the most
+    /// recently used, and is not the first evicted).
+    fn touch(&self, repo: &Repo) {
+        let mut p = lock(&self.packs);
+        for pack in &repo.odb.packs {
+            let _ = p.lru.get(&*pack.key);
+        }
     }
 
     /// Count `pack` as just used; drop the least recently used indexes beyond the budget (and

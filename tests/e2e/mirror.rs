@@ -25,6 +25,28 @@ fn mirror_then_serve_offline() {
         ],
     );
     up.stop();
+    // The catalog knows every mirrored repository once `goprox mirror` has exited (its notes
+    // are written before it exits).
+    let mut catalogued: Vec<String> = store
+        .all_keys()
+        .iter()
+        .filter(|k| k.starts_with(goprox::catalog::PREFIX))
+        .flat_map(|k| {
+            let shard: goprox::catalog::Shard =
+                serde_json::from_slice(&store.get_object(k).expect("shard")).expect("shard JSON");
+            shard.repos.into_keys().collect::<Vec<_>>()
+        })
+        .collect();
+    catalogued.sort();
+    assert_eq!(
+        catalogued,
+        [
+            "example.test/empty",
+            "example.test/rich",
+            "example.test/vmod",
+            "github.com/acme/widget"
+        ]
+    );
     let mut gp = Goprox::start(&store, &up);
     let git = GitEnv::new();
     let tmp = TempDir::new("mirror");
