@@ -849,3 +849,76 @@ fn bitmaps_match_git_rev_list() {
         "trailing bytes"
     );
 }
+
+/// 400 files, each rewritten in 3 commits: git stores the older versions as deltas of the
+/// newest, so the first commit's objects alone (a depth-1 pack of it) hold hundreds of deltas
+/// whose base is not sent. They go out whole, decoded and deflated by the writer's
+/// worker threads ahead of it: the pack indexes with git and holds exactly those objects.
+#[test]
+fn an_old_commits_pack_with_many_whole_objects() {
+    if !git_available() {
+        return;
+    }
+    let dir = scratch();
+    git(&dir, &["init", "-q", "-b", "main"]);
+    for rev in 0..3u32 {
+        for f in 0..400u32 {
+            let mut text = String::new();
+            for l in 0..60 {
+                text.push_str(&format!(
+                    "file {f} line {l} {}\n",
+                    if l == rev * 7 { "changed" } else { "same" }
+                ));
+            }
+            std::fs::create_dir_all(dir.join(format!("d{}", f % 10))).expect("mkdir");
+            std::fs::write(dir.join(format!("d{}/f{f}.txt", f % 10)), text).expect("write");
+        }
+        git(&dir, &["add", "-A"]);
+        commit_at(&dir, rev, &format!("rev {rev}"));
+    }
+    let f = load(dir);
+    let old: Vec<ObjectId> = rev_list(&f.dir, &["--no-walk", "main~2"])
+        .into_iter()
+        .collect();
+    assert!(old.len() > 400);
+    let plan = writer::plan(&f.odb, &old).expect("plan");
+    let mut out = Vec::new();
+    let stats = writer::write_pack(&f.odb, &plan, Default::default(), &mut out).expect("write");
+    assert_eq!(stats.objects as usize, old.len());
+    assert!(
+        stats.recompressed >= 100,
+        "the fixture makes deltas whose base is not sent: {stats:?}"
+    );
+    let dest = f.dir.join("old");
+    std::fs::create_dir_all(&dest).expect("mkdir");
+    git(&dest, &["init", "-q", "--bare"]);
+    let mut c = git_cmd(&dest);
+    c.args(["index-pack", "--stdin", "--fix-thin"]);
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("index-pack");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&out)
+            .expect("write pack");
+    }
+    let o = child.wait_with_output().expect("index-pack");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let listed: BTreeSet<ObjectId> = git(
+        &dest,
+        &[
+            "cat-file",
+            "--batch-all-objects",
+            "--batch-check=%(objectname)",
+        ],
+    )
+    .lines()
+    .map(oid)
+    .collect();
+    assert_eq!(listed, old.iter().copied().collect::<BTreeSet<_>>());
+}
