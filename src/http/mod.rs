@@ -378,6 +378,57 @@ fn query_param<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
     })
 }
 
+/// goprox's own routes (health, metrics, the operators' page, hooks, and the rest of `/-/`):
+/// `None` for everything else (repositories and modules).
+async fn own_route(
+    st: &Arc<AppState>,
+    method: &Method,
+    raw: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Option<Response> {
+    Some(match (method.clone(), raw) {
+        (Method::GET, "healthz") => text(StatusCode::OK, "ok"),
+        (Method::GET, "readyz") => {
+            match crate::store::ready(st.repos.store.as_ref(), !st.single_instance).await {
+                Ok(()) => text(StatusCode::OK, "ready"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "not ready");
+                    text(StatusCode::SERVICE_UNAVAILABLE, e.public)
+                }
+            }
+        }
+        (Method::GET, "metrics") => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            metrics::render(&st.repos.io),
+        )
+            .into_response(),
+        (Method::GET | Method::HEAD, "" | "-/status" | "-/status.json") => {
+            status_page(st, uri, raw.ends_with(".json")).await
+        }
+        (Method::POST, hook) if hook.starts_with("-/hooks/") => {
+            let Some(sender) = hooks::Sender::from_path(&hook["-/hooks/".len()..]) else {
+                return Some(text(
+                    StatusCode::NOT_FOUND,
+                    "no such hook (github, gitlab, gitea, refresh)",
+                ));
+            };
+            let repo = query_param(uri, "repo").and_then(|r| path::percent_decode(r).ok());
+            let a = st
+                .hooks
+                .handle(sender, st, headers, repo.as_deref(), body)
+                .await;
+            text(a.status, a.message)
+        }
+        (_, other) if other == "-" || other.starts_with("-/") => text(
+            StatusCode::NOT_FOUND,
+            "not found (goprox's own pages: /-/status, /-/status.json, POST /-/hooks/…)",
+        ),
+        _ => return None,
+    })
+}
+
 async fn dispatch(
     State(st): State<Arc<AppState>>,
     method: Method,
@@ -393,51 +444,8 @@ async fn dispatch(
         _ => (raw_path.to_string(), false),
     };
     let raw = raw.trim_end_matches('/').to_string();
-    if !absolute {
-        match (method.clone(), raw.as_str()) {
-            (Method::GET, "healthz") => return text(StatusCode::OK, "ok"),
-            (Method::GET, "readyz") => {
-                return match crate::store::ready(st.repos.store.as_ref(), !st.single_instance).await
-                {
-                    Ok(()) => text(StatusCode::OK, "ready"),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "not ready");
-                        text(StatusCode::SERVICE_UNAVAILABLE, e.public)
-                    }
-                };
-            }
-            (Method::GET, "metrics") => {
-                return (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    metrics::render(&st.repos.io),
-                )
-                    .into_response();
-            }
-            (Method::GET | Method::HEAD, "" | "-/status" | "-/status.json") => {
-                return status_page(&st, &uri, raw.ends_with(".json")).await;
-            }
-            (Method::POST, hook) if hook.starts_with("-/hooks/") => {
-                let Some(sender) = hooks::Sender::from_path(&hook["-/hooks/".len()..]) else {
-                    return text(
-                        StatusCode::NOT_FOUND,
-                        "no such hook (github, gitlab, gitea, refresh)",
-                    );
-                };
-                let repo = query_param(&uri, "repo").and_then(|r| path::percent_decode(r).ok());
-                let a = st
-                    .hooks
-                    .handle(sender, &st, &headers, repo.as_deref(), &body)
-                    .await;
-                return text(a.status, a.message);
-            }
-            (_, other) if other == "-" || other.starts_with("-/") => {
-                return text(
-                    StatusCode::NOT_FOUND,
-                    "not found (goprox's own pages: /-/status, /-/status.json, POST /-/hooks/…)",
-                );
-            }
-            _ => {}
-        }
+    if !absolute && let Some(resp) = own_route(&st, &method, &raw, &uri, &headers, &body).await {
+        return resp;
     }
     let decoded = match path::percent_decode(&raw) {
         Ok(d) => d,
