@@ -290,8 +290,22 @@ struct AheadState {
     closed: bool,
 }
 
-/// Most bytes the workers hold ahead of the writer.
+/// Most bytes (decoded and deflated) the workers of all packs being made hold ahead of their
+/// writers, process-wide (a worker finding it used up waits).
 const AHEAD_BYTES: usize = 64 << 20;
+static AHEAD_HELD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn ahead_held() -> usize {
+    AHEAD_HELD.load(std::sync::atomic::Ordering::Acquire)
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        // What the writer never took (it failed, or took another path) is given back.
+        let held = self.lock().held;
+        AHEAD_HELD.fetch_sub(held, std::sync::atomic::Ordering::AcqRel);
+    }
+}
 /// Packs of fewer entries are written without workers.
 const AHEAD_MIN_ENTRIES: usize = 256;
 
@@ -327,7 +341,7 @@ impl Ahead {
                     if st.closed {
                         return;
                     }
-                    if st.held < AHEAD_BYTES
+                    if ahead_held() < AHEAD_BYTES
                         && let Some(window) = st.queue.front_mut()
                     {
                         let Some(l) = window.pop() else {
@@ -340,7 +354,12 @@ impl Ahead {
                         st.busy.insert(l);
                         break l;
                     }
-                    st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                    // Room is also made by other packs' writers: look again now and then.
+                    st = self
+                        .changed
+                        .wait_timeout(st, std::time::Duration::from_millis(20))
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|e| e.into_inner().0);
                 }
             };
             let made = if whole(loc) {
@@ -354,7 +373,9 @@ impl Ahead {
             let mut st = self.lock();
             st.busy.remove(&loc);
             if let Some((obj, z)) = made {
-                st.held += obj.data.len() + z.len();
+                let n = obj.data.len() + z.len();
+                st.held += n;
+                AHEAD_HELD.fetch_add(n, std::sync::atomic::Ordering::AcqRel);
                 st.done.insert(loc, (obj, z));
             }
             drop(st);
@@ -371,7 +392,11 @@ impl Ahead {
         }
         let got = st.done.remove(&loc);
         match &got {
-            Some((obj, z)) => st.held -= obj.data.len() + z.len(),
+            Some((obj, z)) => {
+                let n = obj.data.len() + z.len();
+                st.held -= n;
+                AHEAD_HELD.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
+            }
             None => {
                 st.claimed.insert(loc);
             }
