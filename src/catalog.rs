@@ -312,12 +312,6 @@ pub fn note_zip(store: &DynStore, root: &str, size: u64) {
     });
 }
 
-/// Wait (until `deadline`) for the background catalog writes (and the process's other
-/// background writes, see [`crate::background`]) to finish; whether they did.
-pub async fn flush(deadline: Instant) -> bool {
-    crate::background::settle(deadline).await
-}
-
 /// Make the catalog agree with the ref indexes `goprox gc` read (`indexes`, every repository
 /// it found): their entries are set (unless a newer generation is already noted), and an
 /// entry whose repository gc did not find is removed when its ref index is really gone.
@@ -517,10 +511,10 @@ mod tests {
         let store = memory();
         let cat = Catalog::new(store.clone(), Duration::ZERO);
         note_index(&store, &index("example.com/a/b", 2, 3));
-        assert!(flush(Instant::now() + Duration::from_secs(5)).await);
+        assert!(crate::background::settle(Instant::now() + Duration::from_secs(5)).await);
         // An older generation arriving late changes nothing.
         note_index(&store, &index("example.com/a/b", 1, 0));
-        assert!(flush(Instant::now() + Duration::from_secs(5)).await);
+        assert!(crate::background::settle(Instant::now() + Duration::from_secs(5)).await);
         let e = cat.get("example.com/a/b").await.unwrap().unwrap();
         assert_eq!((e.generation, e.refs, e.tags, e.branches), (2, 4, 3, 1));
         assert_eq!((e.packs, e.objects, e.bytes), (1, 10, 1000));
@@ -534,7 +528,7 @@ mod tests {
         );
         // Unknown repositories are not added by outcomes.
         note_outcome(&store, "example.com/not/stored", Outcome::Failed, Some("x"));
-        assert!(flush(Instant::now() + Duration::from_secs(5)).await);
+        assert!(crate::background::settle(Instant::now() + Duration::from_secs(5)).await);
         let e = cat.get("example.com/a/b").await.unwrap().unwrap();
         assert_eq!(e.outcome, Outcome::Failed);
         assert_eq!(e.error.as_deref(), Some("upstream said no"));
@@ -542,7 +536,7 @@ mod tests {
         assert!(cat.get("example.com/not/stored").await.unwrap().is_none());
         // A new generation keeps the outcome fields.
         note_index(&store, &index("example.com/a/b", 3, 4));
-        assert!(flush(Instant::now() + Duration::from_secs(5)).await);
+        assert!(crate::background::settle(Instant::now() + Duration::from_secs(5)).await);
         let e = cat.get("example.com/a/b").await.unwrap().unwrap();
         assert_eq!((e.generation, e.tags), (3, 4));
         assert_eq!(e.outcome, Outcome::Failed);
@@ -589,10 +583,10 @@ mod tests {
         crate::refs::store(&store, &crate::refs::Keys::new(&kept.root), &kept, None)
             .await
             .unwrap();
-        assert!(flush(Instant::now() + Duration::from_secs(5)).await);
+        assert!(crate::background::settle(Instant::now() + Duration::from_secs(5)).await);
         // A stale entry of a repository whose ref index is gone, and one that was never noted.
         note_index(&store, &index("example.com/gone/two", 1, 0));
-        assert!(flush(Instant::now() + Duration::from_secs(5)).await);
+        assert!(crate::background::settle(Instant::now() + Duration::from_secs(5)).await);
         let unnoted = index("example.com/unnoted/three", 1, 1);
         let zips = HashMap::from([("example.com/unnoted/three".to_string(), (2, 300))]);
         let (set, removed) = reconcile(&store, &[kept.clone(), unnoted], &zips)
@@ -613,7 +607,7 @@ mod tests {
         let e = cat.get("example.com/unnoted/three").await.unwrap().unwrap();
         assert_eq!((e.versions, e.zip_bytes), (2, 300));
         note_zip(&store, "example.com/kept/one", 50);
-        assert!(flush(Instant::now() + Duration::from_secs(5)).await);
+        assert!(crate::background::settle(Instant::now() + Duration::from_secs(5)).await);
         let e = cat.get("example.com/kept/one").await.unwrap().unwrap();
         assert_eq!((e.versions, e.zip_bytes), (1, 50));
     }
@@ -624,7 +618,7 @@ mod tests {
         let cat = Catalog::new(store.clone(), Duration::from_secs(3600));
         assert!(cat.get("example.com/x/y").await.unwrap().is_none());
         note_index(&store, &index("example.com/x/y", 1, 0));
-        assert!(flush(Instant::now() + Duration::from_secs(5)).await);
+        assert!(crate::background::settle(Instant::now() + Duration::from_secs(5)).await);
         assert!(
             cat.get("example.com/x/y").await.unwrap().is_none(),
             "cached"

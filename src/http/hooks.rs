@@ -353,10 +353,13 @@ impl Hooks {
                         );
                     }
                 };
-                let urls: Vec<String> = payload_urls(&payload)
+                // `clone_url` and `html_url` usually normalize alike: each is looked up once.
+                let mut urls: Vec<String> = payload_urls(&payload)
                     .iter()
                     .filter_map(|u| normalize_url(u))
                     .collect();
+                urls.sort();
+                urls.dedup();
                 if urls.is_empty() {
                     return answer(StatusCode::BAD_REQUEST, "payload names no repository URL");
                 }
