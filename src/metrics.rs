@@ -116,6 +116,11 @@ pub static MODULE_ZIPS_BUILT: Counter = Counter::new(
     "goprox_module_zips_built_total",
     "Module zips built from git objects (a version's first request, or a rebuild of a zip missing from the bucket).",
 );
+/// Zip requests that waited for another request (on any instance) building the same version.
+pub static MODULE_ZIP_BUILD_WAITS: Counter = Counter::new(
+    "goprox_module_zip_build_waits_total",
+    "Module zip requests that waited for another request, on this or another instance, building the same version, and served its record.",
+);
 /// Module answers served from the bucket's ledger without opening the repository.
 pub static MODULE_ANSWERS_STORED: Counter = Counter::new(
     "goprox_module_answers_stored_total",
@@ -123,7 +128,7 @@ pub static MODULE_ANSWERS_STORED: Counter = Counter::new(
 );
 
 /// Every unlabelled counter: described and shown (at 0) from the start.
-static COUNTERS: [&Counter; 20] = [
+static COUNTERS: [&Counter; 21] = [
     &PACK_INDEXES_EVICTED,
     &HTTP_REQUESTS,
     &REQUEST_ERRORS,
@@ -144,6 +149,7 @@ static COUNTERS: [&Counter; 20] = [
     &LEASE_WAITS,
     &MODULE_ZIPS_BUILT,
     &MODULE_ANSWERS_STORED,
+    &MODULE_ZIP_BUILD_WAITS,
 ];
 
 pub const HTTP_REQUEST_SECONDS: &str = "goprox_http_request_duration_seconds";

@@ -246,6 +246,11 @@ impl Filler {
         self
     }
 
+    /// How this instance takes turns with the others sharing the store.
+    pub fn coordination(&self) -> &Coordination {
+        &self.coord
+    }
+
     /// Wait for a turn to talk to an upstream (at most `max_concurrent` at once).
     async fn upstream_turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, FillError> {
         self.upstream_turns
@@ -384,7 +389,8 @@ impl Filler {
 /// otherwise too short to hit. Points: `fill-before-index` (a fill's pack is received and
 /// stored, not yet indexed or published), `refresh-before-publish` (a refresh's pack and
 /// index are stored, its ref index not yet written), `compaction-before-publish` (the merged
-/// pack and index are stored, the ref index not yet replaced).
+/// pack and index are stored, the ref index not yet replaced), `zip-build` (a module zip's
+/// build lease is taken, the build not yet started).
 pub async fn pause_point(point: &str) {
     static SPEC: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
     let spec = SPEC.get_or_init(|| {

@@ -50,6 +50,8 @@ pub enum Reason {
     StaleCache,
     /// A module zip that no ledger entry names.
     UnrecordedZip,
+    /// A zip build's lease left by a build that never finished (its holder died).
+    StaleBuildLease,
     /// The record of a received fill that was published since, or never finished.
     ReceivedRecord,
 }
@@ -67,6 +69,7 @@ impl std::fmt::Display for Reason {
             Reason::ProbeLeftover => f.write_str("probe leftover"),
             Reason::StaleCache => f.write_str("cached pack of an older pack set"),
             Reason::UnrecordedZip => f.write_str("module zip no ledger entry names"),
+            Reason::StaleBuildLease => f.write_str("zip build lease of a build that never ended"),
             Reason::ReceivedRecord => f.write_str("received-fill record, published or abandoned"),
         }
     }
@@ -242,7 +245,9 @@ pub fn plan_probe_leftovers(
 }
 
 /// Module zips of one repository (the listing of its `@mod/` keys) that none of the zip keys
-/// its ledger entries name (`recorded`) refers to, older than the grace period.
+/// its ledger entries name (`recorded`) refers to, older than the grace period; and zip build
+/// leases not written for the grace period (a live build rewrites its lease every few
+/// seconds, a finished one removes it).
 pub fn plan_module_zips(
     entries: &[ListEntry],
     recorded: &BTreeSet<String>,
@@ -262,6 +267,20 @@ pub fn plan_module_zips(
             size: e.size,
             reason: Reason::UnrecordedZip,
         })
+        .chain(
+            entries
+                .iter()
+                .filter(|e| {
+                    e.key.contains("/@mod/")
+                        && e.key.ends_with(".zip.lease")
+                        && age(now, e.modified) >= grace
+                })
+                .map(|e| Deletion {
+                    key: e.key.clone(),
+                    size: e.size,
+                    reason: Reason::StaleBuildLease,
+                }),
+        )
         .collect()
 }
 
@@ -903,14 +922,20 @@ mod tests {
             entry(named.clone(), 0),
             entry(orphan.clone(), 0),
             entry(young.clone(), 3000),
+            entry(format!("{ROOT}/@mod/{ROOT}/@v/v1.0.1.zip.lease"), 0),
+            entry(format!("{ROOT}/@mod/{ROOT}/@v/v1.0.2.zip.lease"), 3000),
         ];
         let recorded: BTreeSet<String> = [named].into();
         let plan = plan_module_zips(&entries, &recorded, t(3600), HOUR);
+        let stale = format!("{ROOT}/@mod/{ROOT}/@v/v1.0.1.zip.lease");
         assert_eq!(
             plan.iter()
                 .map(|d| (d.key.as_str(), &d.reason))
                 .collect::<Vec<_>>(),
-            [(orphan.as_str(), &Reason::UnrecordedZip)]
+            [
+                (orphan.as_str(), &Reason::UnrecordedZip),
+                (stale.as_str(), &Reason::StaleBuildLease)
+            ]
         );
     }
 

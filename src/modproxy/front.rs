@@ -15,6 +15,7 @@ use super::source::Stored;
 use super::sumdb::{Hashed, Verdict, Verifier};
 use crate::access::Access;
 use crate::fill::Failure;
+use crate::fill::lease::{Acquire, Renewal};
 use crate::fill::resolve::{ResolveError, Resolver, Target};
 use crate::repo::{Repo, Repos};
 use crate::store::{Chunk, PutMode, StoreError};
@@ -40,6 +41,14 @@ pub struct Front<'a> {
     /// `--verify-sumdb`: a version's zip and go.mod hashes are checked against the checksum
     /// database before they are first recorded.
     pub verify: Option<&'a Verifier>,
+}
+
+/// Who builds a version's zip ([`Front::zip_turn`]).
+enum ZipTurn {
+    /// This request, holding the build lease (none when leases are off or unavailable).
+    Build(Option<Renewal>),
+    /// Another request built and recorded it meanwhile.
+    Recorded(ZipEntry),
 }
 
 fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -114,12 +123,114 @@ impl Front<'_> {
                 }
             }
         }
-        let answer = match self.compute(&target, &code, &req, ledger.as_ref()).await {
+        // A zip nobody has recorded yet is built by one instance at a time; the others wait
+        // for its record and serve that.
+        let mut building = None;
+        if let (Request::Zip(_), Some(l), None) = (&req, &ledger, &recorded_zip) {
+            match self.zip_turn(l).await {
+                ZipTurn::Recorded(entry) => {
+                    if let Ok(Some(resp)) = self.stored_zip(l, &entry, headers).await {
+                        crate::metrics::MODULE_ANSWERS_STORED.inc();
+                        return resp;
+                    }
+                }
+                ZipTurn::Build(lease) => building = lease,
+            }
+        }
+        let computed = self.compute(&target, &code, &req, ledger.as_ref()).await;
+        let resp = self
+            .finish(
+                module,
+                &target,
+                &code,
+                req,
+                headers,
+                ledger,
+                recorded_zip,
+                computed,
+            )
+            .await;
+        if let Some(renewal) = building
+            && let Some(lease) = renewal.stop().await
+        {
+            let ttl = self.repos.filler.coordination().ttl;
+            if let Err(e) = lease.remove(&self.repos.store, ttl).await {
+                tracing::debug!(module, error = %e, "zip build lease not removed; it expires");
+            }
+        }
+        resp
+    }
+
+    /// Whose turn it is to build a version's zip: this request's (holding the build lease
+    /// when leases are on), or another's that recorded it while this one waited. Waiting is
+    /// bounded by `--lease-max-wait` (then the zip is built here too: the ledger keeps the
+    /// first record and checks the second against it).
+    async fn zip_turn(&self, l: &Ledger<'_>) -> ZipTurn {
+        let coord = self.repos.filler.coordination();
+        if !coord.leases {
+            return ZipTurn::Build(None);
+        }
+        let store = &self.repos.store;
+        let key = l.build_lease_key();
+        let deadline = tokio::time::Instant::now() + coord.max_wait;
+        let mut pause = std::time::Duration::from_millis(50);
+        let mut waited = false;
+        loop {
+            match crate::fill::lease::try_acquire(store, &key, &coord.holder, coord.ttl).await {
+                Ok(Acquire::Acquired(lease)) => {
+                    // Built and recorded between our read of the ledger and now?
+                    if let Ok(Some(entry)) = l.zip_entry().await {
+                        let _ = lease.remove(store, coord.ttl).await;
+                        return ZipTurn::Recorded(entry);
+                    }
+                    let renewal =
+                        crate::fill::lease::spawn_renewal(store.clone(), lease, coord.ttl);
+                    crate::fill::pause_point("zip-build").await;
+                    return ZipTurn::Build(Some(renewal));
+                }
+                Ok(Acquire::Held { holder, .. }) => {
+                    if !waited {
+                        waited = true;
+                        crate::metrics::MODULE_ZIP_BUILD_WAITS.inc();
+                        tracing::info!(lease = %key, holder = %holder, "another request is building this zip; waiting for its record");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(lease = %key, error = %e, "zip build lease unavailable; building without it");
+                    return ZipTurn::Build(None);
+                }
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return ZipTurn::Build(None);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(500));
+            if let Ok(Some(entry)) = l.zip_entry().await {
+                return ZipTurn::Recorded(entry);
+            }
+        }
+    }
+
+    /// The answer to a computed request: recorded in the ledger when it has one (checked
+    /// against the checksum database first with `--verify-sumdb`), then sent.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        module: &str,
+        target: &Target,
+        code: &CodeRepo,
+        req: Request,
+        headers: &HeaderMap,
+        ledger: Option<Ledger<'_>>,
+        recorded_zip: Option<ZipEntry>,
+        computed: Result<Answer, Response>,
+    ) -> Response {
+        let answer = match computed {
             Ok(a) => a,
             Err(resp) => return resp,
         };
         let Some(l) = ledger else {
-            return respond(answer, &target.upstream, &code, headers);
+            return respond(answer, &target.upstream, code, headers);
         };
         if recorded_zip.is_none()
             && let Some(refused) = self.verified(module, &revision_of(&req), &answer).await
@@ -127,7 +238,7 @@ impl Front<'_> {
             return refused;
         }
         match self
-            .record(&l, answer, recorded_zip.as_ref(), &target.upstream, &code)
+            .record(&l, answer, recorded_zip.as_ref(), &target.upstream, code)
             .await
         {
             Ok(Answer::Recorded(entry)) => match self.stored_zip(&l, &entry, headers).await {
@@ -137,7 +248,7 @@ impl Front<'_> {
                     format!("{module}: the module zip was built but cannot be read back"),
                 ),
             },
-            Ok(a) => respond(a, &target.upstream, &code, headers),
+            Ok(a) => respond(a, &target.upstream, code, headers),
             Err(e @ LedgerError::Mismatch { .. }) => {
                 crate::metrics::REQUEST_ERRORS.inc();
                 tracing::error!(module, error = %e, "module version changed since it was first served; refusing to serve a different zip");

@@ -6,6 +6,8 @@
 //!   for a canonical version;
 //! * `<root>/@mod/<escaped module>/@v/<escaped version>.zip.json`: the ledger entry of a zip
 //!   (its h1, the commit it was built from, the SHA-256 and size of its bytes);
+//! * `<root>/@mod/<escaped module>/@v/<escaped version>.zip.lease`: while a zip is built, the
+//!   lease of the instance building it (removed after; `goprox gc` removes a stale one);
 //! * `<root>/@mod/zip/<sha256 of the h1>.zip`: the zip bytes, addressed by their content's
 //!   hash (the same files make the same zip: the writer is deterministic).
 //!
@@ -124,6 +126,12 @@ impl<'a> Ledger<'a> {
                 .map(Some)
                 .map_err(|_| LedgerError::Malformed(key)),
         }
+    }
+
+    /// The lease taken while this version's zip is built (`<version>.zip.lease`), so that
+    /// instances sharing the bucket build a version once: the others wait for its record.
+    pub fn build_lease_key(&self) -> String {
+        format!("{}.zip.lease", self.base)
     }
 
     /// The store key of the zip whose files hash to `h1`.

@@ -205,6 +205,57 @@ fn compare_versions(module: &str, up: &Upstream, gp: &Goprox) -> Vec<String> {
     proxied
 }
 
+/// `go get M@Q` in a new module by both routes: the same go.mod and go.sum.
+fn compare_get(module_at: &str, up: &Upstream, gp: &Goprox) {
+    let get = |route: &Route| -> (String, String) {
+        let env = TempDir::new("go-get");
+        let mut c = gotool::command(&env, route, None);
+        std::fs::write(
+            env.join("work/go.mod"),
+            "module example.test/getter\n\ngo 1.21\n",
+        )
+        .expect("go.mod");
+        c.args(["get", module_at]);
+        let out = crate::support::run(&mut c, None, gotool::GO_TIMEOUT);
+        assert!(
+            out.ok(),
+            "go get {module_at} via {route:?}: {}",
+            out.describe()
+        );
+        let read = |f: &str| std::fs::read_to_string(env.join("work").join(f)).unwrap_or_default();
+        (read("go.mod"), read("go.sum"))
+    };
+    let direct = get(&Route::Proxy(up.port));
+    let proxied = get(&Route::Goproxy(gp.url()));
+    assert_eq!(
+        proxied, direct,
+        "go get {module_at}: goprox differs from direct"
+    );
+    assert!(!proxied.1.is_empty(), "go get {module_at} wrote no go.sum");
+}
+
+/// `go list -m -json M@Q` by both routes: the same Version and Time.
+fn compare_list_query(module_at: &str, up: &Upstream, gp: &Goprox) {
+    let list = |route: &Route| -> (String, String) {
+        let out = gotool::go(&["list", "-m", "-json", module_at], route);
+        assert!(
+            out.ok(),
+            "go list -m {module_at} via {route:?}: {}",
+            out.describe()
+        );
+        let v: serde_json::Value = serde_json::from_str(&out.stdout_str()).expect("go list JSON");
+        let field = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        (field("Version"), field("Time"))
+    };
+    let direct = list(&Route::Proxy(up.port));
+    assert!(!direct.0.is_empty(), "go list -m {module_at}: no version");
+    assert_eq!(
+        list(&Route::Goproxy(gp.url())),
+        direct,
+        "go list -m {module_at}"
+    );
+}
+
 /// Debian's go (1.19 on bookworm), when it is installed and older than the go on PATH.
 fn older_go() -> Option<std::path::PathBuf> {
     let p = std::path::PathBuf::from("/usr/lib/go-1.19/bin/go");
@@ -296,6 +347,18 @@ fn module_front(kind: StoreKind) {
     for q in &queries {
         compare_download(q, &up, &gp);
     }
+    // The commands users type, beside `go mod download`: `go list -m M@latest` and `go get`
+    // of a branch, a hash prefix and a pseudo-version base.
+    compare_list_query("example.test/modfix@latest", &up, &gp);
+    compare_list_query("example.test/notags@latest", &up, &gp);
+    compare_list_query("example.test/major/v3@latest", &up, &gp);
+    compare_get("example.test/modfix@main", &up, &gp);
+    compare_get(
+        &format!("example.test/modfix@{}", short(&ids.modfix_c5)),
+        &up,
+        &gp,
+    );
+    compare_get("example.test/notags@main", &up, &gp);
 
     // An older go command (Debian's) gets the same hashes through goprox.
     older_client_agrees(
@@ -478,6 +541,72 @@ fn module_ledger_and_freshness_local() {
 #[test]
 fn module_ledger_and_freshness_s3() {
     ledger_and_freshness(StoreKind::S3);
+}
+
+/// The value of a metric line (`name value`), 0 when absent.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Two instances on one bucket asked for the same new version's zip at once build it once:
+/// the second waits for the first's build lease and serves its record (same bytes), and no
+/// lease is left behind.
+#[test]
+fn a_zip_is_built_once_across_instances() {
+    let Some((store, tmp, root)) = setup(StoreKind::S3, "goproxy-once") else {
+        return;
+    };
+    let mut w = Work::new(&tmp, "once");
+    w.write("go.mod", "module example.test/once\n\ngo 1.21\n");
+    w.write("o.go", "package once\n\nconst O = 1\n");
+    w.commit("one");
+    w.git(&["tag", "v1.0.0"]);
+    w.publish(&root, "once");
+    let up = Upstream::start(&root);
+    let mut paused = store.share();
+    paused
+        .env
+        .push(("GOPROX_PAUSE_AT".into(), "zip-build:3000".into()));
+    let a = Goprox::start_with(&paused, &up.goprox_args(), &[]);
+    let b = Goprox::start(&store.share(), &up);
+    let zip = "/example.test/once/@v/v1.0.0.zip";
+    let a_port = a.port;
+    let first = std::thread::spawn(move || http::get(a_port, zip));
+    assert!(
+        a.wait_log(
+            "pausing (GOPROX_PAUSE_AT)",
+            std::time::Duration::from_secs(60)
+        ),
+        "instance A never took the build lease\n{}",
+        a.log_text()
+    );
+    let second = http::get(b.port, zip);
+    let first = first.join().expect("request to A");
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_eq!(
+        first.body, second.body,
+        "the two instances served different zips"
+    );
+    let (ma, mb) = (
+        http::get(a.port, "/metrics").text(),
+        http::get(b.port, "/metrics").text(),
+    );
+    assert_eq!(metric(&ma, "goprox_module_zips_built_total"), 1.0, "{ma}");
+    assert_eq!(metric(&mb, "goprox_module_zips_built_total"), 0.0, "{mb}");
+    assert_eq!(
+        metric(&mb, "goprox_module_zip_build_waits_total"),
+        1.0,
+        "{mb}"
+    );
+    let keys = store.all_keys();
+    assert!(
+        !keys.iter().any(|k| k.ends_with(".zip.lease")),
+        "a build lease was left behind: {keys:?}"
+    );
+    compare_download("example.test/once@v1.0.0", &up, &b);
 }
 
 /// A program with several dependencies (a module in a subdirectory, a `/v2`, a
