@@ -485,6 +485,7 @@ mod tests {
             generation,
             root: root.into(),
             upstream: format!("https://{root}"),
+            subdir: String::new(),
             fetched_at: 100 + generation,
             head_symref: Some("refs/heads/main".into()),
             head_oid: None,

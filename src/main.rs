@@ -50,6 +50,13 @@ struct StoreArgs {
     /// covers many repositories (PREFIX + the host's usual number of path elements, appended to URL).
     #[arg(long = "upstream", env = "GOPROX_UPSTREAM", value_delimiter = ',')]
     upstreams: Vec<Rule>,
+    /// Discovery rule PREFIX=URL (repeatable; comma-separated in the env var): import paths under
+    /// PREFIX are looked up with `GET URL/<path>?go-get=1`, an internal vanity server trusted as
+    /// given (http and private addresses allowed). Its go-import tags may name a subdirectory
+    /// (Go 1.25's fourth field). The repositories it names follow the upstream policy unless an
+    /// `--upstream` rule's URL covers them.
+    #[arg(long = "discover", env = "GOPROX_DISCOVER", value_delimiter = ',', value_parser = Rule::discovery)]
+    discover: Vec<Rule>,
     /// netrc file with upstream credentials by host (`machine HOST login USER password PW`).
     /// Default: $NETRC, else ~/.netrc if it exists.
     #[arg(long, env = "GOPROX_NETRC")]
@@ -374,8 +381,10 @@ fn prepare_upstreams(a: &StoreArgs) -> anyhow::Result<Vec<Rule>> {
         rules.push(Rule {
             prefix: r.prefix.clone(),
             url,
+            discover: false,
         });
     }
+    rules.extend(a.discover.iter().cloned());
     if let Some(p) = goprox::creds::netrc_path(a.netrc.as_deref()) {
         match std::fs::read_to_string(&p) {
             Ok(text) => {

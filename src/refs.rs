@@ -66,6 +66,11 @@ pub struct RefIndex {
     pub root: String,
     /// Where it was fetched from.
     pub upstream: String,
+    /// The directory in the repository that holds the import path root, as go-import
+    /// discovery said (kept so that the module front answers the same while discovery is
+    /// down); empty: the repository's root.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subdir: String,
     /// Unix seconds of the last successful fetch.
     pub fetched_at: u64,
     /// Target of the HEAD symref (e.g. `refs/heads/main`), possibly unborn.
@@ -352,6 +357,7 @@ mod tests {
             generation: 1,
             root: "example.com/x".into(),
             upstream: "http://127.0.0.1/x".into(),
+            subdir: String::new(),
             fetched_at: 5,
             head_symref: None,
             head_oid: None,

@@ -420,6 +420,7 @@ impl Repos {
                 return Some(Target {
                     root: index.root,
                     upstream: index.upstream,
+                    subdir: index.subdir,
                 });
             }
         }
@@ -1051,6 +1052,7 @@ fn listed_index(target: &Target, listing: &Listing) -> RefIndex {
         generation: 0,
         root: target.root.clone(),
         upstream: target.upstream.clone(),
+        subdir: target.subdir.clone(),
         fetched_at: 0,
         head_symref: listing.head_symref.clone(),
         head_oid: listing.head_oid.clone(),
@@ -1079,6 +1081,7 @@ mod tests {
             generation: 1,
             root: "vanity.example/x/tools".into(),
             upstream: "https://git.example/tools".into(),
+            subdir: String::new(),
             fetched_at: 1,
             head_symref: None,
             head_oid: None,
@@ -1142,6 +1145,7 @@ mod tests {
         let target = Target {
             root: "example.com/compacted/often".into(),
             upstream: "https://example.com/compacted/often".into(),
+            subdir: String::new(),
         };
         let keys = Keys::new(&target.root);
         let io = Arc::new(Io::new(
@@ -1183,6 +1187,7 @@ mod tests {
                 generation: u64::from(round) + 1,
                 root: target.root.clone(),
                 upstream: target.upstream.clone(),
+                subdir: String::new(),
                 fetched_at: now,
                 head_symref: None,
                 head_oid: None,

@@ -186,6 +186,7 @@ async fn finish(
         generation: 1,
         root: target.root.clone(),
         upstream: rec.upstream.clone(),
+        subdir: target.subdir.clone(),
         fetched_at: rec.listed_at,
         head_symref: rec.head_symref.clone(),
         head_oid: rec.head_oid.clone(),

@@ -3,11 +3,39 @@
 
 use crate::path::{first_elems, known_host_depth};
 
-/// One `--upstream PREFIX=URL` rule.
+/// One `--upstream PREFIX=URL` rule, or (`discover`) one `--discover PREFIX=URL` rule:
+/// import paths under PREFIX are looked up with `GET URL/<path>?go-get=1` (a vanity server
+/// the operator names, trusted as given: http and private addresses allowed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub prefix: String,
     pub url: String,
+    pub discover: bool,
+}
+
+impl Rule {
+    /// A `--discover PREFIX=URL` rule from its text.
+    pub fn discovery(s: &str) -> Result<Rule, String> {
+        let r: Rule = s
+            .parse()
+            .map_err(|e: String| e.replace("--upstream", "--discover"))?;
+        if r.url.starts_with("file://") {
+            return Err(format!("--discover {s:?}: URL must be http(s)://"));
+        }
+        Ok(Rule {
+            discover: true,
+            url: r.url.trim_end_matches('/').to_string(),
+            ..r
+        })
+    }
+
+    /// Whether `path` is under this rule's prefix.
+    fn covers(&self, path: &str) -> bool {
+        match self.prefix.strip_suffix('/') {
+            Some(_) => path.starts_with(&self.prefix),
+            None => path == self.prefix || path.starts_with(&format!("{}/", self.prefix)),
+        }
+    }
 }
 
 impl std::str::FromStr for Rule {
@@ -31,6 +59,7 @@ impl std::str::FromStr for Rule {
         Ok(Rule {
             prefix: prefix.to_string(),
             url: url.to_string(),
+            discover: false,
         })
     }
 }
@@ -40,6 +69,9 @@ impl std::str::FromStr for Rule {
 pub struct Target {
     pub root: String,
     pub upstream: String,
+    /// The directory in the repository that holds the import path root (the go-import tag's
+    /// fourth field, Go 1.25); empty: the repository's root.
+    pub subdir: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +143,12 @@ impl Resolver {
     /// is needed.
     pub fn resolve_static(&self, path: &str) -> Option<Target> {
         for r in &self.rules {
+            if r.discover {
+                if r.covers(path) {
+                    return None;
+                }
+                continue;
+            }
             if let Some(dir) = r.prefix.strip_suffix('/') {
                 let Some(rest) = path.strip_prefix(&r.prefix) else {
                     continue;
@@ -128,12 +166,14 @@ impl Resolver {
                 return Some(Target {
                     root: format!("{}{rel}", r.prefix),
                     upstream: format!("{}{sep}{rel}", r.url),
+                    subdir: String::new(),
                 });
             }
             if path == r.prefix || path.starts_with(&format!("{}/", r.prefix)) {
                 return Some(Target {
                     root: r.prefix.clone(),
                     upstream: r.url.clone(),
+                    subdir: String::new(),
                 });
             }
         }
@@ -143,6 +183,7 @@ impl Resolver {
         Some(Target {
             upstream: format!("https://{root}"),
             root,
+            subdir: String::new(),
         })
     }
 
@@ -150,6 +191,14 @@ impl Resolver {
     /// rule names are checked against the upstream policy ([`crate::policy`]): `https` only,
     /// public addresses only.
     pub async fn resolve(&self, path: &str) -> Result<Target, ResolveError> {
+        let vanity = self
+            .rules
+            .iter()
+            .find(|r| r.covers(path))
+            .filter(|r| r.discover);
+        if let Some(r) = vanity {
+            return self.discover_remembered(path, Some(&r.url)).await;
+        }
         if let Some(t) = self.resolve_static(path) {
             // A well-known host: its name is checked again when the fetch resolves it.
             if !self.is_rule_target(&t) {
@@ -165,13 +214,24 @@ impl Resolver {
             ));
         }
         crate::policy::check_host(host)?;
+        self.discover_remembered(path, None).await
+    }
+
+    /// Discovery (from `https://PATH`, or from the `--discover` rule's `base` URL), with its
+    /// answers remembered for [`DISCOVERY_TTL`] and used after that while discovery fails.
+    async fn discover_remembered(
+        &self,
+        path: &str,
+        base: Option<&str>,
+    ) -> Result<Target, ResolveError> {
         let known = self.remembered(path);
         if let Some((t, at)) = &known
             && at.elapsed() < DISCOVERY_TTL
         {
             return Ok(t.clone());
         }
-        let found = match discover(path).await {
+        let found = match discover(path, base).await {
+            Ok(t) if crate::policy::is_trusted(&t.upstream) => Ok(t),
             Ok(t) => check_untrusted(&t.upstream)
                 .await
                 .map(|_| t)
@@ -209,31 +269,41 @@ async fn check_untrusted(url: &str) -> Result<(), crate::policy::Refused> {
     Ok(())
 }
 
-/// Fetch `https://PATH?go-get=1` and read the `go-import` meta tag. Every hop (redirects
-/// included) must be `https` to a public address; the page is read up to
-/// [`DISCOVERY_MAX_BYTES`] within [`DISCOVERY_TIMEOUT`]. Error texts never carry what the
-/// server answered.
-async fn discover(path: &str) -> Result<Target, ResolveError> {
-    let url = format!("https://{path}?go-get=1");
-    crate::policy::check_url(&url)?;
+/// Fetch `https://PATH?go-get=1` (or `BASE/PATH?go-get=1` for a `--discover` rule) and read
+/// the `go-import` meta tag. Without a rule every hop (redirects included) must be `https` to
+/// a public address; the page is read up to [`DISCOVERY_MAX_BYTES`] within
+/// [`DISCOVERY_TIMEOUT`]. Error texts never carry what the server answered.
+async fn discover(path: &str, base: Option<&str>) -> Result<Target, ResolveError> {
+    let url = match base {
+        Some(b) => format!("{b}/{path}?go-get=1"),
+        None => format!("https://{path}?go-get=1"),
+    };
+    let trusted = base.is_some();
+    if !trusted {
+        crate::policy::check_url(&url)?;
+    }
     let discovery = |why: String| ResolveError::Discovery(path.into(), why);
-    let client = crate::creds::with_roots(reqwest::Client::builder())
+    let mut builder = crate::creds::with_roots(reqwest::Client::builder())
         .timeout(DISCOVERY_TIMEOUT)
         .connect_timeout(std::time::Duration::from_secs(5))
         .user_agent(crate::AGENT)
-        .dns_resolver(crate::policy::public_resolver())
         .no_proxy()
-        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+        .redirect(reqwest::redirect::Policy::custom(move |attempt| {
             if attempt.previous().len() > DISCOVERY_MAX_REDIRECTS {
                 return attempt.error(format!("more than {DISCOVERY_MAX_REDIRECTS} redirects"));
+            }
+            if trusted {
+                return attempt.follow();
             }
             match crate::policy::check_url(attempt.url().as_str()) {
                 Ok(_) => attempt.follow(),
                 Err(e) => attempt.error(e),
             }
-        }))
-        .build()
-        .map_err(|e| discovery(e.to_string()))?;
+        }));
+    if !trusted {
+        builder = builder.dns_resolver(crate::policy::public_resolver());
+    }
+    let client = builder.build().map_err(|e| discovery(e.to_string()))?;
     let fetch = async {
         let mut resp = client.get(&url).send().await.map_err(|e| {
             // A refusal by the policy (a redirect hop or a resolved address) is said as such.
@@ -248,7 +318,7 @@ async fn discover(path: &str) -> Result<Target, ResolveError> {
         })?;
         if !resp.status().is_success() {
             return Err(discovery(format!(
-                "https://{path}?go-get=1 answered HTTP {}",
+                "{url} answered HTTP {}",
                 resp.status().as_u16()
             )));
         }
@@ -270,11 +340,19 @@ async fn discover(path: &str) -> Result<Target, ResolveError> {
         .await
         .map_err(|_| discovery(format!("timed out after {DISCOVERY_TIMEOUT:?}")))??;
     let body = String::from_utf8_lossy(&body);
-    for (prefix, vcs, repo) in parse_go_import(&body) {
-        if vcs == "git" && (path == prefix || path.starts_with(&format!("{prefix}/"))) {
+    for tag in parse_go_import(&body) {
+        if tag.vcs == "git" && (path == tag.prefix || path.starts_with(&format!("{}/", tag.prefix)))
+        {
+            let subdir = clean_subdir(&tag.subdir).ok_or_else(|| {
+                ResolveError::NotFound(
+                    path.into(),
+                    format!("{url}: invalid go-import subdirectory {:?}", tag.subdir),
+                )
+            })?;
             return Ok(Target {
-                root: prefix,
-                upstream: repo,
+                root: tag.prefix,
+                upstream: tag.repo,
+                subdir,
             });
         }
     }
@@ -299,8 +377,36 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
     }
 }
 
-/// All `<meta name="go-import" content="prefix vcs url">` tags in an HTML page.
-pub fn parse_go_import(html: &str) -> Vec<(String, String, String)> {
+/// One `<meta name="go-import" content="prefix vcs url [subdir]">` tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoImport {
+    pub prefix: String,
+    pub vcs: String,
+    pub repo: String,
+    /// The fourth field (Go 1.25): the directory in the repository holding `prefix`; empty
+    /// when absent.
+    pub subdir: String,
+}
+
+/// A go-import subdirectory as a clean relative path (`""` for none), or `None` when the go
+/// command would refuse it (a leading `/` or `-`) or it leaves the repository (`..`).
+pub fn clean_subdir(subdir: &str) -> Option<String> {
+    if subdir.starts_with('/') || subdir.starts_with('-') || subdir.contains('\\') {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for p in subdir.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => return None,
+            p => parts.push(p),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// All `<meta name="go-import" content="prefix vcs url [subdir]">` tags in an HTML page.
+pub fn parse_go_import(html: &str) -> Vec<GoImport> {
     let mut out = Vec::new();
     let lower = html.to_ascii_lowercase();
     let mut from = 0;
@@ -327,8 +433,15 @@ pub fn parse_go_import(html: &str) -> Vec<(String, String, String)> {
             continue;
         };
         let parts: Vec<&str> = rest[1..1 + close].split_whitespace().collect();
-        if let [p, v, u] = parts[..] {
-            out.push((p.to_string(), v.to_string(), u.to_string()));
+        if let [p, v, u, ..] = parts[..]
+            && parts.len() <= 4
+        {
+            out.push(GoImport {
+                prefix: p.to_string(),
+                vcs: v.to_string(),
+                repo: u.to_string(),
+                subdir: parts.get(3).map(|s| s.to_string()).unwrap_or_default(),
+            });
         }
     }
     out
@@ -354,7 +467,8 @@ mod tests {
             res.resolve_static("rsc.io/quote/v3/x"),
             Some(Target {
                 root: "rsc.io/quote".into(),
-                upstream: "https://github.com/rsc/quote".into()
+                upstream: "https://github.com/rsc/quote".into(),
+                subdir: String::new(),
             })
         );
         assert_eq!(res.resolve_static("rsc.io/quotex"), None);
@@ -362,7 +476,8 @@ mod tests {
             res.resolve_static("example.test/mod/sub/pkg"),
             Some(Target {
                 root: "example.test/mod".into(),
-                upstream: "http://127.0.0.1:9000/x/mod".into()
+                upstream: "http://127.0.0.1:9000/x/mod".into(),
+                subdir: String::new(),
             })
         );
         assert_eq!(
@@ -386,7 +501,8 @@ mod tests {
             plain.resolve_static("gitlab.com/o/r/x"),
             Some(Target {
                 root: "gitlab.com/o/r".into(),
-                upstream: "https://gitlab.com/o/r".into()
+                upstream: "https://gitlab.com/o/r".into(),
+                subdir: String::new(),
             })
         );
         assert_eq!(plain.resolve_static("github.com/o"), None);
@@ -417,7 +533,7 @@ mod tests {
             let tags = parse_go_import(&html);
             let url = tags
                 .first()
-                .map(|t| t.2.clone())
+                .map(|t| t.repo.clone())
                 .unwrap_or(repo.to_string());
             assert!(
                 crate::policy::check_url(&url).is_err(),
@@ -451,11 +567,41 @@ mod tests {
         <meta name="go-source" content="a b c d"></head></html>"#;
         assert_eq!(
             parse_go_import(html),
-            vec![(
-                "example.org/x".into(),
-                "git".into(),
-                "https://git.example.org/x".into()
-            )]
+            vec![GoImport {
+                prefix: "example.org/x".into(),
+                vcs: "git".into(),
+                repo: "https://git.example.org/x".into(),
+                subdir: String::new(),
+            }]
         );
+        // Go 1.25's fourth field; five fields are not a go-import tag.
+        let html = r#"<meta name="go-import" content="example.org/y git https://git.example.org/r go/y">
+        <meta name="go-import" content="example.org/z git https://git.example.org/r a b">"#;
+        let tags = parse_go_import(html);
+        assert_eq!(tags.len(), 1, "{tags:?}");
+        assert_eq!(tags[0].subdir, "go/y");
+        for (given, clean) in [
+            ("", Some("")),
+            ("go/y", Some("go/y")),
+            ("./go//y/", Some("go/y")),
+            ("/abs", None),
+            ("-flag", None),
+            ("a/../../etc", None),
+        ] {
+            assert_eq!(clean_subdir(given).as_deref(), clean, "{given:?}");
+        }
+    }
+
+    #[test]
+    fn discover_rules_take_their_prefix_from_static_rules() {
+        let r = Resolver::new(vec![
+            r("example.org/=http://127.0.0.1:1/"),
+            Rule::discovery("example.org/vanity=http://127.0.0.1:2/").expect("rule"),
+        ]);
+        assert_eq!(r.resolve_static("example.org/vanity/pkg"), None);
+        assert!(r.resolve_static("example.org/other").is_some());
+        assert!(Rule::discovery("example.org/x=file:///srv").is_err());
+        let d = Rule::discovery("example.org/x=http://h:1/").expect("rule");
+        assert_eq!((d.url.as_str(), d.discover), ("http://h:1", true));
     }
 }

@@ -483,6 +483,7 @@ async fn stored_targets(repos: &Repos, catalog: &Catalog, urls: &[String]) -> Ve
                         found.push(Target {
                             root: root.clone(),
                             upstream: e.upstream.clone(),
+                            subdir: String::new(),
                         });
                     }
                 }

@@ -916,7 +916,7 @@ fn go_get(
             format!("{proto}://{host}")
         }
     };
-    let page = go_get_page(&target.root, &target.upstream, &base, st.go_import);
+    let page = go_get_page(&target, &base, st.go_import);
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
 }
 
@@ -924,10 +924,13 @@ fn go_get(
 /// `base` (scheme and host, without a trailing `/`). The go-import prefix is the repository
 /// root in both modes (the go command requires a prefix of the import path): with
 /// [`GoImport::Mod`] the go command asks `base` for every module under it with the GOPROXY
-/// protocol, with [`GoImport::Git`] it clones `base/root`.
-fn go_get_page(root: &str, upstream: &str, base: &str, mode: GoImport) -> String {
+/// protocol, with [`GoImport::Git`] it clones `base/root` (and looks in the subdirectory that
+/// the upstream's go-import tag named, passed on as the fourth field).
+fn go_get_page(target: &Target, base: &str, mode: GoImport) -> String {
+    let (root, upstream) = (target.root.as_str(), target.upstream.as_str());
     let import = match mode {
-        GoImport::Git => format!("{root} git {base}/{root}"),
+        GoImport::Git if target.subdir.is_empty() => format!("{root} git {base}/{root}"),
+        GoImport::Git => format!("{root} git {base}/{root} {}", target.subdir),
         GoImport::Mod => format!("{root} mod {base}"),
     };
     let source = go_source(upstream)
@@ -951,12 +954,20 @@ fn go_get_page(root: &str, upstream: &str, base: &str, mode: GoImport) -> String
 #[cfg(test)]
 mod go_source_tests {
     use super::{GoImport, go_get_page, go_source};
+    use crate::fill::resolve::Target;
+
+    fn t(root: &str, upstream: &str) -> Target {
+        Target {
+            root: root.into(),
+            upstream: upstream.into(),
+            subdir: String::new(),
+        }
+    }
 
     #[test]
     fn go_import_pages() {
         let git = go_get_page(
-            "example.test/vmod",
-            "https://git.example.test/vmod",
+            &t("example.test/vmod", "https://git.example.test/vmod"),
             "https://goprox.internal",
             GoImport::Git,
         );
@@ -964,9 +975,16 @@ mod go_source_tests {
             git.contains("<meta name=\"go-import\" content=\"example.test/vmod git https://goprox.internal/example.test/vmod\">\n"),
             "{git}"
         );
+        // A subdirectory the upstream's tag named is passed on (Go 1.25's fourth field).
+        let mut sub = t("example.test/vsub", "https://git.example.test/r");
+        sub.subdir = "go/vsub".into();
+        let page = go_get_page(&sub, "https://goprox.internal", GoImport::Git);
+        assert!(
+            page.contains("content=\"example.test/vsub git https://goprox.internal/example.test/vsub go/vsub\""),
+            "{page}"
+        );
         let m = go_get_page(
-            "example.test/vmod",
-            "https://git.example.test/vmod",
+            &t("example.test/vmod", "https://git.example.test/vmod"),
             "http://127.0.0.1:8080",
             GoImport::Mod,
         );
@@ -978,8 +996,7 @@ mod go_source_tests {
         );
         // The go-source tag is the same in both modes; names are escaped.
         let gh = go_get_page(
-            "github.com/a/b",
-            "https://github.com/a/b",
+            &t("github.com/a/b", "https://github.com/a/b"),
             "https://g.internal/x\"y",
             GoImport::Mod,
         );

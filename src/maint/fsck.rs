@@ -267,6 +267,7 @@ mod tests {
             generation: 1,
             root: root.into(),
             upstream: "http://127.0.0.1/x".into(),
+            subdir: String::new(),
             fetched_at: 0,
             head_symref: Some("refs/heads/main".into()),
             head_oid: None,

@@ -669,6 +669,7 @@ mod tests {
             generation: 1,
             root: ROOT.into(),
             upstream: "http://127.0.0.1/r".into(),
+            subdir: String::new(),
             fetched_at: 0,
             head_symref: None,
             head_oid: None,

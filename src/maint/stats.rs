@@ -389,6 +389,7 @@ mod tests {
             generation: 3,
             root: root.into(),
             upstream: "http://127.0.0.1/x".into(),
+            subdir: String::new(),
             fetched_at: 1_700_000_000,
             head_symref: Some("refs/heads/main".into()),
             head_oid: None,

@@ -157,6 +157,20 @@ impl CodeRepo {
         })
     }
 
+    /// The same module in a repository whose import path root lies in directory `subdir`
+    /// (go-import's fourth field, already clean): the module's directory is `subdir` joined
+    /// after the one its path gives, as the go command joins them (`newCodeRepo`).
+    pub fn in_subdir(mut self, subdir: &str) -> Self {
+        if !subdir.is_empty() {
+            self.code_dir = if self.code_dir.is_empty() {
+                subdir.to_string()
+            } else {
+                format!("{}/{subdir}", self.code_dir)
+            };
+        }
+        self
+    }
+
     /// The module path.
     pub fn module_path(&self) -> &str {
         &self.mod_path

@@ -96,7 +96,7 @@ impl Front<'_> {
             },
         };
         let code = match CodeRepo::new(module, &target.root) {
-            Ok(c) => c,
+            Ok(c) => c.in_subdir(&target.subdir),
             Err(e) => return not_found(e),
         };
         // A canonical version's answers are recorded in the bucket the first time: later

@@ -609,6 +609,74 @@ fn a_zip_is_built_once_across_instances() {
     compare_download("example.test/once@v1.0.0", &up, &b);
 }
 
+/// A vanity server whose go-import tag names a subdirectory (Go 1.25's fourth field), looked
+/// up through `--discover`: the module front serves the module in that directory (its
+/// prefixed tags, the root LICENSE) with direct mode's hashes; goprox's own go-get page passes
+/// the subdirectory on, so `GOPROXY=direct` through goprox's git route gets the same; and the
+/// subdirectory is kept with the ref index, so a new instance whose discovery fails still
+/// answers the same list.
+#[test]
+fn go_import_subdirectory() {
+    let Some((store, tmp, root)) = setup(StoreKind::Local, "goproxy-subdir") else {
+        return;
+    };
+    let mut w = Work::new(&tmp, "vsub");
+    w.write("LICENSE", "Root license.\n");
+    w.write("README.md", "# the repository, not the module\n");
+    w.write("go/vsub/go.mod", "module example.test/vsub\n\ngo 1.21\n");
+    w.write("go/vsub/v.go", "package vsub\n\nconst V = 1\n");
+    w.write("go/vsub/inner/i.go", "package inner\n");
+    w.commit("one");
+    w.git(&["tag", "go/vsub/v1.0.0"]);
+    w.write("go/vsub/v.go", "package vsub\n\nconst V = 2\n");
+    w.commit("two");
+    w.git(&["tag", "go/vsub/v1.1.0"]);
+    w.git(&["tag", "v9.0.0"]); // a tag of the repository's root: not this module's
+    w.publish(&root, "vsub");
+    std::fs::write(root.join("vsub.subdir"), "go/vsub\n").expect("subdir marker");
+    let mut up = Upstream::start(&root);
+    let mut args = up.goprox_args();
+    args.extend([
+        "--discover".into(),
+        format!("example.test/vsub={}", up.url()),
+    ]);
+    let mut gp = Goprox::start_with(&store, &args, &[]);
+    assert_eq!(
+        compare_versions("example.test/vsub", &up, &gp),
+        ["v1.0.0", "v1.1.0"]
+    );
+    for q in [
+        "example.test/vsub@v1.0.0",
+        "example.test/vsub@latest",
+        "example.test/vsub@main",
+    ] {
+        compare_download(q, &up, &gp);
+    }
+    let page = http::get(gp.port, "/example.test/vsub/inner?go-get=1").text();
+    assert!(
+        page.contains(&format!(
+            "content=\"example.test/vsub git {}/example.test/vsub go/vsub\"",
+            gp.url()
+        )),
+        "{page}"
+    );
+    let direct = gotool::download("example.test/vsub@v1.1.0", &Route::Proxy(up.port));
+    let via_git = gotool::download("example.test/vsub@v1.1.0", &Route::Proxy(gp.port));
+    assert_eq!(
+        (&via_git.sum, &via_git.go_mod_sum),
+        (&direct.sum, &direct.go_mod_sum),
+        "GOPROXY=direct through goprox's git route"
+    );
+    // Discovery down, nothing remembered in the process: the ref index still says where the
+    // module lies.
+    gp.stop();
+    up.stop();
+    let again = Goprox::start_with(&store, &args, &[]);
+    let list = http::get(again.port, "/example.test/vsub/@v/list");
+    assert_eq!(list.status, 200, "{}", list.text());
+    assert_eq!(list.text(), "v1.0.0\nv1.1.0\n");
+}
+
 /// A program with several dependencies (a module in a subdirectory, a `/v2`, a
 /// pseudo-version) builds with `GOPROXY=goprox` alone, and again, from an empty module cache,
 /// with the upstream stopped: the same go.sum both times.

@@ -424,12 +424,21 @@ fn go_get(inner: &Inner, req: &Request) -> Response<Body> {
     } else {
         host
     };
-    let parts: Vec<&str> = req
+    let mut parts: Vec<&str> = req
         .uri()
         .path()
         .split('/')
         .filter(|s| !s.is_empty())
         .collect();
+    // Origin form with the import path's host first (a `--discover` rule's base URL).
+    let host = match parts.first() {
+        Some(h) if host == "example.test" && (*h == "example.test" || *h == "github.com") => {
+            let h = h.to_string();
+            parts.remove(0);
+            h
+        }
+        _ => host,
+    };
     let (root, target) = if host == "github.com" {
         if parts.len() < 2 {
             return text(StatusCode::NOT_FOUND, "need github.com/OWNER/REPO\n");
@@ -450,8 +459,14 @@ fn go_get(inner: &Inner, req: &Request) -> Response<Body> {
             format!("http://127.0.0.1:{}/{name}", inner.port),
         )
     };
+    // A file `NAME.subdir` beside repository NAME names the subdirectory that holds the
+    // import path root: go-import's fourth field (Go 1.25).
+    let name = root.rsplit('/').next().unwrap_or_default();
+    let subdir = std::fs::read_to_string(inner.root.join(format!("{name}.subdir")))
+        .map(|s| format!(" {}", s.trim()))
+        .unwrap_or_default();
     let html = format!(
-        "<!DOCTYPE html>\n<html><head>\n<meta name=\"go-import\" content=\"{root} git {target}\">\n</head><body>go get {root}</body></html>\n"
+        "<!DOCTYPE html>\n<html><head>\n<meta name=\"go-import\" content=\"{root} git {target}{subdir}\">\n</head><body>go get {root}</body></html>\n"
     );
     Response::builder()
         .status(StatusCode::OK)
