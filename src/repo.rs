@@ -154,6 +154,7 @@ fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 }
 
 /// What [`Repos::open_early`] found.
+#[allow(clippy::large_enum_variant)] // a return value, moved once
 pub enum Opened {
     /// The repository, stored.
     Ready(Arc<Repo>),

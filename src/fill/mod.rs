@@ -137,6 +137,7 @@ impl Default for Coordination {
 }
 
 /// Whose turn it is on a repository ([`Filler::take_turn`]).
+#[allow(clippy::large_enum_variant)] // a return value, moved once
 enum Turn {
     /// Ours; the lease (if leases are used) is renewed in the background until released.
     Ours(Option<lease::Renewal>),

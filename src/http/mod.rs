@@ -916,7 +916,7 @@ fn go_get(
             format!("{proto}://{host}")
         }
     };
-    let page = go_get_page(&target, &base, st.go_import);
+    let page = go_get_page(target, &base, st.go_import);
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
 }
 
