@@ -677,6 +677,56 @@ fn go_import_subdirectory() {
     assert_eq!(list.text(), "v1.0.0\nv1.1.0\n");
 }
 
+/// gopkg.in paths (`.vN`, the major after a dot, no major subdirectory): goprox discovers the
+/// repository the way the go command does (here through `--discover` at a stand-in for
+/// gopkg.in, whose HEAD is the `v1` branch, as gopkg.in's server rewrites it) and answers
+/// lists, tags, the branch and `@latest` with direct mode's hashes; v2 tags are not listed for
+/// `.v1`, and a repository without go.mod gets the synthesized one.
+#[test]
+fn gopkg_in_paths() {
+    let Some((store, tmp, root)) = setup(StoreKind::Local, "goproxy-gopkg") else {
+        return;
+    };
+    let mut w = Work::new(&tmp, "fix.v1");
+    w.git(&["checkout", "-q", "-b", "v1"]);
+    w.write("fix.go", "package fix\n\nconst F = 1\n");
+    w.commit("one");
+    w.git(&["tag", "v1.0.0"]);
+    w.write("fix.go", "package fix\n\nconst F = 2\n");
+    w.commit("two");
+    w.git(&["tag", "v1.1.0"]);
+    w.write("fix.go", "package fix\n\nconst F = 3\n");
+    w.commit("three on the branch");
+    w.git(&["tag", "v2.0.0"]);
+    w.publish(&root, "fix.v1");
+    let bare = root.join("fix.v1");
+    let head = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(&bare)
+        .args(["symbolic-ref", "HEAD", "refs/heads/v1"])
+        .status()
+        .expect("git symbolic-ref");
+    assert!(head.success());
+    let up = Upstream::start(&root);
+    let mut args = up.goprox_args();
+    args.extend(["--discover".into(), format!("gopkg.in={}", up.url())]);
+    let gp = Goprox::start_with(&store, &args, &[]);
+    assert_eq!(
+        compare_versions("gopkg.in/fix.v1", &up, &gp),
+        ["v1.0.0", "v1.1.0"]
+    );
+    for q in [
+        "gopkg.in/fix.v1@v1.0.0",
+        "gopkg.in/fix.v1@v1.1.0",
+        "gopkg.in/fix.v1@latest",
+        "gopkg.in/fix.v1@v1",
+    ] {
+        compare_download(q, &up, &gp);
+    }
+    let m = http::get(gp.port, "/gopkg.in/fix.v1/@v/v1.1.0.mod");
+    assert_eq!(m.text(), "module gopkg.in/fix.v1\n");
+}
+
 /// A program with several dependencies (a module in a subdirectory, a `/v2`, a
 /// pseudo-version) builds with `GOPROXY=goprox` alone, and again, from an empty module cache,
 /// with the upstream stopped: the same go.sum both times.

@@ -150,7 +150,7 @@ pub fn command_of(
     }
     if let Route::Proxy(port) = route {
         let p = format!("http://127.0.0.1:{port}");
-        cmd.env("GOINSECURE", "example.test")
+        cmd.env("GOINSECURE", "example.test,gopkg.in")
             .env("HTTP_PROXY", &p)
             .env("http_proxy", &p)
             .env("HTTPS_PROXY", &p)

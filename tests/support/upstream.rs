@@ -432,7 +432,10 @@ fn go_get(inner: &Inner, req: &Request) -> Response<Body> {
         .collect();
     // Origin form with the import path's host first (a `--discover` rule's base URL).
     let host = match parts.first() {
-        Some(h) if host == "example.test" && (*h == "example.test" || *h == "github.com") => {
+        Some(h)
+            if host == "example.test"
+                && (*h == "example.test" || *h == "github.com" || *h == "gopkg.in") =>
+        {
             let h = h.to_string();
             parts.remove(0);
             h
