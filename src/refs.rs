@@ -251,6 +251,64 @@ pub enum RefsError {
     Store(#[from] StoreError),
     #[error("corrupt ref index {0}: {1}")]
     Corrupt(String, String),
+    /// [`update`] lost the race every time: the index kept changing under it.
+    #[error("the ref index {0} kept changing")]
+    Contended(String),
+}
+
+/// What an update does with the ref index it finds ([`update`]).
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // a return value, moved once
+pub enum Change {
+    /// Replace it with this one ([`update`] sets its generation: one more than the index it
+    /// replaces, 1 for a repository's first).
+    Write(RefIndex),
+    /// Leave it as it is: the change is made already, or no longer applies to what is there.
+    Keep,
+}
+
+/// The outcome of [`update`].
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // a return value, moved once
+pub enum Updated {
+    /// The new index is stored; with its version tag.
+    Written(RefIndex, ETag),
+    /// The change kept the index it found (`None`: there was none).
+    Kept(Option<(RefIndex, ETag)>),
+}
+
+/// Attempts of [`update`] when the ref index changes under it.
+const UPDATE_ATTEMPTS: usize = 8;
+
+/// The one way a repository's ref index is replaced. `change` maps the index found (or its
+/// absence) to the new one, and the write is conditional on it (`If-Match` its version tag,
+/// `If-None-Match: *` when there was none): another instance's write in between is never
+/// overwritten. Losing that race reads the index again and asks `change` again (which decides
+/// whether its change still applies, on top of the other one), at most [`UPDATE_ATTEMPTS`]
+/// times. `seen` is the index as the caller last read it: the first attempt starts from it
+/// without reading again.
+pub async fn update(
+    store: &DynStore,
+    keys: &Keys,
+    seen: Option<(RefIndex, ETag)>,
+    mut change: impl FnMut(Option<&RefIndex>) -> Change,
+) -> Result<Updated, RefsError> {
+    let mut now = seen;
+    for _ in 0..UPDATE_ATTEMPTS {
+        let mut next = match change(now.as_ref().map(|(i, _)| i)) {
+            Change::Keep => return Ok(Updated::Kept(now)),
+            Change::Write(next) => next,
+        };
+        next.generation = now.as_ref().map_or(1, |(i, _)| i.generation + 1);
+        match self::store(store, keys, &next, now.as_ref().map(|(_, e)| e)).await {
+            Ok(etag) => return Ok(Updated::Written(next, etag)),
+            Err(RefsError::Store(StoreError::PreconditionFailed)) => {
+                now = load(store, keys).await?
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(RefsError::Contended(keys.ref_index()))
 }
 
 /// Load a repository's ref index and its version tag.
@@ -303,6 +361,94 @@ mod tests {
     use super::*;
 
     const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    fn empty(root: &str) -> RefIndex {
+        RefIndex {
+            version: FORMAT_VERSION,
+            generation: 0,
+            root: root.into(),
+            upstream: "https://example.com/r".into(),
+            subdir: String::new(),
+            fetched_at: 0,
+            head_symref: None,
+            head_oid: None,
+            refs: BTreeMap::new(),
+            packs: Vec::new(),
+            retired: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// The one ref-index write: generations counted, a stale start read again and the change
+    /// asked again, another writer's change never lost, `Keep` reported with what is there.
+    #[tokio::test]
+    async fn update_is_a_compare_and_swap_with_retries() {
+        let store: DynStore = std::sync::Arc::new(crate::store::memory::MemoryStore::new());
+        let keys = Keys::new("example.com/r");
+        let first = update(&store, &keys, None, |now| {
+            assert!(now.is_none());
+            Change::Write(empty("example.com/r"))
+        })
+        .await
+        .expect("create");
+        let Updated::Written(one, one_etag) = first else {
+            panic!("not written")
+        };
+        assert_eq!(one.generation, 1);
+        // Another writer moves it on; a change that started from generation 1 is asked again
+        // with generation 2 and adds to it.
+        let mut theirs = one.clone();
+        theirs.closed = true;
+        let Updated::Written(two, _) =
+            update(&store, &keys, Some((one.clone(), one_etag.clone())), |_| {
+                Change::Write(theirs.clone())
+            })
+            .await
+            .expect("theirs")
+        else {
+            panic!("not written")
+        };
+        assert_eq!(two.generation, 2);
+        let mut asked = Vec::new();
+        let ours = update(&store, &keys, Some((one.clone(), one_etag)), |now| {
+            let now = now.expect("index");
+            asked.push(now.generation);
+            let mut next = now.clone();
+            next.head_symref = Some("refs/heads/main".into());
+            Change::Write(next)
+        })
+        .await
+        .expect("ours");
+        assert_eq!(asked, [1, 2]);
+        let Updated::Written(three, etag) = ours else {
+            panic!("not written")
+        };
+        assert_eq!(three.generation, 3);
+        assert!(three.closed, "the other writer's change was lost");
+        assert_eq!(
+            load(&store, &keys).await.expect("load").map(|x| x.1),
+            Some(etag)
+        );
+        // Keep: nothing written, the current index returned.
+        match update(&store, &keys, None, |_| Change::Keep)
+            .await
+            .expect("keep")
+        {
+            Updated::Kept(None) => {}
+            other => panic!("{other:?}"),
+        }
+        let stale = Some((one, ETag("\"stale\"".into())));
+        match update(&store, &keys, stale, |now| match now {
+            Some(i) if i.generation == 1 => Change::Write(i.clone()),
+            _ => Change::Keep,
+        })
+        .await
+        .expect("stale")
+        {
+            Updated::Kept(Some((i, _))) => assert_eq!(i.generation, 3),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn keys_and_their_inverse() {

@@ -689,34 +689,30 @@ impl Repos {
             Err(e) => return Err(e.to_string()),
         }
         // Name them in the ref index, unless it moved on without this pack.
-        for _ in 0..4 {
-            let Some((mut index, etag)) = refs::load(&self.store, &keys)
-                .await
-                .map_err(|e| e.to_string())?
-            else {
-                return Ok(());
+        let seen = refs::load(&self.store, &keys)
+            .await
+            .map_err(|e| e.to_string())?;
+        let named = refs::update(&self.store, &keys, seen, |now| {
+            let Some(mut next) = now.cloned() else {
+                return refs::Change::Keep;
             };
-            let Some(p) = index.packs.iter_mut().find(|p| p.name == entry.name) else {
-                return Ok(());
-            };
-            if p.bitmap {
-                return Ok(());
-            }
-            p.bitmap = true;
-            index.generation += 1;
-            match refs::store(&self.store, &keys, &index, Some(&etag)).await {
-                Ok(etag) => {
-                    tracing::info!(root = %target.root, commits, bytes = size,
-                        ms = started.elapsed().as_millis() as u64, "bitmaps stored");
-                    // This process serves with them from now on (others within `ref_ttl`).
-                    let _ = self.build(target, (index, etag)).await;
-                    return Ok(());
+            match next.packs.iter_mut().find(|p| p.name == entry.name) {
+                Some(p) if !p.bitmap => {
+                    p.bitmap = true;
+                    refs::Change::Write(next)
                 }
-                Err(refs::RefsError::Store(crate::store::StoreError::PreconditionFailed)) => {}
-                Err(e) => return Err(e.to_string()),
+                _ => refs::Change::Keep,
             }
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        if let refs::Updated::Written(index, etag) = named {
+            tracing::info!(root = %target.root, commits, bytes = size,
+                ms = started.elapsed().as_millis() as u64, "bitmaps stored");
+            // This process serves with them from now on (others within `ref_ttl`).
+            let _ = self.build(target, (index, etag)).await;
         }
-        Err("the ref index kept changing".into())
+        Ok(())
     }
 
     fn refresh_due(&self, repo: &Repo) -> bool {
@@ -846,14 +842,19 @@ impl Repos {
         if !forward {
             return (index, etag);
         }
-        let next = RefIndex {
-            closed: true,
-            generation: index.generation + 1,
-            ..index.clone()
-        };
-        match refs::store(&self.store, &Keys::new(&target.root), &next, Some(&etag)).await {
-            Ok(e) => (next, e),
-            Err(_) => (index, etag),
+        let keys = Keys::new(&target.root);
+        let seen = Some((index.clone(), etag.clone()));
+        let closed = refs::update(&self.store, &keys, seen, |now| match now {
+            Some(now) if now.generation == index.generation => refs::Change::Write(RefIndex {
+                closed: true,
+                ..index.clone()
+            }),
+            _ => refs::Change::Keep,
+        })
+        .await;
+        match closed {
+            Ok(refs::Updated::Written(next, e)) => (next, e),
+            _ => (index, etag),
         }
     }
 

@@ -224,14 +224,24 @@ pub async fn compact(
     let objects = merged.objects;
     packs.push(merged);
     let next = RefIndex {
-        generation: index.generation + 1,
         packs,
         retired,
         ..index.clone()
     };
     super::pause_point("compaction-before-publish").await;
-    match refs::store(store, keys, &next, Some(etag)).await {
-        Ok(etag) => {
+    // Only over the index the merge was planned from: anything else is left for next time.
+    let merged_into = refs::update(
+        store,
+        keys,
+        Some((index.clone(), etag.clone())),
+        |now| match now {
+            Some(now) if now.generation == index.generation => refs::Change::Write(next.clone()),
+            _ => refs::Change::Keep,
+        },
+    )
+    .await?;
+    match merged_into {
+        refs::Updated::Written(next, etag) => {
             crate::metrics::COMPACTIONS.inc();
             tracing::info!(
                 root = %index.root,
@@ -242,11 +252,10 @@ pub async fn compact(
             );
             Ok(Some((next, etag)))
         }
-        Err(refs::RefsError::Store(StoreError::PreconditionFailed)) => {
+        refs::Updated::Kept(_) => {
             tracing::info!(root = %index.root, "ref index replaced during compaction; the merged pack is left for gc");
             Ok(None)
         }
-        Err(e) => Err(e.into()),
     }
 }
 

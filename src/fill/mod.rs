@@ -466,9 +466,10 @@ impl Filler {
             None => upload.abandon(),
         }
         let prev = refs::load(&self.store, keys).await?;
+        let seen = prev.as_ref().map(|p| p.0.generation);
         let index = RefIndex {
             version: refs::FORMAT_VERSION,
-            generation: prev.as_ref().map(|p| p.0.generation + 1).unwrap_or(1),
+            generation: 0, // set by `refs::update`
             root: target.root.clone(),
             upstream: target.upstream.clone(),
             subdir: target.subdir.clone(),
@@ -484,23 +485,30 @@ impl Filler {
             // Everything upstream listed was wanted, nothing was had: the pack is the closure.
             closed: true,
         };
-        let published = refs::store(&self.store, keys, &index, prev.as_ref().map(|p| &p.1)).await;
-        if published.is_ok() || index.packs.is_empty() {
+        let empty = index.packs.is_empty();
+        // Published unless another instance published first (then its index is used).
+        let published = refs::update(&self.store, keys, prev, |now| {
+            if now.map(|i| i.generation) == seen {
+                refs::Change::Write(index.clone())
+            } else {
+                refs::Change::Keep
+            }
+        })
+        .await;
+        if matches!(published, Ok(refs::Updated::Written(..))) || empty {
             // Published (or nothing was received): the record has done its work.
             if let Err(e) = self.store.delete(&received_key).await {
                 tracing::warn!(key = %received_key, error = %e, "deleting a received-fill record failed; gc will");
             }
         }
-        match published {
-            Ok(etag) => Ok((index, etag)),
-            Err(refs::RefsError::Store(StoreError::PreconditionFailed)) => {
-                // Another instance published first: use its index.
+        match published? {
+            refs::Updated::Written(index, etag) => Ok((index, etag)),
+            refs::Updated::Kept(theirs) => {
                 tracing::info!(root = %target.root, "another instance filled this repository first");
-                refs::load(&self.store, keys).await?.ok_or_else(|| {
+                theirs.ok_or_else(|| {
                     FillError::Internal("ref index vanished after a conflict".into())
                 })
             }
-            Err(e) => Err(e.into()),
         }
     }
 }
@@ -696,7 +704,7 @@ impl Filler {
             packs.push(self.store_pack(target, keys, upload, received).await?);
         }
         let index = RefIndex {
-            generation: old.generation + 1,
+            generation: 0, // set by `refs::update`
             fetched_at: now(),
             head_symref: listing.head_symref,
             head_oid: listing.head_oid,
@@ -707,35 +715,40 @@ impl Filler {
             ..old.clone()
         };
         pause_point("refresh-before-publish").await;
-        let mut result = refs::store(&self.store, keys, &index, Some(etag)).await;
-        let mut index = index;
-        if let Err(refs::RefsError::Store(StoreError::PreconditionFailed)) = &result
-            && let Some((now, now_etag)) = refs::load(&self.store, keys).await?
-            && same_but_flags(&now, old)
-        {
-            // Only a pack's flags changed meanwhile (bitmaps were named): keep them, and ours.
-            let ours = index.packs.split_off(old.packs.len());
-            index.packs = now.packs.clone();
-            index.packs.extend(ours);
-            index.generation = now.generation + 1;
-            result = refs::store(&self.store, keys, &index, Some(&now_etag)).await;
-        }
+        let ours = index.packs[old.packs.len()..].to_vec();
+        let result = refs::update(
+            &self.store,
+            keys,
+            Some((old.clone(), etag.clone())),
+            |now| match now {
+                Some(now) if now.generation == old.generation => refs::Change::Write(index.clone()),
+                // Only a pack's flags changed meanwhile (bitmaps were named): keep them, and
+                // add ours.
+                Some(now) if same_but_flags(now, old) => {
+                    let mut next = index.clone();
+                    next.packs = now.packs.clone();
+                    next.packs.extend(ours.iter().cloned());
+                    refs::Change::Write(next)
+                }
+                _ => refs::Change::Keep,
+            },
+        )
+        .await?;
         match result {
-            Ok(etag) => {
+            refs::Updated::Written(index, etag) => {
                 crate::metrics::REFRESHES.inc();
                 tracing::info!(root = %target.root, generation = index.generation, packs = index.packs.len(), "refreshed from upstream");
                 Ok(Refreshed::Updated(index, etag, closing))
             }
-            Err(refs::RefsError::Store(StoreError::PreconditionFailed)) => {
+            refs::Updated::Kept(theirs) => {
                 // Another instance replaced it first: serve theirs; our pack (if any) is
                 // unreferenced garbage for `goprox gc`.
                 tracing::info!(root = %target.root, "another instance refreshed this repository first");
-                let (i, e) = refs::load(&self.store, keys).await?.ok_or_else(|| {
+                let (i, e) = theirs.ok_or_else(|| {
                     FillError::Internal("ref index vanished after a conflict".into())
                 })?;
                 Ok(Refreshed::Updated(i, e, None))
             }
-            Err(e) => Err(e.into()),
         }
     }
 }

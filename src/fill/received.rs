@@ -202,11 +202,14 @@ async fn finish(
         retired: Vec::new(),
         closed: true,
     };
-    match refs::store(store, keys, &index, None).await {
-        Ok(etag) => Ok(Some((index, etag))),
-        Err(refs::RefsError::Store(StoreError::PreconditionFailed)) => {
-            refs::load(store, keys).await.map_err(FillError::from)
-        }
-        Err(e) => Err(e.into()),
-    }
+    // Published unless another instance published first (then its index is used).
+    let published = refs::update(store, keys, None, |now| match now {
+        None => refs::Change::Write(index.clone()),
+        Some(_) => refs::Change::Keep,
+    })
+    .await?;
+    Ok(match published {
+        refs::Updated::Written(index, etag) => Some((index, etag)),
+        refs::Updated::Kept(theirs) => theirs,
+    })
 }

@@ -61,7 +61,9 @@ pub async fn check_repo(store: &DynStore, root: &str) -> Vec<String> {
         Ok(Some((idx, _))) => idx,
         Ok(None) => return vec![format!("no ref index ({})", keys.ref_index())],
         Err(RefsError::Corrupt(_, e)) => return vec![format!("corrupt ref index: {e}")],
-        Err(RefsError::Store(e)) => return vec![format!("cannot read the ref index: {e}")],
+        Err(e @ (RefsError::Store(_) | RefsError::Contended(_))) => {
+            return vec![format!("cannot read the ref index: {e}")];
+        }
     };
     let mut problems = Vec::new();
     if idx.root != root {

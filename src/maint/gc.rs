@@ -360,7 +360,9 @@ async fn load_index(
         Ok(None) => None,
         Ok(Some(x)) => Some(Ok(x)),
         Err(RefsError::Corrupt(k, e)) => Some(Err(format!("corrupt ref index {k}: {e}"))),
-        Err(RefsError::Store(e)) => Some(Err(format!("cannot read the ref index: {e}"))),
+        Err(e @ (RefsError::Store(_) | RefsError::Contended(_))) => {
+            Some(Err(format!("cannot read the ref index: {e}")))
+        }
     }
 }
 
@@ -601,18 +603,26 @@ async fn repo(
             .cloned()
             .collect();
         if let (false, Some(Ok((idx, etag)))) = (drop.is_empty(), &fresh) {
-            let mut next = idx.clone();
-            next.generation += 1;
-            next.retired.retain(|r| !drop.contains(&r.name));
-            match refs::store(store, &keys, &next, Some(etag)).await {
-                Ok(_) => {
+            let seen = Some((idx.clone(), etag.clone()));
+            let dropped = refs::update(store, &keys, seen, |now| match now {
+                // Only from the index both plans were made from.
+                Some(now) if now.generation == idx.generation => {
+                    let mut next = now.clone();
+                    next.retired.retain(|r| !drop.contains(&r.name));
+                    refs::Change::Write(next)
+                }
+                _ => refs::Change::Keep,
+            })
+            .await;
+            match dropped {
+                Ok(refs::Updated::Written(..)) => {
                     summary.retired_dropped += drop.len();
                     out(format!(
                         "{root}: dropped {} retired packs from the ref index",
                         drop.len()
                     ));
                 }
-                Err(RefsError::Store(StoreError::PreconditionFailed)) => out(format!(
+                Ok(refs::Updated::Kept(_)) => out(format!(
                     "{root}: ref index changed meanwhile; its retired list is left for the next run"
                 )),
                 Err(e) => {

@@ -197,7 +197,9 @@ async fn repo_stats(store: &DynStore, root: &str, entries: &[ListEntry]) -> Repo
         }
         Ok(None) => s.error = Some(format!("no ref index ({})", keys.ref_index())),
         Err(RefsError::Corrupt(_, e)) => s.error = Some(format!("corrupt ref index: {e}")),
-        Err(RefsError::Store(e)) => s.error = Some(format!("cannot read the ref index: {e}")),
+        Err(e @ (RefsError::Store(_) | RefsError::Contended(_))) => {
+            s.error = Some(format!("cannot read the ref index: {e}"))
+        }
     }
     if sizes.contains_key(keys.lease().as_str()) {
         match store.get(&keys.lease()).await {

@@ -149,6 +149,39 @@ impl Stored {
     }
 }
 
+impl Stored {
+    /// Load every tree below `root` a level at a time (one round of parallel reads per level
+    /// and delta-chain step) before the depth-first walk reads them one by one.
+    fn prefetch_trees(&self, root: ObjectId) {
+        let mut level = vec![root];
+        // Bounded: git trees are rarely deeper than a few dozen levels.
+        for _ in 0..256 {
+            if level.is_empty() {
+                return;
+            }
+            let locs: Vec<_> = level.iter().filter_map(|id| self.odb.locate(id)).collect();
+            self.odb.prefetch_chains(&locs);
+            let mut next = Vec::new();
+            for t in &level {
+                let Ok(obj) = self.odb.object(t) else {
+                    continue;
+                };
+                if obj.kind != Kind::Tree {
+                    continue;
+                }
+                for e in
+                    gix_object::TreeRefIter::from_bytes(&obj.data, gix_hash::Kind::Sha1).flatten()
+                {
+                    if e.mode.is_tree() {
+                        next.push(e.oid.to_owned());
+                    }
+                }
+            }
+            level = next;
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -211,6 +244,7 @@ impl Git for Stored {
         if !mode.is_tree() {
             return Ok(None);
         }
+        self.prefetch_trees(root);
         let mut out = Vec::new();
         // Depth first, in tree order (as `git archive` writes entries).
         let mut stack = vec![(String::new(), root)];
@@ -250,6 +284,15 @@ impl Git for Stored {
             stack.extend(subtrees.into_iter().rev());
         }
         Ok(Some(out))
+    }
+
+    fn prefetch_blobs(&self, ids: &[&str]) {
+        let locs: Vec<_> = ids
+            .iter()
+            .filter_map(|id| parse(id))
+            .filter_map(|id| self.odb.locate(&id))
+            .collect();
+        self.odb.prefetch_chains(&locs);
     }
 
     fn read_blob(&self, id: &str) -> Result<Vec<u8>, OdbError> {
