@@ -24,6 +24,7 @@ pub mod protocol;
 pub mod refs;
 pub mod repo;
 pub mod server;
+pub mod snapshot;
 pub mod store;
 #[doc(hidden)]
 pub mod testdata;

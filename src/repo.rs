@@ -22,13 +22,7 @@ use tracing::Instrument;
 /// Cache budget of a bitmap build (blocks, objects and commits it reads).
 const BITMAP_CACHE_BYTES: usize = 40 << 20;
 
-/// A repository as of one version of its ref index.
-pub struct Repo {
-    pub root: String,
-    pub index: RefIndex,
-    pub etag: ETag,
-    pub odb: Arc<Odb>,
-}
+pub use crate::snapshot::Repo;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {

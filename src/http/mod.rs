@@ -7,7 +7,6 @@ use crate::fill::resolve::{ResolveError, Resolver, Target};
 use crate::metrics;
 use crate::path;
 use crate::protocol::request::{self, V2Request};
-use crate::protocol::sideband::ChannelWriter;
 use crate::protocol::{advertise, pktline, upload_pack};
 use crate::repo::{OpenError, Opened, Repo, Repos};
 use axum::Router;
@@ -753,28 +752,14 @@ fn parse_upload(
     Ok(Parsed::Fetch(req, version))
 }
 
-/// Response chunks (of up to 256 KiB) queued between a pack's writer and the client's
-/// connection.
-const RESPONSE_CHUNKS: usize = 4;
-
-/// Answer a clone with a fill's pack as it arrives ([`upload_pack::pass_through`]).
+/// Answer a clone with a fill's pack as it arrives ([`upload_pack::respond_pass_through`]).
 fn pass_through(
     req: request::FetchRequest,
     version: upload_pack::Version,
     head: Vec<u8>,
     mut feed: crate::fill::tap::Feed,
 ) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel(RESPONSE_CHUNKS);
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || {
-        let _span = span.enter();
-        let mut w = ChannelWriter::new(tx);
-        if let Err(e) =
-            upload_pack::pass_through(&req, version, &head, &mut || feed.next_bytes(), &mut w)
-        {
-            tracing::info!(error = %e, "pass-through response aborted");
-        }
-    });
+    let rx = upload_pack::respond_pass_through(req, version, head, move || feed.next_bytes());
     git_body(
         RESULT,
         Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
@@ -800,44 +785,7 @@ async fn upload(
     } else {
         st.repos.refresh_for_wants(target, repo, &missing).await
     };
-    let (tx, rx) = tokio::sync::mpsc::channel(RESPONSE_CHUNKS);
-    // Negotiation and pack generation run on a blocking thread, one of at most
-    // `pack_generations` (later requests queue); a clone answered with the stored packs whole
-    // is streamed from async code after it (waiting for the store and for the client holds no
-    // thread). The request's span (its id) goes along.
-    let span = tracing::Span::current();
-    let turns = st.pack_generations.clone();
-    tokio::spawn(tracing::Instrument::instrument(
-        async move {
-            let Ok(turn) = turns.acquire_owned().await else {
-                return;
-            };
-            if tx.is_closed() {
-                // The client left while it waited for its turn.
-                return;
-            }
-            let span = tracing::Span::current();
-            let generated = tokio::task::spawn_blocking(move || {
-                let _span = span.enter();
-                let mut w = ChannelWriter::new(tx);
-                let r = upload_pack::serve(&repo, &req, version, &mut w);
-                (r.and_then(|whole| Ok((whole, w.into_sender()?))), repo)
-            })
-            .await;
-            drop(turn);
-            match generated {
-                Ok((Ok((Some(whole), tx)), repo)) => {
-                    upload_pack::stream_whole(&repo, whole, tx).await
-                }
-                Ok((Ok((None, _)), _)) => {}
-                Ok((Err(e), repo)) => {
-                    tracing::info!(repo = %repo.root, error = %e, "upload-pack response aborted");
-                }
-                Err(e) => tracing::error!(error = %e, "upload-pack task failed"),
-            }
-        },
-        span,
-    ));
+    let rx = upload_pack::respond(repo, req, version, st.pack_generations.clone());
     git_body(
         RESULT,
         Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),

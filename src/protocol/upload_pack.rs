@@ -1,5 +1,7 @@
 //! upload-pack: negotiation (v0/v1 multi_ack_detailed over stateless HTTP, and v2 `fetch`),
-//! shallow/deepen handling, and streaming the pack. Runs on a blocking thread.
+//! shallow/deepen handling, and streaming the pack. [`respond`] takes a request and gives the
+//! response body: the work runs on a blocking thread, a whole-pack answer streams from async
+//! code.
 
 use super::pktline::{err_line, write_delim, write_flush, write_line, write_unterminated};
 use super::request::FetchRequest;
@@ -8,11 +10,83 @@ use crate::metrics;
 use crate::odb::bitmap::ClientClosure;
 use crate::odb::walk::{Deepen, Filter, PackPlan, ShallowOutcome, Walker};
 use crate::odb::{OdbError, pack_cache, writer};
-use crate::repo::Repo;
+use crate::snapshot::Repo;
 use gix_hash::ObjectId;
 use std::collections::HashSet;
 use std::io::{self, Write};
+use std::sync::Arc;
 use std::time::Instant;
+
+/// Response chunks (of up to 256 KiB) queued between a pack's writer and the client's
+/// connection.
+const RESPONSE_CHUNKS: usize = 4;
+
+/// A response body: its chunks as they are made (an error ends it early).
+pub type ResponseBody = tokio::sync::mpsc::Receiver<Result<bytes::Bytes, io::Error>>;
+
+/// Answer one upload-pack request from `repo`. Negotiation and pack generation run on a
+/// blocking thread, one of `turns` at a time (later requests queue); a clone answered with the
+/// stored packs whole is then streamed from async code (waiting for the store and for the
+/// client holds no thread). The caller's span (its request id) goes along.
+pub fn respond(
+    repo: Arc<Repo>,
+    req: FetchRequest,
+    version: Version,
+    turns: Arc<tokio::sync::Semaphore>,
+) -> ResponseBody {
+    let (tx, rx) = tokio::sync::mpsc::channel(RESPONSE_CHUNKS);
+    let span = tracing::Span::current();
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let Ok(turn) = turns.acquire_owned().await else {
+                return;
+            };
+            if tx.is_closed() {
+                // The client left while it waited for its turn.
+                return;
+            }
+            let span = tracing::Span::current();
+            let generated = tokio::task::spawn_blocking(move || {
+                let _span = span.enter();
+                let mut w = super::sideband::ChannelWriter::new(tx);
+                let r = serve(&repo, &req, version, &mut w);
+                (r.and_then(|whole| Ok((whole, w.into_sender()?))), repo)
+            })
+            .await;
+            drop(turn);
+            match generated {
+                Ok((Ok((Some(whole), tx)), repo)) => stream_whole(&repo, whole, tx).await,
+                Ok((Ok((None, _)), _)) => {}
+                Ok((Err(e), repo)) => {
+                    tracing::info!(repo = %repo.root, error = %e, "upload-pack response aborted");
+                }
+                Err(e) => tracing::error!(error = %e, "upload-pack task failed"),
+            }
+        },
+        span,
+    ));
+    rx
+}
+
+/// Answer a clone with `head` ([`fill_pack_head`]) and a pack still arriving: `next` yields
+/// its bytes as they come (blocking), on a blocking thread ([`pass_through`]).
+pub fn respond_pass_through(
+    req: FetchRequest,
+    version: Version,
+    head: Vec<u8>,
+    mut next: impl FnMut() -> io::Result<Option<bytes::Bytes>> + Send + 'static,
+) -> ResponseBody {
+    let (tx, rx) = tokio::sync::mpsc::channel(RESPONSE_CHUNKS);
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let _span = span.enter();
+        let mut w = super::sideband::ChannelWriter::new(tx);
+        if let Err(e) = pass_through(&req, version, &head, &mut next, &mut w) {
+            tracing::info!(error = %e, "pass-through response aborted");
+        }
+    });
+    rx
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
@@ -32,7 +106,7 @@ impl From<OdbError> for Refuse {
 /// Serve one upload-pack request, writing the response to `out`; or, when the answer is the
 /// repository's packs streamed whole, everything before the pack, and what the rest needs
 /// ([`stream_whole`], from async code).
-pub fn serve(
+fn serve(
     repo: &Repo,
     req: &FetchRequest,
     version: Version,
@@ -67,7 +141,7 @@ pub struct WholeAnswer {
 
 /// Stream the packs of `repo` whole to `tx` (after [`serve`] wrote what comes before): the
 /// reads and the writes wait asynchronously, so a slow client holds no thread.
-pub async fn stream_whole(repo: &Repo, answer: WholeAnswer, tx: super::sideband::BodyTx) {
+async fn stream_whole(repo: &Repo, answer: WholeAnswer, tx: super::sideband::BodyTx) {
     let mut sb = super::sideband::AsyncSideband::new(tx, answer.max_pkt);
     struct Sink<'s>(&'s mut super::sideband::AsyncSideband);
     impl writer::WholeSink for Sink<'_> {
@@ -542,7 +616,7 @@ pub fn fill_pack_head(
 
 /// Answer a fetch with `head` ([`fill_pack_head`]) and the pack `next` yields (`Ok(None)`
 /// after its last bytes) on band 1; an error of the source ends the response on band 3.
-pub fn pass_through(
+fn pass_through(
     req: &FetchRequest,
     version: Version,
     head: &[u8],
