@@ -4,12 +4,11 @@
 //! It lives in [`SHARDS`] objects `.goprox/catalog/<nn>.json`, a repository in the shard its
 //! root hashes to. A shard is replaced with `If-Match` (created with `If-None-Match: *`), so
 //! any number of instances update it safely. The ref index stays the truth: every ref index
-//! write ([`crate::refs::store`]) notes the new version here afterwards, in the background
+//! write (`refs::store`) notes the new version here afterwards, in the background
 //! ([`note_index`]); a note lost to a crash is repaired by the next write of that repository
 //! or by `goprox gc` ([`reconcile`]). An entry is only replaced by a newer generation, so
 //! notes arriving out of order do no harm.
 
-use crate::refs::RefIndex;
 use crate::store::{DynStore, ETag, PutMode, Revalidated, StoreError};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -100,23 +99,37 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// What the catalog keeps of one version of a repository's ref index (made by
+/// `RefIndex::noted`; the catalog does not read ref indexes itself).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Noted {
+    pub root: String,
+    pub upstream: String,
+    pub generation: u64,
+    pub refs: u32,
+    pub branches: u32,
+    pub tags: u32,
+    pub packs: u32,
+    pub objects: u64,
+    pub bytes: u64,
+    pub fetched_at: u64,
+}
+
 impl Entry {
     /// Take the counts of a ref index (when it is not older than what the entry has).
-    fn apply(&mut self, idx: &RefIndex) -> bool {
+    fn apply(&mut self, idx: &Noted) -> bool {
         if idx.generation < self.generation && !self.upstream.is_empty() {
             return false;
         }
-        let refs = &idx.refs;
-        let count = |p: &str| refs.keys().filter(|r| r.starts_with(p)).count() as u32;
         let next = Entry {
             upstream: idx.upstream.clone(),
             generation: idx.generation,
-            refs: refs.len() as u32,
-            branches: count("refs/heads/"),
-            tags: count("refs/tags/"),
-            packs: idx.packs.len() as u32,
-            objects: idx.packs.iter().map(|p| u64::from(p.objects)).sum(),
-            bytes: idx.packs.iter().map(|p| p.size).sum(),
+            refs: idx.refs,
+            branches: idx.branches,
+            tags: idx.tags,
+            packs: idx.packs,
+            objects: idx.objects,
+            bytes: idx.bytes,
             fetched_at: idx.fetched_at,
             checked_at: self.checked_at.max(idx.fetched_at),
             outcome: self.outcome,
@@ -245,8 +258,7 @@ fn spawn(
 }
 
 /// A ref index was written: note its counts in the catalog (in the background).
-pub fn note_index(store: &DynStore, idx: &RefIndex) {
-    let idx = idx.clone();
+pub fn note_index(store: &DynStore, idx: Noted) {
     spawn(store, shard_of(&idx.root), move |repos| {
         repos.entry(idx.root.clone()).or_default().apply(&idx)
     });
@@ -318,10 +330,11 @@ pub fn note_zip(store: &DynStore, root: &str, size: u64) {
 /// Returns (entries written or changed, entries removed).
 pub async fn reconcile(
     store: &DynStore,
-    indexes: &[RefIndex],
+    indexes: &[Noted],
     zips: &HashMap<String, (u32, u64)>,
+    ref_index_key: impl Fn(&str) -> String,
 ) -> Result<(u32, u32), StoreError> {
-    let mut by_shard: Vec<Vec<&RefIndex>> = vec![Vec::new(); SHARDS];
+    let mut by_shard: Vec<Vec<&Noted>> = vec![Vec::new(); SHARDS];
     for idx in indexes {
         by_shard[shard_of(&idx.root)].push(idx);
     }
@@ -337,7 +350,7 @@ pub async fn reconcile(
             if idxs.iter().any(|i| &i.root == root) {
                 continue;
             }
-            let key = crate::refs::Keys::new(root).ref_index();
+            let key = ref_index_key(root);
             if store.head(&key).await?.is_none() {
                 gone.push(root.clone());
             }
@@ -460,47 +473,25 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::refs::{PackEntry, RefEntry};
 
-    fn index(root: &str, generation: u64, tags: usize) -> RefIndex {
-        let mut refs = BTreeMap::new();
-        refs.insert(
-            "refs/heads/main".to_string(),
-            RefEntry {
-                oid: "1".repeat(40),
-                peeled: None,
-            },
-        );
-        for t in 0..tags {
-            refs.insert(
-                format!("refs/tags/v1.0.{t}"),
-                RefEntry {
-                    oid: "2".repeat(40),
-                    peeled: None,
-                },
-            );
-        }
-        RefIndex {
-            version: crate::refs::FORMAT_VERSION,
-            generation,
+    /// A repository with a main branch, `tags` tags and one pack.
+    fn index(root: &str, generation: u64, tags: u32) -> Noted {
+        Noted {
             root: root.into(),
             upstream: format!("https://{root}"),
-            subdir: String::new(),
+            generation,
+            refs: 1 + tags,
+            branches: 1,
+            tags,
+            packs: 1,
+            objects: 10,
+            bytes: 1000,
             fetched_at: 100 + generation,
-            head_symref: Some("refs/heads/main".into()),
-            head_oid: None,
-            refs,
-            packs: vec![PackEntry {
-                name: "a".repeat(40),
-                checksum: None,
-                size: 1000,
-                objects: 10,
-                walk_end: None,
-                bitmap: false,
-            }],
-            retired: vec![],
-            closed: true,
         }
+    }
+
+    fn ref_index_key(root: &str) -> String {
+        format!("{root}/index")
     }
 
     fn memory() -> DynStore {
@@ -511,10 +502,10 @@ mod tests {
     async fn notes_are_kept_newest_generation_first_and_read_back() {
         let store = memory();
         let cat = Catalog::new(store.clone(), Duration::ZERO);
-        note_index(&store, &index("example.com/a/b", 2, 3));
+        note_index(&store, index("example.com/a/b", 2, 3));
         assert!(crate::background::settle(Instant::now() + Duration::from_secs(5)).await);
         // An older generation arriving late changes nothing.
-        note_index(&store, &index("example.com/a/b", 1, 0));
+        note_index(&store, index("example.com/a/b", 1, 0));
         assert!(crate::background::settle(Instant::now() + Duration::from_secs(5)).await);
         let e = cat.get("example.com/a/b").await.unwrap().unwrap();
         assert_eq!((e.generation, e.refs, e.tags, e.branches), (2, 4, 3, 1));
@@ -536,7 +527,7 @@ mod tests {
         assert!(e.error_at > 0 && e.checked_at == e.error_at);
         assert!(cat.get("example.com/not/stored").await.unwrap().is_none());
         // A new generation keeps the outcome fields.
-        note_index(&store, &index("example.com/a/b", 3, 4));
+        note_index(&store, index("example.com/a/b", 3, 4));
         assert!(crate::background::settle(Instant::now() + Duration::from_secs(5)).await);
         let e = cat.get("example.com/a/b").await.unwrap().unwrap();
         assert_eq!((e.generation, e.tags), (3, 4));
@@ -581,16 +572,22 @@ mod tests {
     async fn reconcile_adds_missing_and_drops_gone_repositories() {
         let store = memory();
         let kept = index("example.com/kept/one", 5, 2);
-        crate::refs::store(&store, &crate::refs::Keys::new(&kept.root), &kept, None)
+        store
+            .put(
+                &ref_index_key(&kept.root),
+                bytes::Bytes::from_static(b"{}"),
+                PutMode::CreateOnly,
+            )
             .await
             .unwrap();
+        note_index(&store, kept.clone());
         assert!(crate::background::settle(Instant::now() + Duration::from_secs(5)).await);
         // A stale entry of a repository whose ref index is gone, and one that was never noted.
-        note_index(&store, &index("example.com/gone/two", 1, 0));
+        note_index(&store, index("example.com/gone/two", 1, 0));
         assert!(crate::background::settle(Instant::now() + Duration::from_secs(5)).await);
         let unnoted = index("example.com/unnoted/three", 1, 1);
         let zips = HashMap::from([("example.com/unnoted/three".to_string(), (2, 300))]);
-        let (set, removed) = reconcile(&store, &[kept.clone(), unnoted], &zips)
+        let (set, removed) = reconcile(&store, &[kept.clone(), unnoted], &zips, ref_index_key)
             .await
             .unwrap();
         assert_eq!((set, removed), (1, 1));
@@ -618,7 +615,7 @@ mod tests {
         let store = memory();
         let cat = Catalog::new(store.clone(), Duration::from_secs(3600));
         assert!(cat.get("example.com/x/y").await.unwrap().is_none());
-        note_index(&store, &index("example.com/x/y", 1, 0));
+        note_index(&store, index("example.com/x/y", 1, 0));
         assert!(crate::background::settle(Instant::now() + Duration::from_secs(5)).await);
         assert!(
             cat.get("example.com/x/y").await.unwrap().is_none(),

@@ -501,14 +501,14 @@ pub fn store_request(op: StoreOp, outcome: StoreOutcome, elapsed: Duration) {
 }
 
 /// A failed store attempt: retried (`again`) or the call's last.
-pub fn store_retry(op: StoreOp, cause: crate::store::retry::Cause, again: bool) {
+pub fn store_retry(op: StoreOp, cause: &'static str, again: bool) {
     install();
     let name = if again {
         STORE_RETRIES
     } else {
         STORE_RETRIES_EXHAUSTED
     };
-    counter!(name, "op" => op.as_str(), "cause" => cause.as_str()).increment(1);
+    counter!(name, "op" => op.as_str(), "cause" => cause).increment(1);
 }
 
 /// A push hook, by sender and outcome (see [`HOOKS`]).
@@ -625,18 +625,29 @@ pub fn pack_indexes(bytes: u64, count: usize) {
     gauge!("goprox_pack_indexes").set(count as f64);
 }
 
-/// The Prometheus text exposition of every metric, with the caches' figures read from `io`.
-pub fn render(io: &crate::odb::Io) -> String {
+/// The object database's caches as the metrics show them (read when they are rendered).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CacheFigures {
+    pub block_hits: u64,
+    pub block_misses: u64,
+    pub object_hits: u64,
+    pub object_misses: u64,
+    pub block_bytes: usize,
+    pub block_capacity: usize,
+}
+
+/// The Prometheus text exposition of every metric, with the caches' figures as given.
+pub fn render(caches: CacheFigures) -> String {
     let Some(handle) = install() else {
         return String::new();
     };
     let [bh, bm, oh, om] = CACHE_COUNTERS.map(|(name, _)| name);
-    counter!(bh).absolute(io.blocks.hits());
-    counter!(bm).absolute(io.blocks.misses());
-    counter!(oh).absolute(io.objects.hits());
-    counter!(om).absolute(io.objects.misses());
-    gauge!("goprox_block_cache_bytes").set(io.blocks.used() as f64);
-    gauge!("goprox_block_cache_capacity_bytes").set(io.blocks.budget() as f64);
+    counter!(bh).absolute(caches.block_hits);
+    counter!(bm).absolute(caches.block_misses);
+    counter!(oh).absolute(caches.object_hits);
+    counter!(om).absolute(caches.object_misses);
+    gauge!("goprox_block_cache_bytes").set(caches.block_bytes as f64);
+    gauge!("goprox_block_cache_capacity_bytes").set(caches.block_capacity as f64);
     handle.render()
 }
 

@@ -93,6 +93,23 @@ pub struct RefIndex {
 }
 
 impl RefIndex {
+    /// What the catalog keeps of this version.
+    pub fn noted(&self) -> crate::catalog::Noted {
+        let count = |p: &str| self.refs.keys().filter(|r| r.starts_with(p)).count() as u32;
+        crate::catalog::Noted {
+            root: self.root.clone(),
+            upstream: self.upstream.clone(),
+            generation: self.generation,
+            refs: self.refs.len() as u32,
+            branches: count("refs/heads/"),
+            tags: count("refs/tags/"),
+            packs: self.packs.len() as u32,
+            objects: self.packs.iter().map(|p| u64::from(p.objects)).sum(),
+            bytes: self.packs.iter().map(|p| p.size).sum(),
+            fetched_at: self.fetched_at,
+        }
+    }
+
     /// The object id HEAD resolves to, if any.
     pub fn head(&self) -> Option<&str> {
         if let Some(t) = &self.head_symref {
@@ -352,7 +369,7 @@ pub async fn store(
         .put(&keys.ref_index(), Bytes::from(body), mode)
         .await?;
     // The catalog follows the ref index (in the background; gc repairs a lost note).
-    crate::catalog::note_index(store, idx);
+    crate::catalog::note_index(store, idx.noted());
     Ok(etag)
 }
 

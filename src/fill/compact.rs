@@ -59,36 +59,6 @@ pub struct Concatenation {
     trailer: Option<Bytes>,
 }
 
-const WINDOW: u64 = 8 << 20;
-
-/// Send bytes `[start, end)` of each stored object in `ranges`, in order, as ranged GETs of
-/// [`WINDOW`] bytes (the work's lease beats on each); a failed or short read is sent as an
-/// error and ends it. False when it ended early (an error, or the receiver went away).
-pub(super) async fn send_windows(
-    store: &DynStore,
-    ranges: Vec<(String, u64, u64)>,
-    tx: &mpsc::Sender<Result<Bytes, StoreError>>,
-) -> bool {
-    for (key, start, end) in ranges {
-        let mut at = start;
-        while at < end {
-            let len = WINDOW.min(end - at);
-            super::lease::beat_for(&key);
-            let got = match store.get_range(&key, at, len).await {
-                Ok(b) if b.len() as u64 == len => Ok(b),
-                Ok(_) => Err(StoreError::Backend(format!("short read of {key}"))),
-                Err(e) => Err(e),
-            };
-            let failed = got.is_err();
-            if tx.send(got).await.is_err() || failed {
-                return false;
-            }
-            at += len;
-        }
-    }
-    true
-}
-
 impl Concatenation {
     /// `packs`: store keys and sizes; `count`: their objects in all.
     pub fn new(
@@ -110,7 +80,7 @@ impl Concatenation {
                 .into_iter()
                 .map(|(key, size)| (key, 12, size.saturating_sub(20)))
                 .collect();
-            send_windows(&store, entries, &tx).await;
+            super::stored::send_windows(&store, entries, &tx).await;
         });
         Concatenation {
             rx,
@@ -178,7 +148,7 @@ pub async fn compact(
         let r = ingest::receive(
             &mut input,
             &mut |b| sink.write(b),
-            inbound::INDEX_CACHE_BYTES,
+            super::stored::INDEX_CACHE_BYTES,
             u64::MAX,
         )?;
         sink.finish()?;

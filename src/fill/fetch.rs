@@ -20,37 +20,7 @@ pub struct Fetched {
     pub pack: Option<Received>,
 }
 
-/// The refs an upstream advertises (those under the mirrored prefixes).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Listing {
-    pub refs: BTreeMap<String, RefEntry>,
-    pub head_symref: Option<String>,
-    pub head_oid: Option<String>,
-}
-
-impl Listing {
-    /// Every object a ref names (tags, not their peeled targets), HEAD included.
-    pub fn tips(&self) -> BTreeSet<ObjectId> {
-        self.refs
-            .values()
-            .map(|r| r.oid.as_str())
-            .chain(self.head_oid.as_deref())
-            .filter_map(|h| ObjectId::from_hex(h.as_bytes()).ok())
-            .collect()
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error("upstream {0} has no such repository")]
-    NotFound(String),
-    #[error("upstream {0}: {1}")]
-    Upstream(String, String),
-    #[error("received pack from {0} is invalid: {1}")]
-    BadPack(String, String),
-    #[error("upstream {0} sent more than {1} bytes (--max-fill-bytes): not stored")]
-    TooLarge(String, u64),
-}
+pub use super::upstream::{FetchError, Listing};
 
 /// An upstream failure: [`FetchError::NotFound`] only when upstream answered HTTP 404 (found
 /// in the error's chain as the status of the HTTP client's error, never guessed from text: an
@@ -321,7 +291,7 @@ impl Session {
         let received = ingest::receive(
             &mut reader,
             &mut |b| sink.write(b),
-            super::inbound::INDEX_CACHE_BYTES,
+            super::stored::INDEX_CACHE_BYTES,
             self.max_pack_bytes,
         )
         .map_err(as_fetch)?;
@@ -434,5 +404,5 @@ pub use ingest::Indexed;
 
 /// Verify a pack held in memory (trailer checksum, every object hashed) and write its `.idx`.
 pub fn index_pack(pack: &[u8]) -> Result<Indexed, String> {
-    ingest::index_in_memory(pack, super::inbound::INDEX_CACHE_BYTES).map_err(|e| e.to_string())
+    ingest::index_in_memory(pack, super::stored::INDEX_CACHE_BYTES).map_err(|e| e.to_string())
 }

@@ -14,7 +14,9 @@ pub mod inbound;
 pub mod lease;
 pub mod received;
 pub mod resolve;
+pub mod stored;
 pub mod tap;
+pub mod upstream;
 
 use crate::refs::{self, Keys, PackEntry, RefIndex};
 use crate::store::{DynStore, ETag, PutMode, StoreError};

@@ -15,8 +15,8 @@
 //! and the fill goes to upstream. `goprox gc` deletes records that were published since, or
 //! that nobody adopted within its grace period (their packs go as unreferenced packs).
 
-use super::inbound::{INDEX_CACHE_BYTES, StoreSource};
 use super::resolve::Target;
+use super::stored::{INDEX_CACHE_BYTES, StoreSource};
 use super::{FillError, put_immutable};
 use crate::odb::ingest;
 use crate::refs::{self, Keys, PackEntry, RefEntry, RefIndex};
@@ -63,7 +63,7 @@ impl StoredPack {
     fn new(rt: &tokio::runtime::Handle, store: DynStore, key: String, size: u64) -> Self {
         let (tx, rx) = mpsc::channel(AHEAD);
         rt.spawn(async move {
-            super::compact::send_windows(&store, vec![(key, 0, size)], &tx).await;
+            super::stored::send_windows(&store, vec![(key, 0, size)], &tx).await;
         });
         StoredPack {
             rx,

@@ -24,8 +24,8 @@
 //! small machine the client's bytes (and its own delta resolution) come first; a request that
 //! waits for the fill's result ends the wait at once, and so does [`MAX_YIELD`].
 
-use super::fetch::Listing;
-use super::inbound::{READ_WINDOW, StoreSource};
+use super::stored::{READ_WINDOW, StoreSource};
+use super::upstream::Listing;
 use crate::odb::ingest::PackSource;
 use crate::store::DynStore;
 use bytes::{Bytes, BytesMut};

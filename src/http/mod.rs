@@ -400,7 +400,7 @@ async fn own_route(
         }
         (Method::GET, "metrics") => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            metrics::render(&st.repos.io),
+            metrics::render(st.repos.io.figures()),
         )
             .into_response(),
         (Method::GET | Method::HEAD, "" | "-/status" | "-/status.json") => {

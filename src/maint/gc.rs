@@ -435,7 +435,9 @@ pub async fn run(
             }
         }
     }
-    match crate::catalog::reconcile(store, &indexes, &zips).await {
+    let noted: Vec<_> = indexes.iter().map(RefIndex::noted).collect();
+    match crate::catalog::reconcile(store, &noted, &zips, |root| Keys::new(root).ref_index()).await
+    {
         Ok((0, 0)) => {}
         Ok((set, removed)) => out(format!(
             "catalog: {set} entries brought up to date, {removed} removed"

@@ -114,6 +114,18 @@ impl Io {
         }
     }
 
+    /// The caches' figures, for the metrics.
+    pub fn figures(&self) -> crate::metrics::CacheFigures {
+        crate::metrics::CacheFigures {
+            block_hits: self.blocks.hits(),
+            block_misses: self.blocks.misses(),
+            object_hits: self.objects.hits(),
+            object_misses: self.objects.misses(),
+            block_bytes: self.blocks.used(),
+            block_capacity: self.blocks.budget(),
+        }
+    }
+
     /// Load `[12, end)` of `pack` (its commits and trees, see `PackEntry::walk_end`) into the
     /// block cache in the background, in [`PREFETCH_RUN`]-byte GETs, [`PREFETCH_PARALLEL`] at a
     /// time, at most half the block budget: a new process's first history walk then does not

@@ -222,10 +222,10 @@ impl Attempts<'_> {
             self.retrier.throttle();
         }
         if self.failed >= p.max_attempts || self.started.elapsed() >= p.deadline {
-            crate::metrics::store_retry(self.op, cause, false);
+            crate::metrics::store_retry(self.op, cause.as_str(), false);
             return false;
         }
-        crate::metrics::store_retry(self.op, cause, true);
+        crate::metrics::store_retry(self.op, cause.as_str(), true);
         let exp = p
             .base
             .saturating_mul(1u32 << (self.failed - 1).min(16))

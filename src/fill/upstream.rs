@@ -1,0 +1,39 @@
+//! What an upstream said, for every part of a fill to share: its ref listing, and how
+//! talking to it failed. The client that asks ([`super::fetch`]) and the code that stores what
+//! it sends ([`super::inbound`], [`super::tap`]) both use them; neither imports the other for it.
+
+use crate::refs::RefEntry;
+use gix_hash::ObjectId;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The refs an upstream advertises (those under the mirrored prefixes).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Listing {
+    pub refs: BTreeMap<String, RefEntry>,
+    pub head_symref: Option<String>,
+    pub head_oid: Option<String>,
+}
+
+impl Listing {
+    /// Every object a ref names (tags, not their peeled targets), HEAD included.
+    pub fn tips(&self) -> BTreeSet<ObjectId> {
+        self.refs
+            .values()
+            .map(|r| r.oid.as_str())
+            .chain(self.head_oid.as_deref())
+            .filter_map(|h| ObjectId::from_hex(h.as_bytes()).ok())
+            .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("upstream {0} has no such repository")]
+    NotFound(String),
+    #[error("upstream {0}: {1}")]
+    Upstream(String, String),
+    #[error("received pack from {0} is invalid: {1}")]
+    BadPack(String, String),
+    #[error("upstream {0} sent more than {1} bytes (--max-fill-bytes): not stored")]
+    TooLarge(String, u64),
+}
