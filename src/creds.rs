@@ -7,7 +7,6 @@
 //! `default` entry is ignored: credentials only go to hosts that are named.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 
 /// A user name and password (or token).
 #[derive(Clone, PartialEq, Eq)]
@@ -40,24 +39,6 @@ pub fn parse_roots(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
         return Err("no PEM certificate in it".into());
     }
     Ok(roots)
-}
-
-/// Add the `--upstream-ca` roots to an HTTP client configuration for upstreams.
-pub fn with_roots(mut b: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
-    for c in CREDS.get().map(|c| c.roots.as_slice()).unwrap_or_default() {
-        b = b.add_root_certificate(c.clone());
-    }
-    b
-}
-
-/// [`with_roots`] for the blocking client the git transport uses.
-pub fn with_roots_blocking(
-    mut b: reqwest::blocking::ClientBuilder,
-) -> reqwest::blocking::ClientBuilder {
-    for c in CREDS.get().map(|c| c.roots.as_slice()).unwrap_or_default() {
-        b = b.add_root_certificate(c.clone());
-    }
-    b
 }
 
 fn percent_decode_lossy(s: &str) -> String {
@@ -143,11 +124,52 @@ pub fn netrc_path(explicit: Option<&std::path::Path>) -> Option<std::path::PathB
     p.is_file().then_some(p)
 }
 
-static CREDS: OnceLock<Credentials> = OnceLock::new();
+/// What goprox trusts and presents to upstreams, made once at start-up and passed to what
+/// talks to them (discovery, fills, the checksum-database relay): the URLs of the explicit
+/// `--upstream`/`--discover` rules (trusted as given: http and private addresses allowed; every
+/// other upstream goes through [`crate::policy`]), and the credentials and extra CA roots.
+#[derive(Debug, Default, Clone)]
+pub struct Trust {
+    pub credentials: Credentials,
+    /// URL prefixes of the explicit rules.
+    pub trusted: Vec<String>,
+}
 
-/// Install the process's upstream credentials (once, at start-up).
-pub fn install(c: Credentials) {
-    let _ = CREDS.set(c);
+impl Trust {
+    /// Whether `url` is (under) the URL of an explicit rule.
+    pub fn is_trusted(&self, url: &str) -> bool {
+        self.trusted.iter().any(|r| {
+            url == r
+                || (r.ends_with('/') && url.starts_with(r.as_str()))
+                || url
+                    .strip_prefix(r.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
+
+    /// Credentials for an upstream URL ([`Credentials::for_url`]).
+    pub fn secret_for(&self, url: &str) -> Option<Secret> {
+        self.credentials.for_url(url)
+    }
+
+    /// Add the `--upstream-ca` roots to an HTTP client configuration for upstreams.
+    pub fn with_roots(&self, mut b: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+        for c in &self.credentials.roots {
+            b = b.add_root_certificate(c.clone());
+        }
+        b
+    }
+
+    /// [`Trust::with_roots`] for the blocking client the git transport uses.
+    pub fn with_roots_blocking(
+        &self,
+        mut b: reqwest::blocking::ClientBuilder,
+    ) -> reqwest::blocking::ClientBuilder {
+        for c in &self.credentials.roots {
+            b = b.add_root_certificate(c.clone());
+        }
+        b
+    }
 }
 
 impl Credentials {
@@ -175,14 +197,23 @@ impl Credentials {
     }
 }
 
-/// Credentials for `url` from the installed set.
-pub fn for_url(url: &str) -> Option<Secret> {
-    CREDS.get()?.for_url(url)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trust_covers_rule_urls_and_what_is_under_them() {
+        let t = Trust {
+            credentials: Credentials::default(),
+            trusted: vec!["http://127.0.0.1:9/x/".into(), "http://git.internal/r".into()],
+        };
+        assert!(t.is_trusted("http://127.0.0.1:9/x/mod"));
+        assert!(t.is_trusted("http://git.internal/r"));
+        assert!(t.is_trusted("http://git.internal/r/sub"));
+        assert!(!t.is_trusted("http://git.internal/repo"));
+        assert!(!t.is_trusted("http://127.0.0.1:9/y"));
+        assert!(!Trust::default().is_trusted("http://127.0.0.1:9/x/mod"));
+    }
 
     #[test]
     fn userinfo() {

@@ -145,7 +145,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 impl StoreArgs {
-    fn mirror_options(&self) -> MirrorOptions {
+    fn mirror_options(&self, trust: &Arc<goprox::creds::Trust>) -> MirrorOptions {
         let prefixes = if self.ref_prefixes.iter().any(|p| p == "*") {
             Vec::new()
         } else {
@@ -160,6 +160,7 @@ impl StoreArgs {
                 idle: self.fill_idle_timeout.max(Duration::from_secs(1)),
                 ..Default::default()
             },
+            trust: trust.clone(),
         }
     }
 
@@ -370,7 +371,7 @@ async fn open_store(a: &StoreArgs) -> anyhow::Result<store::DynStore> {
 /// netrc file, and trust the explicit `--upstream` rules as given (they may name http and
 /// private hosts; every other upstream goes through the policy in `goprox::policy`). Returns
 /// the rules without userinfo.
-fn prepare_upstreams(a: &StoreArgs) -> anyhow::Result<Vec<Rule>> {
+fn prepare_upstreams(a: &StoreArgs) -> anyhow::Result<(Vec<Rule>, Arc<goprox::creds::Trust>)> {
     let mut creds = goprox::creds::Credentials::default();
     let mut rules = Vec::new();
     for r in &a.upstreams {
@@ -404,9 +405,11 @@ fn prepare_upstreams(a: &StoreArgs) -> anyhow::Result<Vec<Rule>> {
             .map_err(|e| anyhow::anyhow!("--upstream-ca {}: {e}", p.display()))?;
         tracing::info!(file = %p.display(), certificates = creds.roots.len(), "extra upstream CA roots");
     }
-    goprox::creds::install(creds);
-    goprox::policy::trust_rule_urls(rules.iter().map(|r| r.url.clone()));
-    Ok(rules)
+    let trust = goprox::creds::Trust {
+        credentials: creds,
+        trusted: rules.iter().map(|r| r.url.clone()).collect(),
+    };
+    Ok((rules, Arc::new(trust)))
 }
 
 fn main() -> std::process::ExitCode {
@@ -475,7 +478,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     // The Prometheus recorder behind `/metrics` (installed lazily anyway; here before any
     // store call or request is measured).
     goprox::metrics::install();
-    let rules = prepare_upstreams(&a.store)?;
+    let (rules, trust) = prepare_upstreams(&a.store)?;
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(c), Some(k)) => Some(goprox::server::tls_acceptor(c, k)?),
         _ => None,
@@ -520,7 +523,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     io.pack_cache_min_cost = a.pack_cache_min_cost;
     let io = Arc::new(io);
     let filler = Filler::new(store.clone())
-        .with_options(a.store.mirror_options())
+        .with_options(a.store.mirror_options(&trust))
         .with_coordination(a.store.coordination(single_instance));
     let policy = RefreshPolicy {
         refresh_after: a.refresh_after,
@@ -533,7 +536,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             .with_policy(policy)
             .with_index_budget(a.store.index_cache_size),
     );
-    let sumdb = goprox::modproxy::sumdb::Relay::from_specs(&a.sumdb, store.clone())
+    let sumdb = goprox::modproxy::sumdb::Relay::from_specs(&a.sumdb, store.clone(), &trust)
         .map_err(anyhow::Error::msg)?
         .map(Arc::new);
     match &sumdb {
@@ -579,7 +582,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     ));
     let state = Arc::new(AppState {
         repos,
-        resolver: Resolver::new(rules),
+        resolver: Resolver::new(rules).with_trust(trust),
         public_url: a.public_url.clone(),
         access: a.access.access(),
         auth,
@@ -819,14 +822,15 @@ impl Mirrorer {
 
     async fn new(a: &MirrorArgs) -> anyhow::Result<Mirrorer> {
         let store = open_store(&a.store).await?;
-        let resolver = Resolver::new(prepare_upstreams(&a.store)?);
+        let (rules, trust) = prepare_upstreams(&a.store)?;
+        let resolver = Resolver::new(rules).with_trust(trust.clone());
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} repos {msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         let filler = Filler::new(store.clone())
-            .with_options(a.store.mirror_options())
+            .with_options(a.store.mirror_options(&trust))
             .with_coordination(a.store.coordination(false))
             .with_progress(Arc::new(Bar(bar.clone())));
         let io = Arc::new(Io::new(

@@ -13,7 +13,7 @@
 //! the ones connected to (no second lookup in between).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// Why an upstream was refused; the text is what clients see (`refusing upstream HOST: WHY`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -259,27 +259,6 @@ impl reqwest::dns::Resolve for PublicResolver {
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }
-}
-
-/// The upstream URL prefixes explicit `--upstream` rules name: trusted as given.
-static TRUSTED: OnceLock<Vec<String>> = OnceLock::new();
-
-/// Register the URLs of the explicit `--upstream` rules (once, at start-up).
-pub fn trust_rule_urls(urls: impl IntoIterator<Item = String>) {
-    let _ = TRUSTED.set(urls.into_iter().collect());
-}
-
-/// Whether `url` is (under) the URL of an explicit `--upstream` rule.
-pub fn is_trusted(url: &str) -> bool {
-    TRUSTED.get().is_some_and(|t| {
-        t.iter().any(|r| {
-            url == r
-                || (r.ends_with('/') && url.starts_with(r.as_str()))
-                || url
-                    .strip_prefix(r.as_str())
-                    .is_some_and(|rest| rest.starts_with('/'))
-        })
-    })
 }
 
 /// The reqwest client configuration for untrusted upstreams: public addresses only.

@@ -125,11 +125,13 @@ impl Session {
         url: &str,
         prefixes: &RefPrefixes,
         deadlines: Deadlines,
+        trust: &std::sync::Arc<crate::creds::Trust>,
     ) -> Result<(Session, Listing), FetchError> {
         // Upstreams no explicit `--upstream` rule names: https to public addresses only (the
         // HTTP client's resolver refuses the rest), and no redirects (a redirect could lead
         // to an address that was never checked).
-        let trusted = crate::policy::is_trusted(url);
+        let trusted = trust.is_trusted(url);
+        let roots = trust.clone();
         if !trusted {
             crate::policy::check_url(url)
                 .map_err(|e| FetchError::Upstream(crate::policy::redact(url), e.to_string()))?;
@@ -156,7 +158,7 @@ impl Session {
             backend: Some({
                 let opts = gix_transport::client::blocking_io::http::reqwest::Options {
                     configure_client: Some(Box::new(move |b: reqwest::blocking::ClientBuilder| {
-                        let b = crate::creds::with_roots_blocking(b);
+                        let b = roots.with_roots_blocking(b);
                         Ok(if trusted {
                             b
                         } else {
@@ -182,7 +184,7 @@ impl Session {
         // Credentials live apart from the URL (which is logged and stored): rule userinfo or
         // the netrc entry of the host.
         // They are only ever sent over https (gix refuses clear-text credentials anyway).
-        if let Some(s) = crate::creds::for_url(url) {
+        if let Some(s) = trust.secret_for(url) {
             if url.starts_with("https://") {
                 let _ = transport.set_identity(gix_sec::identity::Account {
                     username: s.user,
@@ -377,10 +379,11 @@ pub fn fetch_all(
     url: &str,
     prefixes: &RefPrefixes,
     deadlines: Deadlines,
+    trust: &std::sync::Arc<crate::creds::Trust>,
     sink: PackSink,
     tap: Option<&super::tap::Tap>,
 ) -> Result<Fetched, FetchError> {
-    let (mut session, listing) = Session::connect(url, prefixes, deadlines)?;
+    let (mut session, listing) = Session::connect(url, prefixes, deadlines, trust)?;
     if let Some(t) = tap {
         t.listed(&listing);
     }

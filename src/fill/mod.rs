@@ -108,6 +108,8 @@ pub struct MirrorOptions {
     /// a mirrored tag keeps its first target and stays when upstream deletes it.
     pub mirror_tags: bool,
     pub deadlines: fetch::Deadlines,
+    /// Trusted rule URLs, credentials and CA roots for talking to upstreams.
+    pub trust: Arc<crate::creds::Trust>,
 }
 
 /// How instances sharing a store take turns on a repository.
@@ -420,6 +422,7 @@ impl Filler {
         let url = target.upstream.clone();
         tracing::info!(root = %target.root, upstream = %url, "filling from upstream");
         let (prefixes, deadlines) = (self.options.prefixes.clone(), self.options.deadlines);
+        let trust = self.options.trust.clone();
         let (mut sink, upload) = inbound::begin(
             &tokio::runtime::Handle::current(),
             &self.store,
@@ -433,7 +436,7 @@ impl Filler {
         let fetched = with_deadline(
             deadlines.total,
             tokio::task::spawn_blocking(move || {
-                fetch::fetch_all(&url, &prefixes, deadlines, sink, t2.as_deref())
+                fetch::fetch_all(&url, &prefixes, deadlines, &trust, sink, t2.as_deref())
             }),
         )
         .await;
@@ -620,6 +623,7 @@ impl Filler {
         };
         let url = target.upstream.clone();
         let (prefixes, deadlines) = (self.options.prefixes.clone(), self.options.deadlines);
+        let trust = self.options.trust.clone();
         let mirror_tags = self.options.mirror_tags;
         let old_refs = old.refs.clone();
         let extra: Vec<ObjectId> = extra_wants.to_vec();
@@ -631,7 +635,7 @@ impl Filler {
         );
         // Everything upstream-facing runs on one blocking thread (one connection).
         let (listing, new_refs, pack, by_sha) = with_deadline(deadlines.total, tokio::task::spawn_blocking(move || {
-            let (mut session, listing) = fetch::Session::connect(&url, &prefixes, deadlines)?;
+            let (mut session, listing) = fetch::Session::connect(&url, &prefixes, deadlines, &trust)?;
             let (new_refs, kept) = merge_refs(&old_refs, &listing.refs, mirror_tags);
             for k in &kept {
                 tracing::warn!(root = %root, tag = %k, "keeping the mirrored tag");
@@ -676,7 +680,7 @@ impl Filler {
                         if tips_only.is_empty() {
                             None
                         } else {
-                            let (mut s2, _) = fetch::Session::connect(&url, &prefixes, deadlines)?;
+                            let (mut s2, _) = fetch::Session::connect(&url, &prefixes, deadlines, &trust)?;
                             Some(receive(&mut s2, &tips_only)?)
                         }
                     }

@@ -101,6 +101,8 @@ const DISCOVERY_CACHE_ENTRIES: usize = 10_000;
 #[derive(Debug, Clone, Default)]
 pub struct Resolver {
     rules: Vec<Rule>,
+    /// Trusted rule URLs and CA roots (discovery's client, the repositories it names).
+    trust: std::sync::Arc<crate::creds::Trust>,
     /// Discovered targets by import path, with when they were discovered: a module download
     /// asks for one path several times, and a vanity host that goes down must not take the
     /// modules already mirrored from it down with it.
@@ -114,8 +116,15 @@ impl Resolver {
         rules.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Resolver {
             rules,
+            trust: Default::default(),
             discovered: Default::default(),
         }
+    }
+
+    /// The same rules, talking to upstreams with `trust`.
+    pub fn with_trust(mut self, trust: std::sync::Arc<crate::creds::Trust>) -> Self {
+        self.trust = trust;
+        self
     }
 
     fn remembered(&self, path: &str) -> Option<(Target, std::time::Instant)> {
@@ -230,8 +239,8 @@ impl Resolver {
         {
             return Ok(t.clone());
         }
-        let found = match discover(path, base).await {
-            Ok(t) if crate::policy::is_trusted(&t.upstream) => Ok(t),
+        let found = match discover(path, base, &self.trust).await {
+            Ok(t) if self.trust.is_trusted(&t.upstream) => Ok(t),
             Ok(t) => check_untrusted(&t.upstream)
                 .await
                 .map(|_| t)
@@ -273,7 +282,11 @@ async fn check_untrusted(url: &str) -> Result<(), crate::policy::Refused> {
 /// the `go-import` meta tag. Without a rule every hop (redirects included) must be `https` to
 /// a public address; the page is read up to [`DISCOVERY_MAX_BYTES`] within
 /// [`DISCOVERY_TIMEOUT`]. Error texts never carry what the server answered.
-async fn discover(path: &str, base: Option<&str>) -> Result<Target, ResolveError> {
+async fn discover(
+    path: &str,
+    base: Option<&str>,
+    trust: &crate::creds::Trust,
+) -> Result<Target, ResolveError> {
     let url = match base {
         Some(b) => format!("{b}/{path}?go-get=1"),
         None => format!("https://{path}?go-get=1"),
@@ -283,7 +296,8 @@ async fn discover(path: &str, base: Option<&str>) -> Result<Target, ResolveError
         crate::policy::check_url(&url)?;
     }
     let discovery = |why: String| ResolveError::Discovery(path.into(), why);
-    let mut builder = crate::creds::with_roots(reqwest::Client::builder())
+    let mut builder = trust
+        .with_roots(reqwest::Client::builder())
         .timeout(DISCOVERY_TIMEOUT)
         .connect_timeout(std::time::Duration::from_secs(5))
         .user_agent(crate::AGENT)

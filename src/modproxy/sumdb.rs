@@ -409,7 +409,11 @@ fn record_hash(body: &[u8], path: &str, version: &str, what: Hashed) -> Option<S
 impl Relay {
     /// The relay for the `--sumdb` values (`NAME=URL`, repeatable); `Ok(None)` for `off` (no
     /// relay: `/sumdb/…` is 404 and clients go to the database directly).
-    pub fn from_specs(specs: &[String], store: DynStore) -> Result<Option<Relay>, String> {
+    pub fn from_specs(
+        specs: &[String],
+        store: DynStore,
+        trust: &crate::creds::Trust,
+    ) -> Result<Option<Relay>, String> {
         let specs: Vec<&str> = specs
             .iter()
             .map(|s| s.trim())
@@ -436,7 +440,8 @@ impl Relay {
         let Some(first) = first else {
             return Ok(None);
         };
-        let client = crate::creds::with_roots(reqwest::Client::builder())
+        let client = trust
+            .with_roots(reqwest::Client::builder())
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(TOTAL_TIMEOUT)
             .user_agent(crate::AGENT)
@@ -1041,12 +1046,26 @@ mod tests {
         }
         let store: DynStore = std::sync::Arc::new(crate::store::memory::MemoryStore::default());
         assert!(matches!(
-            Relay::from_specs(&["off".into()], store.clone()),
+            Relay::from_specs(&["off".into()], store.clone(), &Default::default()),
             Ok(None)
         ));
-        assert!(Relay::from_specs(&["off".into(), DEFAULT.into()], store.clone()).is_err());
-        assert!(Relay::from_specs(&[DEFAULT.into(), DEFAULT.into()], store.clone()).is_err());
-        let r = Relay::from_specs(&[DEFAULT.into()], store);
+        assert!(
+            Relay::from_specs(
+                &["off".into(), DEFAULT.into()],
+                store.clone(),
+                &Default::default()
+            )
+            .is_err()
+        );
+        assert!(
+            Relay::from_specs(
+                &[DEFAULT.into(), DEFAULT.into()],
+                store.clone(),
+                &Default::default()
+            )
+            .is_err()
+        );
+        let r = Relay::from_specs(&[DEFAULT.into()], store, &Default::default());
         assert!(matches!(r, Ok(Some(_))));
     }
 
@@ -1107,6 +1126,7 @@ mod tests {
                 "a.test=http://127.0.0.1:9".to_string(),
             ],
             store.clone(),
+            &Default::default(),
         )
         .unwrap()
         .unwrap();
@@ -1231,9 +1251,13 @@ mod tests {
         ])
         .await;
         let store: DynStore = std::sync::Arc::new(crate::store::memory::MemoryStore::default());
-        let relay = Relay::from_specs(&[format!("db.test={url}")], store.clone())
-            .unwrap()
-            .unwrap();
+        let relay = Relay::from_specs(
+            &[format!("db.test={url}")],
+            store.clone(),
+            &Default::default(),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(
             body(relay.serve("db.test", "supported").await).await,
             (200, vec![])
