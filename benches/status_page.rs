@@ -14,8 +14,8 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use goprox::activity::Activity;
-use goprox::catalog::{Catalog, Entry, Outcome, SHARDS, Shard, shard_key, shard_of};
 use goprox::http::status::{Query, Status, build, render_html, report};
+use goprox::refs::catalog::{Catalog, Entry, Outcome, SHARDS, Shard, shard_key, shard_of};
 use goprox::store::{DynStore, PutMode};
 use std::collections::BTreeMap;
 use std::hint::black_box;

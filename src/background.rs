@@ -1,5 +1,5 @@
 //! Writes that run after their request has been answered and should still land before the
-//! process exits: catalog notes ([`crate::catalog`]) and generated packs kept for the next
+//! process exits: catalog notes ([`crate::refs::catalog`]) and generated packs kept for the next
 //! identical request ([`crate::odb::pack_cache`]). `goprox serve` waits for them (within its
 //! shutdown grace) after the last response.
 

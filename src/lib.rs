@@ -6,10 +6,7 @@
 
 pub mod access;
 pub mod activity;
-pub mod auth;
 pub mod background;
-pub mod catalog;
-pub mod creds;
 pub mod duration;
 pub mod fill;
 pub mod gomod;
@@ -19,15 +16,14 @@ pub mod metrics;
 pub mod modproxy;
 pub mod odb;
 pub mod path;
-pub mod policy;
 pub mod protocol;
 pub mod refs;
 pub mod repo;
-pub mod server;
 pub mod snapshot;
 pub mod store;
 #[doc(hidden)]
 pub mod testdata;
+pub mod upstream;
 
 /// Agent string sent to clients and upstreams.
 pub const AGENT: &str = concat!("goprox/", env!("CARGO_PKG_VERSION"));

@@ -2,13 +2,13 @@
 
 use clap::{Args, Parser, Subcommand};
 use goprox::fill::fetch::RefPrefixes;
-use goprox::fill::resolve::{ResolveError, Resolver, Rule, Target};
 use goprox::fill::{Coordination, FillProgress, Filler, MirrorOptions, Refreshed};
 use goprox::http::{AppState, router};
 use goprox::odb::Io;
 use goprox::refs::Keys;
 use goprox::repo::{RefreshPolicy, Repos};
 use goprox::store::{self, s3::S3Options};
+use goprox::upstream::resolve::{ResolveError, Resolver, Rule, Target};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -145,7 +145,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 impl StoreArgs {
-    fn mirror_options(&self, trust: &Arc<goprox::creds::Trust>) -> MirrorOptions {
+    fn mirror_options(&self, trust: &Arc<goprox::upstream::creds::Trust>) -> MirrorOptions {
         let prefixes = if self.ref_prefixes.iter().any(|p| p == "*") {
             Vec::new()
         } else {
@@ -369,13 +369,15 @@ async fn open_store(a: &StoreArgs) -> anyhow::Result<store::DynStore> {
 
 /// Take credentials out of the rules' URLs (they must never be logged or stored), read the
 /// netrc file, and trust the explicit `--upstream` rules as given (they may name http and
-/// private hosts; every other upstream goes through the policy in `goprox::policy`). Returns
+/// private hosts; every other upstream goes through the policy in `goprox::upstream::policy`). Returns
 /// the rules without userinfo.
-fn prepare_upstreams(a: &StoreArgs) -> anyhow::Result<(Vec<Rule>, Arc<goprox::creds::Trust>)> {
-    let mut creds = goprox::creds::Credentials::default();
+fn prepare_upstreams(
+    a: &StoreArgs,
+) -> anyhow::Result<(Vec<Rule>, Arc<goprox::upstream::creds::Trust>)> {
+    let mut creds = goprox::upstream::creds::Credentials::default();
     let mut rules = Vec::new();
     for r in &a.upstreams {
-        let (url, secret) = goprox::creds::split_userinfo(&r.url);
+        let (url, secret) = goprox::upstream::creds::split_userinfo(&r.url);
         if let Some(s) = secret {
             creds.by_prefix.push((url.clone(), s));
         }
@@ -386,10 +388,10 @@ fn prepare_upstreams(a: &StoreArgs) -> anyhow::Result<(Vec<Rule>, Arc<goprox::cr
         });
     }
     rules.extend(a.discover.iter().cloned());
-    if let Some(p) = goprox::creds::netrc_path(a.netrc.as_deref()) {
+    if let Some(p) = goprox::upstream::creds::netrc_path(a.netrc.as_deref()) {
         match std::fs::read_to_string(&p) {
             Ok(text) => {
-                creds.by_host = goprox::creds::parse_netrc(&text);
+                creds.by_host = goprox::upstream::creds::parse_netrc(&text);
                 tracing::info!(file = %p.display(), hosts = creds.by_host.len(), "upstream credentials from netrc");
             }
             Err(e) if a.netrc.is_some() => {
@@ -401,11 +403,11 @@ fn prepare_upstreams(a: &StoreArgs) -> anyhow::Result<(Vec<Rule>, Arc<goprox::cr
     if let Some(p) = &a.upstream_ca {
         let pem =
             std::fs::read(p).map_err(|e| anyhow::anyhow!("--upstream-ca {}: {e}", p.display()))?;
-        creds.roots = goprox::creds::parse_roots(&pem)
+        creds.roots = goprox::upstream::creds::parse_roots(&pem)
             .map_err(|e| anyhow::anyhow!("--upstream-ca {}: {e}", p.display()))?;
         tracing::info!(file = %p.display(), certificates = creds.roots.len(), "extra upstream CA roots");
     }
-    let trust = goprox::creds::Trust {
+    let trust = goprox::upstream::creds::Trust {
         credentials: creds,
         trusted: rules.iter().map(|r| r.url.clone()).collect(),
     };
@@ -480,13 +482,13 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     goprox::metrics::install();
     let (rules, trust) = prepare_upstreams(&a.store)?;
     let tls = match (&a.tls_cert, &a.tls_key) {
-        (Some(c), Some(k)) => Some(goprox::server::tls_acceptor(c, k)?),
+        (Some(c), Some(k)) => Some(goprox::http::server::tls_acceptor(c, k)?),
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let auth = match &a.auth_file {
         Some(f) => {
-            let users = goprox::auth::Users::open(f)?;
+            let users = goprox::http::auth::Users::open(f)?;
             tracing::info!(file = %f.display(), "client authentication required (--auth-file)");
             Some(Arc::new(users))
         }
@@ -615,7 +617,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         store.describe()
     );
     tracing::info!(%addr, store = %store.describe(), "listening");
-    let limits = goprox::server::ServerLimits {
+    let limits = goprox::http::server::ServerLimits {
         header_timeout: a.header_timeout.max(Duration::from_millis(100)),
         // The rest of the grace is for the runtime's own shutdown (see `main`).
         drain_timeout: a
@@ -629,7 +631,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         let _ = s2.set(std::time::Instant::now());
     };
-    goprox::server::serve(listener, router(state), limits, tls, shutdown).await?;
+    goprox::http::server::serve(listener, router(state), limits, tls, shutdown).await?;
     // Work still going on without a client (fills, refreshes, compactions) may finish in
     // the rest of the grace; what cannot is handed off: its leases are released, so another
     // instance takes it over at once (a fill received whole is adopted, not fetched again).
@@ -637,7 +639,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         .get()
         .copied()
         .unwrap_or_else(std::time::Instant::now);
-    let finished = goprox::fill::lease::quiesce(since + limits.drain_timeout).await;
+    let finished = goprox::refs::lease::quiesce(since + limits.drain_timeout).await;
     // Writes that follow answered requests: catalog notes, generated packs kept for the next
     // identical request (a lost one only costs that request its shortcut).
     let settle_by =
@@ -649,8 +651,8 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         );
     }
     if !finished {
-        let held = goprox::fill::lease::held();
-        let n = goprox::fill::lease::hand_off(HAND_OFF).await;
+        let held = goprox::refs::lease::held();
+        let n = goprox::refs::lease::hand_off(HAND_OFF).await;
         tracing::warn!(
             held,
             handed_off = n,
@@ -678,7 +680,7 @@ async fn interruptible(
         r = work => r,
         () = one_signal() => {
             tracing::warn!("{what}: stopping on a signal");
-            let n = goprox::fill::lease::hand_off(HAND_OFF).await;
+            let n = goprox::refs::lease::hand_off(HAND_OFF).await;
             anyhow::bail!("{what} interrupted by a signal ({n} lease(s) handed off); the store is consistent, run it again to finish")
         }
     }
@@ -1079,7 +1081,7 @@ async fn mirror(a: MirrorArgs) -> anyhow::Result<()> {
 
 async fn gc(a: GcArgs) -> anyhow::Result<()> {
     let store = open_store(&a.store).await?;
-    let holder = format!("gc@{}", goprox::fill::lease::default_holder());
+    let holder = format!("gc@{}", goprox::refs::lease::default_holder());
     let mut print = |line: String| println!("{line}");
     let s = goprox::maint::gc::run(&store, a.grace, &holder, &mut print).await?;
     goprox::background::settle(std::time::Instant::now() + Duration::from_secs(30)).await;

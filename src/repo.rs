@@ -1,16 +1,16 @@
 //! Opening repositories: ref index (filled from upstream on a miss) plus the packs it names,
 //! whose indexes are loaded once per process and shared.
 
-use crate::catalog::Outcome;
 use crate::fill::fetch::{FetchError, Listing};
-use crate::fill::resolve::Target;
 use crate::fill::tap::{Feed, Tap};
 use crate::fill::{FillError, Filler, Refreshed};
 use crate::metrics;
 use crate::odb::pack::Pack;
 use crate::odb::{Io, Odb};
+use crate::refs::catalog::Outcome;
 use crate::refs::{self, Keys, PackEntry, RefIndex};
 use crate::store::{DynStore, ETag, Revalidated};
+use crate::upstream::resolve::Target;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use gix_hash::ObjectId;
@@ -531,7 +531,12 @@ impl Repos {
                 match &r {
                     Ok((index, _)) => {
                         this.start_bitmaps(&t, index);
-                        crate::catalog::note_outcome(&this.store, &t.root, Outcome::Filled, None);
+                        crate::refs::catalog::note_outcome(
+                            &this.store,
+                            &t.root,
+                            Outcome::Filled,
+                            None,
+                        );
                     }
                     Err(e) => this.activity.error(&t.root, "fill", &e.public_message()),
                 }
@@ -863,7 +868,7 @@ impl Repos {
                 (Outcome::Failed, Some(m))
             }
         };
-        crate::catalog::note_outcome(&self.store, root, outcome, error.as_deref());
+        crate::refs::catalog::note_outcome(&self.store, root, outcome, error.as_deref());
     }
 
     /// Fills and refreshes this process has under way.

@@ -1,7 +1,7 @@
 //! `<meta name="go-import">` discovery pages fetched from arbitrary hosts.
 #![no_main]
 
-use goprox::fill::resolve::{clean_subdir, parse_go_import};
+use goprox::upstream::resolve::{clean_subdir, parse_go_import};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -21,5 +21,5 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(uri) = format!("/-/status.json?{text}").parse::<axum::http::Uri>() {
         let _ = axum::extract::Query::<goprox::http::status::Query>::try_from_uri(&uri);
     }
-    let _ = serde_json::from_slice::<goprox::catalog::Shard>(data);
+    let _ = serde_json::from_slice::<goprox::refs::catalog::Shard>(data);
 });

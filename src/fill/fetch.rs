@@ -125,7 +125,7 @@ impl Session {
         url: &str,
         prefixes: &RefPrefixes,
         deadlines: Deadlines,
-        trust: &std::sync::Arc<crate::creds::Trust>,
+        trust: &std::sync::Arc<crate::upstream::creds::Trust>,
     ) -> Result<(Session, Listing), FetchError> {
         // Upstreams no explicit `--upstream` rule names: https to public addresses only (the
         // HTTP client's resolver refuses the rest), and no redirects (a redirect could lead
@@ -133,8 +133,9 @@ impl Session {
         let trusted = trust.is_trusted(url);
         let roots = trust.clone();
         if !trusted {
-            crate::policy::check_url(url)
-                .map_err(|e| FetchError::Upstream(crate::policy::redact(url), e.to_string()))?;
+            crate::upstream::policy::check_url(url).map_err(|e| {
+                FetchError::Upstream(crate::upstream::policy::redact(url), e.to_string())
+            })?;
         }
         let mut transport = gix_transport::client::blocking_io::connect::connect(
             url,
@@ -162,7 +163,8 @@ impl Session {
                         Ok(if trusted {
                             b
                         } else {
-                            b.dns_resolver(crate::policy::public_resolver()).no_proxy()
+                            b.dns_resolver(crate::upstream::policy::public_resolver())
+                                .no_proxy()
                         })
                     })),
                     configure_request: None,
@@ -177,7 +179,7 @@ impl Session {
         {
             // Without the policy's resolver the connection must not be made.
             return Err(FetchError::Upstream(
-                crate::policy::redact(url),
+                crate::upstream::policy::redact(url),
                 format!("cannot configure the HTTP transport: {e}"),
             ));
         }
@@ -379,7 +381,7 @@ pub fn fetch_all(
     url: &str,
     prefixes: &RefPrefixes,
     deadlines: Deadlines,
-    trust: &std::sync::Arc<crate::creds::Trust>,
+    trust: &std::sync::Arc<crate::upstream::creds::Trust>,
     sink: PackSink,
     tap: Option<&super::tap::Tap>,
 ) -> Result<Fetched, FetchError> {

@@ -50,7 +50,7 @@ struct Record {
 
 impl PackSink {
     pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
-        super::lease::beat_for(&self.record.key);
+        crate::refs::lease::beat_for(&self.record.key);
         if let Some(t) = &self.tap {
             t.push(data);
         }

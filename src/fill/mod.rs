@@ -11,18 +11,17 @@
 pub mod compact;
 pub mod fetch;
 pub mod inbound;
-pub mod lease;
 pub mod received;
-pub mod resolve;
 pub mod stored;
 pub mod tap;
 pub mod upstream;
 
+use crate::refs::lease;
 use crate::refs::{self, Keys, PackEntry, RefIndex};
 use crate::store::{DynStore, ETag, PutMode, StoreError};
+use crate::upstream::resolve::Target;
 use bytes::Bytes;
 use gix_hash::ObjectId;
-use resolve::Target;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -109,7 +108,7 @@ pub struct MirrorOptions {
     pub mirror_tags: bool,
     pub deadlines: fetch::Deadlines,
     /// Trusted rule URLs, credentials and CA roots for talking to upstreams.
-    pub trust: Arc<crate::creds::Trust>,
+    pub trust: Arc<crate::upstream::creds::Trust>,
 }
 
 /// How instances sharing a store take turns on a repository.

@@ -15,12 +15,12 @@
 //! and the fill goes to upstream. `goprox gc` deletes records that were published since, or
 //! that nobody adopted within its grace period (their packs go as unreferenced packs).
 
-use super::resolve::Target;
 use super::stored::{INDEX_CACHE_BYTES, StoreSource};
 use super::{FillError, put_immutable};
 use crate::odb::ingest;
 use crate::refs::{self, Keys, PackEntry, RefEntry, RefIndex};
 use crate::store::{DynStore, ETag, StoreError};
+use crate::upstream::resolve::Target;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -83,7 +83,7 @@ impl PackSource for StoreSource {
     }
 
     fn read(&mut self, start: u64, end: u64) -> std::io::Result<Bytes> {
-        super::lease::beat_for(&self.key);
+        crate::refs::lease::beat_for(&self.key);
         loop {
             if let Some((at, data)) = &self.current
                 && start >= *at
@@ -138,7 +138,7 @@ pub(super) async fn send_windows(
         let mut at = start;
         while at < end {
             let len = WINDOW.min(end - at);
-            super::lease::beat_for(&key);
+            crate::refs::lease::beat_for(&key);
             let got = match store.get_range(&key, at, len).await {
                 Ok(b) if b.len() as u64 == len => Ok(b),
                 Ok(_) => Err(StoreError::Backend(format!("short read of {key}"))),

@@ -15,9 +15,9 @@
 //! each repository is refreshed at most every [`MIN_INTERVAL`], and a push that arrives
 //! while its refresh runs gets one more refresh after it (never lost, never piled up).
 
-use crate::catalog::Catalog;
-use crate::fill::resolve::Target;
+use crate::refs::catalog::Catalog;
 use crate::repo::{Pushed, Repos};
+use crate::upstream::resolve::Target;
 use axum::http::{HeaderMap, StatusCode};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -3,12 +3,12 @@
 //! ([`status`]) and push hooks ([`hooks`]).
 //! Repository paths are free-form import paths, so routing is done by hand in [`dispatch`].
 
-use crate::fill::resolve::{ResolveError, Resolver, Target};
 use crate::metrics;
 use crate::path;
 use crate::protocol::request::{self, V2Request};
 use crate::protocol::{advertise, pktline, upload_pack};
 use crate::repo::{OpenError, Opened, Repo, Repos};
+use crate::upstream::resolve::{ResolveError, Resolver, Target};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
@@ -17,7 +17,9 @@ use axum::response::{IntoResponse, Response};
 use std::io::Read;
 use std::sync::Arc;
 
+pub mod auth;
 pub mod hooks;
+pub mod server;
 pub mod status;
 
 /// Default largest accepted request body (also after gzip decoding).
@@ -59,7 +61,7 @@ pub struct AppState {
     pub tls: bool,
     /// `--auth-file`: clients must authenticate (HTTP basic) on every route but `/healthz`
     /// and `/readyz`.
-    pub auth: Option<Arc<crate::auth::Users>>,
+    pub auth: Option<Arc<crate::http::auth::Users>>,
     /// Request size limits.
     pub limits: Limits,
     /// `--allow` / `--deny`: which import paths may be served and filled.
@@ -134,7 +136,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let r = match auth {
         Some(users) => r.layer(axum::middleware::from_fn_with_state(
             users,
-            crate::auth::require_auth,
+            crate::http::auth::require_auth,
         )),
         None => r,
     };
@@ -902,7 +904,7 @@ fn go_get_page(target: &Target, base: &str, mode: GoImport) -> String {
 #[cfg(test)]
 mod go_source_tests {
     use super::{GoImport, go_get_page, go_source};
-    use crate::fill::resolve::Target;
+    use crate::upstream::resolve::Target;
 
     fn t(root: &str, upstream: &str) -> Target {
         Target {

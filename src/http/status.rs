@@ -1,6 +1,6 @@
 //! The operators' page: `GET /` and `/-/status` (HTML, server-rendered, no script) and its
 //! JSON twin `/-/status.json`. What it reads:
-//! - the catalog ([`crate::catalog`]): per repository its upstream, refs, packs, size, last
+//! - the catalog ([`crate::refs::catalog`]): per repository its upstream, refs, packs, size, last
 //!   fetch and last look upstream: at most one conditional GET per shard per page view, none
 //!   within a second of the last; never a bucket listing;
 //! - the lease object of each repository on the page shown (who is working on it, on any
@@ -11,7 +11,7 @@
 //! Every text that comes from outside (import paths, upstream URLs, error lines) is escaped.
 
 use crate::activity::{Activity, RecentError};
-use crate::catalog::{Catalog, Entry, Outcome, Shard};
+use crate::refs::catalog::{Catalog, Entry, Outcome, Shard};
 use crate::repo::Work;
 use crate::store::DynStore;
 use serde::{Deserialize, Serialize};
@@ -42,7 +42,7 @@ impl Status {
             catalog: Catalog::new(store.clone(), Duration::from_secs(1)),
             store: store.describe(),
             settings,
-            holder: crate::fill::lease::default_holder(),
+            holder: crate::refs::lease::default_holder(),
             started_at: unix_now(),
         }
     }
@@ -252,7 +252,7 @@ pub async fn report(
     };
     let (totals, mut page) = build(&shards, activity, &in_progress, query);
     // Who works on the repositories shown, on any instance.
-    let now_ms = crate::fill::lease::now_ms();
+    let now_ms = crate::refs::lease::now_ms();
     let keys: Vec<String> = page
         .rows
         .iter()
@@ -294,7 +294,7 @@ pub async fn report(
 /// Who holds the lease at `key` now, if anyone.
 async fn lease_view(store: &DynStore, key: &str, now_ms: u64) -> Option<LeaseView> {
     let got = store.get(key).await.ok().flatten()?;
-    let rec = crate::fill::lease::decode(&got.data)?;
+    let rec = crate::refs::lease::decode(&got.data)?;
     (!rec.takeable(now_ms)).then(|| LeaseView {
         holder: rec.holder,
         expires_in_ms: rec.expires_at_ms.saturating_sub(now_ms),

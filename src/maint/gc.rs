@@ -20,7 +20,7 @@
 //! (skipping repositories another instance is working on), re-reads the ref index and plans
 //! again, deletes only what both plans agree on, and finally removes its lease object.
 
-use crate::fill::lease::{self, Acquire, LeaseRecord};
+use crate::refs::lease::{self, Acquire, LeaseRecord};
 use crate::refs::{self, KeyKind, Keys, RefIndex, RefsError};
 use crate::store::probe::PROBE_PREFIX;
 use crate::store::{DynStore, ListEntry, StoreError};
@@ -436,7 +436,8 @@ pub async fn run(
         }
     }
     let noted: Vec<_> = indexes.iter().map(RefIndex::noted).collect();
-    match crate::catalog::reconcile(store, &noted, &zips, |root| Keys::new(root).ref_index()).await
+    match crate::refs::catalog::reconcile(store, &noted, &zips, |root| Keys::new(root).ref_index())
+        .await
     {
         Ok((0, 0)) => {}
         Ok((set, removed)) => out(format!(
@@ -997,14 +998,14 @@ mod tests {
             .await
             .unwrap()
             .into_iter()
-            .partition(|k| !k.starts_with(crate::catalog::PREFIX));
+            .partition(|k| !k.starts_with(crate::refs::catalog::PREFIX));
         let mut want = vec![k.ref_index(), k.pack(A), k.idx(A), k.pack(C), k.idx(C)];
         want.sort();
         assert_eq!(left, want, "{lines:#?}");
         assert_eq!(catalog.len(), 1, "one catalog shard: {catalog:?}");
         let (after, _) = refs::load(&store, &k).await.unwrap().unwrap();
         // The catalog agrees with the ref index gc left.
-        let cat = crate::catalog::Catalog::new(store.clone(), Duration::ZERO);
+        let cat = crate::refs::catalog::Catalog::new(store.clone(), Duration::ZERO);
         let entry = cat.get(&after.root).await.unwrap().expect("catalogued");
         assert_eq!(entry.generation, after.generation);
         assert!(cat.get("example.com/orphan").await.unwrap().is_none());
@@ -1029,7 +1030,7 @@ mod tests {
             .await
             .unwrap()
             .into_iter()
-            .filter(|k| !k.starts_with(crate::catalog::PREFIX))
+            .filter(|k| !k.starts_with(crate::refs::catalog::PREFIX))
             .collect();
         assert_eq!(left, want, "{lines:#?}");
     }

@@ -5,7 +5,7 @@
 //! retired packs, `closed`, the last fetch) and, where one exists, the lease object. Nothing is
 //! written and no pack is read.
 
-use crate::fill::lease;
+use crate::refs::lease;
 use crate::refs::{self, Keys, RefsError};
 use crate::store::{DynStore, ListEntry, StoreError};
 use serde::Serialize;

@@ -15,10 +15,10 @@ use super::source::Stored;
 use super::sumdb::{Hashed, Verdict, Verifier};
 use crate::access::Access;
 use crate::fill::Failure;
-use crate::fill::lease::{Acquire, Renewal};
-use crate::fill::resolve::{ResolveError, Resolver, Target};
+use crate::refs::lease::{Acquire, Renewal};
 use crate::repo::{Repo, Repos};
 use crate::store::{Chunk, PutMode, StoreError};
+use crate::upstream::resolve::{ResolveError, Resolver, Target};
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -176,7 +176,7 @@ impl Front<'_> {
         let mut pause = std::time::Duration::from_millis(50);
         let mut waited = false;
         loop {
-            match crate::fill::lease::try_acquire(store, &key, &coord.holder, coord.ttl).await {
+            match crate::refs::lease::try_acquire(store, &key, &coord.holder, coord.ttl).await {
                 Ok(Acquire::Acquired(lease)) => {
                     // Built and recorded between our read of the ledger and now?
                     if let Ok(Some(entry)) = l.zip_entry().await {
@@ -184,7 +184,7 @@ impl Front<'_> {
                         return ZipTurn::Recorded(entry);
                     }
                     let renewal =
-                        crate::fill::lease::spawn_renewal(store.clone(), lease, coord.ttl);
+                        crate::refs::lease::spawn_renewal(store.clone(), lease, coord.ttl);
                     crate::fill::pause_point("zip-build").await;
                     return ZipTurn::Build(Some(renewal));
                 }

@@ -170,7 +170,7 @@ impl<'a> Ledger<'a> {
             .await
         {
             Ok(_) => {
-                crate::catalog::note_zip(self.store, &self.root, entry.size);
+                crate::refs::catalog::note_zip(self.store, &self.root, entry.size);
                 Ok(())
             }
             Err(StoreError::PreconditionFailed) => match self.zip_entry().await? {

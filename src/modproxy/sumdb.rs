@@ -412,7 +412,7 @@ impl Relay {
     pub fn from_specs(
         specs: &[String],
         store: DynStore,
-        trust: &crate::creds::Trust,
+        trust: &crate::upstream::creds::Trust,
     ) -> Result<Option<Relay>, String> {
         let specs: Vec<&str> = specs
             .iter()

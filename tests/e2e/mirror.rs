@@ -30,9 +30,9 @@ fn mirror_then_serve_offline() {
     let mut catalogued: Vec<String> = store
         .all_keys()
         .iter()
-        .filter(|k| k.starts_with(goprox::catalog::PREFIX))
+        .filter(|k| k.starts_with(goprox::refs::catalog::PREFIX))
         .flat_map(|k| {
-            let shard: goprox::catalog::Shard =
+            let shard: goprox::refs::catalog::Shard =
                 serde_json::from_slice(&store.get_object(k).expect("shard")).expect("shard JSON");
             shard.repos.into_keys().collect::<Vec<_>>()
         })

@@ -176,12 +176,12 @@ fn status_page_in_a_browser() {
 
     // An entry no fill could make (import paths hold no `<`): what a hostile bucket could
     // hold, in a shard of its own.
-    let live_shard = goprox::catalog::shard_of(LIVE);
+    let live_shard = goprox::refs::catalog::shard_of(LIVE);
     let evil = (0..1000)
         .map(|i| format!("evil.example/<script>window.pwned=1</script>/{i}"))
         .find(|r| {
-            let s = goprox::catalog::shard_of(r);
-            s != live_shard && s != goprox::catalog::shard_of("example.test/second")
+            let s = goprox::refs::catalog::shard_of(r);
+            s != live_shard && s != goprox::refs::catalog::shard_of("example.test/second")
         })
         .expect("a root in another shard");
     let shard = serde_json::json!({
@@ -194,7 +194,7 @@ fn status_page_in_a_browser() {
         }},
     });
     store.put_object(
-        &goprox::catalog::shard_key(goprox::catalog::shard_of(&evil)),
+        &goprox::refs::catalog::shard_key(goprox::refs::catalog::shard_of(&evil)),
         &serde_json::to_vec(&shard).expect("json"),
     );
 

@@ -171,7 +171,7 @@ impl Store {
     pub fn keys(&self) -> Vec<String> {
         self.all_keys()
             .into_iter()
-            .filter(|k| !k.starts_with(goprox::catalog::PREFIX))
+            .filter(|k| !k.starts_with(goprox::refs::catalog::PREFIX))
             .collect()
     }
 

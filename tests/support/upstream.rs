@@ -89,7 +89,7 @@ impl Upstream {
             )
         });
         let acceptor = tls.map(|(cert, key)| {
-            goprox::server::tls_acceptor(&cert, &key).expect("upstream TLS configuration")
+            goprox::http::server::tls_acceptor(&cert, &key).expect("upstream TLS configuration")
         });
         let backend = super::git_http_backend().expect("git http-backend not found");
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -134,10 +134,10 @@ impl Upstream {
                         tokio::net::TcpListener::from_std(listener).expect("tokio listener");
                     // Runs until the runtime shuts down (every accept is bounded by the test).
                     let never = std::future::pending::<()>();
-                    let _ = goprox::server::serve(
+                    let _ = goprox::http::server::serve(
                         listener,
                         app,
-                        goprox::server::ServerLimits::default(),
+                        goprox::http::server::ServerLimits::default(),
                         Some(acceptor),
                         never,
                     )

@@ -47,7 +47,7 @@ fn percent_decode_lossy(s: &str) -> String {
 
 /// Split `scheme://user:pass@host/...` into the URL without userinfo and the credentials.
 pub fn split_userinfo(url: &str) -> (String, Option<Secret>) {
-    let clean = crate::policy::redact(url);
+    let clean = crate::upstream::policy::redact(url);
     if clean == url {
         return (clean, None);
     }
@@ -127,7 +127,7 @@ pub fn netrc_path(explicit: Option<&std::path::Path>) -> Option<std::path::PathB
 /// What goprox trusts and presents to upstreams, made once at start-up and passed to what
 /// talks to them (discovery, fills, the checksum-database relay): the URLs of the explicit
 /// `--upstream`/`--discover` rules (trusted as given: http and private addresses allowed; every
-/// other upstream goes through [`crate::policy`]), and the credentials and extra CA roots.
+/// other upstream goes through [`crate::upstream::policy`]), and the credentials and extra CA roots.
 #[derive(Debug, Default, Clone)]
 pub struct Trust {
     pub credentials: Credentials,
@@ -205,7 +205,10 @@ mod tests {
     fn trust_covers_rule_urls_and_what_is_under_them() {
         let t = Trust {
             credentials: Credentials::default(),
-            trusted: vec!["http://127.0.0.1:9/x/".into(), "http://git.internal/r".into()],
+            trusted: vec![
+                "http://127.0.0.1:9/x/".into(),
+                "http://git.internal/r".into(),
+            ],
         };
         assert!(t.is_trusted("http://127.0.0.1:9/x/mod"));
         assert!(t.is_trusted("http://git.internal/r"));

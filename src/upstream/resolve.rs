@@ -42,7 +42,7 @@ impl std::str::FromStr for Rule {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         // Error texts show the rule without its credentials.
-        let shown = crate::policy::redact(s);
+        let shown = crate::upstream::policy::redact(s);
         let (prefix, url) = s
             .split_once('=')
             .ok_or_else(|| format!("--upstream {shown:?}: expected PREFIX=URL"))?;
@@ -80,9 +80,9 @@ pub enum ResolveError {
     NotFound(String, String),
     #[error("discovery for {0} failed: {1}")]
     Discovery(String, String),
-    /// The upstream policy refused the host or URL ([`crate::policy`]).
+    /// The upstream policy refused the host or URL ([`crate::upstream::policy`]).
     #[error(transparent)]
-    Refused(#[from] crate::policy::Refused),
+    Refused(#[from] crate::upstream::policy::Refused),
 }
 
 /// Longest wait for a `?go-get=1` discovery page (connect, redirects and body).
@@ -102,7 +102,7 @@ const DISCOVERY_CACHE_ENTRIES: usize = 10_000;
 pub struct Resolver {
     rules: Vec<Rule>,
     /// Trusted rule URLs and CA roots (discovery's client, the repositories it names).
-    trust: std::sync::Arc<crate::creds::Trust>,
+    trust: std::sync::Arc<crate::upstream::creds::Trust>,
     /// Discovered targets by import path, with when they were discovered: a module download
     /// asks for one path several times, and a vanity host that goes down must not take the
     /// modules already mirrored from it down with it.
@@ -122,7 +122,7 @@ impl Resolver {
     }
 
     /// The same rules, talking to upstreams with `trust`.
-    pub fn with_trust(mut self, trust: std::sync::Arc<crate::creds::Trust>) -> Self {
+    pub fn with_trust(mut self, trust: std::sync::Arc<crate::upstream::creds::Trust>) -> Self {
         self.trust = trust;
         self
     }
@@ -197,7 +197,7 @@ impl Resolver {
     }
 
     /// Resolve, falling back to `https://PATH?go-get=1` discovery. Upstreams that no explicit
-    /// rule names are checked against the upstream policy ([`crate::policy`]): `https` only,
+    /// rule names are checked against the upstream policy ([`crate::upstream::policy`]): `https` only,
     /// public addresses only.
     pub async fn resolve(&self, path: &str) -> Result<Target, ResolveError> {
         let vanity = self
@@ -211,7 +211,7 @@ impl Resolver {
         if let Some(t) = self.resolve_static(path) {
             // A well-known host: its name is checked again when the fetch resolves it.
             if !self.is_rule_target(&t) {
-                crate::policy::check_url(&t.upstream)?;
+                crate::upstream::policy::check_url(&t.upstream)?;
             }
             return Ok(t);
         }
@@ -222,7 +222,7 @@ impl Resolver {
                 "path too short for this host".into(),
             ));
         }
-        crate::policy::check_host(host)?;
+        crate::upstream::policy::check_host(host)?;
         self.discover_remembered(path, None).await
     }
 
@@ -271,10 +271,10 @@ impl Resolver {
 }
 
 /// Check an untrusted upstream URL: scheme and host as written, then its addresses.
-async fn check_untrusted(url: &str) -> Result<(), crate::policy::Refused> {
-    let u = crate::policy::check_url(url)?;
+async fn check_untrusted(url: &str) -> Result<(), crate::upstream::policy::Refused> {
+    let u = crate::upstream::policy::check_url(url)?;
     let host = u.host_str().unwrap_or_default();
-    crate::policy::resolve_public(host, u.port_or_known_default().unwrap_or(443)).await?;
+    crate::upstream::policy::resolve_public(host, u.port_or_known_default().unwrap_or(443)).await?;
     Ok(())
 }
 
@@ -285,7 +285,7 @@ async fn check_untrusted(url: &str) -> Result<(), crate::policy::Refused> {
 async fn discover(
     path: &str,
     base: Option<&str>,
-    trust: &crate::creds::Trust,
+    trust: &crate::upstream::creds::Trust,
 ) -> Result<Target, ResolveError> {
     let url = match base {
         Some(b) => format!("{b}/{path}?go-get=1"),
@@ -293,7 +293,7 @@ async fn discover(
     };
     let trusted = base.is_some();
     if !trusted {
-        crate::policy::check_url(&url)?;
+        crate::upstream::policy::check_url(&url)?;
     }
     let discovery = |why: String| ResolveError::Discovery(path.into(), why);
     let mut builder = trust
@@ -309,13 +309,13 @@ async fn discover(
             if trusted {
                 return attempt.follow();
             }
-            match crate::policy::check_url(attempt.url().as_str()) {
+            match crate::upstream::policy::check_url(attempt.url().as_str()) {
                 Ok(_) => attempt.follow(),
                 Err(e) => attempt.error(e),
             }
         }));
     if !trusted {
-        builder = builder.dns_resolver(crate::policy::public_resolver());
+        builder = builder.dns_resolver(crate::upstream::policy::public_resolver());
     }
     let client = builder.build().map_err(|e| discovery(e.to_string()))?;
     let fetch = async {
@@ -323,7 +323,7 @@ async fn discover(
             // A refusal by the policy (a redirect hop or a resolved address) is said as such.
             let mut src: Option<&dyn std::error::Error> = Some(&e);
             while let Some(s) = src {
-                if let Some(r) = s.downcast_ref::<crate::policy::Refused>() {
+                if let Some(r) = s.downcast_ref::<crate::upstream::policy::Refused>() {
                     return ResolveError::Refused(r.clone());
                 }
                 src = s.source();
@@ -550,13 +550,13 @@ mod tests {
                 .map(|t| t.repo.clone())
                 .unwrap_or(repo.to_string());
             assert!(
-                crate::policy::check_url(&url).is_err(),
+                crate::upstream::policy::check_url(&url).is_err(),
                 "{url} accepted as an upstream"
             );
         }
         // The same schemes are refused for well-known hosts without a rule (never happens
         // today, but the check runs on every derived URL).
-        assert!(crate::policy::check_url("https://github.com/a/b").is_ok());
+        assert!(crate::upstream::policy::check_url("https://github.com/a/b").is_ok());
     }
 
     #[tokio::test]

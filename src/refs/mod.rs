@@ -1,7 +1,12 @@
-//! The ref index: one JSON object per repository naming its refs, HEAD, and the packs that
-//! hold its objects. It is the only mutable object of a repository: created with
-//! `If-None-Match: *`, replaced with `If-Match: <etag>`, and written only after every pack
-//! it names is complete in the store.
+//! The bucket's shared, mutable records of a repository, and where its objects lie (`Keys`):
+//! the ref index (this module: one JSON object per repository naming its refs, HEAD, and the
+//! packs that hold its objects; created with `If-None-Match: *`, replaced only through
+//! [`update`] with `If-Match: <etag>`, and written only after every pack it names is complete
+//! in the store), the [`lease`] of the instance working on it, and the [`catalog`] of every
+//! repository (what the status page and the hooks read).
+
+pub mod catalog;
+pub mod lease;
 
 use crate::store::{DynStore, ETag, PutMode, StoreError};
 use bytes::Bytes;
@@ -94,9 +99,9 @@ pub struct RefIndex {
 
 impl RefIndex {
     /// What the catalog keeps of this version.
-    pub fn noted(&self) -> crate::catalog::Noted {
+    pub fn noted(&self) -> crate::refs::catalog::Noted {
         let count = |p: &str| self.refs.keys().filter(|r| r.starts_with(p)).count() as u32;
-        crate::catalog::Noted {
+        crate::refs::catalog::Noted {
             root: self.root.clone(),
             upstream: self.upstream.clone(),
             generation: self.generation,
@@ -369,7 +374,7 @@ pub async fn store(
         .put(&keys.ref_index(), Bytes::from(body), mode)
         .await?;
     // The catalog follows the ref index (in the background; gc repairs a lost note).
-    crate::catalog::note_index(store, idx.noted());
+    crate::refs::catalog::note_index(store, idx.noted());
     Ok(etag)
 }
 
