@@ -37,6 +37,16 @@ pub enum OdbError {
     NotFound(ObjectId),
     #[error("corrupt pack data: {0}")]
     Corrupt(String),
+    /// The request asks for something these objects cannot give (the client's request, not
+    /// the data, is at fault): said to the client as it is.
+    #[error("{0}")]
+    Unanswerable(String),
+    /// Writing the pack out failed: the client (or whatever reads the pack) went away.
+    #[error("writing the pack: {0}")]
+    Output(std::io::Error),
+    /// A task doing part of the work (a read ahead, a check) failed or was cancelled.
+    #[error("{0} task failed: {1}")]
+    Task(&'static str, String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -49,6 +59,7 @@ impl OdbError {
     pub fn public_message(&self) -> std::borrow::Cow<'static, str> {
         match self {
             OdbError::Store(e) => e.public_message().into(),
+            OdbError::Task(..) => "internal error (logged with this request's id)".into(),
             e => e.to_string().into(),
         }
     }

@@ -138,7 +138,7 @@ pub fn serve(io: &Io, key: &str, out: &mut dyn Write) -> Result<Option<u64>> {
                 chunk = io
                     .rt
                     .block_on(t)
-                    .map_err(|e| OdbError::Corrupt(format!("read task failed: {e}")))??;
+                    .map_err(|e| OdbError::Task("read", e.to_string()))??;
                 crate::metrics::STORE_RANGE_GETS.inc();
                 if chunk.is_empty() {
                     break;
@@ -154,7 +154,7 @@ pub fn serve(io: &Io, key: &str, out: &mut dyn Write) -> Result<Option<u64>> {
 }
 
 fn io_err(e: std::io::Error) -> OdbError {
-    OdbError::Store(crate::store::StoreError::Io(e))
+    OdbError::Output(e)
 }
 
 /// A cached pack that is not what it should be: deleted (the next request makes it again).

@@ -363,7 +363,7 @@ impl<'a> Walker<'a> {
             let mut queue: VecDeque<ObjectId> = VecDeque::new();
             for w in want_commits {
                 if !included(self, w)? {
-                    return Err(OdbError::Corrupt(
+                    return Err(OdbError::Unanswerable(
                         "no commits selected for shallow requests".into(),
                     ));
                 }

@@ -221,7 +221,7 @@ pub fn ofs_distance(mut n: u64, out: &mut Vec<u8>) {
 }
 
 fn io_err(e: std::io::Error) -> OdbError {
-    OdbError::Store(crate::store::StoreError::Io(e))
+    OdbError::Output(e)
 }
 
 /// Resolve the objects to their stored locations, in the order they will be written
@@ -810,7 +810,7 @@ pub async fn stream_whole_packs<S: WholeSink>(odb: &Odb, out: &mut S) -> Result<
         };
         let (pack, from, data, want, _permit) = pending
             .await
-            .map_err(|e| OdbError::Corrupt(format!("read task failed: {e}")))??;
+            .map_err(|e| OdbError::Task("read", e.to_string()))??;
         let got: u64 = data.iter().map(|p| p.len() as u64).sum();
         crate::metrics::STORE_RANGE_GETS.inc();
         crate::metrics::STORE_RANGE_BYTES.add(got);
@@ -831,7 +831,7 @@ pub async fn stream_whole_packs<S: WholeSink>(odb: &Odb, out: &mut S) -> Result<
                 (crc, hasher, data, checked)
             })
             .await
-            .map_err(|e| OdbError::Corrupt(format!("check task failed: {e}")))?;
+            .map_err(|e| OdbError::Task("check", e.to_string()))?;
             (crc, hasher) = (c, h);
             checked?;
             data

@@ -519,11 +519,7 @@ fn report_failure(
 /// (logged as `what`).
 fn failure(repo: &Repo, what: &str, e: OdbError) -> io::Result<String> {
     match e {
-        OdbError::Store(crate::store::StoreError::Io(e))
-            if e.kind() == io::ErrorKind::BrokenPipe =>
-        {
-            Err(e)
-        }
+        OdbError::Output(e) => Err(e),
         e => {
             tracing::error!(repo = %repo.root, error = %e, "{what}");
             Ok(format!("goprox: {}", e.public_message()))
