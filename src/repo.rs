@@ -624,9 +624,7 @@ impl Repos {
         let tips: Vec<ObjectId> = index
             .refs
             .values()
-            .filter_map(|r| {
-                ObjectId::from_hex(r.peeled.as_deref().unwrap_or(&r.oid).as_bytes()).ok()
-            })
+            .map(|r| r.peeled.unwrap_or(r.oid))
             .collect();
         // Through caches of its own: a build reads every commit and tree once, which would
         // only push what requests use out of the shared caches (and grow a process that has
@@ -1056,7 +1054,7 @@ fn listed_index(target: &Target, listing: &Listing) -> RefIndex {
         subdir: target.subdir.clone(),
         fetched_at: 0,
         head_symref: listing.head_symref.clone(),
-        head_oid: listing.head_oid.clone(),
+        head_oid: listing.head_oid,
         refs: listing.refs.clone(),
         packs: Vec::new(),
         retired: Vec::new(),

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 pub struct Fetched {
     pub refs: BTreeMap<String, RefEntry>,
     pub head_symref: Option<String>,
-    pub head_oid: Option<String>,
+    pub head_oid: Option<gix_hash::ObjectId>,
     /// The received pack, `None` for an empty repository.
     pub pack: Option<Received>,
 }
@@ -315,12 +315,12 @@ fn listing(remote_refs: Vec<Ref>, prefixes: &RefPrefixes) -> Listing {
                 object,
             } => {
                 if full_ref_name == "HEAD" {
-                    out.head_oid = Some(object.to_string());
+                    out.head_oid = Some(object);
                 } else {
                     out.refs.insert(
                         full_ref_name.to_string(),
                         RefEntry {
-                            oid: object.to_string(),
+                            oid: object,
                             peeled: None,
                         },
                     );
@@ -334,8 +334,8 @@ fn listing(remote_refs: Vec<Ref>, prefixes: &RefPrefixes) -> Listing {
                 out.refs.insert(
                     full_ref_name.to_string(),
                     RefEntry {
-                        oid: tag.to_string(),
-                        peeled: Some(object.to_string()),
+                        oid: tag,
+                        peeled: Some(object),
                     },
                 );
             }
@@ -347,13 +347,13 @@ fn listing(remote_refs: Vec<Ref>, prefixes: &RefPrefixes) -> Listing {
             } => {
                 if full_ref_name == "HEAD" {
                     out.head_symref = Some(target.to_string());
-                    out.head_oid = Some(tag.unwrap_or(object).to_string());
+                    out.head_oid = Some(tag.unwrap_or(object));
                 } else {
                     out.refs.insert(
                         full_ref_name.to_string(),
                         RefEntry {
-                            oid: tag.unwrap_or(object).to_string(),
-                            peeled: tag.map(|_| object.to_string()),
+                            oid: tag.unwrap_or(object),
+                            peeled: tag.map(|_| object),
                         },
                     );
                 }

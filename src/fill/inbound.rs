@@ -88,7 +88,7 @@ impl PackSink {
             upstream: upstream.to_string(),
             refs: listing.refs.clone(),
             head_symref: listing.head_symref.clone(),
-            head_oid: listing.head_oid.clone(),
+            head_oid: listing.head_oid,
             listed_at: super::now(),
             holder,
         };

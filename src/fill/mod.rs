@@ -177,18 +177,17 @@ pub type Closing = Option<Vec<(ObjectId, ObjectId)>>;
 fn ref_moves(
     old: &RefIndex,
     new: &std::collections::BTreeMap<String, refs::RefEntry>,
-    new_head_oid: Option<&str>,
+    new_head_oid: Option<ObjectId>,
 ) -> Closing {
-    let oid = |h: &str| ObjectId::from_hex(h.as_bytes()).ok();
     let mut moves = Vec::new();
     for (name, entry) in &old.refs {
         let now = new.get(name)?;
         if now.oid != entry.oid {
-            moves.push((oid(&entry.oid)?, oid(&now.oid)?));
+            moves.push((entry.oid, now.oid));
         }
     }
-    match (old.head_oid.as_deref(), new_head_oid) {
-        (Some(a), Some(b)) if a != b => moves.push((oid(a)?, oid(b)?)),
+    match (old.head_oid, new_head_oid) {
+        (Some(a), Some(b)) if a != b => moves.push((a, b)),
         (Some(_), None) => return None,
         _ => {}
     }
@@ -641,14 +640,13 @@ impl Filler {
             }
             let mut wants: BTreeSet<ObjectId> = new_refs
                 .values()
-                .map(|r| r.oid.as_str())
-                .chain(listing.head_oid.as_deref())
-                .filter_map(|h| ObjectId::from_hex(h.as_bytes()).ok())
+                .map(|r| r.oid)
+                .chain(listing.head_oid)
                 .filter(|o| !has(o))
                 .collect();
             let haves: BTreeSet<ObjectId> = old_refs
                 .values()
-                .filter_map(|r| ObjectId::from_hex(r.oid.as_bytes()).ok())
+                .map(|r| r.oid)
                 .filter(|o| has(o))
                 .collect();
             let tips_only = wants.clone();
@@ -690,7 +688,7 @@ impl Filler {
         }))
         .await??;
         let closing = if old.closed && !by_sha {
-            ref_moves(old, &new_refs, listing.head_oid.as_deref())
+            ref_moves(old, &new_refs, listing.head_oid)
         } else {
             None
         };
@@ -805,7 +803,14 @@ mod tests {
                 (
                     n.to_string(),
                     RefEntry {
-                        oid: o.to_string(),
+                        // Test names ("a", "t1") as distinct ids.
+                        oid: ObjectId::from_bytes_or_panic(&{
+                            let mut b = [0u8; 20];
+                            for (i, c) in o.bytes().enumerate().take(20) {
+                                b[i] = c;
+                            }
+                            b
+                        }),
                         peeled: None,
                     },
                 )

@@ -36,8 +36,12 @@ pub struct Record {
     pub refs: BTreeMap<String, RefEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_symref: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub head_oid: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::refs::hex_oid_opt"
+    )]
+    pub head_oid: Option<gix_hash::ObjectId>,
     /// Unix seconds when the listing was taken.
     pub listed_at: u64,
     /// The instance that received it.
@@ -189,7 +193,7 @@ async fn finish(
         subdir: target.subdir.clone(),
         fetched_at: rec.listed_at,
         head_symref: rec.head_symref.clone(),
-        head_oid: rec.head_oid.clone(),
+        head_oid: rec.head_oid,
         refs: rec.refs.clone(),
         packs: vec![PackEntry {
             name: rec.pack.clone(),

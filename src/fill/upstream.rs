@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 pub struct Listing {
     pub refs: BTreeMap<String, RefEntry>,
     pub head_symref: Option<String>,
-    pub head_oid: Option<String>,
+    pub head_oid: Option<ObjectId>,
 }
 
 impl Listing {
@@ -19,9 +19,8 @@ impl Listing {
     pub fn tips(&self) -> BTreeSet<ObjectId> {
         self.refs
             .values()
-            .map(|r| r.oid.as_str())
-            .chain(self.head_oid.as_deref())
-            .filter_map(|h| ObjectId::from_hex(h.as_bytes()).ok())
+            .map(|r| r.oid)
+            .chain(self.head_oid)
             .collect()
     }
 }

@@ -189,12 +189,9 @@ async fn check_pack(
 
 fn check_refs(idx: &RefIndex, indexes: &[Index]) -> Vec<String> {
     let mut problems = Vec::new();
-    let mut check = |what: String, hex: &str| match ObjectId::from_hex(hex.as_bytes()) {
-        Err(_) => problems.push(format!("{what} is not an object id: {hex:?}")),
-        Ok(oid) => {
-            if !indexes.iter().any(|i| i.lookup(oid).is_some()) {
-                problems.push(format!("{what} points at {hex}, which no pack holds"));
-            }
+    let mut check = |what: String, oid: &ObjectId| {
+        if !indexes.iter().any(|i| i.lookup(oid).is_some()) {
+            problems.push(format!("{what} points at {oid}, which no pack holds"));
         }
     };
     for (name, r) in &idx.refs {
@@ -260,7 +257,7 @@ mod tests {
         refs_map.insert(
             "refs/tags/blob".to_string(),
             RefEntry {
-                oid: oid.clone(),
+                oid: ObjectId::from_hex(oid.as_bytes()).unwrap(),
                 peeled: None,
             },
         );
@@ -318,7 +315,7 @@ mod tests {
         bad.refs.insert(
             "refs/heads/ghost".into(),
             RefEntry {
-                oid: "1111111111111111111111111111111111111111".into(),
+                oid: ObjectId::from_hex(b"1111111111111111111111111111111111111111").unwrap(),
                 peeled: None,
             },
         );

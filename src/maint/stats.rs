@@ -381,7 +381,7 @@ mod tests {
             refs_map.insert(
                 r.to_string(),
                 RefEntry {
-                    oid: A.into(),
+                    oid: gix_hash::ObjectId::from_hex(A.as_bytes()).unwrap(),
                     peeled: None,
                 },
             );

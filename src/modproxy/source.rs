@@ -30,10 +30,7 @@ impl Stored {
         let mut refs = BTreeMap::new();
         for (name, r) in &index.refs {
             if name.starts_with("refs/heads/") || name.starts_with("refs/tags/") {
-                refs.insert(
-                    name.clone(),
-                    r.peeled.clone().unwrap_or_else(|| r.oid.clone()),
-                );
+                refs.insert(name.clone(), r.peeled.unwrap_or(r.oid).to_string());
             }
         }
         if let Some(head) = index.head() {
@@ -41,9 +38,9 @@ impl Stored {
                 .head_symref
                 .as_ref()
                 .and_then(|t| index.refs.get(t))
-                .and_then(|r| r.peeled.clone())
-                .unwrap_or_else(|| head.to_string());
-            refs.insert("HEAD".into(), peeled);
+                .and_then(|r| r.peeled)
+                .unwrap_or(head);
+            refs.insert("HEAD".into(), peeled.to_string());
         }
         Stored {
             refs,

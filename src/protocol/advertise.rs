@@ -43,7 +43,7 @@ pub fn v0_refs(index: &RefIndex) -> Vec<u8> {
     let caps = v0_capabilities(index);
     let mut out = Vec::new();
     let mut first = true;
-    let mut line = |out: &mut Vec<u8>, oid: &str, name: &str| {
+    let mut line = |out: &mut Vec<u8>, oid: &dyn std::fmt::Display, name: &str| {
         if std::mem::take(&mut first) {
             write_line(out, format_args!("{oid} {name}\0{caps}"));
         } else {
@@ -51,7 +51,7 @@ pub fn v0_refs(index: &RefIndex) -> Vec<u8> {
         }
     };
     if let Some(h) = index.head() {
-        line(&mut out, h, "HEAD");
+        line(&mut out, &h, "HEAD");
     }
     for (name, r) in &index.refs {
         line(&mut out, &r.oid, name);
@@ -60,7 +60,7 @@ pub fn v0_refs(index: &RefIndex) -> Vec<u8> {
         }
     }
     if index.head().is_none() && index.refs.is_empty() {
-        line(&mut out, ZERO, "capabilities^{}");
+        line(&mut out, &ZERO, "capabilities^{}");
     }
     write_flush(&mut out);
     out

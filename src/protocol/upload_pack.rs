@@ -170,12 +170,12 @@ async fn stream_whole(repo: &Repo, answer: WholeAnswer, tx: super::sideband::Bod
     }
 }
 
-/// The object a `want-ref` names (`HEAD` or a full ref name), as hex.
-fn want_ref<'i>(index: &'i crate::refs::RefIndex, name: &str) -> Option<&'i str> {
+/// The object a `want-ref` names (`HEAD` or a full ref name).
+fn want_ref(index: &crate::refs::RefIndex, name: &str) -> Option<ObjectId> {
     if name == "HEAD" {
         index.head()
     } else {
-        index.refs.get(name).map(|r| r.oid.as_str())
+        index.refs.get(name).map(|r| r.oid)
     }
 }
 
@@ -199,10 +199,8 @@ fn negotiate<'r>(
     let mut wants = req.wants.clone();
     let mut wanted_refs = Vec::new();
     for name in &req.want_refs {
-        let hex =
+        let oid =
             want_ref(&repo.index, name).ok_or_else(|| Refuse(format!("unknown ref {name}")))?;
-        let oid = ObjectId::from_hex(hex.as_bytes())
-            .map_err(|_| Refuse(format!("corrupt ref {name}")))?;
         wants.push(oid);
         wanted_refs.push((oid, name.clone()));
     }
@@ -453,7 +451,7 @@ fn resolve_rev(repo: &Repo, name: &str) -> Option<ObjectId> {
         format!("refs/tags/{name}"),
     ] {
         if let Some(r) = repo.index.refs.get(&full) {
-            return ObjectId::from_hex(r.oid.as_bytes()).ok();
+            return Some(r.oid);
         }
     }
     ObjectId::from_hex(name.as_bytes())
@@ -478,12 +476,7 @@ fn whole_packs_answer(repo: &Repo, req: &FetchRequest, job: &PackJob) -> bool {
         return false;
     }
     let wants: HashSet<&ObjectId> = job.wants.iter().collect();
-    let every_tip = index
-        .refs
-        .values()
-        .map(|r| r.oid.as_str())
-        .chain(index.head_oid.as_deref())
-        .all(|t| ObjectId::from_hex(t.as_bytes()).is_ok_and(|o| wants.contains(&o)));
+    let every_tip = index.tips().all(|o| wants.contains(&o));
     every_tip && disjoint(&repo.odb)
 }
 
@@ -572,17 +565,10 @@ pub fn fill_pack_head(
     if !plain {
         return None;
     }
-    let oid = |hex: &str| ObjectId::from_hex(hex.as_bytes()).ok();
-    let tips: BTreeSet<ObjectId> = index
-        .refs
-        .values()
-        .map(|r| r.oid.as_str())
-        .chain(index.head_oid.as_deref())
-        .filter_map(oid)
-        .collect();
+    let tips: BTreeSet<ObjectId> = index.tips().collect();
     let mut wanted_refs = Vec::new();
     for name in &req.want_refs {
-        wanted_refs.push((oid(want_ref(index, name)?)?, name));
+        wanted_refs.push((want_ref(index, name)?, name));
     }
     let wants: BTreeSet<ObjectId> = req
         .wants
@@ -684,13 +670,7 @@ fn send_pack(
         repo.index
             .refs
             .values()
-            .filter_map(|r| {
-                let p = r.peeled.as_ref()?;
-                Some((
-                    ObjectId::from_hex(r.oid.as_bytes()).ok()?,
-                    ObjectId::from_hex(p.as_bytes()).ok()?,
-                ))
-            })
+            .filter_map(|r| Some((r.oid, r.peeled?)))
             .collect()
     } else {
         Vec::new()

@@ -10,6 +10,7 @@ pub mod lease;
 
 use crate::store::{DynStore, ETag, PutMode, StoreError};
 use bytes::Bytes;
+use gix_hash::ObjectId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -17,11 +18,49 @@ pub const FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefEntry {
-    /// Object id (hex) the ref points to.
-    pub oid: String,
+    /// Object id the ref points to (hex in the stored form).
+    #[serde(with = "hex_oid")]
+    pub oid: ObjectId,
     /// For annotated tags: the object the tag chain finally points to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub peeled: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "hex_oid_opt")]
+    pub peeled: Option<ObjectId>,
+}
+
+/// Object ids stored as hex strings (what `refs.json` has always held).
+pub(crate) mod hex_oid {
+    use gix_hash::ObjectId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(id: &ObjectId, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&id.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectId, D::Error> {
+        let hex = String::deserialize(d)?;
+        ObjectId::from_hex(hex.as_bytes()).map_err(serde::de::Error::custom)
+    }
+}
+
+/// [`hex_oid`] for an optional id.
+pub(crate) mod hex_oid_opt {
+    use gix_hash::ObjectId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(id: &Option<ObjectId>, s: S) -> Result<S::Ok, S::Error> {
+        match id {
+            Some(id) => s.serialize_some(&id.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ObjectId>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(hex) => ObjectId::from_hex(hex.as_bytes())
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,8 +121,8 @@ pub struct RefIndex {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_symref: Option<String>,
     /// Object id of a detached HEAD.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub head_oid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "hex_oid_opt")]
+    pub head_oid: Option<ObjectId>,
     pub refs: BTreeMap<String, RefEntry>,
     pub packs: Vec<PackEntry>,
     /// Packs no longer named, waiting for `goprox gc`.
@@ -116,11 +155,16 @@ impl RefIndex {
     }
 
     /// The object id HEAD resolves to, if any.
-    pub fn head(&self) -> Option<&str> {
+    pub fn head(&self) -> Option<ObjectId> {
         if let Some(t) = &self.head_symref {
-            return self.refs.get(t).map(|r| r.oid.as_str());
+            return self.refs.get(t).map(|r| r.oid);
         }
-        self.head_oid.as_deref()
+        self.head_oid
+    }
+
+    /// Every object a ref names (tags, not their peeled targets), and a detached HEAD.
+    pub fn tips(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        self.refs.values().map(|r| r.oid).chain(self.head_oid)
     }
 }
 
