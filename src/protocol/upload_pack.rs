@@ -188,27 +188,15 @@ struct PackJob {
 }
 
 /// Negotiate; when a pack is due, also hand over the walker (its parsed commits are reused).
+/// Every line written is written exactly as C git's upload-pack writes it (see the table in
+/// `protocol/mod.rs`).
 fn negotiate<'r>(
     repo: &'r Repo,
     req: &FetchRequest,
     version: Version,
     out: &mut Vec<u8>,
 ) -> Result<Option<(PackJob, Walker<'r>)>, Refuse> {
-    let odb = &repo.odb;
-    let mut walker = Walker::new(odb);
-    let mut wants = req.wants.clone();
-    let mut wanted_refs = Vec::new();
-    for name in &req.want_refs {
-        let oid =
-            want_ref(&repo.index, name).ok_or_else(|| Refuse(format!("unknown ref {name}")))?;
-        wants.push(oid);
-        wanted_refs.push((oid, name.clone()));
-    }
-    for w in &wants {
-        if !odb.contains(w) {
-            return Err(Refuse(format!("upload-pack: not our ref {w}")));
-        }
-    }
+    let (wants, wanted_refs) = resolve_wants(repo, req)?;
     if wants.is_empty() {
         // C git answers a request without wants with nothing at all, in v0 and v2.
         return Ok(None);
@@ -219,170 +207,217 @@ fn negotiate<'r>(
             Filter::parse(spec).ok_or_else(|| Refuse(format!("unsupported filter {spec:?}")))?,
         ),
     };
+    let mut walker = Walker::new(&repo.odb);
+    let shallow = shallow_boundary(repo, req, &wants, &mut walker)?;
+    let job = PackJob {
+        wants,
+        haves: common_haves(repo, req),
+        shallow,
+        filter,
+    };
+    let pack_due = match version {
+        Version::V0 => acknowledge_v0(repo, req, &job, &mut walker, out)?,
+        Version::V2 => acknowledge_v2(req, &job, &wanted_refs, &mut walker, out)?,
+    };
+    Ok(pack_due.then_some((job, walker)))
+}
 
-    // Haves we know, in the client's order, without repeats: they bound the pack.
+/// The wanted objects: `want` lines and the objects `want-ref` lines name (those also
+/// returned with their names); each must be in the store.
+#[allow(clippy::type_complexity)]
+fn resolve_wants(
+    repo: &Repo,
+    req: &FetchRequest,
+) -> Result<(Vec<ObjectId>, Vec<(ObjectId, String)>), Refuse> {
+    let mut wants = req.wants.clone();
+    let mut wanted_refs = Vec::new();
+    for name in &req.want_refs {
+        let oid =
+            want_ref(&repo.index, name).ok_or_else(|| Refuse(format!("unknown ref {name}")))?;
+        wants.push(oid);
+        wanted_refs.push((oid, name.clone()));
+    }
+    if let Some(w) = wants.iter().find(|w| !repo.odb.contains(w)) {
+        return Err(Refuse(format!("upload-pack: not our ref {w}")));
+    }
+    Ok((wants, wanted_refs))
+}
+
+/// Haves we know, in the client's order, without repeats: they bound the pack.
+fn common_haves(repo: &Repo, req: &FetchRequest) -> Vec<ObjectId> {
     let mut seen = HashSet::new();
-    let common: Vec<ObjectId> = req
-        .haves
+    req.haves
         .iter()
-        .filter(|h| odb.contains(h) && seen.insert(**h))
+        .filter(|h| repo.odb.contains(h) && seen.insert(**h))
         .copied()
-        .collect();
+        .collect()
+}
 
+/// The shallow boundary: computed from the deepen arguments, or the client's own shallow
+/// commits (those we know) kept as they are.
+fn shallow_boundary(
+    repo: &Repo,
+    req: &FetchRequest,
+    wants: &[ObjectId],
+    walker: &mut Walker<'_>,
+) -> Result<ShallowOutcome, Refuse> {
     if req.depth.is_some() && (req.deepen_since.is_some() || !req.deepen_not.is_empty()) {
         // C git's wording (upload-pack.c, send_shallow_list).
         return Err(Refuse(
             "upload-pack: deepen and deepen-since (or deepen-not) cannot be used together".into(),
         ));
     }
-    // Shallow boundary.
-    let shallow = if req.deepens() {
-        let mut want_commits = Vec::new();
-        for w in &wants {
-            if let Some(c) = walker.peel_commit(w)? {
-                want_commits.push(c);
-            }
-        }
-        let mut not = Vec::new();
-        for r in &req.deepen_not {
-            not.push(
-                resolve_rev(repo, r)
-                    .ok_or_else(|| Refuse(format!("deepen-not: unknown ref {r}")))?,
-            );
-        }
-        let deepen = Deepen {
-            depth: req.depth,
-            relative: req.deepen_relative,
-            since: req.deepen_since,
-            not,
-        };
-        walker.shallow(&want_commits, &req.shallows, &deepen)?
-    } else {
-        ShallowOutcome {
+    if !req.deepens() {
+        return Ok(ShallowOutcome {
             grafts: req
                 .shallows
                 .iter()
-                .filter(|s| odb.contains(s))
+                .filter(|s| repo.odb.contains(s))
                 .copied()
                 .collect(),
             ..Default::default()
-        }
-    };
-    let job = PackJob {
-        wants,
-        haves: common,
-        shallow,
-        filter,
-    };
-    let mut they = TheyHave::default();
-
-    // Every line below is written exactly as C git's upload-pack writes it (see the table in
-    // `protocol/mod.rs`).
-    match version {
-        Version::V0 => {
-            if req.deepens() {
-                write_shallow_lines(out, &job.shallow);
-                write_flush(out);
-            }
-            if !req.have_section {
-                return Ok(None);
-            }
-            // One stateless round of C git's get_common_commits.
-            let multi_ack = req.multi_ack_detailed || req.multi_ack;
-            let (mut got_common, mut got_other, mut sent_ready) = (false, false, false);
-            let mut last = None;
-            for h in &req.haves {
-                if !odb.contains(h) {
-                    got_other = true;
-                    if multi_ack && they.ok_to_give_up(&mut walker, &job.wants)? {
-                        if req.multi_ack_detailed {
-                            sent_ready = true;
-                            write_line(out, format_args!("ACK {h} ready"));
-                        } else {
-                            write_line(out, format_args!("ACK {h} continue"));
-                        }
-                    }
-                    continue;
-                }
-                they.got(&mut walker, h)?;
-                got_common = true;
-                last = Some(*h);
-                if req.multi_ack_detailed {
-                    write_line(out, format_args!("ACK {h} common"));
-                } else if req.multi_ack {
-                    write_line(out, format_args!("ACK {h} continue"));
-                } else if they.have_obj == 1 {
-                    write_line(out, format_args!("ACK {h}"));
-                }
-            }
-            if req.done {
-                match last {
-                    _ if they.have_obj == 0 => write_line(out, "NAK"),
-                    Some(l) if multi_ack => write_line(out, format_args!("ACK {l}")),
-                    _ => {}
-                }
-                return Ok(Some((job, walker)));
-            }
-            // The batch ended with a flush.
-            if req.multi_ack_detailed
-                && got_common
-                && !got_other
-                && they.ok_to_give_up(&mut walker, &job.wants)?
-                && let Some(l) = last
-            {
-                sent_ready = true;
-                write_line(out, format_args!("ACK {l} ready"));
-            }
-            if they.have_obj == 0 || multi_ack {
-                write_line(out, "NAK");
-            }
-            if let (true, true, Some(l)) = (req.no_done, sent_ready, last) {
-                write_line(out, format_args!("ACK {l}"));
-                return Ok(Some((job, walker)));
-            }
-            Ok(None)
-        }
-        Version::V2 => {
-            if !req.done && !req.haves.is_empty() {
-                // C git acknowledges each known have once, in request order.
-                write_line(out, "acknowledgments");
-                let known: Vec<&ObjectId> = job.haves.iter().collect();
-                for h in &known {
-                    they.got(&mut walker, h)?;
-                }
-                if known.is_empty() {
-                    write_line(out, "NAK");
-                }
-                for h in &known {
-                    write_line(out, format_args!("ACK {h}"));
-                }
-                let ready = !req.wait_for_done && they.ok_to_give_up(&mut walker, &job.wants)?;
-                if !ready {
-                    write_flush(out);
-                    return Ok(None);
-                }
-                write_line(out, "ready");
-                write_delim(out);
-            }
-            // shallow-info before wanted-refs, as gitprotocol-v2 says and git's fetch-pack
-            // reads them. (C git 2.47's upload-pack writes wanted-refs first, which its own
-            // client rejects: "expected 'packfile', received 'shallow-info'".)
-            if req.deepens() || !req.shallows.is_empty() {
-                write_line(out, "shallow-info");
-                write_shallow_lines(out, &job.shallow);
-                write_delim(out);
-            }
-            if !wanted_refs.is_empty() {
-                write_line(out, "wanted-refs");
-                for (oid, name) in &wanted_refs {
-                    write_line(out, format_args!("{oid} {name}"));
-                }
-                write_delim(out);
-            }
-            write_line(out, "packfile");
-            Ok(Some((job, walker)))
+        });
+    }
+    let mut want_commits = Vec::new();
+    for w in wants {
+        if let Some(c) = walker.peel_commit(w)? {
+            want_commits.push(c);
         }
     }
+    let mut not = Vec::new();
+    for r in &req.deepen_not {
+        not.push(
+            resolve_rev(repo, r).ok_or_else(|| Refuse(format!("deepen-not: unknown ref {r}")))?,
+        );
+    }
+    let deepen = Deepen {
+        depth: req.depth,
+        relative: req.deepen_relative,
+        since: req.deepen_since,
+        not,
+    };
+    Ok(walker.shallow(&want_commits, &req.shallows, &deepen)?)
+}
+
+/// v0/v1: the shallow list, then one stateless round of C git's `get_common_commits` over
+/// the haves. True when the pack follows.
+fn acknowledge_v0(
+    repo: &Repo,
+    req: &FetchRequest,
+    job: &PackJob,
+    walker: &mut Walker<'_>,
+    out: &mut Vec<u8>,
+) -> Result<bool, Refuse> {
+    if req.deepens() {
+        write_shallow_lines(out, &job.shallow);
+        write_flush(out);
+    }
+    if !req.have_section {
+        return Ok(false);
+    }
+    let mut they = TheyHave::default();
+    let multi_ack = req.multi_ack_detailed || req.multi_ack;
+    let (mut got_common, mut got_other, mut sent_ready) = (false, false, false);
+    let mut last = None;
+    for h in &req.haves {
+        if !repo.odb.contains(h) {
+            got_other = true;
+            if multi_ack && they.ok_to_give_up(walker, &job.wants)? {
+                if req.multi_ack_detailed {
+                    sent_ready = true;
+                    write_line(out, format_args!("ACK {h} ready"));
+                } else {
+                    write_line(out, format_args!("ACK {h} continue"));
+                }
+            }
+            continue;
+        }
+        they.got(walker, h)?;
+        got_common = true;
+        last = Some(*h);
+        if req.multi_ack_detailed {
+            write_line(out, format_args!("ACK {h} common"));
+        } else if req.multi_ack {
+            write_line(out, format_args!("ACK {h} continue"));
+        } else if they.have_obj == 1 {
+            write_line(out, format_args!("ACK {h}"));
+        }
+    }
+    if req.done {
+        match last {
+            _ if they.have_obj == 0 => write_line(out, "NAK"),
+            Some(l) if multi_ack => write_line(out, format_args!("ACK {l}")),
+            _ => {}
+        }
+        return Ok(true);
+    }
+    // The batch ended with a flush.
+    if req.multi_ack_detailed
+        && got_common
+        && !got_other
+        && they.ok_to_give_up(walker, &job.wants)?
+        && let Some(l) = last
+    {
+        sent_ready = true;
+        write_line(out, format_args!("ACK {l} ready"));
+    }
+    if they.have_obj == 0 || multi_ack {
+        write_line(out, "NAK");
+    }
+    if let (true, true, Some(l)) = (req.no_done, sent_ready, last) {
+        write_line(out, format_args!("ACK {l}"));
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// v2: acknowledgments (unless `done`), then shallow-info and wanted-refs sections and the
+/// `packfile` line when the pack follows. True when it does.
+fn acknowledge_v2(
+    req: &FetchRequest,
+    job: &PackJob,
+    wanted_refs: &[(ObjectId, String)],
+    walker: &mut Walker<'_>,
+    out: &mut Vec<u8>,
+) -> Result<bool, Refuse> {
+    if !req.done && !req.haves.is_empty() {
+        // C git acknowledges each known have once, in request order.
+        let mut they = TheyHave::default();
+        write_line(out, "acknowledgments");
+        for h in &job.haves {
+            they.got(walker, h)?;
+        }
+        if job.haves.is_empty() {
+            write_line(out, "NAK");
+        }
+        for h in &job.haves {
+            write_line(out, format_args!("ACK {h}"));
+        }
+        let ready = !req.wait_for_done && they.ok_to_give_up(walker, &job.wants)?;
+        if !ready {
+            write_flush(out);
+            return Ok(false);
+        }
+        write_line(out, "ready");
+        write_delim(out);
+    }
+    // shallow-info before wanted-refs, as gitprotocol-v2 says and git's fetch-pack reads
+    // them. (C git 2.47's upload-pack writes wanted-refs first, which its own client rejects:
+    // "expected 'packfile', received 'shallow-info'".)
+    if req.deepens() || !req.shallows.is_empty() {
+        write_line(out, "shallow-info");
+        write_shallow_lines(out, &job.shallow);
+        write_delim(out);
+    }
+    if !wanted_refs.is_empty() {
+        write_line(out, "wanted-refs");
+        for (oid, name) in wanted_refs {
+            write_line(out, format_args!("{oid} {name}"));
+        }
+        write_delim(out);
+    }
+    write_line(out, "packfile");
+    Ok(true)
 }
 
 /// What the client has, kept as C git's `do_got_oid` keeps it: `have_obj` counts each have the
@@ -640,6 +675,8 @@ fn pass_through(
     sb.finish()
 }
 
+/// Send the pack that negotiation decided on: the stored packs whole (left to
+/// [`stream_whole`]), a pack kept from an earlier identical request, or a generated one.
 fn send_pack(
     repo: &Repo,
     req: &FetchRequest,
@@ -649,73 +686,149 @@ fn send_pack(
     out: &mut dyn Write,
 ) -> io::Result<Option<WholeAnswer>> {
     let mut sb = sideband(req, version, out);
-    let progress = !req.no_progress;
-    let odb = &repo.odb;
     if whole_packs_answer(repo, req, &job) {
-        if progress {
+        if !req.no_progress {
             sb.progress(&format!(
                 "goprox: sending {} stored pack(s) whole\n",
-                odb.packs.len()
+                repo.odb.packs.len()
             ))?;
         }
         return Ok(Some(WholeAnswer {
             max_pkt: framing(req, version),
         }));
     }
-    let mut wants = job.wants.clone();
-    wants.extend(job.shallow.extra_wants.iter().copied());
-    let mut haves = job.haves.clone();
-    haves.extend(job.shallow.extra_edges.iter().copied());
-    let tags: Vec<(ObjectId, ObjectId)> = if req.include_tag {
-        repo.index
-            .refs
-            .values()
-            .filter_map(|r| Some((r.oid, r.peeled?)))
-            .collect()
-    } else {
-        Vec::new()
+    let inputs = PackInputs::of(repo, req, &job);
+    let cache_key = inputs.cache_key(repo, req, &job);
+    if send_kept_pack(repo, &cache_key, &mut sb)? {
+        return sb.finish().map(|()| None);
+    }
+    let started = Instant::now();
+    let selection = select_objects(repo, req, &job, &inputs, &mut walker);
+    let entries = match selection.entries {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(repo = %repo.root, error = %e, "counting objects failed");
+            sb.error(&format!("goprox: {}", e.public_message()))?;
+            return sb.finish().map(|()| None);
+        }
     };
-    // Thin packs only when asked, and never for partial clones (the client may lack the bases).
-    let thin = req.thin_pack && req.filter.is_none();
-    // A pack made before for the same inputs is sent as it is.
-    let cache_key = {
+    if !req.no_progress {
+        sb.progress(&format!("goprox: counted {} objects\n", entries.len()))?;
+    }
+    let generated = Generated {
+        entries,
+        closure: selection.closure,
+        by_bitmaps: selection.by_bitmaps,
+        cache_key,
+        started,
+    };
+    write_generated(repo, req, &inputs, &walker, generated, &mut sb)?;
+    sb.finish().map(|()| None)
+}
+
+/// What a generated pack is made from: the negotiated wants and haves with the shallow
+/// boundary's additions, the tags to include, and whether it may be thin.
+struct PackInputs {
+    wants: Vec<ObjectId>,
+    haves: Vec<ObjectId>,
+    tags: Vec<(ObjectId, ObjectId)>,
+    thin: bool,
+}
+
+impl PackInputs {
+    fn of(repo: &Repo, req: &FetchRequest, job: &PackJob) -> Self {
+        let mut wants = job.wants.clone();
+        wants.extend(job.shallow.extra_wants.iter().copied());
+        let mut haves = job.haves.clone();
+        haves.extend(job.shallow.extra_edges.iter().copied());
+        let tags: Vec<(ObjectId, ObjectId)> = if req.include_tag {
+            repo.index
+                .refs
+                .values()
+                .filter_map(|r| Some((r.oid, r.peeled?)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        PackInputs {
+            wants,
+            haves,
+            tags,
+            // Thin packs only when asked, and never for partial clones (the client may lack
+            // the bases).
+            thin: req.thin_pack && req.filter.is_none(),
+        }
+    }
+
+    /// The pack cache key of these inputs over the repository's current packs: a pack made
+    /// before for the same inputs is sent as it is.
+    fn cache_key(&self, repo: &Repo, req: &FetchRequest, job: &PackJob) -> String {
         let mut k = pack_cache::KeyBuilder::default();
         k.text(&format!(
             "ofs {} thin {} filter {:?}",
-            req.ofs_delta, thin, job.filter
+            req.ofs_delta, self.thin, job.filter
         ));
-        k.ids("wants", wants.iter().copied());
-        k.ids("haves", haves.iter().copied());
+        k.ids("wants", self.wants.iter().copied());
+        k.ids("haves", self.haves.iter().copied());
         k.ids("grafts", job.shallow.grafts.iter().copied());
-        k.ids("tags", tags.iter().flat_map(|(t, p)| [*t, *p]));
-        let fp = crate::refs::packset_fingerprint(odb.packs.iter().map(|p| p.name.as_str()));
+        k.ids("tags", self.tags.iter().flat_map(|(t, p)| [*t, *p]));
+        let packs = repo.odb.packs.iter().map(|p| p.name.as_str());
+        let fp = crate::refs::packset_fingerprint(packs);
         crate::refs::Keys::new(&repo.root).pack_cache(&fp, &k.finish())
-    };
+    }
+}
+
+/// Send the pack kept under `cache_key`, if there is one worth looking for; true when the
+/// response is complete (sent, or its failure reported).
+fn send_kept_pack(
+    repo: &Repo,
+    cache_key: &str,
+    sb: &mut Sideband<'_, dyn Write + '_>,
+) -> io::Result<bool> {
+    let odb = &repo.odb;
     let repo_objects: u64 = odb.packs.iter().map(|p| u64::from(p.num_objects())).sum();
-    if pack_cache::worth_looking(&odb.io, &cache_key, repo_objects) {
-        let started = Instant::now();
-        match pack_cache::serve(&odb.io, &cache_key, &mut sb) {
-            Ok(None) => {}
-            Ok(Some(bytes)) => {
-                metrics::PACKS_SERVED.inc();
-                metrics::PACK_BYTES_SERVED.add(bytes);
-                tracing::info!(repo = %repo.root, bytes, ms = started.elapsed().as_millis() as u64,
-                    "cached pack sent");
-                return sb.finish().map(|()| None);
-            }
-            Err(e) => {
-                report_failure(&mut sb, repo, "sending a cached pack failed", e)?;
-                return sb.finish().map(|()| None);
-            }
-        }
+    if !pack_cache::worth_looking(&odb.io, cache_key, repo_objects) {
+        return Ok(false);
     }
     let started = Instant::now();
-    // A client with its whole history (no shallow boundary, no deepening) and no filter: the
-    // bitmaps know everything it has. Its thin fetches are answered from them (no walk, and
-    // every stored delta whose base it has goes out as it is); any other fetch of it is walked,
-    // and what the walk picked that the client has (deep in its history, where the walk does
-    // not look) is left out.
-    let whole_history = !haves.is_empty()
+    match pack_cache::serve(&odb.io, cache_key, sb) {
+        Ok(None) => Ok(false),
+        Ok(Some(bytes)) => {
+            metrics::PACKS_SERVED.inc();
+            metrics::PACK_BYTES_SERVED.add(bytes);
+            tracing::info!(repo = %repo.root, bytes, ms = started.elapsed().as_millis() as u64,
+                "cached pack sent");
+            Ok(true)
+        }
+        Err(e) => {
+            report_failure(sb, repo, "sending a cached pack failed", e)?;
+            Ok(true)
+        }
+    }
+}
+
+/// The objects picked for a generated pack, and how.
+struct Selection {
+    entries: crate::odb::Result<Vec<(crate::odb::Location, ObjectId)>>,
+    /// What the client has, by the bitmaps (when they know).
+    closure: Option<ClientClosure>,
+    by_bitmaps: bool,
+}
+
+/// Pick the objects to send. A client with its whole history (no shallow boundary, no
+/// deepening) and no filter: the bitmaps know everything it has. Its thin fetches are answered
+/// from them (no walk, and every stored delta whose base it has goes out as it is); any other
+/// fetch of it is walked, and what the walk picked that the client has (deep in its history,
+/// where the walk does not look) is left out.
+fn select_objects(
+    repo: &Repo,
+    req: &FetchRequest,
+    job: &PackJob,
+    inputs: &PackInputs,
+    walker: &mut Walker<'_>,
+) -> Selection {
+    let odb = &repo.odb;
+    let whole_history = !inputs.haves.is_empty()
         && !req.deepens()
         && job.shallow.grafts.is_empty()
         && job.shallow.extra_wants.is_empty()
@@ -723,10 +836,10 @@ fn send_pack(
     let bitmaps = whole_history.then(|| odb.bitmaps()).flatten();
     let closure = bitmaps
         .as_ref()
-        .and_then(|(pack, b)| ClientClosure::of(odb, *pack, b, &haves));
+        .and_then(|(pack, b)| ClientClosure::of(odb, *pack, b, &inputs.haves));
     let selected = match (&bitmaps, &closure) {
-        (Some((_, b)), Some(client)) if thin => {
-            match crate::odb::bitmap::select(odb, b, &wants, client, &tags) {
+        (Some((_, b)), Some(client)) if inputs.thin => {
+            match crate::odb::bitmap::select(odb, b, &inputs.wants, client, &inputs.tags) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(repo = %repo.root, error = %e, "bitmaps could not answer; walking");
@@ -737,17 +850,17 @@ fn send_pack(
         _ => None,
     };
     let by_bitmaps = selected.is_some();
-    let result = match selected {
+    let entries = match selected {
         Some(entries) => {
             metrics::BITMAP_ANSWERS.inc();
             Ok(entries)
         }
         None => {
             let plan = PackPlan {
-                wants: &wants,
-                haves: &haves,
+                wants: &inputs.wants,
+                haves: &inputs.haves,
                 grafts: Some(&job.shallow.grafts),
-                include_tags: &tags,
+                include_tags: &inputs.tags,
                 filter: job.filter,
             };
             walker
@@ -761,51 +874,402 @@ fn send_pack(
                 })
         }
     };
-    let entries = match result {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::error!(repo = %repo.root, error = %e, "counting objects failed");
-            sb.error(&format!("goprox: {}", e.public_message()))?;
-            return sb.finish().map(|()| None);
-        }
-    };
-    if progress {
-        sb.progress(&format!("goprox: counted {} objects\n", entries.len()))?;
+    Selection {
+        entries,
+        closure,
+        by_bitmaps,
     }
+}
+
+/// A pack about to be generated: its entries, and what its log line and the pack cache need.
+struct Generated {
+    entries: Vec<(crate::odb::Location, ObjectId)>,
+    closure: Option<ClientClosure>,
+    by_bitmaps: bool,
+    cache_key: String,
+    started: Instant,
+}
+
+/// Write the pack of `g.entries` (a copy kept in the pack cache when it was costly to make).
+fn write_generated(
+    repo: &Repo,
+    req: &FetchRequest,
+    inputs: &PackInputs,
+    walker: &Walker<'_>,
+    g: Generated,
+    sb: &mut Sideband<'_, dyn Write + '_>,
+) -> io::Result<()> {
+    let odb = &repo.odb;
+    let thin = inputs.thin;
     let opts = writer::WriteOptions {
         ofs_delta: req.ofs_delta,
         thin_bases: thin.then_some(&walker.client_has),
         names: Some(&walker.names),
         client_names: thin.then_some(&walker.client_names),
         // Thin deltas only when the client allows them.
-        client_closure: closure.as_ref().filter(|_| thin),
+        client_closure: g.closure.as_ref().filter(|_| thin),
     };
-    let mut tee = pack_cache::Tee::new(&mut sb);
-    let written = writer::write_pack(odb, &entries, opts, &mut tee);
+    let mut tee = pack_cache::Tee::new(sb);
+    let written = writer::write_pack(odb, &g.entries, opts, &mut tee);
     let copy = tee.into_copy();
     match written {
         Ok(stats) => {
             metrics::PACKS_SERVED.inc();
             metrics::OBJECTS_SERVED.add(stats.objects);
             metrics::PACK_BYTES_SERVED.add(stats.bytes);
-            let cost = started.elapsed();
+            let cost = g.started.elapsed();
             tracing::info!(repo = %repo.root, objects = stats.objects, bytes = stats.bytes,
                 reused = stats.reused, reused_deltas = stats.reused_deltas, thin_deltas = stats.thin_deltas,
                 recompressed = stats.recompressed, new_deltas = stats.new_deltas,
-                bitmaps = by_bitmaps, ms = cost.as_millis() as u64, "pack sent");
+                bitmaps = g.by_bitmaps, ms = cost.as_millis() as u64, "pack sent");
             if let Some(copy) = copy
                 && cost >= odb.io.pack_cache_min_cost
             {
-                pack_cache::keep(&odb.io, cache_key, copy);
+                pack_cache::keep(&odb.io, g.cache_key, copy);
             }
-            if progress {
+            if !req.no_progress {
                 sb.progress(&format!(
                     "goprox: total {} objects ({} reused verbatim, {} deltas kept, {} thin, {} new deltas, {} recompressed)\n",
                     stats.objects, stats.reused, stats.reused_deltas, stats.thin_deltas, stats.new_deltas, stats.recompressed
-                ))?;
+                ))
+            } else {
+                Ok(())
             }
         }
-        Err(e) => report_failure(&mut sb, repo, "pack generation failed", e)?,
+        Err(e) => report_failure(sb, repo, "pack generation failed", e),
     }
-    sb.finish().map(|()| None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::odb::pack::Pack;
+    use crate::odb::{Io, Odb};
+    use crate::refs::{PackEntry, RefEntry, RefIndex};
+    use crate::store::{DynStore, ETag, PutMode, memory::MemoryStore};
+    use gix_object::Kind;
+
+    struct Fixture {
+        repo: Repo,
+        /// Oldest first.
+        commits: Vec<ObjectId>,
+        _rt: tokio::runtime::Runtime,
+    }
+
+    fn id_of(kind: Kind, data: &[u8]) -> ObjectId {
+        gix_object::compute_hash(gix_hash::Kind::Sha1, kind, data).expect("hash")
+    }
+
+    /// A linear history of `n` commits on `main`, each with its own one-file tree, in one pack
+    /// in a memory store (the ref index not `closed`, so packs are generated).
+    fn history(n: usize) -> Fixture {
+        let mut objects: Vec<(u8, Vec<u8>)> = Vec::new();
+        let mut commits: Vec<ObjectId> = Vec::new();
+        for i in 0..n {
+            let blob = format!("revision {i}\n").into_bytes();
+            let mut tree = b"100644 f\0".to_vec();
+            tree.extend_from_slice(id_of(Kind::Blob, &blob).as_bytes());
+            let mut commit = format!("tree {}\n", id_of(Kind::Tree, &tree));
+            if let Some(p) = commits.last() {
+                commit.push_str(&format!("parent {p}\n"));
+            }
+            let t = 1_600_000_000 + 60 * i as i64;
+            commit.push_str(&format!(
+                "author A <a@example.test> {t} +0000\ncommitter A <a@example.test> {t} +0000\n\nc{i}\n"
+            ));
+            commits.push(id_of(Kind::Commit, commit.as_bytes()));
+            objects.push((3, blob));
+            objects.push((2, tree));
+            objects.push((1, commit.into_bytes()));
+        }
+        let mut pack = b"PACK\0\0\0\x02".to_vec();
+        pack.extend_from_slice(&(objects.len() as u32).to_be_bytes());
+        for (kind, data) in &objects {
+            writer::entry_header(*kind, data.len() as u64, &mut pack);
+            pack.extend_from_slice(&crate::odb::deflate(data));
+        }
+        let sum = sha1::Digest::finalize(<sha1::Sha1 as sha1::Digest>::new_with_prefix(&pack));
+        pack.extend_from_slice(&sum);
+        let indexed = crate::odb::ingest::index_in_memory(&pack, 1 << 20).expect("index");
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let store: DynStore = Arc::new(MemoryStore::new());
+        let key = format!("example.test/r/@git/packs/pack-{}.pack", indexed.name);
+        rt.block_on(store.put(&key, pack.clone().into(), PutMode::CreateOnly))
+            .expect("put");
+        let p = Pack::from_index_bytes(
+            indexed.name.clone(),
+            Arc::from(key.as_str()),
+            pack.len() as u64,
+            indexed.idx,
+        )
+        .expect("pack");
+        let head = *commits.last().expect("a commit");
+        let index = RefIndex {
+            version: crate::refs::FORMAT_VERSION,
+            generation: 1,
+            root: "example.test/r".into(),
+            upstream: "https://example.test/r".into(),
+            subdir: String::new(),
+            fetched_at: 0,
+            head_symref: Some("refs/heads/main".into()),
+            head_oid: None,
+            refs: [(
+                "refs/heads/main".to_string(),
+                RefEntry {
+                    oid: head,
+                    peeled: None,
+                },
+            )]
+            .into(),
+            packs: vec![PackEntry {
+                name: indexed.name,
+                checksum: None,
+                size: pack.len() as u64,
+                objects: objects.len() as u32,
+                walk_end: None,
+                bitmap: false,
+            }],
+            retired: Vec::new(),
+            closed: false,
+        };
+        let io = Arc::new(Io::new(store, rt.handle().clone(), 8 << 20));
+        Fixture {
+            repo: Repo {
+                root: index.root.clone(),
+                index,
+                etag: ETag("\"1\"".into()),
+                odb: Arc::new(Odb::new(vec![Arc::new(p)], io)),
+            },
+            commits,
+            _rt: rt,
+        }
+    }
+
+    /// pkt-lines as text: `0000` for a flush, `0001` for a delimiter, else the payload without
+    /// its newline; band 1 (pack data) is collected apart.
+    fn parse(mut b: &[u8]) -> (Vec<String>, Vec<u8>) {
+        let (mut lines, mut pack) = (Vec::new(), Vec::new());
+        let mut in_pack = false;
+        while b.len() >= 4 {
+            let len = usize::from_str_radix(std::str::from_utf8(&b[..4]).expect("hex"), 16)
+                .expect("length");
+            if len < 4 {
+                lines.push(format!("{len:04}"));
+                b = &b[4..];
+                continue;
+            }
+            let payload = &b[4..len];
+            b = &b[len..];
+            if in_pack {
+                match payload.first() {
+                    Some(1) => pack.extend_from_slice(&payload[1..]),
+                    Some(2) => {}
+                    _ => lines.push(String::from_utf8_lossy(&payload[1..]).into_owned()),
+                }
+                continue;
+            }
+            let text = String::from_utf8_lossy(payload).trim_end().to_string();
+            in_pack = text == "packfile";
+            lines.push(text);
+        }
+        (lines, pack)
+    }
+
+    fn v2(wants: &[ObjectId]) -> FetchRequest {
+        FetchRequest {
+            wants: wants.to_vec(),
+            ofs_delta: true,
+            no_progress: true,
+            ..Default::default()
+        }
+    }
+
+    fn negotiated(f: &Fixture, req: &FetchRequest, version: Version) -> (Vec<String>, bool) {
+        let mut out = Vec::new();
+        let due = negotiate(&f.repo, req, version, &mut out)
+            .unwrap_or_else(|Refuse(m)| panic!("refused: {m}"))
+            .is_some();
+        (parse(&out).0, due)
+    }
+
+    fn refusal(f: &Fixture, req: &FetchRequest) -> String {
+        match negotiate(&f.repo, req, Version::V2, &mut Vec::new()) {
+            Err(Refuse(m)) => m,
+            Ok(_) => panic!("not refused"),
+        }
+    }
+
+    #[test]
+    fn negotiate_v2_acknowledges_known_haves_then_is_ready() {
+        let f = history(3);
+        let unknown = ObjectId::from_hex(&[b'9'; 40]).expect("id");
+        let mut req = v2(&[f.commits[2]]);
+        req.haves = vec![unknown, f.commits[0], f.commits[0]];
+        let c1 = f.commits[0].to_string();
+        assert_eq!(
+            negotiated(&f, &req, Version::V2),
+            (
+                vec![
+                    "acknowledgments".into(),
+                    format!("ACK {c1}"),
+                    "ready".into(),
+                    "0001".into(),
+                    "packfile".into()
+                ],
+                true
+            )
+        );
+        // Nothing in common: NAK, and the client is asked for more.
+        req.haves = vec![unknown];
+        assert_eq!(
+            negotiated(&f, &req, Version::V2),
+            (
+                vec!["acknowledgments".into(), "NAK".into(), "0000".into()],
+                false
+            )
+        );
+        // `done`: straight to the pack.
+        req.done = true;
+        assert_eq!(
+            negotiated(&f, &req, Version::V2),
+            (vec!["packfile".into()], true)
+        );
+    }
+
+    #[test]
+    fn negotiate_v2_puts_shallow_info_before_wanted_refs() {
+        let f = history(3);
+        let mut req = v2(&[]);
+        req.want_refs = vec!["refs/heads/main".into()];
+        req.depth = Some(1);
+        req.done = true;
+        let head = f.commits[2].to_string();
+        assert_eq!(
+            negotiated(&f, &req, Version::V2),
+            (
+                vec![
+                    "shallow-info".into(),
+                    format!("shallow {head}"),
+                    "0001".into(),
+                    "wanted-refs".into(),
+                    format!("{head} refs/heads/main"),
+                    "0001".into(),
+                    "packfile".into()
+                ],
+                true
+            )
+        );
+    }
+
+    #[test]
+    fn negotiate_v0_one_stateless_round_as_c_git() {
+        let f = history(3);
+        let c1 = f.commits[0].to_string();
+        let mut req = v2(&[f.commits[2]]);
+        req.have_section = true;
+        req.multi_ack_detailed = true;
+        req.haves = vec![f.commits[0]];
+        assert_eq!(
+            negotiated(&f, &req, Version::V0),
+            (
+                vec![
+                    format!("ACK {c1} common"),
+                    format!("ACK {c1} ready"),
+                    "NAK".into()
+                ],
+                false
+            )
+        );
+        // no-done: the ready ACK is final and the pack follows.
+        req.no_done = true;
+        let (lines, due) = negotiated(&f, &req, Version::V0);
+        assert_eq!(lines.last(), Some(&format!("ACK {c1}")));
+        assert!(due);
+        // Without a have section (a deepening client's first request): the shallow list only.
+        let mut req = v2(&[f.commits[2]]);
+        req.depth = Some(1);
+        assert_eq!(
+            negotiated(&f, &req, Version::V0),
+            (
+                vec![format!("shallow {}", f.commits[2]), "0000".into()],
+                false
+            )
+        );
+    }
+
+    #[test]
+    fn negotiate_refuses_what_it_cannot_answer() {
+        let f = history(2);
+        let unknown = ObjectId::from_hex(&[b'9'; 40]).expect("id");
+        assert!(refusal(&f, &v2(&[unknown])).contains("not our ref"));
+        let mut req = v2(&[]);
+        req.want_refs = vec!["refs/heads/nope".into()];
+        assert_eq!(refusal(&f, &req), "unknown ref refs/heads/nope");
+        let mut req = v2(&[f.commits[1]]);
+        req.depth = Some(1);
+        req.deepen_since = Some(1);
+        assert!(refusal(&f, &req).contains("cannot be used together"));
+        let mut req = v2(&[f.commits[1]]);
+        req.filter = Some("sparse:oid=x".into());
+        assert!(refusal(&f, &req).contains("unsupported filter"));
+        // No wants: nothing at all.
+        let mut out = Vec::new();
+        assert!(matches!(
+            negotiate(&f.repo, &v2(&[]), Version::V2, &mut out),
+            Ok(None)
+        ));
+        assert!(out.is_empty());
+    }
+
+    /// The objects in a pack (indexed as the fill indexes upstream's packs).
+    fn objects_in(pack: &[u8]) -> u32 {
+        crate::odb::ingest::index_in_memory(pack, 1 << 20)
+            .expect("a valid pack")
+            .objects
+    }
+
+    #[test]
+    fn send_pack_generates_what_negotiation_decided() {
+        let f = history(3);
+        // A clone: every commit, tree and blob.
+        let mut req = v2(&[f.commits[2]]);
+        req.done = true;
+        let mut out = Vec::new();
+        assert!(
+            serve(&f.repo, &req, Version::V2, &mut out)
+                .expect("serve")
+                .is_none()
+        );
+        let (lines, pack) = parse(&out);
+        assert_eq!(lines.first().map(String::as_str), Some("packfile"));
+        assert_eq!(lines.last().map(String::as_str), Some("0000"));
+        assert_eq!(objects_in(&pack), 9);
+        // An update from the first commit: the two newer commits with their trees and blobs.
+        req.haves = vec![f.commits[0]];
+        let mut out = Vec::new();
+        serve(&f.repo, &req, Version::V2, &mut out).expect("serve");
+        assert_eq!(objects_in(&parse(&out).1), 6);
+        // Depth 1: the tip alone.
+        let mut req = v2(&[f.commits[2]]);
+        req.done = true;
+        req.depth = Some(1);
+        let mut out = Vec::new();
+        serve(&f.repo, &req, Version::V2, &mut out).expect("serve");
+        assert_eq!(objects_in(&parse(&out).1), 3);
+    }
+
+    #[test]
+    fn send_pack_leaves_a_closed_repository_to_the_whole_pack_stream() {
+        let mut f = history(2);
+        f.repo.index.closed = true;
+        let mut req = v2(&[f.commits[1]]);
+        req.done = true;
+        let mut out = Vec::new();
+        let whole = serve(&f.repo, &req, Version::V2, &mut out).expect("serve");
+        assert!(
+            whole.is_some(),
+            "every tip wanted of a closed index: sent whole"
+        );
+        assert_eq!(parse(&out), (vec!["packfile".into()], Vec::new()));
+    }
 }
