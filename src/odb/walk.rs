@@ -171,6 +171,44 @@ pub fn is_ancestor(odb: &Odb, old: &oid, new: &oid, budget: usize) -> bool {
 /// Client haves used as extra edges besides the real ones (see `objects_to_send`).
 const MAX_HAVE_HINTS: usize = 64;
 
+/// Flags of one commit in [`Walker::limit_list`].
+#[derive(Default, Clone, Copy)]
+struct RevFlags {
+    uninteresting: bool,
+    in_heap: bool,
+    popped: bool,
+}
+
+/// The wants and haves of a [`PackPlan`], peeled (see [`Walker::add_pending`]).
+#[derive(Default)]
+struct Pending {
+    /// Starts of the commit walk, each with whether it is uninteresting (a have).
+    starts: Vec<(ObjectId, bool)>,
+    /// The haves that peel to commits.
+    have_commits: Vec<ObjectId>,
+    /// Trees and blobs wanted directly (through tags).
+    tree_roots: Vec<ObjectId>,
+    blob_roots: Vec<ObjectId>,
+}
+
+/// The objects [`Walker::objects_to_send`] has chosen so far, in order, each once.
+#[derive(Default)]
+struct ToPack {
+    out: Vec<ObjectId>,
+    added: HashSet<ObjectId>,
+}
+
+impl ToPack {
+    /// Add `id` unless it is in already; whether it was new.
+    fn add(&mut self, id: ObjectId) -> bool {
+        let new = self.added.insert(id);
+        if new {
+            self.out.push(id);
+        }
+        new
+    }
+}
+
 impl<'a> Walker<'a> {
     pub fn new(odb: &'a Odb) -> Self {
         Walker {
@@ -428,43 +466,61 @@ impl<'a> Walker<'a> {
     /// The objects a client lacks: everything reachable from the wants that is not reachable
     /// from the haves (within the shallow grafts), plus included tags. In no particular order.
     pub fn objects_to_send(&mut self, plan: &PackPlan<'_>) -> Result<Vec<ObjectId>> {
-        let grafts = plan.grafts;
-        let mut out: Vec<ObjectId> = Vec::new();
-        let mut added: HashSet<ObjectId> = HashSet::new();
-        let mut tree_roots: Vec<ObjectId> = Vec::new();
-        let mut blob_roots: Vec<ObjectId> = Vec::new();
-        let mut starts: Vec<(ObjectId, bool)> = Vec::new();
+        let mut pack = ToPack::default();
+        let pending = self.add_pending(plan, &mut pack)?;
+        let (commits, flags) = self.limit_list(pending.starts, plan.grafts)?;
+        let edges = self.find_edges(&commits, &flags, pending.have_commits, plan.grafts)?;
+        // The edges' trees are walked only when there are commits or trees they can hide.
+        let hides = !commits.is_empty() || !pending.tree_roots.is_empty();
+        let client_has = self.mark_edges_uninteresting(if hides { &edges } else { &[] })?;
+        for c in &commits {
+            pack.add(*c);
+        }
+        if plan.filter != Some(Filter::TreeZero) {
+            let roots = pending.tree_roots;
+            self.traverse_trees(&commits, roots, &flags, client_has, plan.filter, &mut pack)?;
+            for b in pending.blob_roots {
+                pack.add(b);
+            }
+        }
+        self.add_tag_chains(plan.include_tags, &mut pack)?;
+        Ok(pack.out)
+    }
 
+    /// Peel the wants and the haves (git's pending objects): the tags passed through on the
+    /// way to a wanted object go into the pack; wanted commits and the haves' commits become
+    /// the starts of the commit walk, wanted trees and blobs roots of the tree walk.
+    fn add_pending(&mut self, plan: &PackPlan<'_>, pack: &mut ToPack) -> Result<Pending> {
+        let mut pending = Pending::default();
         for w in plan.wants {
             let p = self.peel(w)?;
             for t in &p.tags {
-                if added.insert(*t) {
-                    out.push(*t);
-                }
+                pack.add(*t);
             }
             match p.kind {
-                Kind::Commit => starts.push((p.id, false)),
-                Kind::Tree => tree_roots.push(p.id),
-                Kind::Blob => blob_roots.push(p.id),
+                Kind::Commit => pending.starts.push((p.id, false)),
+                Kind::Tree => pending.tree_roots.push(p.id),
+                Kind::Blob => pending.blob_roots.push(p.id),
                 Kind::Tag => {}
             }
         }
-        let mut have_commits = Vec::new();
         for h in plan.haves {
             if let Ok(Some(c)) = self.peel_commit(h) {
-                starts.push((c, true));
-                have_commits.push(c);
+                pending.starts.push((c, true));
+                pending.have_commits.push(c);
             }
         }
+        Ok(pending)
+    }
 
-        // Date-ordered walk with uninteresting propagation (git's limit_list).
-        #[derive(Default, Clone, Copy)]
-        struct St {
-            uninteresting: bool,
-            in_heap: bool,
-            popped: bool,
-        }
-        let mut state: HashMap<ObjectId, St> = HashMap::new();
+    /// Date-ordered walk with uninteresting propagation (git's limit_list): the commits to
+    /// send, in walk order, and the flags of every commit the walk met.
+    fn limit_list(
+        &mut self,
+        starts: Vec<(ObjectId, bool)>,
+        grafts: Option<&HashSet<ObjectId>>,
+    ) -> Result<(Vec<ObjectId>, HashMap<ObjectId, RevFlags>)> {
+        let mut state: HashMap<ObjectId, RevFlags> = HashMap::new();
         let mut heap: BinaryHeap<(i64, ObjectId)> = BinaryHeap::new();
         let mut interesting_in_heap = 0usize;
         for (c, unint) in starts {
@@ -505,21 +561,12 @@ impl<'a> Walker<'a> {
                     pst.uninteresting = true;
                     if pst.popped {
                         // Clock skew: already walked as interesting; propagate down.
-                        let mut stack = vec![p];
-                        while let Some(x) = stack.pop() {
-                            for xp in self.parents(&x, grafts)? {
-                                let s = state.entry(xp).or_default();
-                                if !s.uninteresting {
-                                    if s.in_heap {
-                                        interesting_in_heap -= 1;
-                                    }
-                                    s.uninteresting = true;
-                                    if s.popped {
-                                        stack.push(xp);
-                                    }
-                                }
-                            }
-                        }
+                        self.mark_parents_uninteresting(
+                            p,
+                            grafts,
+                            &mut state,
+                            &mut interesting_in_heap,
+                        )?;
                     }
                 }
                 let pst = state.entry(p).or_default();
@@ -536,11 +583,49 @@ impl<'a> Walker<'a> {
             .into_iter()
             .filter(|c| state.get(c).is_some_and(|s| !s.uninteresting))
             .collect();
+        Ok((commits, state))
+    }
 
+    /// Mark the ancestors of `commit`, already walked, uninteresting, as far as they were
+    /// walked (git's mark_parents_uninteresting), keeping `interesting_in_heap` in step.
+    fn mark_parents_uninteresting(
+        &mut self,
+        commit: ObjectId,
+        grafts: Option<&HashSet<ObjectId>>,
+        state: &mut HashMap<ObjectId, RevFlags>,
+        interesting_in_heap: &mut usize,
+    ) -> Result<()> {
+        let mut stack = vec![commit];
+        while let Some(x) = stack.pop() {
+            for xp in self.parents(&x, grafts)? {
+                let s = state.entry(xp).or_default();
+                if !s.uninteresting {
+                    if s.in_heap {
+                        *interesting_in_heap -= 1;
+                    }
+                    s.uninteresting = true;
+                    if s.popped {
+                        stack.push(xp);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The commits that bound the pack, newest first, with their times: the uninteresting
+    /// parents of sent commits, and the newest few haves.
+    fn find_edges(
+        &mut self,
+        commits: &[ObjectId],
+        state: &HashMap<ObjectId, RevFlags>,
+        have_commits: Vec<ObjectId>,
+        grafts: Option<&HashSet<ObjectId>>,
+    ) -> Result<Vec<(i64, ObjectId)>> {
         // Edges: uninteresting parents of sent commits.
         let mut edges: Vec<(i64, ObjectId)> = Vec::new();
         let mut edge_seen = HashSet::new();
-        for c in &commits {
+        for c in commits {
             for p in self.parents(c, grafts)? {
                 if state.get(&p).is_some_and(|s| s.uninteresting) && edge_seen.insert(p) {
                     edges.push((self.commit(&p)?.time, p));
@@ -563,71 +648,82 @@ impl<'a> Walker<'a> {
         // Every edge bounds the pack, as git marks every edge uninteresting (a cap here made a
         // fetch that moves many branches resend what the client has).
         edges.sort_by(|a, b| b.cmp(a));
+        Ok(edges)
+    }
+
+    /// The trees and blobs of the `edges` (git's mark_edges_uninteresting): what the client
+    /// has. Sets [`Walker::client_names`] from them.
+    fn mark_edges_uninteresting(&mut self, edges: &[(i64, ObjectId)]) -> Result<HashSet<ObjectId>> {
         let mut client_has: HashSet<ObjectId> = HashSet::new();
         let mut client_names: HashMap<u32, Vec<ObjectId>> = HashMap::new();
-        if !commits.is_empty() || !tree_roots.is_empty() {
-            for (_, e) in &edges {
-                let tree = self.commit(e)?.tree;
-                self.collect_tree(tree, &mut client_has, None, &mut |id, name| {
-                    let v = client_names.entry(name).or_default();
-                    if v.len() < CLIENT_NAMES_PER_HASH {
-                        v.push(id);
-                    }
-                })?;
-            }
+        for (_, e) in edges {
+            let tree = self.commit(e)?.tree;
+            self.collect_tree(tree, &mut client_has, None, &mut |id, name| {
+                let v = client_names.entry(name).or_default();
+                if v.len() < CLIENT_NAMES_PER_HASH {
+                    v.push(id);
+                }
+            })?;
         }
         self.client_names = client_names;
+        Ok(client_has)
+    }
 
-        for c in &commits {
-            if added.insert(*c) {
-                out.push(*c);
+    /// Add the trees and blobs of the sent `commits` and the wanted `tree_roots` that the
+    /// client lacks to the pack (git's traverse_commit_list), their name hashes to
+    /// [`Walker::names`]. `client_has` (from the edges) becomes [`Walker::client_has`].
+    fn traverse_trees(
+        &mut self,
+        commits: &[ObjectId],
+        tree_roots: Vec<ObjectId>,
+        state: &HashMap<ObjectId, RevFlags>,
+        client_has: HashSet<ObjectId>,
+        filter: Option<Filter>,
+        pack: &mut ToPack,
+    ) -> Result<()> {
+        let mut roots: Vec<ObjectId> = Vec::with_capacity(commits.len() + tree_roots.len());
+        for c in commits {
+            roots.push(self.commit(c)?.tree);
+        }
+        roots.extend(tree_roots);
+        self.client_has = client_has.clone();
+        let mut seen = client_has;
+        // The root tree of every commit the walk found the client to have (not only the
+        // edges'): a sent commit whose tree equals one of them (a revert, a merge) needs no
+        // tree at all, as with git's bitmaps. Ids only: their contents are not walked.
+        for (c, st) in state {
+            if st.uninteresting && st.popped {
+                seen.insert(self.commit(c)?.tree);
             }
         }
-        if plan.filter != Some(Filter::TreeZero) {
-            let mut roots: Vec<ObjectId> = Vec::with_capacity(commits.len() + tree_roots.len());
-            for c in &commits {
-                roots.push(self.commit(c)?.tree);
-            }
-            roots.extend(tree_roots);
-            self.client_has = client_has.clone();
-            let mut seen = client_has;
-            // The root tree of every commit the walk found the client to have (not only the
-            // edges'): a sent commit whose tree equals one of them (a revert, a merge) needs no
-            // tree at all, as with git's bitmaps. Ids only: their contents are not walked.
-            for (c, st) in &state {
-                if st.uninteresting && st.popped {
-                    seen.insert(self.commit(c)?.tree);
+        let mut names = std::mem::take(&mut self.names);
+        for r in roots {
+            self.collect_tree(r, &mut seen, filter, &mut |id, name| {
+                if pack.add(id) {
+                    names.insert(id, name);
                 }
-            }
-            let mut names = std::mem::take(&mut self.names);
-            for r in roots {
-                self.collect_tree(r, &mut seen, plan.filter, &mut |id, name| {
-                    if added.insert(id) {
-                        out.push(id);
-                        names.insert(id, name);
-                    }
-                })?;
-            }
-            self.names = names;
-            for b in blob_roots {
-                if added.insert(b) {
-                    out.push(b);
-                }
-            }
+            })?;
         }
+        self.names = names;
+        Ok(())
+    }
 
-        // include-tag: annotated tags whose peeled object is in the pack.
-        for (tag, peeled) in plan.include_tags {
-            if added.contains(peeled) && !added.contains(tag) {
+    /// include-tag: annotated tags whose peeled object is in the pack, with the tags their
+    /// chain passes through (git's add_tag_chain).
+    fn add_tag_chains(
+        &mut self,
+        include_tags: &[(ObjectId, ObjectId)],
+        pack: &mut ToPack,
+    ) -> Result<()> {
+        for (tag, peeled) in include_tags {
+            if pack.added.contains(peeled) && !pack.added.contains(tag) {
                 let p = self.peel(tag)?;
                 for t in p.tags {
-                    if added.insert(t) {
-                        out.push(t);
-                    }
+                    pack.add(t);
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Walk a tree, reporting every tree and blob not yet in `seen` (and adding them to it),

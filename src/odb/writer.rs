@@ -2,7 +2,7 @@
 //! verbatim where the delta base is also sent (rewriting OFS_DELTA distances), and inflating,
 //! resolving and recompressing only deltas whose base the client will not have.
 
-use super::{Location, Odb, OdbError, Result};
+use super::{Location, Odb, OdbError, RawEntry, Result};
 use gix_hash::ObjectId;
 use gix_object::Kind;
 use gix_pack::data::entry::Header;
@@ -56,6 +56,14 @@ impl Default for WriteOptions<'_> {
             client_names: None,
             client_closure: None,
         }
+    }
+}
+
+impl WriteOptions<'_> {
+    /// A base the client has, for a thin pack.
+    #[inline]
+    fn thin_base(&self, base_id: Option<ObjectId>) -> Option<ObjectId> {
+        base_id.filter(|b| self.thin_bases.is_some_and(|t| t.contains(b)))
     }
 }
 
@@ -416,7 +424,7 @@ fn ahead_workers() -> usize {
 }
 
 /// Whether the entry at `loc` goes out whole: a delta whose base is neither in the pack nor
-/// one the client has (see the decisions in [`write_pack_with`]).
+/// one the client has (see the decisions in [`PackWriter::reuse_header`]).
 fn goes_out_whole(
     odb: &Odb,
     loc: Location,
@@ -489,205 +497,340 @@ fn write_pack_with(
         hasher: Sha1::new(),
         written: 0,
     };
-    let mut stats = PackStats::default();
+    write_header(&mut w, entries.len())?;
+    let mut pack = PackWriter::new(odb, entries, opts, w);
+    let mut read_ahead = ReadAhead::new(odb, entries);
+    for (n, &(loc, id)) in entries.iter().enumerate() {
+        read_ahead.enter(n, &pack, ahead);
+        pack.write_object(loc, id, ahead)?;
+    }
+    pack.write_trailer()
+}
+
+/// The pack header: version 2, `count` entries.
+fn write_header(w: &mut HashingWriter<'_>, count: usize) -> Result<()> {
     let mut hdr = Vec::with_capacity(12);
     hdr.extend_from_slice(b"PACK");
     hdr.extend_from_slice(&2u32.to_be_bytes());
-    hdr.extend_from_slice(&(entries.len() as u32).to_be_bytes());
-    w.write_all(&hdr).map_err(io_err)?;
+    hdr.extend_from_slice(&(count as u32).to_be_bytes());
+    w.write_all(&hdr).map_err(io_err)
+}
 
-    let in_pack: HashSet<ObjectId> = entries.iter().map(|e| e.1).collect();
-    let id_at: HashMap<Location, ObjectId> = entries.iter().map(|&(l, id)| (l, id)).collect();
-    let mut written_at: HashMap<Location, u64> = HashMap::with_capacity(entries.len());
-    // Delta chain length of written deltas (absent: a whole object, or unknown).
-    let mut depth: HashMap<Location, u8> = HashMap::new();
-    let mut search = DeltaSearch::default();
-    let mut buf = Vec::with_capacity(32);
+/// Read ahead: while one window of entries is written, the next one's blocks load.
+struct ReadAhead {
+    /// From [`prefetch_windows`].
+    windows: Vec<(usize, Vec<Location>)>,
+    /// Loading the blocks of the window after the current one.
+    next: Option<tokio::task::JoinHandle<()>>,
+    /// The window to be entered next.
+    window: usize,
+}
 
-    // Read ahead: while one window of entries is written, the next one's blocks load.
-    let windows = prefetch_windows(odb, entries);
-    let mut next = windows.first().and_then(|w| odb.prefetch(&w.1));
-    let mut window = 0;
-    for (n, &(loc, id)) in entries.iter().enumerate() {
-        // Entering window `window` (windows are consecutive runs of `entries`).
-        if windows.get(window).is_some_and(|w| w.0 == n) {
-            // Blocks of this window were missing: the process is cold for it.
-            let cold = next.is_some();
-            if let Some(h) = next.take() {
-                let _ = odb.io.rt.block_on(h);
-            }
-            next = windows.get(window + 1).and_then(|w| odb.prefetch(&w.1));
-            // The chains of this window's deltas that will be decoded (base neither sent nor
-            // the client's), loaded level by level in parallel. Skipped when the window was
-            // cached (no second pass over its headers on a warm process).
-            if cold && let Some(w) = windows.get(window) {
-                let bases: Vec<Location> =
-                    w.1.iter()
-                        .filter_map(|&l| {
-                            let e = odb.raw_entry(l).ok()?;
-                            let b = odb.base_location(l, &e.header).ok()??;
-                            let base_id = odb.oid_at(b)?;
-                            let kept = in_pack.contains(&base_id)
-                                || opts.thin_bases.is_some_and(|t| t.contains(&base_id))
-                                || opts.client_closure.is_some_and(|c| c.contains(odb, b));
-                            (!kept).then_some(b)
-                        })
-                        .collect();
-                odb.prefetch_chains(&bases);
-            }
-            // The workers look one window ahead of the writer.
-            if window == 0
-                && let Some(win) = windows.first()
-            {
-                ahead.push(win.1.iter().copied());
-            }
-            if let Some(win) = windows.get(window + 1) {
-                ahead.push(win.1.iter().copied());
-            }
-            window += 1;
+impl ReadAhead {
+    fn new(odb: &Odb, entries: &[(Location, ObjectId)]) -> Self {
+        let windows = prefetch_windows(odb, entries);
+        let next = windows.first().and_then(|w| odb.prefetch(&w.1));
+        ReadAhead {
+            windows,
+            next,
+            window: 0,
         }
-        let here = w.written;
-        let e = odb.raw_entry(loc)?;
-        buf.clear();
-        let mut verbatim_data = true;
-        // A base the client has, for a thin pack.
-        let thin_base = |base_id: Option<ObjectId>| {
-            base_id.filter(|b| opts.thin_bases.is_some_and(|t| t.contains(b)))
-        };
+    }
+
+    /// Before the `n`th entry is written.
+    #[inline]
+    fn enter(&mut self, n: usize, pack: &PackWriter<'_>, ahead: &Ahead) {
+        // Entering window `window` (windows are consecutive runs of `entries`).
+        if self.windows.get(self.window).is_some_and(|w| w.0 == n) {
+            self.enter_window(pack, ahead);
+        }
+    }
+
+    /// Wait for the window being entered to load, start loading the next one, and hand the
+    /// next one to `ahead`'s workers.
+    fn enter_window(&mut self, pack: &PackWriter<'_>, ahead: &Ahead) {
+        let odb = pack.odb;
+        let window = self.window;
+        // Blocks of this window were missing: the process is cold for it.
+        let cold = self.next.is_some();
+        if let Some(h) = self.next.take() {
+            let _ = odb.io.rt.block_on(h);
+        }
+        self.next = self
+            .windows
+            .get(window + 1)
+            .and_then(|w| odb.prefetch(&w.1));
+        // The chains of this window's deltas that will be decoded (base neither sent nor
+        // the client's), loaded level by level in parallel. Skipped when the window was
+        // cached (no second pass over its headers on a warm process).
+        if cold && let Some(w) = self.windows.get(window) {
+            pack.prefetch_decoded_chains(&w.1);
+        }
+        // The workers look one window ahead of the writer.
+        if window == 0
+            && let Some(win) = self.windows.first()
+        {
+            ahead.push(win.1.iter().copied());
+        }
+        if let Some(win) = self.windows.get(window + 1) {
+            ahead.push(win.1.iter().copied());
+        }
+        self.window += 1;
+    }
+}
+
+/// The writing of one pack's entries: where each went, and the delta search.
+struct PackWriter<'a> {
+    odb: &'a Odb,
+    opts: WriteOptions<'a>,
+    w: HashingWriter<'a>,
+    in_pack: HashSet<ObjectId>,
+    id_at: HashMap<Location, ObjectId>,
+    written_at: HashMap<Location, u64>,
+    /// Delta chain length of written deltas (absent: a whole object, or unknown).
+    depth: HashMap<Location, u8>,
+    search: DeltaSearch,
+    /// The header of the entry being written.
+    buf: Vec<u8>,
+    stats: PackStats,
+}
+
+impl<'a> PackWriter<'a> {
+    fn new(
+        odb: &'a Odb,
+        entries: &[(Location, ObjectId)],
+        opts: WriteOptions<'a>,
+        w: HashingWriter<'a>,
+    ) -> Self {
+        PackWriter {
+            odb,
+            opts,
+            w,
+            in_pack: entries.iter().map(|e| e.1).collect(),
+            id_at: entries.iter().map(|&(l, id)| (l, id)).collect(),
+            written_at: HashMap::with_capacity(entries.len()),
+            depth: HashMap::new(),
+            search: DeltaSearch::default(),
+            buf: Vec::with_capacity(32),
+            stats: PackStats::default(),
+        }
+    }
+
+    /// Load the delta chains of the entries at `locs` that will be decoded: those whose base
+    /// is neither sent nor the client's.
+    fn prefetch_decoded_chains(&self, locs: &[Location]) {
+        let (odb, opts) = (self.odb, &self.opts);
+        let bases: Vec<Location> = locs
+            .iter()
+            .filter_map(|&l| {
+                let e = odb.raw_entry(l).ok()?;
+                let b = odb.base_location(l, &e.header).ok()??;
+                let base_id = odb.oid_at(b)?;
+                let kept = self.in_pack.contains(&base_id)
+                    || opts.thin_bases.is_some_and(|t| t.contains(&base_id))
+                    || opts.client_closure.is_some_and(|c| c.contains(odb, b));
+                (!kept).then_some(b)
+            })
+            .collect();
+        odb.prefetch_chains(&bases);
+    }
+
+    /// Write the entry at `loc` (git's write_object): as it is stored where that can be,
+    /// otherwise resolved.
+    #[inline]
+    fn write_object(&mut self, loc: Location, id: ObjectId, ahead: &Ahead) -> Result<()> {
+        let here = self.w.written;
+        let e = self.odb.raw_entry(loc)?;
+        self.buf.clear();
+        if self.reuse_header(loc, &e, here)? {
+            self.write_reuse_object(loc, &e)?;
+        } else {
+            self.write_no_reuse_object(loc, id, here, ahead)?;
+        }
+        if let Some(&name) = self.opts.names.and_then(|m| m.get(&id)) {
+            self.search.remember(name, loc, id);
+        }
+        self.written_at.insert(loc, here);
+        self.stats.objects += 1;
+        Ok(())
+    }
+
+    /// Whether the stored entry `e` at `loc` (to be written at `here`) can go out with its
+    /// data as it is: a whole object, or a delta whose base is in the pack or the client's.
+    /// If so, its header (the delta base rewritten for the output) is put in `buf`.
+    #[inline]
+    fn reuse_header(&mut self, loc: Location, e: &RawEntry, here: u64) -> Result<bool> {
+        let odb = self.odb;
+        let buf = &mut self.buf;
         match e.header {
             Header::OfsDelta { .. } => {
                 let base = odb.base_location(loc, &e.header)?;
                 let thin = match base {
-                    Some(b) if !written_at.contains_key(&b) => {
+                    Some(b) if !self.written_at.contains_key(&b) => {
                         let id = odb.oid_at(b);
-                        thin_base(id).or_else(|| {
-                            id.filter(|_| opts.client_closure.is_some_and(|c| c.contains(odb, b)))
+                        self.opts.thin_base(id).or_else(|| {
+                            id.filter(|_| {
+                                self.opts.client_closure.is_some_and(|c| c.contains(odb, b))
+                            })
                         })
                     }
                     _ => None,
                 };
                 if let Some(base_id) = thin {
-                    entry_header(7, e.decompressed_size, &mut buf);
+                    entry_header(7, e.decompressed_size, buf);
                     buf.extend_from_slice(base_id.as_bytes());
-                    stats.thin_deltas += 1;
-                    depth.insert(loc, 1);
+                    self.stats.thin_deltas += 1;
+                    self.depth.insert(loc, 1);
                 } else {
-                    match base.and_then(|b| written_at.get(&b).map(|o| (b, *o))) {
-                        Some((b, base_out)) if opts.ofs_delta => {
-                            entry_header(6, e.decompressed_size, &mut buf);
-                            ofs_distance(here - base_out, &mut buf);
-                            stats.reused_deltas += 1;
-                            depth.insert(loc, depth.get(&b).copied().unwrap_or(0) + 1);
+                    match base.and_then(|b| self.written_at.get(&b).map(|o| (b, *o))) {
+                        Some((b, base_out)) if self.opts.ofs_delta => {
+                            entry_header(6, e.decompressed_size, buf);
+                            ofs_distance(here - base_out, buf);
+                            self.stats.reused_deltas += 1;
+                            self.depth
+                                .insert(loc, self.depth.get(&b).copied().unwrap_or(0) + 1);
                         }
                         Some((b, _)) => {
-                            depth.insert(loc, depth.get(&b).copied().unwrap_or(0) + 1);
-                            let base_id = id_at
+                            self.depth
+                                .insert(loc, self.depth.get(&b).copied().unwrap_or(0) + 1);
+                            let base_id = self
+                                .id_at
                                 .get(&b)
                                 .ok_or_else(|| OdbError::Corrupt("base id".into()))?;
-                            entry_header(7, e.decompressed_size, &mut buf);
+                            entry_header(7, e.decompressed_size, buf);
                             buf.extend_from_slice(base_id.as_bytes());
-                            stats.reused_deltas += 1;
+                            self.stats.reused_deltas += 1;
                         }
-                        None => verbatim_data = false,
+                        None => return Ok(false),
                     }
                 }
             }
             Header::RefDelta { base_id } => {
-                if in_pack.contains(&base_id) {
+                if self.in_pack.contains(&base_id) {
                     buf.extend_from_slice(&e.raw[..e.header_len]);
-                    stats.reused_deltas += 1;
-                } else if thin_base(Some(base_id)).is_some()
-                    || opts
+                    self.stats.reused_deltas += 1;
+                } else if self.opts.thin_base(Some(base_id)).is_some()
+                    || self
+                        .opts
                         .client_closure
                         .is_some_and(|c| c.contains_id(odb, &base_id))
                 {
                     buf.extend_from_slice(&e.raw[..e.header_len]);
-                    stats.thin_deltas += 1;
+                    self.stats.thin_deltas += 1;
                 } else {
-                    verbatim_data = false;
+                    return Ok(false);
                 }
             }
             _ => buf.extend_from_slice(&e.raw[..e.header_len]),
         }
-        if verbatim_data {
-            // A stored entry goes out as it is only if it is what was indexed: a corrupted
-            // object in the bucket fails the request loudly instead of reaching the client.
-            if let Some(want) = odb
-                .packs
-                .get(loc.pack as usize)
-                .and_then(|p| p.crc32_at_offset(loc.offset))
-                && crc32fast::hash(&e.raw) != want
-            {
-                return Err(OdbError::Corrupt(format!(
-                    "CRC mismatch for the entry at {} in {}",
-                    loc.offset,
-                    odb.packs
-                        .get(loc.pack as usize)
-                        .map(|p| &*p.key)
-                        .unwrap_or("?")
-                )));
-            }
-            w.write_all(&buf).map_err(io_err)?;
-            w.write_all(e.compressed()).map_err(io_err)?;
-            stats.reused += 1;
-        } else {
-            let (obj, deflated) = match ahead.take(loc) {
-                Some((obj, z)) => (obj, Some(z)),
-                None => (odb.object_at(loc)?, None),
-            };
-            let kind = type_id(obj.kind);
-            let name = opts.names.and_then(|m| m.get(&id)).copied();
-            let found = name.and_then(|name| {
-                let client = opts.client_names.and_then(|c| c.get(&name));
-                search.find(odb, kind, name, &obj.data, &written_at, &depth, client)
-            });
-            match found {
-                Some((NewBase::InPack(b, base_out), delta, d)) => {
-                    if opts.ofs_delta {
-                        entry_header(6, delta.len() as u64, &mut buf);
-                        ofs_distance(here - base_out, &mut buf);
-                    } else {
-                        let base_id = id_at
-                            .get(&b)
-                            .ok_or_else(|| OdbError::Corrupt("base id".into()))?;
-                        entry_header(7, delta.len() as u64, &mut buf);
-                        buf.extend_from_slice(base_id.as_bytes());
-                    }
-                    w.write_all(&buf).map_err(io_err)?;
-                    w.write_all(&super::deflate(&delta)).map_err(io_err)?;
-                    depth.insert(loc, d + 1);
-                    stats.new_deltas += 1;
-                }
-                Some((NewBase::Client(base_id), delta, _)) => {
-                    entry_header(7, delta.len() as u64, &mut buf);
-                    buf.extend_from_slice(base_id.as_bytes());
-                    w.write_all(&buf).map_err(io_err)?;
-                    w.write_all(&super::deflate(&delta)).map_err(io_err)?;
-                    depth.insert(loc, 1);
-                    stats.new_deltas += 1;
-                }
-                None => {
-                    entry_header(kind, obj.data.len() as u64, &mut buf);
-                    w.write_all(&buf).map_err(io_err)?;
-                    match deflated {
-                        Some(z) => w.write_all(&z).map_err(io_err)?,
-                        None => w.write_all(&super::deflate(&obj.data)).map_err(io_err)?,
-                    }
-                    stats.recompressed += 1;
-                }
-            }
-        }
-        if let Some(&name) = opts.names.and_then(|m| m.get(&id)) {
-            search.remember(name, loc, id);
-        }
-        written_at.insert(loc, here);
-        stats.objects += 1;
+        Ok(true)
     }
-    let digest = w.hasher.clone().finalize();
-    w.write_all(&digest).map_err(io_err)?;
-    w.flush().map_err(io_err)?;
-    stats.bytes = w.written;
-    Ok(stats)
+
+    /// Write the header in `buf` and the stored data of `e`, at `loc` (git's
+    /// write_reuse_object).
+    #[inline]
+    fn write_reuse_object(&mut self, loc: Location, e: &RawEntry) -> Result<()> {
+        let odb = self.odb;
+        // A stored entry goes out as it is only if it is what was indexed: a corrupted
+        // object in the bucket fails the request loudly instead of reaching the client.
+        if let Some(want) = odb
+            .packs
+            .get(loc.pack as usize)
+            .and_then(|p| p.crc32_at_offset(loc.offset))
+            && crc32fast::hash(&e.raw) != want
+        {
+            return Err(OdbError::Corrupt(format!(
+                "CRC mismatch for the entry at {} in {}",
+                loc.offset,
+                odb.packs
+                    .get(loc.pack as usize)
+                    .map(|p| &*p.key)
+                    .unwrap_or("?")
+            )));
+        }
+        self.w.write_all(&self.buf).map_err(io_err)?;
+        self.w.write_all(e.compressed()).map_err(io_err)?;
+        self.stats.reused += 1;
+        Ok(())
+    }
+
+    /// Write the object at `loc` resolved (git's write_no_reuse_object): as a new delta
+    /// against an object of the same name if the search finds one, otherwise whole (deflated
+    /// by `ahead`'s workers if they got to it).
+    fn write_no_reuse_object(
+        &mut self,
+        loc: Location,
+        id: ObjectId,
+        here: u64,
+        ahead: &Ahead,
+    ) -> Result<()> {
+        let odb = self.odb;
+        let (obj, deflated) = match ahead.take(loc) {
+            Some((obj, z)) => (obj, Some(z)),
+            None => (odb.object_at(loc)?, None),
+        };
+        let kind = type_id(obj.kind);
+        let name = self.opts.names.and_then(|m| m.get(&id)).copied();
+        let found = name.and_then(|name| {
+            let client = self.opts.client_names.and_then(|c| c.get(&name));
+            self.search.find(
+                odb,
+                kind,
+                name,
+                &obj.data,
+                &self.written_at,
+                &self.depth,
+                client,
+            )
+        });
+        let (w, buf) = (&mut self.w, &mut self.buf);
+        match found {
+            Some((NewBase::InPack(b, base_out), delta, d)) => {
+                if self.opts.ofs_delta {
+                    entry_header(6, delta.len() as u64, buf);
+                    ofs_distance(here - base_out, buf);
+                } else {
+                    let base_id = self
+                        .id_at
+                        .get(&b)
+                        .ok_or_else(|| OdbError::Corrupt("base id".into()))?;
+                    entry_header(7, delta.len() as u64, buf);
+                    buf.extend_from_slice(base_id.as_bytes());
+                }
+                w.write_all(buf).map_err(io_err)?;
+                w.write_all(&super::deflate(&delta)).map_err(io_err)?;
+                self.depth.insert(loc, d + 1);
+                self.stats.new_deltas += 1;
+            }
+            Some((NewBase::Client(base_id), delta, _)) => {
+                entry_header(7, delta.len() as u64, buf);
+                buf.extend_from_slice(base_id.as_bytes());
+                w.write_all(buf).map_err(io_err)?;
+                w.write_all(&super::deflate(&delta)).map_err(io_err)?;
+                self.depth.insert(loc, 1);
+                self.stats.new_deltas += 1;
+            }
+            None => {
+                entry_header(kind, obj.data.len() as u64, buf);
+                w.write_all(buf).map_err(io_err)?;
+                match deflated {
+                    Some(z) => w.write_all(&z).map_err(io_err)?,
+                    None => w.write_all(&super::deflate(&obj.data)).map_err(io_err)?,
+                }
+                self.stats.recompressed += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The pack's SHA-1 trailer; the pack's counters.
+    fn write_trailer(mut self) -> Result<PackStats> {
+        let digest = self.w.hasher.clone().finalize();
+        self.w.write_all(&digest).map_err(io_err)?;
+        self.w.flush().map_err(io_err)?;
+        self.stats.bytes = self.w.written;
+        Ok(self.stats)
+    }
 }
 
 /// Bytes per ranged GET when packs are streamed whole.
