@@ -611,90 +611,18 @@ impl Filler {
         extra_wants: &[ObjectId],
     ) -> Result<Refreshed, FillError> {
         // The ref index may have changed between our look and the lease: start from the latest.
-        let latest;
-        let (old, etag) = match refs::load(&self.store, keys).await? {
-            Some(x) if x.1 != current.1 => {
-                latest = x;
-                (&latest.0, &latest.1)
-            }
-            _ => (&current.0, &current.1),
+        let latest = self.latest_index(keys, current).await?;
+        let (old, etag) = match &latest {
+            Some((i, e)) => (i, e),
+            None => (&current.0, &current.1),
         };
-        let url = target.upstream.clone();
-        let (prefixes, deadlines) = (self.options.prefixes.clone(), self.options.deadlines);
-        let trust = self.options.trust.clone();
-        let mirror_tags = self.options.mirror_tags;
-        let old_refs = old.refs.clone();
-        let extra: Vec<ObjectId> = extra_wants.to_vec();
-        let root = target.root.clone();
-        let (store, keys2, rt) = (
-            self.store.clone(),
-            keys.clone(),
-            tokio::runtime::Handle::current(),
-        );
-        // Everything upstream-facing runs on one blocking thread (one connection).
-        let (listing, new_refs, pack, by_sha) = with_deadline(deadlines.total, tokio::task::spawn_blocking(move || {
-            let (mut session, listing) = fetch::Session::connect(&url, &prefixes, deadlines, &trust)?;
-            let (new_refs, kept) = merge_refs(&old_refs, &listing.refs, mirror_tags);
-            for k in &kept {
-                tracing::warn!(root = %root, tag = %k, "keeping the mirrored tag");
-            }
-            let mut wants: BTreeSet<ObjectId> = new_refs
-                .values()
-                .map(|r| r.oid)
-                .chain(listing.head_oid)
-                .filter(|o| !has(o))
-                .collect();
-            let haves: BTreeSet<ObjectId> = old_refs
-                .values()
-                .map(|r| r.oid)
-                .filter(|o| has(o))
-                .collect();
-            let tips_only = wants.clone();
-            wants.extend(extra.iter().filter(|o| !has(o)));
-            let mut by_sha = false;
-            // Receive one pack straight into the store (nothing is published if it fails).
-            let receive = |session: &mut fetch::Session, wants: &BTreeSet<ObjectId>| {
-                let (sink, upload) = inbound::begin(&rt, &store, &keys2, &root, None);
-                match session.fetch_pack(wants, &haves, sink) {
-                    Ok(r) => Ok((r, upload)),
-                    Err(e) => {
-                        upload.abandon();
-                        Err(e)
-                    }
-                }
-            };
-            let pack = if wants.is_empty() {
-                None
-            } else {
-                match receive(&mut session, &wants) {
-                    Ok(p) => {
-                        by_sha = wants.len() > tips_only.len();
-                        Some(p)
-                    }
-                    // Upstream refused the extra wants (not reachable there): fetch the tips.
-                    Err(e) if wants.len() > tips_only.len() => {
-                        tracing::info!(root = %root, error = %e, "upstream refused wants by sha");
-                        if tips_only.is_empty() {
-                            None
-                        } else {
-                            let (mut s2, _) = fetch::Session::connect(&url, &prefixes, deadlines, &trust)?;
-                            Some(receive(&mut s2, &tips_only)?)
-                        }
-                    }
-                    Err(e) => return Err(e),
-                }
-            };
-            Ok::<_, fetch::FetchError>((listing, new_refs, pack, by_sha))
-        }))
-        .await??;
-        let closing = if old.closed && !by_sha {
-            ref_moves(old, &new_refs, listing.head_oid)
+        let incoming = self.fetch_news(target, keys, old, has, extra_wants).await?;
+        let closing = if old.closed && !incoming.by_sha {
+            ref_moves(old, &incoming.refs, incoming.listing.head_oid)
         } else {
             None
         };
-
-        let head_same = listing.head_symref == old.head_symref && listing.head_oid == old.head_oid;
-        if pack.is_none() && new_refs == old.refs && head_same {
+        if incoming.is_nothing_new(old) {
             // Nothing new upstream; but the caller's version may be older than the store's.
             return Ok(if etag == &current.1 {
                 Refreshed::Unchanged
@@ -702,22 +630,93 @@ impl Filler {
                 Refreshed::Updated(old.clone(), etag.clone(), None)
             });
         }
+        let index = self.next_index(target, keys, old, incoming).await?;
+        pause_point("refresh-before-publish").await;
+        self.publish_refresh(target, keys, old, etag, index, closing)
+            .await
+    }
+
+    /// The stored ref index when it is no longer the caller's `current` (`None`: `current`
+    /// is the latest, or the index is gone).
+    async fn latest_index(
+        &self,
+        keys: &Keys,
+        current: &(RefIndex, ETag),
+    ) -> Result<Option<(RefIndex, ETag)>, FillError> {
+        Ok(refs::load(&self.store, keys)
+            .await?
+            .filter(|x| x.1 != current.1))
+    }
+
+    /// List upstream's refs, merge them with `old`'s and fetch what is new (plus the extra
+    /// wants the store lacks) into one pack received straight into the store.
+    async fn fetch_news(
+        &self,
+        target: &Target,
+        keys: &Keys,
+        old: &RefIndex,
+        has: Arc<dyn Fn(&ObjectId) -> bool + Send + Sync>,
+        extra_wants: &[ObjectId],
+    ) -> Result<Incoming, FillError> {
+        let link = RefreshLink {
+            url: target.upstream.clone(),
+            prefixes: self.options.prefixes.clone(),
+            deadlines: self.options.deadlines,
+            trust: self.options.trust.clone(),
+            mirror_tags: self.options.mirror_tags,
+            root: target.root.clone(),
+            store: self.store.clone(),
+            keys: keys.clone(),
+            rt: tokio::runtime::Handle::current(),
+        };
+        let old_refs = old.refs.clone();
+        let extra: Vec<ObjectId> = extra_wants.to_vec();
+        // Everything upstream-facing runs on one blocking thread (one connection).
+        let total = link.deadlines.total;
+        Ok(with_deadline(
+            total,
+            tokio::task::spawn_blocking(move || link.run(&old_refs, &extra, &*has)),
+        )
+        .await??)
+    }
+
+    /// The ref index to publish: `old` with upstream's refs and HEAD, and the received pack
+    /// (if any) stored and added.
+    async fn next_index(
+        &self,
+        target: &Target,
+        keys: &Keys,
+        old: &RefIndex,
+        incoming: Incoming,
+    ) -> Result<RefIndex, FillError> {
         let mut packs = old.packs.clone();
-        if let Some((received, upload)) = pack {
+        if let Some((received, upload)) = incoming.pack {
             packs.push(self.store_pack(target, keys, upload, received).await?);
         }
-        let index = RefIndex {
+        Ok(RefIndex {
             generation: 0, // set by `refs::update`
             fetched_at: now(),
-            head_symref: listing.head_symref,
-            head_oid: listing.head_oid,
-            refs: new_refs,
+            head_symref: incoming.listing.head_symref,
+            head_oid: incoming.listing.head_oid,
+            refs: incoming.refs,
             packs,
             // Until the moves are checked ([`Closing`]).
             closed: false,
             ..old.clone()
-        };
-        pause_point("refresh-before-publish").await;
+        })
+    }
+
+    /// Replace `old` (at `etag`) with `index` unless another instance replaced it first (then
+    /// serve theirs).
+    async fn publish_refresh(
+        &self,
+        target: &Target,
+        keys: &Keys,
+        old: &RefIndex,
+        etag: &ETag,
+        index: RefIndex,
+        closing: Closing,
+    ) -> Result<Refreshed, FillError> {
         let ours = index.packs[old.packs.len()..].to_vec();
         let result = refs::update(
             &self.store,
@@ -751,6 +750,173 @@ impl Filler {
                     FillError::Internal("ref index vanished after a conflict".into())
                 })?;
                 Ok(Refreshed::Updated(i, e, None))
+            }
+        }
+    }
+}
+
+/// A pack received from upstream into the store, not yet complete there
+/// ([`Filler::store_pack`] finishes it).
+type ReceivedPack = (crate::odb::ingest::Received, inbound::Upload);
+
+/// What a refresh got from upstream ([`RefreshLink::run`]).
+struct Incoming {
+    /// Upstream's refs and HEAD.
+    listing: fetch::Listing,
+    /// The refs to publish ([`merge_refs`]).
+    refs: std::collections::BTreeMap<String, refs::RefEntry>,
+    /// The new objects, if any were wanted.
+    pack: Option<ReceivedPack>,
+    /// The pack holds objects fetched by sha (the extra wants).
+    by_sha: bool,
+}
+
+impl Incoming {
+    /// No pack, and the refs and HEAD are `old`'s.
+    fn is_nothing_new(&self, old: &RefIndex) -> bool {
+        let head_same =
+            self.listing.head_symref == old.head_symref && self.listing.head_oid == old.head_oid;
+        self.pack.is_none() && self.refs == old.refs && head_same
+    }
+}
+
+/// What a refresh asks upstream for.
+struct Wants {
+    /// The new tips and the extra wants, those the store lacks.
+    all: BTreeSet<ObjectId>,
+    /// The new tips alone (asked for again when upstream refuses the extra wants).
+    tips: BTreeSet<ObjectId>,
+    /// The stored tips the store has.
+    haves: BTreeSet<ObjectId>,
+}
+
+impl Wants {
+    /// Want what the new refs and HEAD name and the store lacks, then the extra wants it lacks;
+    /// have what the old refs name and the store has.
+    fn new(
+        new_refs: &std::collections::BTreeMap<String, refs::RefEntry>,
+        head_oid: Option<ObjectId>,
+        old_refs: &std::collections::BTreeMap<String, refs::RefEntry>,
+        extra: &[ObjectId],
+        has: &dyn Fn(&ObjectId) -> bool,
+    ) -> Self {
+        let mut all: BTreeSet<ObjectId> = new_refs
+            .values()
+            .map(|r| r.oid)
+            .chain(head_oid)
+            .filter(|o| !has(o))
+            .collect();
+        let haves: BTreeSet<ObjectId> = old_refs
+            .values()
+            .map(|r| r.oid)
+            .filter(|o| has(o))
+            .collect();
+        let tips = all.clone();
+        all.extend(extra.iter().filter(|o| !has(o)));
+        Wants { all, tips, haves }
+    }
+
+    /// Objects beyond the tips are wanted (by sha).
+    fn by_sha(&self) -> bool {
+        self.all.len() > self.tips.len()
+    }
+}
+
+/// A refresh's conversation with upstream, on a blocking thread: what it needs to connect and
+/// to receive a pack into the store.
+struct RefreshLink {
+    url: String,
+    prefixes: fetch::RefPrefixes,
+    deadlines: fetch::Deadlines,
+    trust: Arc<crate::upstream::creds::Trust>,
+    mirror_tags: bool,
+    root: String,
+    store: DynStore,
+    keys: Keys,
+    rt: tokio::runtime::Handle,
+}
+
+impl RefreshLink {
+    /// List upstream's refs, merge them with `old_refs`, decide the wants and haves, and fetch
+    /// the pack.
+    fn run(
+        self,
+        old_refs: &std::collections::BTreeMap<String, refs::RefEntry>,
+        extra: &[ObjectId],
+        has: &dyn Fn(&ObjectId) -> bool,
+    ) -> Result<Incoming, fetch::FetchError> {
+        let (mut session, listing) = self.connect()?;
+        let refs = self.merge(old_refs, &listing);
+        let wants = Wants::new(&refs, listing.head_oid, old_refs, extra, has);
+        let (pack, by_sha) = self.fetch_pack(&mut session, &wants)?;
+        Ok(Incoming {
+            listing,
+            refs,
+            pack,
+            by_sha,
+        })
+    }
+
+    /// Connect, handshake and list the refs.
+    fn connect(&self) -> Result<(fetch::Session, fetch::Listing), fetch::FetchError> {
+        fetch::Session::connect(&self.url, &self.prefixes, self.deadlines, &self.trust)
+    }
+
+    /// The refs to publish ([`merge_refs`]), logging the tags kept against upstream.
+    fn merge(
+        &self,
+        old_refs: &std::collections::BTreeMap<String, refs::RefEntry>,
+        listing: &fetch::Listing,
+    ) -> std::collections::BTreeMap<String, refs::RefEntry> {
+        let (new_refs, kept) = merge_refs(old_refs, &listing.refs, self.mirror_tags);
+        for k in &kept {
+            tracing::warn!(root = %self.root, tag = %k, "keeping the mirrored tag");
+        }
+        new_refs
+    }
+
+    /// Fetch the wanted objects in one pack (`None` when nothing is wanted), and whether it
+    /// holds objects fetched by sha.
+    fn fetch_pack(
+        &self,
+        session: &mut fetch::Session,
+        wants: &Wants,
+    ) -> Result<(Option<ReceivedPack>, bool), fetch::FetchError> {
+        if wants.all.is_empty() {
+            return Ok((None, false));
+        }
+        match self.receive(session, &wants.all, &wants.haves) {
+            Ok(p) => Ok((Some(p), wants.by_sha())),
+            // Upstream refused the extra wants (not reachable there): fetch the tips.
+            Err(e) if wants.by_sha() => {
+                tracing::info!(root = %self.root, error = %e, "upstream refused wants by sha");
+                if wants.tips.is_empty() {
+                    Ok((None, false))
+                } else {
+                    let (mut s2, _) = self.connect()?;
+                    Ok((
+                        Some(self.receive(&mut s2, &wants.tips, &wants.haves)?),
+                        false,
+                    ))
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Receive one pack straight into the store (nothing is published if it fails).
+    fn receive(
+        &self,
+        session: &mut fetch::Session,
+        wants: &BTreeSet<ObjectId>,
+        haves: &BTreeSet<ObjectId>,
+    ) -> Result<ReceivedPack, fetch::FetchError> {
+        let (sink, upload) = inbound::begin(&self.rt, &self.store, &self.keys, &self.root, None);
+        match session.fetch_pack(wants, haves, sink) {
+            Ok(r) => Ok((r, upload)),
+            Err(e) => {
+                upload.abandon();
+                Err(e)
             }
         }
     }

@@ -372,6 +372,16 @@ enum Action {
     GoGet,
 }
 
+/// What goprox serves of a repository ([`admit_action`]).
+enum Served {
+    /// `GET …/info/refs?service=git-upload-pack`.
+    Advertisement,
+    /// `POST …/git-upload-pack`.
+    UploadPack,
+    /// `GET …?go-get=1`.
+    GoGet,
+}
+
 fn query_param<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
     uri.query()?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -437,14 +447,7 @@ async fn dispatch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let raw_path = uri.path().trim_start_matches('/');
-    // Proxy requests (absolute-form request line) carry the import path's host in the URI.
-    // Requests addressed to goprox itself through a proxy are ordinary requests.
-    let (raw, absolute) = match uri.authority() {
-        Some(a) if !st.is_self(a) => (format!("{}/{raw_path}", a.host()), true),
-        _ => (raw_path.to_string(), false),
-    };
-    let raw = raw.trim_end_matches('/').to_string();
+    let (raw, absolute) = request_path(&st, &uri);
     if !absolute && let Some(resp) = own_route(&st, &method, &raw, &uri, &headers, &body).await {
         return resp;
     }
@@ -454,159 +457,284 @@ async fn dispatch(
     };
     // The checksum-database relay: `sumdb` (no dot) is never an import path's first element.
     if let Some(tail) = decoded.strip_prefix("sumdb/").filter(|_| !absolute) {
-        if method != Method::GET && method != Method::HEAD {
-            return text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "the checksum database takes GET",
-            );
-        }
-        let (name, rest) = tail.split_once('/').unwrap_or((tail, ""));
-        return match &st.sumdb {
-            Some(relay) => relay.serve(name, rest).await,
-            None => text(
-                StatusCode::NOT_FOUND,
-                "goprox does not proxy checksum databases (--sumdb off)",
-            ),
-        };
+        return sumdb(&st, &method, tail).await;
     }
     // The module front: `@` never occurs in an import path, so these never name a
     // repository.
     if let Some(parsed) = crate::modproxy::parse_request(&decoded) {
-        if method != Method::GET && method != Method::HEAD {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "the module proxy takes GET");
-        }
-        return match parsed {
-            Err(why) => text(StatusCode::BAD_REQUEST, why),
-            Ok((module, req)) => {
-                let front = crate::modproxy::front::Front {
-                    repos: &st.repos,
-                    resolver: &st.resolver,
-                    access: &st.access,
-                    turns: &st.pack_generations,
-                    zip_builds: &st.zip_builds,
-                    verify: st.verify.as_deref(),
-                };
-                front.serve(&module, req, &headers).await
-            }
-        };
+        return module_front(&st, &method, parsed, &headers).await;
     }
-    let (repo_path, action) = if let Some(p) = decoded.strip_suffix("/info/refs") {
-        let service = query_param(&uri, "service").unwrap_or_default().to_string();
-        (p, Action::InfoRefs { service })
-    } else if let Some(p) = decoded.strip_suffix("/git-upload-pack") {
-        (p, Action::UploadPack)
-    } else if let Some(p) = decoded.strip_suffix("/git-receive-pack") {
-        (p, Action::ReceivePack)
-    } else if query_param(&uri, "go-get") == Some("1") {
-        (decoded.as_str(), Action::GoGet)
-    } else {
-        if let Err(e) = path::validate(&decoded) {
-            return text(StatusCode::BAD_REQUEST, e.to_string());
-        }
+    let (repo_path, served, target) = match repository_request(&st, &method, &uri, &decoded).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    match served {
+        Served::GoGet => go_get(&st, &target, &headers, &uri, absolute),
+        Served::Advertisement => advertisement(&st, &target, repo_path, &headers).await,
+        Served::UploadPack => upload_pack_post(&st, &target, repo_path, &headers, body).await,
+    }
+}
+
+/// The request's path without its leading and trailing `/`, and whether it came as a proxy
+/// request naming an import path's host (then the path's first element).
+fn request_path(st: &AppState, uri: &Uri) -> (String, bool) {
+    let raw_path = uri.path().trim_start_matches('/');
+    // Proxy requests (absolute-form request line) carry the import path's host in the URI.
+    // Requests addressed to goprox itself through a proxy are ordinary requests.
+    let (raw, absolute) = match uri.authority() {
+        Some(a) if !st.is_self(a) => (format!("{}/{raw_path}", a.host()), true),
+        _ => (raw_path.to_string(), false),
+    };
+    (raw.trim_end_matches('/').to_string(), absolute)
+}
+
+/// The checksum-database relay (`/sumdb/<name>/…`); `tail` is the path after `sumdb/`.
+async fn sumdb(st: &AppState, method: &Method, tail: &str) -> Response {
+    if *method != Method::GET && *method != Method::HEAD {
         return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the checksum database takes GET",
+        );
+    }
+    let (name, rest) = tail.split_once('/').unwrap_or((tail, ""));
+    match &st.sumdb {
+        Some(relay) => relay.serve(name, rest).await,
+        None => text(
+            StatusCode::NOT_FOUND,
+            "goprox does not proxy checksum databases (--sumdb off)",
+        ),
+    }
+}
+
+/// The module front (the GOPROXY protocol), for a path [`crate::modproxy::parse_request`]
+/// recognised.
+async fn module_front(
+    st: &AppState,
+    method: &Method,
+    parsed: Result<(String, crate::modproxy::Request), String>,
+    headers: &HeaderMap,
+) -> Response {
+    if *method != Method::GET && *method != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "the module proxy takes GET");
+    }
+    match parsed {
+        Err(why) => text(StatusCode::BAD_REQUEST, why),
+        Ok((module, req)) => {
+            let front = crate::modproxy::front::Front {
+                repos: &st.repos,
+                resolver: &st.resolver,
+                access: &st.access,
+                turns: &st.pack_generations,
+                zip_builds: &st.zip_builds,
+                verify: st.verify.as_deref(),
+            };
+            front.serve(&module, req, headers).await
+        }
+    }
+}
+
+/// A request for a repository (git smart HTTP or a go-get page), checked: the repository
+/// path (without `.git`), what is asked of it, and where it comes from. A refusal is the
+/// response to send.
+#[allow(clippy::result_large_err)] // the refusal is the response, sent at once
+async fn repository_request<'a>(
+    st: &AppState,
+    method: &Method,
+    uri: &Uri,
+    decoded: &'a str,
+) -> Result<(&'a str, Served, Target), Response> {
+    let (repo_path, action) = classify(decoded, uri)?;
+    let repo_path = admit_path(st, repo_path)?;
+    let served = admit_action(action, method)?;
+    let target = resolve_target(st, repo_path).await?;
+    Ok((repo_path, served, target))
+}
+
+/// Which git smart-HTTP request (or go-get page) a decoded path is, and the repository path
+/// it names; any other path is refused (400 when it is no valid path, else 404).
+#[allow(clippy::result_large_err)] // the refusal is the response, sent at once
+fn classify<'a>(decoded: &'a str, uri: &Uri) -> Result<(&'a str, Action), Response> {
+    if let Some(p) = decoded.strip_suffix("/info/refs") {
+        let service = query_param(uri, "service").unwrap_or_default().to_string();
+        Ok((p, Action::InfoRefs { service }))
+    } else if let Some(p) = decoded.strip_suffix("/git-upload-pack") {
+        Ok((p, Action::UploadPack))
+    } else if let Some(p) = decoded.strip_suffix("/git-receive-pack") {
+        Ok((p, Action::ReceivePack))
+    } else if query_param(uri, "go-get") == Some("1") {
+        Ok((decoded, Action::GoGet))
+    } else {
+        if let Err(e) = path::validate(decoded) {
+            return Err(text(StatusCode::BAD_REQUEST, e.to_string()));
+        }
+        Err(text(
             StatusCode::NOT_FOUND,
             format!("not found: /{decoded} (goprox serves git smart HTTP and ?go-get=1)"),
-        );
-    };
+        ))
+    }
+}
+
+/// The repository path without `.git`, once it is a valid path that `--allow` / `--deny`
+/// let through.
+#[allow(clippy::result_large_err)] // the refusal is the response, sent at once
+fn admit_path<'a>(st: &AppState, repo_path: &'a str) -> Result<&'a str, Response> {
     let repo_path = repo_path.strip_suffix(".git").unwrap_or(repo_path);
     if let Err(e) = path::validate(repo_path) {
-        return text(StatusCode::BAD_REQUEST, e.to_string());
+        return Err(text(StatusCode::BAD_REQUEST, e.to_string()));
     }
     // Before anything else looks at the path (and long before any upstream contact).
     if let Err(why) = st.access.check(repo_path) {
-        return text(StatusCode::FORBIDDEN, why);
+        return Err(text(StatusCode::FORBIDDEN, why));
     }
-    match action {
-        Action::ReceivePack => return text(StatusCode::FORBIDDEN, "goprox is a read-only mirror"),
+    Ok(repo_path)
+}
+
+/// What goprox serves of a repository request: pushes and dumb HTTP are refused (403), and
+/// each kind takes only its own method (405).
+#[allow(clippy::result_large_err)] // the refusal is the response, sent at once
+fn admit_action(action: Action, method: &Method) -> Result<Served, Response> {
+    let served = match action {
+        Action::ReceivePack => {
+            return Err(text(StatusCode::FORBIDDEN, "goprox is a read-only mirror"));
+        }
         Action::InfoRefs { ref service } if service == "git-receive-pack" => {
-            return text(StatusCode::FORBIDDEN, "goprox is a read-only mirror");
+            return Err(text(StatusCode::FORBIDDEN, "goprox is a read-only mirror"));
         }
         Action::InfoRefs { ref service } if service != "git-upload-pack" => {
-            return text(
+            return Err(text(
                 StatusCode::FORBIDDEN,
                 "goprox serves only smart HTTP git-upload-pack (dumb HTTP is not supported)",
-            );
+            ));
         }
-        _ => {}
+        Action::InfoRefs { .. } => Served::Advertisement,
+        Action::UploadPack => Served::UploadPack,
+        Action::GoGet => Served::GoGet,
+    };
+    if *method != Method::GET && !matches!(served, Served::UploadPack) {
+        return Err(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"));
     }
-    if method != Method::GET && !matches!(action, Action::UploadPack) {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    if *method != Method::POST && matches!(served, Served::UploadPack) {
+        return Err(text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "git-upload-pack takes POST",
+        ));
     }
-    if method != Method::POST && matches!(action, Action::UploadPack) {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "git-upload-pack takes POST");
-    }
-    let target = match st.resolver.resolve(repo_path).await {
-        Ok(t) => t,
-        Err(e @ ResolveError::NotFound(..)) => return text(StatusCode::NOT_FOUND, e.to_string()),
+    Ok(served)
+}
+
+/// The repository `repo_path` is in (through the resolver, or what the store has when the
+/// vanity host is down).
+#[allow(clippy::result_large_err)] // the refusal is the response, sent at once
+async fn resolve_target(st: &AppState, repo_path: &str) -> Result<Target, Response> {
+    match st.resolver.resolve(repo_path).await {
+        Ok(t) => Ok(t),
+        Err(e @ ResolveError::NotFound(..)) => Err(text(StatusCode::NOT_FOUND, e.to_string())),
         Err(e @ ResolveError::Discovery(..)) => match st.repos.stored_target(repo_path).await {
             // The vanity host is down: serve what the store has for the path.
-            Some(t) => t,
-            None => return text(StatusCode::BAD_GATEWAY, e.to_string()),
+            Some(t) => Ok(t),
+            None => Err(text(StatusCode::BAD_GATEWAY, e.to_string())),
         },
         Err(ResolveError::Refused(r)) => {
             tracing::info!(path = %repo_path, refused = %r, "upstream refused by policy");
-            return text(StatusCode::FORBIDDEN, r.to_string());
+            Err(text(StatusCode::FORBIDDEN, r.to_string()))
         }
-    };
-    if let Action::GoGet = action {
-        return go_get(&st, &target, &headers, &uri, absolute);
     }
+}
+
+/// Open the repository for a git request, which must name its root (404 otherwise); a fill
+/// may still be under way.
+#[allow(clippy::result_large_err)] // the refusal is the response, sent at once
+async fn open_root(st: &AppState, target: &Target, repo_path: &str) -> Result<Opened, Response> {
     if target.root != repo_path {
-        return text(
+        return Err(text(
             StatusCode::NOT_FOUND,
             format!(
                 "{repo_path} is not a repository root; the repository is {}",
                 target.root
             ),
-        );
+        ));
     }
-    let version = protocol_version(&headers);
-    let v2 = version == 2;
-    let opened = match st.repos.open_early(&target).await {
+    st.repos
+        .open_early(target)
+        .await
+        .map_err(|e| open_error(target, e))
+}
+
+/// `GET …/info/refs?service=git-upload-pack`: the advertisement ([`info_refs`]).
+async fn advertisement(
+    st: &AppState,
+    target: &Target,
+    repo_path: &str,
+    headers: &HeaderMap,
+) -> Response {
+    let version = protocol_version(headers);
+    let opened = match open_root(st, target, repo_path).await {
         Ok(o) => o,
-        Err(e) => return open_error(&target, e),
+        Err(resp) => return resp,
     };
-    match action {
-        Action::InfoRefs { .. } => git_body(
-            ADVERTISEMENT,
-            Body::from(info_refs(opened.index(), version)),
-        ),
-        Action::UploadPack => match parse_upload(&st, v2, &headers, body) {
-            Err(resp) => resp,
-            Ok(Parsed::LsRefs(ls)) => {
-                git_body(RESULT, Body::from(advertise::ls_refs(opened.index(), &ls)))
-            }
-            Ok(Parsed::Fetch(req, version)) => {
-                let repo = match opened {
-                    Opened::Ready(repo) => repo,
-                    Opened::Filling(f) => {
-                        // A clone of everything follows the fill's pack as it arrives.
-                        if let Some(head) = upload_pack::fill_pack_head(&req, version, &f.index)
-                            && let Some(feed) = f.follow()
-                        {
-                            return pass_through(req, version, head, feed);
-                        }
-                        if let Err(e) = f.wait().await {
-                            // The client has the refs already: say why on the git level,
-                            // which it shows (it does not show the body of a failed POST).
-                            tracing::warn!(root = %target.root, error = %e, "fill failed");
-                            return err_response(&format!(
-                                "cannot fill {}: {}",
-                                target.root,
-                                e.public_message()
-                            ));
-                        }
-                        match st.repos.open(&target).await {
-                            Ok(r) => r,
-                            Err(e) => return open_error(&target, e),
-                        }
-                    }
-                };
-                upload(&st, &target, repo, req, version).await
-            }
-        },
-        _ => text(StatusCode::NOT_FOUND, "not found"),
+    git_body(
+        ADVERTISEMENT,
+        Body::from(info_refs(opened.index(), version)),
+    )
+}
+
+/// `POST …/git-upload-pack`: v2's `ls-refs`, or a fetch ([`serve_fetch`]).
+async fn upload_pack_post(
+    st: &AppState,
+    target: &Target,
+    repo_path: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    let v2 = protocol_version(headers) == 2;
+    let opened = match open_root(st, target, repo_path).await {
+        Ok(o) => o,
+        Err(resp) => return resp,
+    };
+    match parse_upload(st, v2, headers, body) {
+        Err(resp) => resp,
+        Ok(Parsed::LsRefs(ls)) => {
+            git_body(RESULT, Body::from(advertise::ls_refs(opened.index(), &ls)))
+        }
+        Ok(Parsed::Fetch(req, version)) => serve_fetch(st, target, opened, req, version).await,
     }
+}
+
+/// Answer a fetch from the stored repository, or, while it is being filled, from the fill's
+/// pack as it arrives (a clone of everything) or once the fill is done.
+async fn serve_fetch(
+    st: &AppState,
+    target: &Target,
+    opened: Opened,
+    req: request::FetchRequest,
+    version: upload_pack::Version,
+) -> Response {
+    let repo = match opened {
+        Opened::Ready(repo) => repo,
+        Opened::Filling(f) => {
+            // A clone of everything follows the fill's pack as it arrives.
+            if let Some(head) = upload_pack::fill_pack_head(&req, version, &f.index)
+                && let Some(feed) = f.follow()
+            {
+                return pass_through(req, version, head, feed);
+            }
+            if let Err(e) = f.wait().await {
+                // The client has the refs already: say why on the git level,
+                // which it shows (it does not show the body of a failed POST).
+                tracing::warn!(root = %target.root, error = %e, "fill failed");
+                return err_response(&format!(
+                    "cannot fill {}: {}",
+                    target.root,
+                    e.public_message()
+                ));
+            }
+            match st.repos.open(target).await {
+                Ok(r) => r,
+                Err(e) => return open_error(target, e),
+            }
+        }
+    };
+    upload(st, target, repo, req, version).await
 }
 
 /// The `info/refs` advertisement: v2's capabilities, or v0's (v1's) refs.
