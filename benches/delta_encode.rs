@@ -148,7 +148,11 @@ fn git_delta(a: &[u8], b: &[u8]) -> Option<(bool, usize, usize)> {
         let in_pack: usize = delta[3].parse().ok()?;
         let (off, base_off): (u64, u64) = (delta[4].parse().ok()?, base[4].parse().ok()?);
         let mut hdr = Vec::new();
-        entry_header(6, size as u64, &mut hdr);
+        entry_header(
+            goprox::odb::writer::EntryKind::OfsDelta,
+            size as u64,
+            &mut hdr,
+        );
         ofs_distance(off.checked_sub(base_off)?, &mut hdr);
         Some((delta[0] == ids[0], size, in_pack.checked_sub(hdr.len())?))
     })();

@@ -1124,7 +1124,11 @@ mod tests {
     fn one_blob_pack(blob: &[u8]) -> (String, Vec<u8>, Vec<u8>) {
         use std::io::Write;
         let mut pack = b"PACK\0\0\0\x02\0\0\0\x01".to_vec();
-        crate::odb::writer::entry_header(3, blob.len() as u64, &mut pack);
+        crate::odb::writer::entry_header(
+            crate::odb::writer::EntryKind::Blob,
+            blob.len() as u64,
+            &mut pack,
+        );
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
         z.write_all(blob).expect("deflate");
         pack.extend_from_slice(&z.finish().expect("deflate"));

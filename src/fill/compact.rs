@@ -290,7 +290,11 @@ mod tests {
         // Two tiny packs with one blob each, concatenated, index to two objects.
         fn one_blob(content: &[u8]) -> Vec<u8> {
             let mut p = b"PACK\0\0\0\x02\0\0\0\x01".to_vec();
-            crate::odb::writer::entry_header(3, content.len() as u64, &mut p);
+            crate::odb::writer::entry_header(
+                crate::odb::writer::EntryKind::Blob,
+                content.len() as u64,
+                &mut p,
+            );
             p.extend_from_slice(&crate::odb::deflate(content));
             let d = Sha1::digest(&p);
             p.extend_from_slice(&d);

@@ -465,7 +465,11 @@ mod tests {
                     x as u8
                 })
                 .collect();
-            crate::odb::writer::entry_header(3, size as u64, &mut p);
+            crate::odb::writer::entry_header(
+                crate::odb::writer::EntryKind::Blob,
+                size as u64,
+                &mut p,
+            );
             p.extend_from_slice(&crate::odb::deflate(&data));
         }
         let sum = Sha1::digest(&p);

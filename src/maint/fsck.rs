@@ -227,7 +227,11 @@ mod tests {
     fn blob_pack(content: &[u8]) -> (String, Vec<u8>, Vec<u8>, String) {
         use std::io::Write;
         let mut pack = b"PACK\0\0\0\x02\0\0\0\x01".to_vec();
-        crate::odb::writer::entry_header(3, content.len() as u64, &mut pack);
+        crate::odb::writer::entry_header(
+            crate::odb::writer::EntryKind::Blob,
+            content.len() as u64,
+            &mut pack,
+        );
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         z.write_all(content).unwrap();
         pack.extend(z.finish().unwrap());

@@ -712,7 +712,7 @@ mod tests {
     /// `git index-pack --strict`, and the objects read back as the targets.
     #[test]
     fn git_accepts_deltas() {
-        use crate::odb::writer::{entry_header, ofs_distance};
+        use crate::odb::writer::{EntryKind, entry_header, ofs_distance};
         use sha1::{Digest, Sha1};
         use std::io::Write;
         use std::process::{Command, Stdio};
@@ -747,13 +747,13 @@ mod tests {
         pack.extend_from_slice(&2u32.to_be_bytes());
         pack.extend_from_slice(&3u32.to_be_bytes());
         let base_at = pack.len() as u64;
-        entry_header(3, base.len() as u64, &mut pack);
+        entry_header(EntryKind::Blob, base.len() as u64, &mut pack);
         pack.extend(crate::odb::deflate(&base));
         let here = pack.len() as u64;
-        entry_header(6, d1.len() as u64, &mut pack);
+        entry_header(EntryKind::OfsDelta, d1.len() as u64, &mut pack);
         ofs_distance(here - base_at, &mut pack);
         pack.extend(crate::odb::deflate(&d1));
-        entry_header(7, d2.len() as u64, &mut pack);
+        entry_header(EntryKind::RefDelta, d2.len() as u64, &mut pack);
         pack.extend(hex::decode(blob_id(&base)).unwrap());
         pack.extend(crate::odb::deflate(&d2));
         let digest = Sha1::digest(&pack);

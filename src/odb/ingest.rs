@@ -766,9 +766,9 @@ mod tests {
         p
     }
 
-    fn header(type_id: u8, size: u64) -> Vec<u8> {
+    fn header(kind: super::super::writer::EntryKind, size: u64) -> Vec<u8> {
         let mut h = Vec::new();
-        super::super::writer::entry_header(type_id, size, &mut h);
+        super::super::writer::entry_header(kind, size, &mut h);
         h
     }
 
@@ -777,9 +777,15 @@ mod tests {
     #[test]
     fn oversized_objects_are_refused() {
         let blob = b"abc".to_vec();
-        let ok = pack(&[(header(3, 3), blob.clone())]);
+        let ok = pack(&[(
+            header(super::super::writer::EntryKind::Blob, 3),
+            blob.clone(),
+        )]);
         assert_eq!(index_in_memory(&ok, 1 << 20).expect("index").objects, 1);
-        let huge = pack(&[(header(3, 2 << 30), blob.clone())]);
+        let huge = pack(&[(
+            header(super::super::writer::EntryKind::Blob, 2 << 30),
+            blob.clone(),
+        )]);
         let err = index_in_memory(&huge, 1 << 20).expect_err("2 GiB entry");
         assert!(err.to_string().contains("larger than"), "{err}");
         // OFS_DELTA on the blob: base size 3, result 2 GiB, one copy of the base.
@@ -791,12 +797,20 @@ mod tests {
         }
         d.push(n as u8);
         d.extend_from_slice(&[0x91, 0, 3]);
-        let mut h = header(6, d.len() as u64);
-        let base_distance =
-            12 + header(3, 3).len() as u64 + super::super::deflate(&blob).len() as u64 - 12;
+        let mut h = header(super::super::writer::EntryKind::OfsDelta, d.len() as u64);
+        let base_distance = 12
+            + header(super::super::writer::EntryKind::Blob, 3).len() as u64
+            + super::super::deflate(&blob).len() as u64
+            - 12;
         super::super::writer::ofs_distance(base_distance, &mut h);
         for budget in [0, 1 << 20] {
-            let bomb = pack(&[(header(3, 3), blob.clone()), (h.clone(), d.clone())]);
+            let bomb = pack(&[
+                (
+                    header(super::super::writer::EntryKind::Blob, 3),
+                    blob.clone(),
+                ),
+                (h.clone(), d.clone()),
+            ]);
             let err = index_in_memory(&bomb, budget).expect_err("2 GiB delta result");
             assert!(err.to_string().contains("larger than"), "{err}");
         }

@@ -803,7 +803,7 @@ mod tests {
         // A one-blob pack of 300 KiB of incompressible bytes, and its index.
         let blob = crate::testdata::Rng(7).bytes(300 << 10);
         let mut pack = b"PACK\0\0\0\x02\0\0\0\x01".to_vec();
-        writer::entry_header(3, blob.len() as u64, &mut pack);
+        writer::entry_header(writer::EntryKind::Blob, blob.len() as u64, &mut pack);
         pack.extend_from_slice(&deflate(&blob));
         let sum = sha1::Digest::finalize(<sha1::Sha1 as sha1::Digest>::new_with_prefix(&pack));
         pack.extend_from_slice(&sum);

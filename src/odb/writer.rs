@@ -106,7 +106,7 @@ impl DeltaSearch {
     fn find(
         &mut self,
         odb: &Odb,
-        kind: u8,
+        kind: EntryKind,
         name: u32,
         target: &[u8],
         written_at: &HashMap<Location, u64>,
@@ -143,7 +143,7 @@ impl DeltaSearch {
         // version back, the best base there is.
         for id in client.map(|v| v.as_slice()).unwrap_or_default() {
             if let Ok(b) = odb.object(id)
-                && type_id(b.kind) == kind
+                && EntryKind::from(b.kind) == kind
                 && try_base(self, &b.data, NewBase::Client(*id), 0)
             {
                 return best;
@@ -163,7 +163,7 @@ impl DeltaSearch {
                 continue;
             }
             if let Ok(b) = odb.object_at(loc)
-                && type_id(b.kind) == kind
+                && EntryKind::from(b.kind) == kind
                 && try_base(self, &b.data, NewBase::InPack(loc, out), d)
             {
                 break;
@@ -191,19 +191,35 @@ impl Write for HashingWriter<'_> {
     }
 }
 
-fn type_id(kind: Kind) -> u8 {
-    match kind {
-        Kind::Commit => 1,
-        Kind::Tree => 2,
-        Kind::Blob => 3,
-        Kind::Tag => 4,
+/// The type of a pack entry, as its header gives it (gitformat-pack: 5 is reserved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum EntryKind {
+    Commit = 1,
+    Tree = 2,
+    Blob = 3,
+    Tag = 4,
+    /// A delta against an earlier entry of the pack, named by its distance back.
+    OfsDelta = 6,
+    /// A delta against an object named by its id.
+    RefDelta = 7,
+}
+
+impl From<Kind> for EntryKind {
+    fn from(kind: Kind) -> Self {
+        match kind {
+            Kind::Commit => EntryKind::Commit,
+            Kind::Tree => EntryKind::Tree,
+            Kind::Blob => EntryKind::Blob,
+            Kind::Tag => EntryKind::Tag,
+        }
     }
 }
 
 /// Encode a pack entry header: type and inflated size.
-pub fn entry_header(type_id: u8, size: u64, out: &mut Vec<u8>) {
+pub fn entry_header(kind: EntryKind, size: u64, out: &mut Vec<u8>) {
     let mut s = size;
-    let mut b = (type_id << 4) | (s & 0x0f) as u8;
+    let mut b = ((kind as u8) << 4) | (s & 0x0f) as u8;
     s >>= 4;
     while s != 0 {
         out.push(b | 0x80);
@@ -677,14 +693,14 @@ impl<'a> PackWriter<'a> {
                     _ => None,
                 };
                 if let Some(base_id) = thin {
-                    entry_header(7, e.decompressed_size, buf);
+                    entry_header(EntryKind::RefDelta, e.decompressed_size, buf);
                     buf.extend_from_slice(base_id.as_bytes());
                     self.stats.thin_deltas += 1;
                     self.depth.insert(loc, 1);
                 } else {
                     match base.and_then(|b| self.written_at.get(&b).map(|o| (b, *o))) {
                         Some((b, base_out)) if self.opts.ofs_delta => {
-                            entry_header(6, e.decompressed_size, buf);
+                            entry_header(EntryKind::OfsDelta, e.decompressed_size, buf);
                             ofs_distance(here - base_out, buf);
                             self.stats.reused_deltas += 1;
                             self.depth
@@ -697,7 +713,7 @@ impl<'a> PackWriter<'a> {
                                 .id_at
                                 .get(&b)
                                 .ok_or_else(|| OdbError::Corrupt("base id".into()))?;
-                            entry_header(7, e.decompressed_size, buf);
+                            entry_header(EntryKind::RefDelta, e.decompressed_size, buf);
                             buf.extend_from_slice(base_id.as_bytes());
                             self.stats.reused_deltas += 1;
                         }
@@ -769,7 +785,7 @@ impl<'a> PackWriter<'a> {
             Some((obj, z)) => (obj, Some(z)),
             None => (odb.object_at(loc)?, None),
         };
-        let kind = type_id(obj.kind);
+        let kind = EntryKind::from(obj.kind);
         let name = self.opts.names.and_then(|m| m.get(&id)).copied();
         let found = name.and_then(|name| {
             let client = self.opts.client_names.and_then(|c| c.get(&name));
@@ -787,14 +803,14 @@ impl<'a> PackWriter<'a> {
         match found {
             Some((NewBase::InPack(b, base_out), delta, d)) => {
                 if self.opts.ofs_delta {
-                    entry_header(6, delta.len() as u64, buf);
+                    entry_header(EntryKind::OfsDelta, delta.len() as u64, buf);
                     ofs_distance(here - base_out, buf);
                 } else {
                     let base_id = self
                         .id_at
                         .get(&b)
                         .ok_or_else(|| OdbError::Corrupt("base id".into()))?;
-                    entry_header(7, delta.len() as u64, buf);
+                    entry_header(EntryKind::RefDelta, delta.len() as u64, buf);
                     buf.extend_from_slice(base_id.as_bytes());
                 }
                 w.write_all(buf).map_err(io_err)?;
@@ -803,7 +819,7 @@ impl<'a> PackWriter<'a> {
                 self.stats.new_deltas += 1;
             }
             Some((NewBase::Client(base_id), delta, _)) => {
-                entry_header(7, delta.len() as u64, buf);
+                entry_header(EntryKind::RefDelta, delta.len() as u64, buf);
                 buf.extend_from_slice(base_id.as_bytes());
                 w.write_all(buf).map_err(io_err)?;
                 w.write_all(&super::deflate(&delta)).map_err(io_err)?;
@@ -1102,10 +1118,10 @@ mod tests {
     #[test]
     fn header_encoding() {
         let mut v = Vec::new();
-        entry_header(3, 10, &mut v);
+        entry_header(EntryKind::Blob, 10, &mut v);
         assert_eq!(v, [0x3a]);
         v.clear();
-        entry_header(1, 300, &mut v);
+        entry_header(EntryKind::Commit, 300, &mut v);
         // 300 = 0b1_0010_1100: low nibble 0xc, rest 18
         assert_eq!(v, [0x80 | 0x10 | 0x0c, 18]);
         v.clear();

@@ -963,7 +963,7 @@ mod tests {
     /// A linear history of `n` commits on `main`, each with its own one-file tree, in one pack
     /// in a memory store (the ref index not `closed`, so packs are generated).
     fn history(n: usize) -> Fixture {
-        let mut objects: Vec<(u8, Vec<u8>)> = Vec::new();
+        let mut objects: Vec<(writer::EntryKind, Vec<u8>)> = Vec::new();
         let mut commits: Vec<ObjectId> = Vec::new();
         for i in 0..n {
             let blob = format!("revision {i}\n").into_bytes();
@@ -978,9 +978,9 @@ mod tests {
                 "author A <a@example.test> {t} +0000\ncommitter A <a@example.test> {t} +0000\n\nc{i}\n"
             ));
             commits.push(id_of(Kind::Commit, commit.as_bytes()));
-            objects.push((3, blob));
-            objects.push((2, tree));
-            objects.push((1, commit.into_bytes()));
+            objects.push((writer::EntryKind::Blob, blob));
+            objects.push((writer::EntryKind::Tree, tree));
+            objects.push((writer::EntryKind::Commit, commit.into_bytes()));
         }
         let mut pack = b"PACK\0\0\0\x02".to_vec();
         pack.extend_from_slice(&(objects.len() as u32).to_be_bytes());
