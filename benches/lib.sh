@@ -52,9 +52,15 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hwm_kib() { awk '/^VmHWM:/{print $2}' "/proc/$1/status"; }
 CLK_TCK="$(getconf CLK_TCK)"
 
-echo "==> building goprox (release)"
-cargo build --release --quiet --bin goprox
-GOPROX="$(pwd)/target/release/goprox"
+# GOPROX_BIN=/path/to/goprox: bench that binary (e.g. an older build, for before/after).
+if [ -n "${GOPROX_BIN:-}" ]; then
+  GOPROX="$GOPROX_BIN"
+  echo "==> goprox: $GOPROX"
+else
+  echo "==> building goprox (release)"
+  cargo build --release --quiet --bin goprox
+  GOPROX="$(pwd)/target/release/goprox"
+fi
 
 cat >"$WORK/cgi.py" <<'PY'
 import http.server, os, subprocess, sys, shutil

@@ -365,6 +365,7 @@ fn objects(odb: &Odb, wants: &[ObjectId], haves: &[ObjectId]) -> Vec<ObjectId> {
             ..Default::default()
         })
         .expect("objects_to_send")
+        .ids
 }
 
 /// Walk, plan and write a pack; returns the pack and the number of objects in it.

@@ -179,6 +179,7 @@ pub struct Access {
 }
 
 impl Access {
+    /// From the patterns of every `--allow` and `--deny` flag.
     pub fn new(allow: &[String], deny: &[String]) -> Access {
         Access {
             allow: allow.join(","),

@@ -47,6 +47,7 @@ impl Minutes {
 pub struct RecentError {
     /// Unix seconds.
     pub at: u64,
+    /// The repository's import path.
     pub root: String,
     /// What was being done: `fill`, `refresh`, `hook`, ...
     pub during: &'static str,
@@ -54,6 +55,7 @@ pub struct RecentError {
     pub message: String,
 }
 
+/// This process's recent traffic per repository and its recent errors (shared by requests).
 pub struct Activity {
     started: Instant,
     traffic: Mutex<HashMap<String, Minutes>>,
@@ -78,6 +80,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Activity {
+    /// No traffic and no errors yet; uptime counts from now.
     pub fn new() -> Self {
         Activity {
             started: Instant::now(),

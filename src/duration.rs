@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
+/// A duration [`parse_duration`] refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid duration {input:?}: {why} (examples: 0s, 30s, 5m, 1h, 2d, 1h30m)")]
 pub struct DurationError {
+    /// The text as given.
     pub input: String,
+    /// What is wrong with it.
     pub why: &'static str,
 }
 

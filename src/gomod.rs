@@ -15,14 +15,17 @@ use std::collections::{BTreeMap, BTreeSet};
 /// A module at a version, and the line (1-based) that named it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requirement {
+    /// The module path.
     pub path: String,
+    /// The version, as written (`v1.2.3`, a pseudo-version, ...).
     pub version: String,
+    /// 1-based line of the file.
     pub line: usize,
 }
 
 /// What a `replace` directive substitutes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Replacement {
+pub(crate) enum Replacement {
     /// Another module at a version (fetched like any other).
     Module { path: String, version: String },
     /// A directory on the build machine.
@@ -31,18 +34,20 @@ pub enum Replacement {
 
 /// One `replace` directive.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Replace {
+pub(crate) struct Replace {
     /// The module replaced.
     pub path: String,
     /// Only this version of it (`None`: every version).
     pub version: Option<String>,
+    /// What replaces it.
     pub with: Replacement,
+    /// 1-based line of the directive.
     pub line: usize,
 }
 
 /// The parts of a `go.mod` that name other modules.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GoMod {
+pub(crate) struct GoMod {
     /// The `module` directive.
     pub module: Option<String>,
     pub require: Vec<Requirement>,
@@ -52,21 +57,28 @@ pub struct GoMod {
 /// A requirement that is not fetched, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
+    /// The requirement.
     pub module: Requirement,
+    /// Why it is not fetched (e.g. replaced by a directory).
     pub why: String,
 }
 
 /// What a file asks to mirror.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Modules {
+    /// Modules to fetch (requirements and module replacements).
     pub wanted: Vec<Requirement>,
+    /// Requirements that are not fetched.
     pub skipped: Vec<Skipped>,
 }
 
+/// A problem in a `go.mod` or `go.sum` file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {msg}")]
 pub struct ParseError {
+    /// 1-based line of the problem.
     pub line: usize,
+    /// What is wrong.
     pub msg: String,
 }
 
@@ -91,7 +103,7 @@ const IGNORED: &[&str] = &[
 
 /// A module version as the go command writes it: `v` and a digit, then letters, digits and
 /// `.-+` (semantic versions, `+incompatible`, pseudo-versions).
-pub fn valid_version(v: &str) -> bool {
+pub(crate) fn valid_version(v: &str) -> bool {
     let b = v.as_bytes();
     b.len() >= 2
         && b[0] == b'v'
@@ -185,7 +197,7 @@ fn tokens(text: &str, line: usize) -> Result<Vec<String>, ParseError> {
 }
 
 /// Parse a `go.mod` file.
-pub fn parse_go_mod(text: &str) -> Result<GoMod, ParseError> {
+pub(crate) fn parse_go_mod(text: &str) -> Result<GoMod, ParseError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut m = GoMod::default();
     // The verb of the open block and the line it opened on.
@@ -357,7 +369,7 @@ impl GoMod {
 }
 
 /// Parse a `go.sum` file: `<module> <version>[/go.mod] <hash>` per line (blank lines allowed).
-pub fn parse_go_sum(text: &str) -> Result<Vec<Requirement>, ParseError> {
+pub(crate) fn parse_go_sum(text: &str) -> Result<Vec<Requirement>, ParseError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
@@ -393,7 +405,7 @@ pub fn parse_go_sum(text: &str) -> Result<Vec<Requirement>, ParseError> {
 }
 
 /// Whether `name` (a file name or path) is a `go.sum` (else it is read as a `go.mod`).
-pub fn is_go_sum(name: &str) -> bool {
+pub(crate) fn is_go_sum(name: &str) -> bool {
     name.rsplit(['/', '\\'])
         .next()
         .is_some_and(|base| base.ends_with(".sum"))

@@ -4,6 +4,11 @@
 //! Data path: [`http`] → [`protocol`] → [`odb`] → [`store`]; beside it [`refs`] (the ref
 //! index with compare-and-swap) and [`fill`] (upstream resolution and fetch).
 
+#![warn(missing_docs)]
+// Outside tests nothing unwraps: errors are handled, and a value that is provably present
+// is taken with an `#[allow]`ed `expect` whose message states why.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod access;
 pub mod activity;
 pub mod background;

@@ -1,5 +1,9 @@
 //! `goprox serve`, `goprox mirror`, `goprox gc`, `goprox fsck` and `goprox stats`.
 
+// Outside tests nothing unwraps: errors are handled, and a value that is provably present
+// is taken with an `#[allow]`ed `expect` whose message states why.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use clap::{Args, Parser, Subcommand};
 use goprox::fill::fetch::RefPrefixes;
 use goprox::fill::{Coordination, FillProgress, Filler, MirrorOptions, Refreshed};
@@ -239,6 +243,12 @@ struct ServeArgs {
     /// at least this long; packs over 64 MiB are not kept.
     #[arg(long, env = "GOPROX_PACK_CACHE_MIN_COST", default_value = "100ms", value_parser = goprox::duration::parse_duration)]
     pack_cache_min_cost: Duration,
+    /// zlib level (0-9) for what a generated pack compresses anew (objects whose stored delta
+    /// cannot be sent, new deltas): git's `pack.compression`. Lower costs less CPU per
+    /// shallow or partial fetch and sends more bytes; stored entries keep their compression.
+    #[arg(long, env = "GOPROX_PACK_COMPRESSION", default_value_t = goprox::odb::DEFAULT_COMPRESSION,
+        value_parser = clap::value_parser!(u32).range(0..=9))]
+    pack_compression: u32,
     /// Largest upload-pack request body, also after gzip decoding (413 beyond it).
     #[arg(long, env = "GOPROX_MAX_REQUEST_BYTES", default_value_t = goprox::http::MAX_BODY)]
     max_request_bytes: usize,
@@ -262,7 +272,8 @@ struct ServeArgs {
     #[arg(long, env = "GOPROX_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
     /// htpasswd file with bcrypt hashes (`htpasswd -B`): clients must authenticate with HTTP
-    /// basic auth on every route but /healthz and /readyz. Re-read when it changes.
+    /// basic auth on every route but /healthz, /readyz and the push hooks (which carry their
+    /// own signature or token). Re-read when it changes.
     #[arg(long, env = "GOPROX_AUTH_FILE")]
     auth_file: Option<std::path::PathBuf>,
     /// Believe `X-Forwarded-Proto` and `X-Forwarded-Host` on go-get pages (only behind a
@@ -476,6 +487,8 @@ async fn probe_with_retries(store: &dyn store::ObjectStore) -> Result<(), store:
     }
 }
 
+// Long because it is the server's start-up wiring, run once: each step turns flags into a
+// part the next needs (store, filler, repositories, state), then it serves and winds down.
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     // The Prometheus recorder behind `/metrics` (installed lazily anyway; here before any
     // store call or request is measured).
@@ -523,6 +536,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         a.store.cache_size,
     );
     io.pack_cache_min_cost = a.pack_cache_min_cost;
+    io.pack_compression = a.pack_compression;
     let io = Arc::new(io);
     let filler = Filler::new(store.clone())
         .with_options(a.store.mirror_options(&trust))
@@ -956,6 +970,8 @@ fn modules_from_files(
     Ok((wanted, skipped))
 }
 
+// Long because its report walks the requested paths in order against three parallel lists
+// of the resolution (outcomes, targets, which target is whose), kept together here.
 async fn mirror(a: MirrorArgs) -> anyhow::Result<()> {
     // Read the files first: a bad one stops everything before any upstream is contacted.
     let (from_files, skipped) = modules_from_files(&a.from_go_mod)?;

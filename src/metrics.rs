@@ -15,8 +15,8 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// A counter without labels.
-pub struct Counter {
+/// A counter without labels: its Prometheus name and help text.
+pub(crate) struct Counter {
     name: &'static str,
     help: &'static str,
 }
@@ -25,104 +25,117 @@ impl Counter {
     const fn new(name: &'static str, help: &'static str) -> Self {
         Counter { name, help }
     }
-    pub fn inc(&self) {
+    /// Add one.
+    pub(crate) fn inc(&self) {
         self.add(1)
     }
-    pub fn add(&self, n: u64) {
+    /// Add `n`.
+    pub(crate) fn add(&self, n: u64) {
         install();
         counter!(self.name).increment(n);
     }
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
 }
 
-pub static PACK_INDEXES_EVICTED: Counter = Counter::new(
+/// Pack indexes evicted from the in-memory index cache.
+pub(crate) static PACK_INDEXES_EVICTED: Counter = Counter::new(
     "goprox_pack_indexes_evicted_total",
     "Pack indexes dropped from memory to stay within --index-cache-size (loaded again when \
      needed).",
 );
-pub static HTTP_REQUESTS: Counter = Counter::new(
+/// HTTP requests, counted when they arrive.
+pub(crate) static HTTP_REQUESTS: Counter = Counter::new(
     "goprox_http_requests_total",
     "HTTP requests received (counted on arrival; see goprox_http_request_duration_seconds for \
      finished ones by route and status).",
 );
-pub static REQUEST_ERRORS: Counter = Counter::new(
+/// Requests answered with a 4xx/5xx status or a git `ERR` line.
+pub(crate) static REQUEST_ERRORS: Counter = Counter::new(
     "goprox_request_errors_total",
     "Requests answered with an error (4xx/5xx status or a git ERR line).",
 );
-pub static PACKS_SERVED: Counter =
+/// Packs streamed to clients.
+pub(crate) static PACKS_SERVED: Counter =
     Counter::new("goprox_packs_served_total", "Packs streamed to clients.");
-pub static PACKS_PASSED_THROUGH: Counter = Counter::new(
+/// First clones answered with a fill's pack as it arrived from upstream.
+pub(crate) static PACKS_PASSED_THROUGH: Counter = Counter::new(
     "goprox_packs_passed_through_total",
     "Clones answered with a fill's pack while it arrived from upstream (first clones).",
 );
-pub static BITMAP_ANSWERS: Counter = Counter::new(
+/// Fetches whose objects were chosen from reachability bitmaps rather than a walk.
+pub(crate) static BITMAP_ANSWERS: Counter = Counter::new(
     "goprox_bitmap_answers_total",
     "Fetches whose objects were chosen from reachability bitmaps instead of a history walk.",
 );
-pub static OBJECTS_SERVED: Counter = Counter::new(
+/// Objects in the packs streamed to clients.
+pub(crate) static OBJECTS_SERVED: Counter = Counter::new(
     "goprox_objects_served_total",
     "Objects in packs streamed to clients.",
 );
-pub static PACK_BYTES_SERVED: Counter = Counter::new(
+/// Pack bytes streamed to clients.
+pub(crate) static PACK_BYTES_SERVED: Counter = Counter::new(
     "goprox_pack_bytes_served_total",
     "Pack bytes streamed to clients.",
 );
-/// Ranged GETs of pack bytes from the store (block-cache misses), and their bytes.
-pub static STORE_RANGE_GETS: Counter = Counter::new(
+/// Ranged reads of pack bytes from the store (block-cache misses and prefetches).
+pub(crate) static STORE_RANGE_GETS: Counter = Counter::new(
     "goprox_store_range_gets_total",
     "Ranged reads of pack bytes from the store on block-cache misses (and prefetches).",
 );
-pub static STORE_RANGE_BYTES: Counter = Counter::new(
+/// Bytes read by [`STORE_RANGE_GETS`].
+pub(crate) static STORE_RANGE_BYTES: Counter = Counter::new(
     "goprox_store_range_bytes_total",
     "Bytes read from the store by ranged reads of pack bytes.",
 );
-pub static FILLS: Counter = Counter::new(
+/// Repositories filled from upstream (or by another instance while this one waited).
+pub(crate) static FILLS: Counter = Counter::new(
     "goprox_fills_total",
     "Repositories filled from upstream (or by another instance while waiting for its lease).",
 );
-pub static FILLS_ADOPTED: Counter = Counter::new(
+/// Received-but-unpublished fills of a stopped instance that this instance finished.
+pub(crate) static FILLS_ADOPTED: Counter = Counter::new(
     "goprox_fills_adopted_total",
     "Received fills (pack stored whole, not yet published) finished by this instance without \
      asking upstream: the instance that received them was stopped or died.",
 );
-pub static FILL_ERRORS: Counter = Counter::new("goprox_fill_errors_total", "Failed fills.");
-/// Ref-index replacements after a refresh, failed refreshes, and requests served from the last
-/// ref index because upstream did not answer in time.
-pub static REFRESHES: Counter = Counter::new(
+/// Failed fills.
+pub(crate) static FILL_ERRORS: Counter = Counter::new("goprox_fill_errors_total", "Failed fills.");
+/// Ref indexes replaced after a refresh from upstream.
+pub(crate) static REFRESHES: Counter = Counter::new(
     "goprox_refreshes_total",
     "Ref indexes replaced after a refresh from upstream.",
 );
-pub static REFRESH_ERRORS: Counter = Counter::new(
+/// Refreshes that failed.
+pub(crate) static REFRESH_ERRORS: Counter = Counter::new(
     "goprox_refresh_errors_total",
     "Refreshes that failed (upstream down, slow or refusing).",
 );
-pub static STALE_SERVES: Counter = Counter::new(
+/// Requests served from the last ref index because upstream did not answer in time.
+pub(crate) static STALE_SERVES: Counter = Counter::new(
     "goprox_stale_serves_total",
     "Requests served from the last ref index because upstream did not answer in time.",
 );
-/// Pack merges published by compaction; waits for another instance's lease.
-pub static COMPACTIONS: Counter = Counter::new(
+/// Pack merges published by compaction.
+pub(crate) static COMPACTIONS: Counter = Counter::new(
     "goprox_compactions_total",
     "Pack merges published by compaction.",
 );
-pub static LEASE_WAITS: Counter = Counter::new(
+/// Fills and refreshes that waited for another instance's lease on the repository.
+pub(crate) static LEASE_WAITS: Counter = Counter::new(
     "goprox_lease_waits_total",
     "Fills and refreshes that waited for another instance holding the repository's lease.",
 );
 /// Module zips built from git objects (the first request of a version, or a rebuild).
-pub static MODULE_ZIPS_BUILT: Counter = Counter::new(
+pub(crate) static MODULE_ZIPS_BUILT: Counter = Counter::new(
     "goprox_module_zips_built_total",
     "Module zips built from git objects (a version's first request, or a rebuild of a zip missing from the bucket).",
 );
 /// Zip requests that waited for another request (on any instance) building the same version.
-pub static MODULE_ZIP_BUILD_WAITS: Counter = Counter::new(
+pub(crate) static MODULE_ZIP_BUILD_WAITS: Counter = Counter::new(
     "goprox_module_zip_build_waits_total",
     "Module zip requests that waited for another request, on this or another instance, building the same version, and served its record.",
 );
 /// Module answers served from the bucket's ledger without opening the repository.
-pub static MODULE_ANSWERS_STORED: Counter = Counter::new(
+pub(crate) static MODULE_ANSWERS_STORED: Counter = Counter::new(
     "goprox_module_answers_stored_total",
     "Module .info, .mod and .zip answers served as recorded in the bucket.",
 );
@@ -152,17 +165,29 @@ static COUNTERS: [&Counter; 21] = [
     &MODULE_ZIP_BUILD_WAITS,
 ];
 
-pub const HTTP_REQUEST_SECONDS: &str = "goprox_http_request_duration_seconds";
-pub const STORE_REQUESTS: &str = "goprox_store_requests_total";
-pub const STORE_RETRIES: &str = "goprox_store_retries_total";
-pub const STORE_RETRIES_EXHAUSTED: &str = "goprox_store_retries_exhausted_total";
-pub const HOOKS: &str = "goprox_hooks_total";
-pub const STORE_REQUEST_SECONDS: &str = "goprox_store_request_duration_seconds";
-pub const FILL_SECONDS: &str = "goprox_fill_duration_seconds";
-pub const REFRESH_SECONDS: &str = "goprox_refresh_duration_seconds";
-pub const PACK_SECONDS: &str = "goprox_pack_generation_duration_seconds";
-pub const SUMDB_REQUESTS: &str = "goprox_sumdb_requests_total";
-pub const SUMDB_VERIFICATIONS: &str = "goprox_sumdb_verifications_total";
+// Labelled metrics (their help texts are in `describe`).
+/// Histogram: HTTP request latency in seconds, by route and status class.
+const HTTP_REQUEST_SECONDS: &str = "goprox_http_request_duration_seconds";
+/// Counter: object-store calls, by operation and outcome.
+const STORE_REQUESTS: &str = "goprox_store_requests_total";
+/// Counter: failed object-store attempts that were retried, by operation and cause.
+const STORE_RETRIES: &str = "goprox_store_retries_total";
+/// Counter: object-store calls that failed on their last attempt, by operation and cause.
+const STORE_RETRIES_EXHAUSTED: &str = "goprox_store_retries_exhausted_total";
+/// Counter: push hooks, by sender and outcome.
+const HOOKS: &str = "goprox_hooks_total";
+/// Histogram: object-store call latency in seconds, by operation and outcome.
+const STORE_REQUEST_SECONDS: &str = "goprox_store_request_duration_seconds";
+/// Histogram: fill duration in seconds, by outcome.
+const FILL_SECONDS: &str = "goprox_fill_duration_seconds";
+/// Histogram: refresh duration in seconds, by outcome.
+const REFRESH_SECONDS: &str = "goprox_refresh_duration_seconds";
+/// Histogram: seconds spent generating and streaming one pack.
+const PACK_SECONDS: &str = "goprox_pack_generation_duration_seconds";
+/// Counter: relayed checksum-database requests, by outcome.
+const SUMDB_REQUESTS: &str = "goprox_sumdb_requests_total";
+/// Counter: module hashes checked against the checksum database, by outcome.
+const SUMDB_VERIFICATIONS: &str = "goprox_sumdb_verifications_total";
 
 /// Requests and store calls: 1 ms .. 60 s.
 const REQUEST_BUCKETS: &[f64] = &[
@@ -188,6 +213,7 @@ fn builder() -> Result<PrometheusBuilder, BuildError> {
         .set_buckets_for_metric(full(PACK_SECONDS), PACK_BUCKETS)
 }
 
+// Long because it is a flat list: one description per metric.
 fn describe() {
     for c in COUNTERS {
         describe_counter!(c.name, c.help);
@@ -332,7 +358,7 @@ pub fn install() -> Option<&'static PrometheusHandle> {
 
 /// The fixed set of routes HTTP requests are labelled with (never the raw path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     /// `?go-get=1` pages.
     GoGet,
     /// `…/info/refs` (the ref advertisement).
@@ -363,7 +389,7 @@ pub enum Route {
 
 impl Route {
     /// Classify a request by its URI alone (before any routing or authentication).
-    pub fn of(uri: &Uri) -> Route {
+    pub(crate) fn of(uri: &Uri) -> Route {
         let path = uri.path();
         let trimmed = path.trim_end_matches('/');
         let go_get = uri
@@ -400,7 +426,8 @@ impl Route {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Route::GoGet => "go_get",
             Route::InfoRefs => "info_refs",
@@ -420,7 +447,7 @@ impl Route {
 }
 
 /// `2xx`, `3xx`, `4xx` or `5xx` (`1xx` for informational answers, anything odd as `5xx`).
-pub fn status_class(status: u16) -> &'static str {
+pub(crate) fn status_class(status: u16) -> &'static str {
     match status / 100 {
         1 => "1xx",
         2 => "2xx",
@@ -431,7 +458,7 @@ pub fn status_class(status: u16) -> &'static str {
 }
 
 /// A finished HTTP request.
-pub fn http_request(route: Route, status: u16, elapsed: Duration) {
+pub(crate) fn http_request(route: Route, status: u16, elapsed: Duration) {
     install();
     histogram!(HTTP_REQUEST_SECONDS, "route" => route.as_str(), "status" => status_class(status))
         .record(elapsed.as_secs_f64());
@@ -439,7 +466,7 @@ pub fn http_request(route: Route, status: u16, elapsed: Duration) {
 
 /// Object-store operations (the label `op`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreOp {
+pub(crate) enum StoreOp {
     Get,
     GetIfChanged,
     GetRange,
@@ -454,7 +481,8 @@ pub enum StoreOp {
 }
 
 impl StoreOp {
-    pub fn as_str(self) -> &'static str {
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             StoreOp::Get => "get",
             StoreOp::GetIfChanged => "get_if_changed",
@@ -473,7 +501,7 @@ impl StoreOp {
 
 /// How an object-store call ended (the label `outcome`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreOutcome {
+pub(crate) enum StoreOutcome {
     Ok,
     NotFound,
     PreconditionFailed,
@@ -481,7 +509,8 @@ pub enum StoreOutcome {
 }
 
 impl StoreOutcome {
-    pub fn as_str(self) -> &'static str {
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             StoreOutcome::Ok => "ok",
             StoreOutcome::NotFound => "not_found",
@@ -492,7 +521,7 @@ impl StoreOutcome {
 }
 
 /// A finished object-store call.
-pub fn store_request(op: StoreOp, outcome: StoreOutcome, elapsed: Duration) {
+pub(crate) fn store_request(op: StoreOp, outcome: StoreOutcome, elapsed: Duration) {
     install();
     let (op, outcome) = (op.as_str(), outcome.as_str());
     counter!(STORE_REQUESTS, "op" => op, "outcome" => outcome).increment(1);
@@ -501,7 +530,7 @@ pub fn store_request(op: StoreOp, outcome: StoreOutcome, elapsed: Duration) {
 }
 
 /// A failed store attempt: retried (`again`) or the call's last.
-pub fn store_retry(op: StoreOp, cause: &'static str, again: bool) {
+pub(crate) fn store_retry(op: StoreOp, cause: &'static str, again: bool) {
     install();
     let name = if again {
         STORE_RETRIES
@@ -512,14 +541,14 @@ pub fn store_retry(op: StoreOp, cause: &'static str, again: bool) {
 }
 
 /// A push hook, by sender and outcome (see [`HOOKS`]).
-pub fn hook(sender: &'static str, outcome: &'static str) {
+pub(crate) fn hook(sender: &'static str, outcome: &'static str) {
     install();
     counter!(HOOKS, "sender" => sender, "outcome" => outcome).increment(1);
 }
 
 /// How a checksum-database request was answered (the label `outcome`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SumdbOutcome {
+pub(crate) enum SumdbOutcome {
     /// From the bucket (an answer that never changes).
     Stored,
     /// The database's answer, passed on.
@@ -531,7 +560,7 @@ pub enum SumdbOutcome {
 }
 
 /// A relayed checksum-database request.
-pub fn sumdb_request(outcome: SumdbOutcome) {
+pub(crate) fn sumdb_request(outcome: SumdbOutcome) {
     install();
     let outcome = match outcome {
         SumdbOutcome::Stored => "stored",
@@ -545,7 +574,7 @@ pub fn sumdb_request(outcome: SumdbOutcome) {
 /// What checking a built module hash against the checksum database found (the label
 /// `outcome`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SumdbVerification {
+pub(crate) enum SumdbVerification {
     /// The database records the same hash.
     Match,
     /// The database records another hash.
@@ -575,14 +604,14 @@ impl SumdbVerification {
 }
 
 /// A module hash checked against the checksum database (`--verify-sumdb`).
-pub fn sumdb_verification(outcome: SumdbVerification) {
+pub(crate) fn sumdb_verification(outcome: SumdbVerification) {
     install();
     counter!(SUMDB_VERIFICATIONS, "outcome" => outcome.as_str()).increment(1);
 }
 
 /// A finished fill: counts it in `goprox_fills_total` or `goprox_fill_errors_total` and records
 /// its duration.
-pub fn fill(ok: bool, elapsed: Duration) {
+pub(crate) fn fill(ok: bool, elapsed: Duration) {
     if ok {
         FILLS.inc();
     } else {
@@ -594,15 +623,17 @@ pub fn fill(ok: bool, elapsed: Duration) {
 
 /// How a refresh ended (the label `outcome`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefreshOutcome {
+pub(crate) enum RefreshOutcome {
     /// A new ref index (ours, or another instance's).
     Updated,
+    /// Upstream had nothing new.
     Unchanged,
+    /// The refresh failed.
     Error,
 }
 
 /// A finished refresh (its counters are separate: [`REFRESHES`], [`REFRESH_ERRORS`]).
-pub fn refresh(outcome: RefreshOutcome, elapsed: Duration) {
+pub(crate) fn refresh(outcome: RefreshOutcome, elapsed: Duration) {
     install();
     let outcome = match outcome {
         RefreshOutcome::Updated => "updated",
@@ -613,13 +644,13 @@ pub fn refresh(outcome: RefreshOutcome, elapsed: Duration) {
 }
 
 /// Time spent generating (and streaming) one pack.
-pub fn pack_generation(elapsed: Duration) {
+pub(crate) fn pack_generation(elapsed: Duration) {
     install();
     histogram!(PACK_SECONDS).record(elapsed.as_secs_f64());
 }
 
 /// The pack indexes held in memory: their bytes and number.
-pub fn pack_indexes(bytes: u64, count: usize) {
+pub(crate) fn pack_indexes(bytes: u64, count: usize) {
     install();
     gauge!("goprox_pack_index_bytes").set(bytes as f64);
     gauge!("goprox_pack_indexes").set(count as f64);
@@ -627,17 +658,23 @@ pub fn pack_indexes(bytes: u64, count: usize) {
 
 /// The object database's caches as the metrics show them (read when they are rendered).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct CacheFigures {
-    pub block_hits: u64,
-    pub block_misses: u64,
-    pub object_hits: u64,
-    pub object_misses: u64,
-    pub block_bytes: usize,
-    pub block_capacity: usize,
+pub(crate) struct CacheFigures {
+    /// Block-cache lookups answered from memory.
+    pub(crate) block_hits: u64,
+    /// Block-cache lookups that had to read the store.
+    pub(crate) block_misses: u64,
+    /// Decoded-object cache hits.
+    pub(crate) object_hits: u64,
+    /// Decoded-object cache misses.
+    pub(crate) object_misses: u64,
+    /// Bytes held by the block cache.
+    pub(crate) block_bytes: usize,
+    /// The block cache's budget, in bytes.
+    pub(crate) block_capacity: usize,
 }
 
 /// The Prometheus text exposition of every metric, with the caches' figures as given.
-pub fn render(caches: CacheFigures) -> String {
+pub(crate) fn render(caches: CacheFigures) -> String {
     let Some(handle) = install() else {
         return String::new();
     };

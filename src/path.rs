@@ -4,7 +4,9 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid import path {path:?}: {why}")]
 pub struct BadPath {
+    /// The path as given.
     pub path: String,
+    /// What is wrong with it.
     pub why: &'static str,
 }
 

@@ -24,12 +24,16 @@ const BITMAP_CACHE_BYTES: usize = 40 << 20;
 
 pub use crate::snapshot::Repo;
 
+/// Why a repository could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// Filling or refreshing it failed.
     #[error(transparent)]
     Fill(#[from] FillError),
+    /// Its ref index could not be read.
     #[error("{0}")]
     Refs(#[from] refs::RefsError),
+    /// A pack index (key first) could not be read or parsed, or is missing.
     #[error("pack {0}: {1}")]
     Pack(String, String),
     /// A fill this request joined failed (its error, as text, for every request that waited).
@@ -127,16 +131,21 @@ impl FillRun {
 pub enum Pushed {
     /// Upstream had nothing new.
     Unchanged,
-    /// The ref index moved to this generation.
-    Updated { generation: u64 },
+    /// The ref index moved.
+    Updated {
+        /// Its new generation.
+        generation: u64,
+    },
 }
 
 /// A fill or refresh under way in this process ([`Repos::in_progress`]).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Work {
+    /// The repository's import path.
     pub root: String,
     /// `fill` or `refresh`.
     pub kind: &'static str,
+    /// Time since it started (serialized as seconds, one decimal).
     #[serde(serialize_with = "as_secs")]
     pub running_for: Duration,
     /// Pack bytes received so far (fills clients can follow).
@@ -188,8 +197,11 @@ impl Filling {
 
 /// Everything needed to open repositories.
 pub struct Repos {
+    /// The store the repositories live in.
     pub store: DynStore,
+    /// Pack reads and caches shared by every repository.
     pub io: Arc<Io>,
+    /// Fills and refreshes.
     pub filler: Filler,
     /// Opened packs by store key (one load per pack however many requests open it at once),
     /// under a byte budget.
@@ -224,6 +236,8 @@ pub struct Repos {
 }
 
 impl Repos {
+    /// Repositories in `store`, read through `io` and filled by `filler`, with the default
+    /// index budget and refresh policy.
     pub fn new(store: DynStore, io: Arc<Io>, filler: Filler) -> Self {
         Repos {
             store,
@@ -258,6 +272,7 @@ impl Repos {
         (p.bytes, p.lru.len())
     }
 
+    /// Use refresh policy `policy`.
     pub fn with_policy(mut self, policy: RefreshPolicy) -> Self {
         self.policy = policy;
         self
@@ -611,6 +626,8 @@ impl Repos {
         }
     }
 
+    // Long because it is one background job in sequence (open, warm up, build on its own
+    // thread, store, name in the ref index), each step using the previous one's result.
     async fn build_bitmaps(&self, target: &Target, index: RefIndex) -> Result<(), String> {
         let started = Instant::now();
         let Some(entry) = index.packs.first().cloned() else {

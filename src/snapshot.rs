@@ -9,8 +9,12 @@ use std::sync::Arc;
 
 /// A repository as of one version of its ref index.
 pub struct Repo {
+    /// The import-path root.
     pub root: String,
+    /// The ref index as read.
     pub index: RefIndex,
+    /// The ref index's version tag in the store.
     pub etag: ETag,
+    /// The objects of the packs `index` names.
     pub odb: Arc<Odb>,
 }

@@ -226,6 +226,7 @@ fn negotiator_matches_git_rev_list() {
             ..Default::default()
         })
         .expect("count")
+        .ids
         .into_iter()
         .collect();
     assert_eq!(full, rev_list(&dir, &["--all"]));
@@ -239,15 +240,14 @@ fn negotiator_matches_git_rev_list() {
     // Incremental: main with the client at main~7 (crossing the merge).
     let tip = oid(&git(&dir, &["rev-parse", "main"]));
     let old = oid(&git(&dir, &["rev-parse", "main~7"]));
-    let inc: BTreeSet<ObjectId> = w
+    let inc_sent = w
         .objects_to_send(&PackPlan {
             wants: &[tip],
             haves: &[old],
             ..Default::default()
         })
-        .expect("count")
-        .into_iter()
-        .collect();
+        .expect("count");
+    let inc: BTreeSet<ObjectId> = inc_sent.ids.iter().copied().collect();
     let expect = rev_list(&dir, &["main", "^main~7"]);
     assert_eq!(
         inc, expect,
@@ -257,7 +257,7 @@ fn negotiator_matches_git_rev_list() {
 
     // The same as a thin pack: deltas against what the client has stay deltas (REF_DELTA);
     // git completes it from the objects it has (`--fix-thin` in the full repository).
-    let thin_bases = w.client_has.clone();
+    let thin_bases = inc_sent.client_has.clone();
     assert!(!thin_bases.is_empty());
     let ids: Vec<ObjectId> = inc.iter().copied().collect();
     let plan = writer::plan(&f.odb, &ids).expect("plan");
@@ -286,7 +286,8 @@ fn negotiator_matches_git_rev_list() {
             include_tags: &tags,
             ..Default::default()
         })
-        .expect("count");
+        .expect("count")
+        .ids;
     assert!(with_tags.contains(&v1) && with_tags.contains(&outer));
     check_pack_with_git(&f, &with_tags, "tags.git", false);
 
@@ -308,7 +309,8 @@ fn negotiator_matches_git_rev_list() {
             grafts: Some(&s.grafts),
             ..Default::default()
         })
-        .expect("count");
+        .expect("count")
+        .ids;
     let tree = oid(&git(&dir, &["rev-parse", "main^{tree}"]));
     let expect_depth1: BTreeSet<ObjectId> = rev_list(&dir, &["--no-walk", "main"]);
     assert!(shallow_set.contains(&tree));
@@ -385,6 +387,7 @@ fn blob_limit_matches_git_rev_list() {
                 ..Default::default()
             })
             .expect("count")
+            .ids
             .into_iter()
             .collect();
         let want = rev_list(&f.dir, &["--all", &format!("--filter=blob:limit={limit}")]);
@@ -479,6 +482,7 @@ fn fetch_updating_many_branches_matches_git() {
             ..Default::default()
         })
         .expect("count")
+        .ids
         .into_iter()
         .collect();
     let mut args: Vec<String> = new.iter().map(|o| o.to_string()).collect();
@@ -609,6 +613,7 @@ fn tree_of_a_walked_client_commit_is_not_sent() {
             ..Default::default()
         })
         .expect("count")
+        .ids
         .into_iter()
         .collect();
     let mut want = rev_list(&f.dir, &[&r.to_string(), "--not", &h.to_string()]);

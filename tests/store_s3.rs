@@ -230,6 +230,7 @@ async fn under_faults(sw: &seaweed::Seaweed, opts: &S3Options) {
     proxy.set_down(true);
     let t = std::time::Instant::now();
     let err = gone.get("probe").await.unwrap_err();
+    // The contract: the 2 s retry deadline bounds the wait (10 s: slack for a slow machine).
     assert!(
         t.elapsed() < Duration::from_secs(10),
         "took {:?}",

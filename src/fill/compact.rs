@@ -120,6 +120,8 @@ impl std::io::Read for Concatenation {
 /// Merge the packs [`plan`] picks, publish the new ref index (`If-Match: etag`) and return it;
 /// `None` when there is nothing to merge, the packs cannot be merged verbatim (an object in two
 /// of them), or another writer replaced the ref index first.
+// Long because it is one compaction from plan to publish, in order: each step (merge, upload,
+// new index, conditional publish) uses the previous one's result and can give up.
 pub async fn compact(
     store: &DynStore,
     keys: &Keys,

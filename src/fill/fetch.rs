@@ -10,9 +10,9 @@ use gix_protocol::handshake::Ref;
 use gix_protocol::transport::{Protocol, Service};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// What an upstream had.
+/// What an upstream had (refs and HEAD as in [`Listing`]).
 #[derive(Debug, Default)]
-pub struct Fetched {
+pub(crate) struct Fetched {
     pub refs: BTreeMap<String, RefEntry>,
     pub head_symref: Option<String>,
     pub head_oid: Option<gix_hash::ObjectId>,
@@ -82,6 +82,7 @@ impl Default for RefPrefixes {
 }
 
 impl RefPrefixes {
+    /// Whether ref `name` is mirrored.
     pub fn matches(&self, name: &str) -> bool {
         self.0.is_empty() || self.0.iter().any(|p| name.starts_with(p.as_str()))
     }
@@ -90,6 +91,7 @@ impl RefPrefixes {
 /// Time limits for talking to an upstream (HTTP transports).
 #[derive(Debug, Clone, Copy)]
 pub struct Deadlines {
+    /// Longest wait for a connection to be established.
     pub connect: std::time::Duration,
     /// A transfer slower than 1 KiB/s for this long is aborted (a trickling upstream).
     pub idle: std::time::Duration,
@@ -110,10 +112,101 @@ impl Default for Deadlines {
     }
 }
 
+/// A connection to an upstream, whatever its transport.
+type Transport = Box<dyn gix_transport::client::blocking_io::Transport + Send>;
+
+/// The HTTP transport's settings: the time limits, the agent, and for an upstream no rule
+/// trusts, no redirects and only public addresses (the policy's resolver, no proxy).
+fn http_options(
+    deadlines: Deadlines,
+    trusted: bool,
+    trust: &std::sync::Arc<crate::upstream::creds::Trust>,
+) -> gix_transport::client::blocking_io::http::Options {
+    let roots = trust.clone();
+    gix_transport::client::blocking_io::http::Options {
+        connect_timeout: Some(deadlines.connect),
+        low_speed_limit_bytes_per_second: 1024,
+        low_speed_time_seconds: deadlines.idle.as_secs().max(1),
+        user_agent: Some(crate::AGENT.into()),
+        follow_redirects: if trusted {
+            Default::default()
+        } else {
+            gix_transport::client::blocking_io::http::options::FollowRedirects::None
+        },
+        backend: Some({
+            let opts = gix_transport::client::blocking_io::http::reqwest::Options {
+                configure_client: Some(Box::new(move |b: reqwest::blocking::ClientBuilder| {
+                    let b = roots.with_roots_blocking(b);
+                    Ok(if trusted {
+                        b
+                    } else {
+                        b.dns_resolver(crate::upstream::policy::public_resolver())
+                            .no_proxy()
+                    })
+                })),
+                configure_request: None,
+            };
+            std::sync::Arc::new(std::sync::Mutex::new(opts))
+                as std::sync::Arc<std::sync::Mutex<dyn std::any::Any + Send + Sync>>
+        }),
+        ..Default::default()
+    }
+}
+
+/// Give the transport the upstream's credentials, if any. They live apart from the URL
+/// (which is logged and stored): rule userinfo or the netrc entry of the host. They are only
+/// ever sent over https (gix refuses clear-text credentials anyway).
+fn send_credentials(transport: &mut Transport, trust: &crate::upstream::creds::Trust, url: &str) {
+    if let Some(s) = trust.secret_for(url) {
+        if url.starts_with("https://") {
+            let _ = transport.set_identity(gix_sec::identity::Account {
+                username: s.user,
+                password: s.password,
+                oauth_refresh_token: None,
+            });
+        } else {
+            tracing::warn!(upstream = %url, "upstream credentials configured but not sent over plain http");
+        }
+    }
+}
+
+/// The handshake, and the refs under `prefixes`: those the handshake listed (protocol v0/v1),
+/// or an `ls-refs` command's (v2).
+fn handshake_and_list(
+    transport: &mut Transport,
+    prefixes: &RefPrefixes,
+    url: &str,
+) -> Result<(gix_protocol::Handshake, Vec<Ref>), FetchError> {
+    let mut progress = gix_utils::progress::Discard;
+    let hs = gix_protocol::handshake(
+        &mut *transport,
+        Service::UploadPack,
+        |_| Ok(None),
+        vec![],
+        &mut progress,
+    )
+    .map_err(|e| upstream_err(url, e))?;
+    let remote_refs = match hs.refs.clone() {
+        Some(r) => r,
+        None => {
+            let mut p = gix_protocol::ls_refs::RefPrefixes::new();
+            p.extend(prefixes.0.iter().map(|s| s.as_str().into()));
+            gix_protocol::LsRefsCommand::new(
+                (!prefixes.0.is_empty()).then_some(p),
+                &hs.capabilities,
+                ("agent", Some(crate::AGENT.into())),
+            )
+            .invoke_blocking(&mut *transport, &mut progress, false)
+            .map_err(|e| upstream_err(url, e))?
+        }
+    };
+    Ok((hs, remote_refs))
+}
+
 /// A connection to an upstream after the handshake and ref listing.
 pub struct Session {
     url: String,
-    transport: Box<dyn gix_transport::client::blocking_io::Transport + Send>,
+    transport: Transport,
     version: Protocol,
     capabilities: gix_transport::client::Capabilities,
     max_pack_bytes: u64,
@@ -131,7 +224,6 @@ impl Session {
         // HTTP client's resolver refuses the rest), and no redirects (a redirect could lead
         // to an address that was never checked).
         let trusted = trust.is_trusted(url);
-        let roots = trust.clone();
         if !trusted {
             crate::upstream::policy::check_url(url).map_err(|e| {
                 FetchError::Upstream(crate::upstream::policy::redact(url), e.to_string())
@@ -146,34 +238,7 @@ impl Session {
         )
         .map_err(|e| upstream_err(url, e))?;
         // Non-HTTP transports ignore the options (and only http(s) upstreams are used).
-        let http = gix_transport::client::blocking_io::http::Options {
-            connect_timeout: Some(deadlines.connect),
-            low_speed_limit_bytes_per_second: 1024,
-            low_speed_time_seconds: deadlines.idle.as_secs().max(1),
-            user_agent: Some(crate::AGENT.into()),
-            follow_redirects: if trusted {
-                Default::default()
-            } else {
-                gix_transport::client::blocking_io::http::options::FollowRedirects::None
-            },
-            backend: Some({
-                let opts = gix_transport::client::blocking_io::http::reqwest::Options {
-                    configure_client: Some(Box::new(move |b: reqwest::blocking::ClientBuilder| {
-                        let b = roots.with_roots_blocking(b);
-                        Ok(if trusted {
-                            b
-                        } else {
-                            b.dns_resolver(crate::upstream::policy::public_resolver())
-                                .no_proxy()
-                        })
-                    })),
-                    configure_request: None,
-                };
-                std::sync::Arc::new(std::sync::Mutex::new(opts))
-                    as std::sync::Arc<std::sync::Mutex<dyn std::any::Any + Send + Sync>>
-            }),
-            ..Default::default()
-        };
+        let http = http_options(deadlines, trusted, trust);
         if let Err(e) = transport.configure(&http)
             && !trusted
         {
@@ -183,51 +248,15 @@ impl Session {
                 format!("cannot configure the HTTP transport: {e}"),
             ));
         }
-        // Credentials live apart from the URL (which is logged and stored): rule userinfo or
-        // the netrc entry of the host.
-        // They are only ever sent over https (gix refuses clear-text credentials anyway).
-        if let Some(s) = trust.secret_for(url) {
-            if url.starts_with("https://") {
-                let _ = transport.set_identity(gix_sec::identity::Account {
-                    username: s.user,
-                    password: s.password,
-                    oauth_refresh_token: None,
-                });
-            } else {
-                tracing::warn!(upstream = %url, "upstream credentials configured but not sent over plain http");
-            }
-        }
-        let mut progress = gix_utils::progress::Discard;
-        let hs = gix_protocol::handshake(
-            &mut transport,
-            Service::UploadPack,
-            |_| Ok(None),
-            vec![],
-            &mut progress,
-        )
-        .map_err(|e| upstream_err(url, e))?;
-        let version = hs.server_protocol_version;
-        let remote_refs = match hs.refs.clone() {
-            Some(r) => r,
-            None => {
-                let mut p = gix_protocol::ls_refs::RefPrefixes::new();
-                p.extend(prefixes.0.iter().map(|s| s.as_str().into()));
-                gix_protocol::LsRefsCommand::new(
-                    (!prefixes.0.is_empty()).then_some(p),
-                    &hs.capabilities,
-                    ("agent", Some(crate::AGENT.into())),
-                )
-                .invoke_blocking(&mut transport, &mut progress, false)
-                .map_err(|e| upstream_err(url, e))?
-            }
-        };
+        send_credentials(&mut transport, trust, url);
+        let (hs, remote_refs) = handshake_and_list(&mut transport, prefixes, url)?;
         let listing = listing(remote_refs, prefixes);
         Ok((
             Session {
                 url: url.to_string(),
                 max_pack_bytes: deadlines.max_pack_bytes,
                 transport,
-                version,
+                version: hs.server_protocol_version,
                 capabilities: hs.capabilities,
             },
             listing,
@@ -377,7 +406,7 @@ fn listing(remote_refs: Vec<Ref>, prefixes: &RefPrefixes) -> Listing {
 }
 
 /// List the upstream's refs (telling `tap`) and fetch all of their objects.
-pub fn fetch_all(
+pub(crate) fn fetch_all(
     url: &str,
     prefixes: &RefPrefixes,
     deadlines: Deadlines,

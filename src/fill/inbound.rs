@@ -49,6 +49,8 @@ struct Record {
 }
 
 impl PackSink {
+    /// The next received pack bytes: passed to the tap, and sent to the store upload in
+    /// chunks (blocking while the upload is behind). Fails once the upload stopped.
     pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
         crate::refs::lease::beat_for(&self.record.key);
         if let Some(t) = &self.tap {
@@ -532,20 +534,21 @@ mod tests {
             }
         };
         let got = client.join().expect("client thread");
-        // The deletion of an abandoned upload runs in the background: bounded wait.
-        let mut left = Vec::new();
-        for _ in 0..100 {
-            left = rt
+        // The deletion of an abandoned upload runs in the background: wait for it, up to a
+        // limit generous enough for a loaded machine (it normally takes milliseconds).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let left = loop {
+            let left: Vec<String> = rt
                 .block_on(store.list("example.test/r/"))
                 .expect("list")
                 .into_iter()
                 .filter(|k| k.ends_with(".pack"))
                 .collect();
-            if result.is_ok() || left.is_empty() {
-                break;
+            if result.is_ok() || left.is_empty() || std::time::Instant::now() >= deadline {
+                break left;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        };
         (result, got, left)
     }
 

@@ -26,16 +26,22 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Why a fill or refresh failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FillError {
+    /// Talking to upstream failed: no such repository, a refusal, a bad or oversized pack.
     #[error(transparent)]
     Fetch(#[from] fetch::FetchError),
+    /// A store call on the key (first) failed.
     #[error("storing {0}: {1}")]
     Store(String, StoreError),
+    /// Reading or writing the ref index failed.
     #[error("{0}")]
     Refs(#[from] refs::RefsError),
+    /// Anything else on our side (e.g. waiting too long for another instance's lease).
     #[error("internal: {0}")]
     Internal(String),
+    /// The fetch ran past `--max-fill-time`.
     #[error("upstream did not finish within {0:?} (--max-fill-time)")]
     TimedOut(Duration),
 }
@@ -74,6 +80,7 @@ impl FillError {
         self.failure().public_message(self)
     }
 
+    /// What the error means for the client.
     pub fn failure(&self) -> Failure {
         match self {
             FillError::Fetch(fetch::FetchError::NotFound(_)) => Failure::NotFound,
@@ -91,7 +98,9 @@ impl FillError {
 
 /// Progress of a fill, for `goprox mirror`.
 pub trait FillProgress: Send + Sync {
+    /// The pack of `root` was received whole from upstream: `bytes` bytes.
     fn fetched(&self, _root: &str, _bytes: u64) {}
+    /// The pack of `root` and its index are stored: `objects` objects, `bytes` pack bytes.
     fn stored(&self, _root: &str, _objects: u32, _bytes: u64) {}
 }
 
@@ -106,6 +115,7 @@ pub struct MirrorOptions {
     /// Plain mirror semantics for tags (follow upstream moves and deletions). Off by default:
     /// a mirrored tag keeps its first target and stays when upstream deletes it.
     pub mirror_tags: bool,
+    /// Time limits of upstream fetches.
     pub deadlines: fetch::Deadlines,
     /// Trusted rule URLs, credentials and CA roots for talking to upstreams.
     pub trust: Arc<crate::upstream::creds::Trust>,
@@ -148,6 +158,8 @@ enum Turn {
     Changed(Option<(RefIndex, ETag)>),
 }
 
+/// Fills and refreshes repositories in a store from their upstreams (shared by every request;
+/// one fill per repository at a time).
 pub struct Filler {
     store: DynStore,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -232,6 +244,7 @@ fn now() -> u64 {
 }
 
 impl Filler {
+    /// A filler for `store` with default options and coordination, and no progress output.
     pub fn new(store: DynStore) -> Self {
         Filler {
             store,
@@ -243,6 +256,7 @@ impl Filler {
         }
     }
 
+    /// Use `coord` (also sizes the upstream concurrency limit).
     pub fn with_coordination(mut self, coord: Coordination) -> Self {
         self.upstream_turns = Arc::new(tokio::sync::Semaphore::new(coord.max_concurrent.max(1)));
         self.coord = coord;
@@ -317,11 +331,13 @@ impl Filler {
         }
     }
 
+    /// Use `options`.
     pub fn with_options(mut self, options: MirrorOptions) -> Self {
         self.options = options;
         self
     }
 
+    /// Report progress to `p`.
     pub fn with_progress(mut self, p: Arc<dyn FillProgress>) -> Self {
         self.progress = p;
         self
@@ -417,39 +433,10 @@ impl Filler {
         keys: &Keys,
         tap: Option<Arc<tap::Tap>>,
     ) -> Result<(RefIndex, ETag), FillError> {
-        let url = target.upstream.clone();
-        tracing::info!(root = %target.root, upstream = %url, "filling from upstream");
-        let (prefixes, deadlines) = (self.options.prefixes.clone(), self.options.deadlines);
-        let trust = self.options.trust.clone();
-        let (mut sink, upload) = inbound::begin(
-            &tokio::runtime::Handle::current(),
-            &self.store,
-            keys,
-            &target.root,
-            tap.clone(),
-        );
-        sink.record_as(self.coord.holder.clone());
-        let received_key = keys.received(upload.name());
-        let t2 = tap.clone();
-        let fetched = with_deadline(
-            deadlines.total,
-            tokio::task::spawn_blocking(move || {
-                fetch::fetch_all(&url, &prefixes, deadlines, &trust, sink, t2.as_deref())
-            }),
-        )
-        .await;
-        let fetched = match fetched.and_then(|r| r.map_err(FillError::from)) {
-            Ok(f) => f,
-            Err(e) => {
-                if let Some(t) = &tap {
-                    t.failed(&e.to_string());
-                }
-                upload.abandon();
-                return Err(e);
-            }
-        };
+        let (mut fetched, upload, received_key) =
+            self.fetch_into_store(target, keys, tap.as_ref()).await?;
         let mut packs = Vec::new();
-        match fetched.pack {
+        match fetched.pack.take() {
             Some(received) => match async {
                 pause_point("fill-before-index").await;
                 self.store_pack(target, keys, upload, received).await
@@ -468,6 +455,63 @@ impl Filler {
             },
             None => upload.abandon(),
         }
+        self.publish_fill(target, keys, fetched, packs, &received_key)
+            .await
+    }
+
+    /// List the upstream's refs and fetch everything into a pack upload (within
+    /// `--max-fill-time`); returns what was fetched, the upload and the key of its
+    /// received-fill record. On failure the upload is abandoned.
+    async fn fetch_into_store(
+        &self,
+        target: &Target,
+        keys: &Keys,
+        tap: Option<&Arc<tap::Tap>>,
+    ) -> Result<(fetch::Fetched, inbound::Upload, String), FillError> {
+        let url = target.upstream.clone();
+        tracing::info!(root = %target.root, upstream = %url, "filling from upstream");
+        let (prefixes, deadlines) = (self.options.prefixes.clone(), self.options.deadlines);
+        let trust = self.options.trust.clone();
+        let (mut sink, upload) = inbound::begin(
+            &tokio::runtime::Handle::current(),
+            &self.store,
+            keys,
+            &target.root,
+            tap.cloned(),
+        );
+        sink.record_as(self.coord.holder.clone());
+        let received_key = keys.received(upload.name());
+        let t2 = tap.cloned();
+        let fetched = with_deadline(
+            deadlines.total,
+            tokio::task::spawn_blocking(move || {
+                fetch::fetch_all(&url, &prefixes, deadlines, &trust, sink, t2.as_deref())
+            }),
+        )
+        .await;
+        match fetched.and_then(|r| r.map_err(FillError::from)) {
+            Ok(f) => Ok((f, upload, received_key)),
+            Err(e) => {
+                if let Some(t) = tap {
+                    t.failed(&e.to_string());
+                }
+                upload.abandon();
+                Err(e)
+            }
+        }
+    }
+
+    /// Publish the ref index of a fill (its refs as `fetched` listed them, its `packs`) unless
+    /// another instance published one first (then that one is returned); the received-fill
+    /// record is deleted once the index is written.
+    async fn publish_fill(
+        &self,
+        target: &Target,
+        keys: &Keys,
+        fetched: fetch::Fetched,
+        packs: Vec<PackEntry>,
+        received_key: &str,
+    ) -> Result<(RefIndex, ETag), FillError> {
         let prev = refs::load(&self.store, keys).await?;
         let seen = prev.as_ref().map(|p| p.0.generation);
         let index = RefIndex {
@@ -500,7 +544,7 @@ impl Filler {
         .await;
         if matches!(published, Ok(refs::Updated::Written(..))) || empty {
             // Published (or nothing was received): the record has done its work.
-            if let Err(e) = self.store.delete(&received_key).await {
+            if let Err(e) = self.store.delete(received_key).await {
                 tracing::warn!(key = %received_key, error = %e, "deleting a received-fill record failed; gc will");
             }
         }

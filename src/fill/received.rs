@@ -31,11 +31,14 @@ use tokio::sync::mpsc;
 pub struct Record {
     /// The pack's name (`packs/pack-<name>.pack`).
     pub pack: String,
+    /// The upstream URL it was fetched from.
     pub upstream: String,
     /// Upstream's refs (under the mirrored prefixes): every one of them was wanted.
     pub refs: BTreeMap<String, RefEntry>,
+    /// Upstream's symbolic HEAD target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_symref: Option<String>,
+    /// Upstream's detached HEAD.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -49,6 +52,7 @@ pub struct Record {
 }
 
 impl Record {
+    /// The record as stored (JSON).
     pub fn encode(&self) -> Bytes {
         Bytes::from(serde_json::to_vec(self).unwrap_or_default())
     }

@@ -61,8 +61,13 @@ pub enum Outcome {
     Receiving,
     /// The whole pack arrived (its trailer checked): so many bytes.
     Received(u64),
-    /// The pack is in the store under `key`.
-    Stored { key: String, size: u64 },
+    /// The pack is in the store.
+    Stored {
+        /// The pack's store key.
+        key: String,
+        /// Its size in bytes.
+        size: u64,
+    },
     /// The fill failed or ended without a pack.
     Failed(Arc<str>),
 }
@@ -92,6 +97,7 @@ struct Subscriber {
 /// released.
 type Blocked = Vec<(u64, mpsc::Sender<Bytes>, Bytes)>;
 
+/// One fill's ref listing and pack bytes, shared with the requests that follow the fill.
 pub struct Tap {
     store: DynStore,
     rt: tokio::runtime::Handle,
@@ -136,6 +142,8 @@ impl Drop for Waiting {
 }
 
 impl Tap {
+    /// A tap for a fill into `store`; its blocking readers wait on `rt` (for the fill's
+    /// outcome, and for store reads of a pack they fell behind on).
     pub fn new(store: DynStore, rt: tokio::runtime::Handle) -> Self {
         Tap {
             store,

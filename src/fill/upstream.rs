@@ -9,8 +9,11 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The refs an upstream advertises (those under the mirrored prefixes).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Listing {
+    /// The refs by full name (HEAD not among them).
     pub refs: BTreeMap<String, RefEntry>,
+    /// The target of a symbolic HEAD.
     pub head_symref: Option<String>,
+    /// A detached HEAD's object (`None` when HEAD is symbolic).
     pub head_oid: Option<ObjectId>,
 }
 
@@ -25,14 +28,19 @@ impl Listing {
     }
 }
 
+/// Why talking to an upstream (its URL first in every variant) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
+    /// Upstream answered HTTP 404.
     #[error("upstream {0} has no such repository")]
     NotFound(String),
+    /// Any other upstream failure: refused by policy, connection, protocol, an HTTP error.
     #[error("upstream {0}: {1}")]
     Upstream(String, String),
+    /// The pack received does not verify (bad checksum, corrupt objects, unresolvable deltas).
     #[error("received pack from {0} is invalid: {1}")]
     BadPack(String, String),
+    /// The pack exceeded `--max-fill-bytes` (the limit, in bytes).
     #[error("upstream {0} sent more than {1} bytes (--max-fill-bytes): not stored")]
     TooLarge(String, u64),
 }

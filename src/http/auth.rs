@@ -28,12 +28,16 @@ pub const RELOAD_CHECK: Duration = Duration::from_secs(1);
 /// Most remembered verifications (the cache is cleared when full).
 const CACHE_MAX: usize = 10_000;
 
+/// Why the `--auth-file` could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthFileError {
+    /// The file (named first) could not be read.
     #[error("reading {0}: {1}")]
     Read(String, std::io::Error),
+    /// A line (file, 1-based line number, what is wrong) is not `user:bcrypt-hash`.
     #[error("{0} line {1}: {2}")]
     Syntax(String, usize, &'static str),
+    /// The file names no users.
     #[error("{0}: no users")]
     Empty(String),
 }

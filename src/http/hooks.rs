@@ -36,7 +36,7 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(8);
 
 /// Which sender a hook route is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sender {
+pub(crate) enum Sender {
     GitHub,
     GitLab,
     Gitea,
@@ -45,7 +45,8 @@ pub enum Sender {
 }
 
 impl Sender {
-    pub fn from_path(p: &str) -> Option<Sender> {
+    /// The sender of the route `/-/hooks/<p>`.
+    pub(crate) fn from_path(p: &str) -> Option<Sender> {
         match p {
             "github" => Some(Sender::GitHub),
             "gitlab" => Some(Sender::GitLab),
@@ -63,6 +64,101 @@ impl Sender {
             Sender::Generic => "refresh",
         }
     }
+
+    /// The event a request announces (`refresh` on the generic route; empty when none).
+    fn event(self, headers: &HeaderMap) -> String {
+        let h = |name: &str| header(headers, name);
+        match self {
+            Sender::GitHub => h("x-github-event"),
+            Sender::Gitea => h("x-gitea-event")
+                .or_else(|| h("x-gogs-event"))
+                .or_else(|| h("x-github-event")),
+            Sender::GitLab => h("x-gitlab-event"),
+            Sender::Generic => Some("refresh"),
+        }
+        .unwrap_or("")
+        .to_string()
+    }
+
+    /// Whether `event` may have changed refs (the events a refresh is for).
+    fn changes_refs(self, event: &str) -> bool {
+        match self {
+            Sender::GitHub | Sender::Gitea => matches!(event, "push" | "create" | "delete"),
+            Sender::GitLab => matches!(event, "Push Hook" | "Tag Push Hook" | "System Hook"),
+            Sender::Generic => true,
+        }
+    }
+
+    /// The delivery's id, when the sender gives one (replays are recognized by it).
+    fn delivery(self, headers: &HeaderMap) -> Option<&str> {
+        let h = |name: &str| header(headers, name);
+        match self {
+            Sender::GitHub => h("x-github-delivery"),
+            Sender::Gitea => h("x-gitea-delivery").or_else(|| h("x-gogs-delivery")),
+            Sender::GitLab => h("x-gitlab-event-uuid").or_else(|| h("idempotency-key")),
+            Sender::Generic => None,
+        }
+    }
+}
+
+/// A request header's value, when present and visible ASCII.
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The stored repositories a hook is about and the client may see: the generic route's
+/// `?repo=`, or those whose upstream is one of the URLs the payload names. Err: a 400 for a
+/// request that names none.
+async fn hook_targets(
+    sender: Sender,
+    st: &super::AppState,
+    query_repo: Option<&str>,
+    body: &[u8],
+) -> Result<Vec<Target>, Answer> {
+    let (repos, catalog, access) = (&st.repos, &st.status.catalog, &st.access);
+    let targets = match sender {
+        Sender::Generic => {
+            let Some(root) = query_repo.filter(|r| !r.is_empty()) else {
+                return Err(answer(
+                    StatusCode::BAD_REQUEST,
+                    "?repo=<import path> is required",
+                ));
+            };
+            match repos.stored_target(root).await {
+                Some(t) if t.root == root => vec![t],
+                _ => Vec::new(),
+            }
+        }
+        _ => {
+            let payload: serde_json::Value = match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => {
+                    return Err(answer(
+                        StatusCode::BAD_REQUEST,
+                        format!("payload is not JSON: {e}"),
+                    ));
+                }
+            };
+            // `clone_url` and `html_url` usually normalize alike: each is looked up once.
+            let mut urls: Vec<String> = payload_urls(&payload)
+                .iter()
+                .filter_map(|u| normalize_url(u))
+                .collect();
+            urls.sort();
+            urls.dedup();
+            if urls.is_empty() {
+                return Err(answer(
+                    StatusCode::BAD_REQUEST,
+                    "payload names no repository URL",
+                ));
+            }
+            stored_targets(repos, catalog, &urls).await
+        }
+    };
+    Ok(targets
+        .into_iter()
+        .filter(|t| access.check(&t.root).is_ok())
+        .collect())
 }
 
 /// The hooks' secrets and memory.
@@ -84,11 +180,11 @@ struct Slot {
     last: Option<Instant>,
 }
 
-/// A hook's answer.
+/// A hook's answer: an HTTP status and a one-line text body.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Answer {
-    pub status: StatusCode,
-    pub message: String,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
 }
 
 fn answer(status: StatusCode, message: impl Into<String>) -> Answer {
@@ -179,6 +275,8 @@ pub fn payload_urls(payload: &serde_json::Value) -> Vec<String> {
 }
 
 impl Hooks {
+    /// Hooks with `--webhook-secret` and `--webhook-token` (empty or `None`: that kind of hook
+    /// is refused as not configured).
     pub fn new(secret: Option<String>, token: Option<String>) -> Self {
         Hooks {
             secret: secret.filter(|s| !s.is_empty()).map(String::into_bytes),
@@ -272,7 +370,7 @@ impl Hooks {
     }
 
     /// Handle one hook request.
-    pub async fn handle(
+    pub(crate) async fn handle(
         self: &Arc<Self>,
         sender: Sender,
         st: &super::AppState,
@@ -280,7 +378,6 @@ impl Hooks {
         query_repo: Option<&str>,
         body: &[u8],
     ) -> Answer {
-        let (repos, catalog, access) = (&st.repos, &st.status.catalog, &st.access);
         if body.len() > MAX_BODY {
             return answer(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -291,85 +388,25 @@ impl Hooks {
             crate::metrics::hook(sender.name(), "refused");
             return a;
         }
-        let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let event = match sender {
-            Sender::GitHub => h("x-github-event"),
-            Sender::Gitea => h("x-gitea-event")
-                .or_else(|| h("x-gogs-event"))
-                .or_else(|| h("x-github-event")),
-            Sender::GitLab => h("x-gitlab-event"),
-            Sender::Generic => Some("refresh"),
-        }
-        .unwrap_or("")
-        .to_string();
-        let relevant = match sender {
-            Sender::GitHub | Sender::Gitea => {
-                matches!(event.as_str(), "push" | "create" | "delete")
-            }
-            Sender::GitLab => matches!(
-                event.as_str(),
-                "Push Hook" | "Tag Push Hook" | "System Hook"
-            ),
-            Sender::Generic => true,
-        };
+        let event = sender.event(headers);
         if event == "ping" {
             crate::metrics::hook(sender.name(), "ping");
             return answer(StatusCode::OK, "pong");
         }
-        if !relevant {
+        if !sender.changes_refs(&event) {
             crate::metrics::hook(sender.name(), "ignored");
             return answer(StatusCode::ACCEPTED, format!("event {event:?} ignored"));
         }
-        let delivery = match sender {
-            Sender::GitHub => h("x-github-delivery"),
-            Sender::Gitea => h("x-gitea-delivery").or_else(|| h("x-gogs-delivery")),
-            Sender::GitLab => h("x-gitlab-event-uuid").or_else(|| h("idempotency-key")),
-            Sender::Generic => None,
-        };
-        if let Some(id) = delivery
+        if let Some(id) = sender.delivery(headers)
             && self.replayed(&format!("{}:{id}", sender.name()))
         {
             crate::metrics::hook(sender.name(), "replayed");
             return answer(StatusCode::OK, format!("delivery {id} already handled"));
         }
-        // Which stored repositories the hook is about.
-        let targets = match sender {
-            Sender::Generic => {
-                let Some(root) = query_repo.filter(|r| !r.is_empty()) else {
-                    return answer(StatusCode::BAD_REQUEST, "?repo=<import path> is required");
-                };
-                match repos.stored_target(root).await {
-                    Some(t) if t.root == root => vec![t],
-                    _ => Vec::new(),
-                }
-            }
-            _ => {
-                let payload: serde_json::Value = match serde_json::from_slice(body) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        return answer(
-                            StatusCode::BAD_REQUEST,
-                            format!("payload is not JSON: {e}"),
-                        );
-                    }
-                };
-                // `clone_url` and `html_url` usually normalize alike: each is looked up once.
-                let mut urls: Vec<String> = payload_urls(&payload)
-                    .iter()
-                    .filter_map(|u| normalize_url(u))
-                    .collect();
-                urls.sort();
-                urls.dedup();
-                if urls.is_empty() {
-                    return answer(StatusCode::BAD_REQUEST, "payload names no repository URL");
-                }
-                stored_targets(repos, catalog, &urls).await
-            }
+        let targets = match hook_targets(sender, st, query_repo, body).await {
+            Ok(t) => t,
+            Err(a) => return a,
         };
-        let targets: Vec<Target> = targets
-            .into_iter()
-            .filter(|t| access.check(&t.root).is_ok())
-            .collect();
         if targets.is_empty() {
             crate::metrics::hook(sender.name(), "unknown");
             return answer(
@@ -378,6 +415,13 @@ impl Hooks {
             );
         }
         crate::metrics::hook(sender.name(), "accepted");
+        self.refresh_all(&st.repos, targets).await
+    }
+
+    /// Refresh each target, waiting up to [`ANSWER_WITHIN`] for each, and say how each went:
+    /// 200, unless a refresh was queued or is still running (202) or failed (502), the last
+    /// such target deciding.
+    async fn refresh_all(self: &Arc<Self>, repos: &Arc<Repos>, targets: Vec<Target>) -> Answer {
         let mut lines = Vec::new();
         let mut status = StatusCode::OK;
         for t in targets {

@@ -50,8 +50,11 @@ impl Default for Limits {
     }
 }
 
+/// Everything a request handler needs, shared by all requests.
 pub struct AppState {
+    /// The repositories: open snapshots, fills and refreshes.
     pub repos: Arc<Repos>,
+    /// Maps import paths to their upstream repositories.
     pub resolver: Resolver,
     /// Base URL for go-import tags; `None`: from the request.
     pub public_url: Option<String>,
@@ -59,8 +62,8 @@ pub struct AppState {
     pub listen_url: String,
     /// goprox serves TLS itself (`--tls-cert`): go-import tags say `https://`.
     pub tls: bool,
-    /// `--auth-file`: clients must authenticate (HTTP basic) on every route but `/healthz`
-    /// and `/readyz`.
+    /// `--auth-file`: clients must authenticate (HTTP basic) on every route but `/healthz`,
+    /// `/readyz` and the push hooks (`POST /-/hooks/…`, which carry their own credentials).
     pub auth: Option<Arc<crate::http::auth::Users>>,
     /// Request size limits.
     pub limits: Limits,
@@ -124,6 +127,8 @@ impl AppState {
     }
 }
 
+/// The axum router for every route goprox serves (git, go-get, module proxy, sumdb, status,
+/// hooks, metrics, health), with authentication and body limits applied.
 pub fn router(state: Arc<AppState>) -> Router {
     let auth = state.auth.clone();
     let max_body = state.limits.max_request_bytes;

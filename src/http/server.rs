@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 /// Default longest wait of a shutdown for in-flight requests.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(23);
 
+/// Timeouts of the accept loop ([`serve`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
     /// A request head (request line and headers) must arrive within this; it also bounds

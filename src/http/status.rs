@@ -21,10 +21,12 @@ use std::time::Duration;
 
 /// Rows per page unless `per` says otherwise (at most [`MAX_PER_PAGE`]).
 pub const PER_PAGE: usize = 50;
+/// Most rows per page, whatever `per` asks for.
 pub const MAX_PER_PAGE: usize = 500;
 
 /// What the page knows about this process (set at start-up).
 pub struct Status {
+    /// Reader of the repository catalog in the store.
     pub catalog: Catalog,
     /// The store, described without secrets.
     pub store: String,
@@ -37,6 +39,8 @@ pub struct Status {
 }
 
 impl Status {
+    /// The status of a process using `store`, with the operator `settings` to show; the
+    /// catalog is revalidated at most once a second.
     pub fn new(store: &DynStore, settings: Vec<(&'static str, String)>) -> Self {
         Status {
             catalog: Catalog::new(store.clone(), Duration::from_secs(1)),
@@ -61,14 +65,20 @@ pub struct Query {
     pub sort: String,
     /// 1-based.
     pub page: usize,
+    /// Rows per page: 0 means [`PER_PAGE`]; capped at [`MAX_PER_PAGE`].
     pub per: usize,
 }
 
+/// Everything one page view shows (the JSON document of `/-/status.json`).
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// This process.
     pub instance: Instance,
+    /// Sums over every repository in the catalog (not only the matching ones).
     pub totals: Totals,
+    /// The page of repositories matching the query.
     pub repositories: Page,
+    /// Fills and refreshes under way on this instance.
     pub in_progress: Vec<Work>,
     /// The busiest repositories of the last hour on this instance.
     pub top: Vec<Top>,
@@ -79,23 +89,37 @@ pub struct Report {
     pub catalog_error: Option<String>,
 }
 
+/// The process answering the page.
 #[derive(Debug, Serialize)]
 pub struct Instance {
+    /// The agent string ([`crate::AGENT`]).
     pub version: &'static str,
+    /// This process's lease holder name.
     pub holder: String,
+    /// Unix seconds of the start.
     pub started_at: u64,
+    /// Seconds since the start.
     pub uptime_secs: u64,
+    /// The store, described without secrets.
     pub store: String,
+    /// Settings that matter to an operator, by flag name.
     pub settings: Vec<(&'static str, String)>,
 }
 
+/// Sums over the catalog's entries.
 #[derive(Debug, Default, Serialize)]
 pub struct Totals {
+    /// Repositories in the catalog.
     pub repositories: u64,
+    /// Refs over all repositories.
     pub refs: u64,
+    /// Tags over all repositories.
     pub tags: u64,
+    /// Packs over all repositories.
     pub packs: u64,
+    /// Objects in those packs.
     pub objects: u64,
+    /// Bytes of those packs.
     pub bytes: u64,
     /// Repositories whose last look upstream failed.
     pub failing: u64,
@@ -105,18 +129,25 @@ pub struct Totals {
     pub zip_bytes: u64,
 }
 
+/// One page of the repositories matching a query.
 #[derive(Debug, Serialize)]
 pub struct Page {
+    /// The query, with `page` clamped to the pages there are and `per` resolved.
     pub query: Query,
     /// Repositories matching the query.
     pub matched: usize,
+    /// Pages there are (at least 1).
     pub pages: usize,
+    /// The rows of this page.
     pub rows: Vec<Row>,
 }
 
+/// One repository on the page.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
+    /// The import path.
     pub root: String,
+    /// Its catalog entry.
     #[serde(flatten)]
     pub entry: Entry,
     /// Who holds the repository's lease now (any instance), if anyone.
@@ -129,15 +160,21 @@ pub struct Row {
     pub busy: Option<&'static str>,
 }
 
+/// A lease held on a repository, as of the page view.
 #[derive(Debug, Clone, Serialize)]
 pub struct LeaseView {
+    /// The holder's name (instance).
     pub holder: String,
+    /// Milliseconds until the lease expires unless renewed.
     pub expires_in_ms: u64,
 }
 
+/// One of the busiest repositories on this instance.
 #[derive(Debug, Serialize)]
 pub struct Top {
+    /// The import path.
     pub root: String,
+    /// Requests that opened it on this instance in the last hour.
     pub hits: u32,
 }
 
@@ -156,52 +193,9 @@ pub fn build(
     in_progress: &[Work],
     query: &Query,
 ) -> (Totals, Page) {
-    let mut totals = Totals::default();
-    let needle = query.q.trim().to_lowercase();
     let busy = |root: &str| in_progress.iter().find(|w| w.root == root).map(|w| w.kind);
-    let mut matched: Vec<(&String, &Entry)> = Vec::new();
-    for shard in shards {
-        for (root, e) in &shard.repos {
-            totals.repositories += 1;
-            totals.refs += u64::from(e.refs);
-            totals.tags += u64::from(e.tags);
-            totals.packs += u64::from(e.packs);
-            totals.objects += e.objects;
-            totals.bytes += e.bytes;
-            totals.module_versions += u64::from(e.versions);
-            totals.zip_bytes += e.zip_bytes;
-            if e.outcome == Outcome::Failed {
-                totals.failing += 1;
-            }
-            if !needle.is_empty()
-                && !root.to_lowercase().contains(&needle)
-                && !e.upstream.to_lowercase().contains(&needle)
-            {
-                continue;
-            }
-            match query.status.as_str() {
-                "failed" if e.outcome != Outcome::Failed => continue,
-                "busy" if busy(root).is_none() => continue,
-                _ => {}
-            }
-            matched.push((root, e));
-        }
-    }
-    match query.sort.as_str() {
-        "size" => matched.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then(a.0.cmp(b.0))),
-        "refs" => matched.sort_by(|a, b| b.1.refs.cmp(&a.1.refs).then(a.0.cmp(b.0))),
-        "fetched" => matched.sort_by(|a, b| b.1.fetched_at.cmp(&a.1.fetched_at).then(a.0.cmp(b.0))),
-        "checked" => matched.sort_by(|a, b| b.1.checked_at.cmp(&a.1.checked_at).then(a.0.cmp(b.0))),
-        "hits" => {
-            let mut keyed: Vec<(u32, &String, &Entry)> = matched
-                .iter()
-                .map(|(r, e)| (activity.hits(r), *r, *e))
-                .collect();
-            keyed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
-            matched = keyed.into_iter().map(|(_, r, e)| (r, e)).collect();
-        }
-        _ => matched.sort_by(|a, b| a.0.cmp(b.0)),
-    }
+    let (totals, mut matched) = tally_and_filter(shards, query, busy);
+    sort_matched(&mut matched, &query.sort, activity);
     let per = match query.per {
         0 => PER_PAGE,
         n => n.min(MAX_PER_PAGE),
@@ -232,6 +226,66 @@ pub fn build(
             rows,
         },
     )
+}
+
+/// The sums over every repository, and the repositories matching the query's text and status
+/// filters (unsorted).
+fn tally_and_filter<'a>(
+    shards: &'a [Arc<Shard>],
+    query: &Query,
+    busy: impl Fn(&str) -> Option<&'static str>,
+) -> (Totals, Vec<(&'a String, &'a Entry)>) {
+    let mut totals = Totals::default();
+    let needle = query.q.trim().to_lowercase();
+    let mut matched: Vec<(&String, &Entry)> = Vec::new();
+    for shard in shards {
+        for (root, e) in &shard.repos {
+            totals.repositories += 1;
+            totals.refs += u64::from(e.refs);
+            totals.tags += u64::from(e.tags);
+            totals.packs += u64::from(e.packs);
+            totals.objects += e.objects;
+            totals.bytes += e.bytes;
+            totals.module_versions += u64::from(e.versions);
+            totals.zip_bytes += e.zip_bytes;
+            if e.outcome == Outcome::Failed {
+                totals.failing += 1;
+            }
+            if !needle.is_empty()
+                && !root.to_lowercase().contains(&needle)
+                && !e.upstream.to_lowercase().contains(&needle)
+            {
+                continue;
+            }
+            match query.status.as_str() {
+                "failed" if e.outcome != Outcome::Failed => continue,
+                "busy" if busy(root).is_none() => continue,
+                _ => {}
+            }
+            matched.push((root, e));
+        }
+    }
+    (totals, matched)
+}
+
+/// Order the matching repositories by the query's `sort` (ties, and the default, by import
+/// path).
+fn sort_matched(matched: &mut Vec<(&String, &Entry)>, sort: &str, activity: &Activity) {
+    match sort {
+        "size" => matched.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then(a.0.cmp(b.0))),
+        "refs" => matched.sort_by(|a, b| b.1.refs.cmp(&a.1.refs).then(a.0.cmp(b.0))),
+        "fetched" => matched.sort_by(|a, b| b.1.fetched_at.cmp(&a.1.fetched_at).then(a.0.cmp(b.0))),
+        "checked" => matched.sort_by(|a, b| b.1.checked_at.cmp(&a.1.checked_at).then(a.0.cmp(b.0))),
+        "hits" => {
+            let mut keyed: Vec<(u32, &String, &Entry)> = matched
+                .iter()
+                .map(|(r, e)| (activity.hits(r), *r, *e))
+                .collect();
+            keyed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+            *matched = keyed.into_iter().map(|(_, r, e)| (r, e)).collect();
+        }
+        _ => matched.sort_by(|a, b| a.0.cmp(b.0)),
+    }
 }
 
 /// The whole report for one page view.
@@ -404,7 +458,20 @@ details summary{cursor:pointer}
 pub fn render_html(r: &Report) -> String {
     let now = unix_now();
     let mut h = String::with_capacity(16 * 1024 + r.repositories.rows.len() * 600);
-    let q = &r.repositories.query;
+    html_head(&mut h, r);
+    html_totals(&mut h, r);
+    html_in_progress(&mut h, r);
+    html_repositories(&mut h, r, now);
+    html_pages(&mut h, r);
+    html_top(&mut h, r);
+    html_errors(&mut h, r, now);
+    html_settings(&mut h, r);
+    html_footer(&mut h, r, now);
+    h
+}
+
+/// The document head, the instance line and the catalog error, if any.
+fn html_head(h: &mut String, r: &Report) {
     h.push_str("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
     h.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">");
     h.push_str("<title>goprox status</title><style>");
@@ -425,6 +492,10 @@ pub fn render_html(r: &Report) -> String {
             escape(e)
         );
     }
+}
+
+/// The cards with the catalog's totals.
+fn html_totals(h: &mut String, r: &Report) {
     let t = &r.totals;
     h.push_str("<div class=\"cards\" id=\"totals\">");
     for (label, value, id) in [
@@ -458,8 +529,10 @@ pub fn render_html(r: &Report) -> String {
         );
     }
     h.push_str("</div>\n");
+}
 
-    // Work under way.
+/// Fills and refreshes under way on this instance.
+fn html_in_progress(h: &mut String, r: &Report) {
     h.push_str("<h2>In progress on this instance</h2>\n");
     if r.in_progress.is_empty() {
         h.push_str("<p class=\"muted\" id=\"in-progress-none\">nothing</p>\n");
@@ -477,12 +550,39 @@ pub fn render_html(r: &Report) -> String {
         }
         h.push_str("</table></div>\n");
     }
+}
 
-    // Repositories.
+/// The link to page `page` of the repositories sorted by `sort`, with the query's filters.
+fn page_link(q: &Query, sort: &str, page: usize) -> String {
+    format!(
+        "/-/status?q={}&amp;status={}&amp;sort={}&amp;page={page}&amp;per={}",
+        query_escape(&q.q),
+        query_escape(&q.status),
+        query_escape(sort),
+        q.per
+    )
+}
+
+/// A column header that sorts the repositories by `sort`.
+fn sort_header(q: &Query, label: &str, sort: &str, class: &str) -> String {
+    format!(
+        "<th{class}><a href=\"{}\">{label}</a></th>",
+        page_link(q, sort, 1),
+        class = if class.is_empty() {
+            String::new()
+        } else {
+            format!(" class=\"{class}\"")
+        }
+    )
+}
+
+/// The repositories heading, the filter form and the table of the page's repositories.
+fn html_repositories(h: &mut String, r: &Report, now: u64) {
+    let q = &r.repositories.query;
     let _ = writeln!(
         h,
         "<h2>Repositories <span class=\"muted\" id=\"matched\">{} of {}</span></h2>",
-        r.repositories.matched, t.repositories
+        r.repositories.matched, r.totals.repositories
     );
     let _ = writeln!(
         h,
@@ -498,104 +598,100 @@ pub fn render_html(r: &Report) -> String {
         if q.status == "busy" { " selected" } else { "" },
         escape(&q.sort),
     );
-    let link = |sort: &str, page: usize| {
-        format!(
-            "/-/status?q={}&amp;status={}&amp;sort={}&amp;page={page}&amp;per={}",
-            query_escape(&q.q),
-            query_escape(&q.status),
-            query_escape(sort),
-            q.per
-        )
-    };
-    let head = |label: &str, sort: &str, class: &str| {
-        format!(
-            "<th{class}><a href=\"{}\">{label}</a></th>",
-            link(sort, 1),
-            class = if class.is_empty() {
-                String::new()
-            } else {
-                format!(" class=\"{class}\"")
-            }
-        )
-    };
     h.push_str("<div class=\"scroll\"><table id=\"repositories\"><thead><tr>");
-    h.push_str(&head("import path", "root", ""));
+    h.push_str(&sort_header(q, "import path", "root", ""));
     h.push_str("<th class=\"wide\">upstream</th>");
-    h.push_str(&head("refs", "refs", "n"));
+    h.push_str(&sort_header(q, "refs", "refs", "n"));
     h.push_str("<th class=\"n wide\">tags</th><th class=\"n wide\">packs</th>");
-    h.push_str(&head("size", "size", "n"));
-    h.push_str(&head("fetched", "fetched", "wide"));
-    h.push_str(&head("last look", "checked", ""));
+    h.push_str(&sort_header(q, "size", "size", "n"));
+    h.push_str(&sort_header(q, "fetched", "fetched", "wide"));
+    h.push_str(&sort_header(q, "last look", "checked", ""));
     h.push_str("<th class=\"wide\">lease</th>");
-    h.push_str(&head("hits/h", "hits", "n wide"));
+    h.push_str(&sort_header(q, "hits/h", "hits", "n wide"));
     h.push_str("</tr></thead><tbody>\n");
     for row in &r.repositories.rows {
-        let e = &row.entry;
-        let outcome_class = match e.outcome {
-            Outcome::Failed => "bad",
-            Outcome::Unknown => "muted",
-            _ => "ok",
-        };
-        let _ = writeln!(
-            h,
-            "<tr data-root=\"{root}\"><td class=\"path\">{root}{busy}</td><td class=\"path muted wide\">{up}</td>\
-             <td class=\"n refs\">{refs}</td><td class=\"n wide\">{tags}</td><td class=\"n wide\">{packs}</td><td class=\"n\" title=\"{bytes} bytes, {objects} objects\">{size}</td>\
-             <td class=\"wide\" title=\"{fetched_utc}\">{fetched}</td><td><span class=\"{outcome_class} outcome\">{outcome}</span> <span class=\"muted\" title=\"{checked_utc}\">{checked}</span>{error}</td>\
-             <td class=\"wide\">{lease}</td><td class=\"n wide\">{hits}</td></tr>",
-            root = escape(&row.root),
-            busy = row
-                .busy
-                .map(|k| format!(" <span class=\"busy\">({k})</span>"))
-                .unwrap_or_default(),
-            up = escape(&e.upstream),
-            refs = e.refs,
-            tags = e.tags,
-            packs = e.packs,
-            bytes = e.bytes,
-            objects = e.objects,
-            size = human_bytes(e.bytes),
-            fetched_utc = utc(e.fetched_at),
-            fetched = ago(e.fetched_at, now),
-            outcome = e.outcome.as_str(),
-            checked_utc = utc(e.checked_at),
-            checked = ago(e.checked_at, now),
-            error = e
-                .error
-                .as_deref()
-                .filter(|_| e.outcome == Outcome::Failed)
-                .map(|m| format!(
-                    "<div class=\"bad error\">{} <span class=\"muted\">({})</span></div>",
-                    escape(m),
-                    ago(e.error_at, now)
-                ))
-                .unwrap_or_default(),
-            lease = row
-                .lease
-                .as_ref()
-                .map(|l| format!(
-                    "<span class=\"busy\">{}</span> <span class=\"muted\">{} s</span>",
-                    escape(&l.holder),
-                    l.expires_in_ms.div_ceil(1000)
-                ))
-                .unwrap_or_default(),
-            hits = row.hits_last_hour,
-        );
+        html_repository_row(h, row, now);
     }
     h.push_str("</tbody></table></div>\n");
+}
+
+/// One repository's table row.
+fn html_repository_row(h: &mut String, row: &Row, now: u64) {
+    let e = &row.entry;
+    let outcome_class = match e.outcome {
+        Outcome::Failed => "bad",
+        Outcome::Unknown => "muted",
+        _ => "ok",
+    };
+    let _ = writeln!(
+        h,
+        "<tr data-root=\"{root}\"><td class=\"path\">{root}{busy}</td><td class=\"path muted wide\">{up}</td>\
+         <td class=\"n refs\">{refs}</td><td class=\"n wide\">{tags}</td><td class=\"n wide\">{packs}</td><td class=\"n\" title=\"{bytes} bytes, {objects} objects\">{size}</td>\
+         <td class=\"wide\" title=\"{fetched_utc}\">{fetched}</td><td><span class=\"{outcome_class} outcome\">{outcome}</span> <span class=\"muted\" title=\"{checked_utc}\">{checked}</span>{error}</td>\
+         <td class=\"wide\">{lease}</td><td class=\"n wide\">{hits}</td></tr>",
+        root = escape(&row.root),
+        busy = row
+            .busy
+            .map(|k| format!(" <span class=\"busy\">({k})</span>"))
+            .unwrap_or_default(),
+        up = escape(&e.upstream),
+        refs = e.refs,
+        tags = e.tags,
+        packs = e.packs,
+        bytes = e.bytes,
+        objects = e.objects,
+        size = human_bytes(e.bytes),
+        fetched_utc = utc(e.fetched_at),
+        fetched = ago(e.fetched_at, now),
+        outcome = e.outcome.as_str(),
+        checked_utc = utc(e.checked_at),
+        checked = ago(e.checked_at, now),
+        error = e
+            .error
+            .as_deref()
+            .filter(|_| e.outcome == Outcome::Failed)
+            .map(|m| format!(
+                "<div class=\"bad error\">{} <span class=\"muted\">({})</span></div>",
+                escape(m),
+                ago(e.error_at, now)
+            ))
+            .unwrap_or_default(),
+        lease = row
+            .lease
+            .as_ref()
+            .map(|l| format!(
+                "<span class=\"busy\">{}</span> <span class=\"muted\">{} s</span>",
+                escape(&l.holder),
+                l.expires_in_ms.div_ceil(1000)
+            ))
+            .unwrap_or_default(),
+        hits = row.hits_last_hour,
+    );
+}
+
+/// Links to the previous and next page, when there is more than one.
+fn html_pages(h: &mut String, r: &Report) {
+    let q = &r.repositories.query;
     if r.repositories.pages > 1 {
         let p = q.page;
         h.push_str("<p id=\"pages\">");
         if p > 1 {
-            let _ = write!(h, "<a href=\"{}\">← previous</a> ", link(&q.sort, p - 1));
+            let _ = write!(
+                h,
+                "<a href=\"{}\">← previous</a> ",
+                page_link(q, &q.sort, p - 1)
+            );
         }
         let _ = write!(h, "page {p} of {} ", r.repositories.pages);
         if p < r.repositories.pages {
-            let _ = write!(h, "<a href=\"{}\">next →</a>", link(&q.sort, p + 1));
+            let _ = write!(h, "<a href=\"{}\">next →</a>", page_link(q, &q.sort, p + 1));
         }
         h.push_str("</p>\n");
     }
+}
 
-    // Traffic and errors.
+/// The busiest repositories of the last hour.
+fn html_top(h: &mut String, r: &Report) {
     h.push_str("<h2>Busiest in the last hour (this instance)</h2>\n");
     if r.top.is_empty() {
         h.push_str("<p class=\"muted\">no requests</p>\n");
@@ -611,6 +707,10 @@ pub fn render_html(r: &Report) -> String {
         }
         h.push_str("</table></div>\n");
     }
+}
+
+/// This instance's recent errors.
+fn html_errors(h: &mut String, r: &Report, now: u64) {
     h.push_str("<h2>Recent errors (this instance)</h2>\n");
     if r.errors.is_empty() {
         h.push_str("<p class=\"muted\" id=\"errors-none\">none</p>\n");
@@ -629,6 +729,10 @@ pub fn render_html(r: &Report) -> String {
         }
         h.push_str("</table></div>\n");
     }
+}
+
+/// The settings that matter, folded.
+fn html_settings(h: &mut String, r: &Report) {
     h.push_str(
         "<h2>Settings</h2><details><summary>flags that matter</summary><table id=\"settings\">",
     );
@@ -641,6 +745,11 @@ pub fn render_html(r: &Report) -> String {
         );
     }
     h.push_str("</table></details>\n");
+}
+
+/// The generation time, the links to the JSON twin and the metrics, and the document's end.
+fn html_footer(h: &mut String, r: &Report, now: u64) {
+    let q = &r.repositories.query;
     let _ = writeln!(
         h,
         "<p class=\"muted\">Generated {} UTC · <a href=\"/-/status.json?q={}&amp;status={}&amp;sort={}&amp;page={}&amp;per={}\">JSON</a> · <a href=\"/metrics\">metrics</a></p>",
@@ -652,7 +761,6 @@ pub fn render_html(r: &Report) -> String {
         q.per
     );
     h.push_str("</body></html>\n");
-    h
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub struct FsckReport {
 }
 
 impl FsckReport {
+    /// No problems found.
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
@@ -91,6 +92,8 @@ pub async fn check_repo(store: &DynStore, root: &str) -> Vec<String> {
 type Index = gix_pack::index::File<Vec<u8>>;
 
 /// Checks of one pack and its index; the parsed index when it could be read.
+// Long because it is a flat list of checks (pack header, trailer, index checksum, index
+// contents, bitmaps), each adding its own problem line.
 async fn check_pack(
     store: &DynStore,
     keys: &Keys,

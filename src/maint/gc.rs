@@ -33,7 +33,7 @@ const GC_LEASE_TTL: Duration = Duration::from_secs(30);
 
 /// Why an object is deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reason {
+pub(crate) enum Reason {
     /// Listed in the ref index's `retired` since `at` (Unix seconds).
     Retired { at: u64 },
     /// Not named by the repository's ref index.
@@ -75,44 +75,56 @@ impl std::fmt::Display for Reason {
     }
 }
 
+/// One object gc deletes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Deletion {
-    pub key: String,
-    pub size: u64,
-    pub reason: Reason,
+pub(crate) struct Deletion {
+    /// The store key.
+    pub(crate) key: String,
+    /// Its size in bytes.
+    pub(crate) size: u64,
+    /// Why it goes.
+    pub(crate) reason: Reason,
 }
 
 /// The state of a repository's ref index when planning.
 #[derive(Debug, Clone, Copy)]
-pub enum IndexState<'a> {
+pub(crate) enum IndexState<'a> {
+    /// The repository has no ref index.
     Missing,
     /// Present but unreadable: nothing of the repository is touched.
     Corrupt,
+    /// The ref index as read.
     Present(&'a RefIndex),
 }
 
 /// The state of a repository's lease object when planning.
 #[derive(Debug, Clone, Copy)]
-pub enum LeaseState<'a> {
+pub(crate) enum LeaseState<'a> {
+    /// No lease object.
     Missing,
+    /// A lease object that does not parse.
     Unreadable,
+    /// The lease as read.
     Present(&'a LeaseRecord),
 }
 
 /// What gc will do to one repository.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RepoPlan {
-    pub root: String,
+pub(crate) struct RepoPlan {
+    /// The repository's import path.
+    pub(crate) root: String,
     /// Packs and indexes to delete.
-    pub objects: Vec<Deletion>,
+    pub(crate) objects: Vec<Deletion>,
     /// The lease object, if it is to be deleted.
-    pub lease: Option<Deletion>,
+    pub(crate) lease: Option<Deletion>,
     /// Names to drop from the ref index's `retired` list (once their objects are gone).
-    pub drop_retired: Vec<String>,
+    pub(crate) drop_retired: Vec<String>,
 }
 
 impl RepoPlan {
-    pub fn is_empty(&self) -> bool {
+    /// Nothing to delete and nothing to drop.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.objects.is_empty() && self.lease.is_none() && self.drop_retired.is_empty()
     }
 }
@@ -124,7 +136,9 @@ fn age(now: SystemTime, then: SystemTime) -> Duration {
 
 /// Decide what to delete of repository `root`, given the listing of its keys (`entries`, other
 /// keys are ignored), its ref index and lease, the time and the grace period.
-pub fn plan_repo(
+// Long because it is a flat table of cases: one rule per kind of key (packs, lease, cached
+// packs, received-fill records).
+pub(crate) fn plan_repo(
     root: &str,
     entries: &[ListEntry],
     index: IndexState<'_>,
@@ -228,7 +242,7 @@ pub fn plan_repo(
 }
 
 /// Probe scratch objects older than the grace period.
-pub fn plan_probe_leftovers(
+pub(crate) fn plan_probe_leftovers(
     entries: &[ListEntry],
     now: SystemTime,
     grace: Duration,
@@ -248,7 +262,7 @@ pub fn plan_probe_leftovers(
 /// its ledger entries name (`recorded`) refers to, older than the grace period; and zip build
 /// leases not written for the grace period (a live build rewrites its lease every few
 /// seconds, a finished one removes it).
-pub fn plan_module_zips(
+pub(crate) fn plan_module_zips(
     entries: &[ListEntry],
     recorded: &BTreeSet<String>,
     now: SystemTime,
@@ -331,17 +345,27 @@ async fn module_zips(
 /// Counts of one run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcSummary {
+    /// Repositories (roots with keys under `<root>/@git/`) looked at.
     pub repositories: usize,
+    /// Objects deleted.
     pub deleted: usize,
+    /// Bytes of those objects.
     pub deleted_bytes: u64,
+    /// Entries dropped from ref indexes' `retired` lists.
     pub retired_dropped: usize,
+    /// Incomplete multipart uploads (or temporary files) removed.
     pub uploads_aborted: u32,
+    /// Repositories (or their module zips) left alone: lease held elsewhere, ref index or
+    /// ledger entry unreadable.
     pub skipped: usize,
+    /// Store errors met (each also reported as an `error:` line).
     pub errors: usize,
 }
 
+/// Why gc could not run at all.
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
+    /// The store could not be listed.
     #[error("listing the store: {0}")]
     List(StoreError),
 }
@@ -503,6 +527,8 @@ async fn load(store: &DynStore, root: &str) -> Result<Loaded, StoreError> {
     })
 }
 
+// Long because it is one repository's gc in order (plan, lease, plan again, delete, drop
+// retired names, remove the lease), each step deciding whether the next runs.
 async fn repo(
     store: &DynStore,
     root: &str,

@@ -45,6 +45,7 @@ pub struct RepoStats {
     pub closed: bool,
     /// Another process is working on the repository (its lease has not expired or been released).
     pub lease_held: bool,
+    /// The holder named in the lease object, while it is held.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_holder: Option<String>,
     /// Unix milliseconds at which the held lease expires unless renewed.
@@ -52,24 +53,33 @@ pub struct RepoStats {
     pub lease_expires_at_ms: Option<u64>,
     /// Module versions whose zip the module front has recorded (ledger entries).
     pub module_versions: usize,
-    /// Module zips stored (`@mod/zip/`), and their total size.
+    /// Module zips stored (`@mod/zip/`).
     pub module_zips: usize,
+    /// Total size of those zips, in bytes.
     pub module_zip_bytes: u64,
     /// Why the numbers above are missing (no, unreadable or corrupt ref index).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
-/// The sums over all repositories.
+/// The sums over all repositories (each field sums the [`RepoStats`] field of that name).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Totals {
+    /// Repositories reported.
     pub repositories: usize,
+    /// Refs.
     pub refs: usize,
+    /// Packs named by ref indexes.
     pub packs: usize,
+    /// Bytes of those packs.
     pub pack_bytes: u64,
+    /// Bytes of their `.idx` objects.
     pub idx_bytes: u64,
+    /// Objects in those packs.
     pub objects: u64,
+    /// Retired packs waiting for `goprox gc`.
     pub retired: usize,
+    /// Bytes of everything stored under the repositories' keys.
     pub stored_bytes: u64,
     /// Repositories that are `closed`.
     pub closed: usize,
@@ -77,14 +87,20 @@ pub struct Totals {
     pub leases_held: usize,
     /// Repositories with an `error`.
     pub errors: usize,
+    /// Module versions with a recorded zip.
     pub module_versions: usize,
+    /// Module zips stored.
     pub module_zips: usize,
+    /// Bytes of those zips.
     pub module_zip_bytes: u64,
 }
 
+/// What `goprox stats` prints (as a table, or as JSON with `--json`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StatsReport {
+    /// One entry per repository.
     pub repositories: Vec<RepoStats>,
+    /// The sums.
     pub total: Totals,
 }
 
@@ -259,6 +275,8 @@ fn bytes(n: u64) -> String {
 }
 
 /// The report as a table, one line per repository and a total line.
+// Long because it is a flat table: one cell per column for error rows, repository rows and
+// the total line, then the column alignment.
 pub fn table(report: &StatsReport) -> String {
     let header = [
         "ROOT",

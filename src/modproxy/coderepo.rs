@@ -702,13 +702,12 @@ impl CodeRepo {
         g: &dyn Git,
         commit: &str,
         version: &str,
-    ) -> std::result::Result<(String, Option<Vec<u8>>), String> {
+    ) -> std::result::Result<ModuleDir, String> {
         if !semver::is_valid(version) {
             return Err("syntax error".into());
         }
-        let read = |file: &str| g.read_file(commit, file).map_err(|e| e.to_string());
         let file1 = join(&self.code_dir, "go.mod");
-        let gomod1 = read(&file1)?;
+        let gomod1 = g.read_file(commit, &file1).map_err(|e| e.to_string())?;
         let mpath1 = gomod1
             .as_deref()
             .map(gomodfile::module_path)
@@ -716,77 +715,25 @@ impl CodeRepo {
         let found1 = gomod1.is_some()
             && (is_major(&mpath1, &self.path_major)
                 || (self.path_major.is_empty() && mpath1.starts_with("gopkg.in/")));
-        let mut file2 = String::new();
-        if !self.path_major.is_empty()
+        // A `/vN` module of a repository may also live in its `vN` subdirectory.
+        let major_subdir = !self.path_major.is_empty()
             && self.code_root != self.mod_path
-            && !self.path_major.starts_with('.')
-        {
-            let dir2 = join(&self.code_dir, &self.path_major[1..]);
-            file2 = join(&dir2, "go.mod");
-            let gomod2 = read(&file2)?;
-            let mpath2 = gomod2
-                .as_deref()
-                .map(gomodfile::module_path)
-                .unwrap_or_default();
-            let found2 = gomod2.is_some() && is_major(&mpath2, &self.path_major);
-            if found1 && found2 {
-                return Err(format!(
-                    "{}/{file1} and ...{}/go.mod both have ...{} module paths at revision {commit}",
-                    self.path_prefix, self.path_major, self.path_major
-                ));
-            }
-            if found2 {
-                return Ok((dir2, gomod2));
-            }
-            if gomod2.is_some() {
-                if mpath2.is_empty() {
-                    return Err(format!(
-                        "{}/{file2} is missing module path at revision {commit}",
-                        self.code_root
-                    ));
-                }
-                return Err(format!(
-                    "{}/{file2} has non-...{} module path {mpath2:?} at revision {commit}",
-                    self.code_root, self.path_major
-                ));
-            }
+            && !self.path_major.starts_with('.');
+        if major_subdir && let Some(found) = self.find_major_subdir(g, commit, found1, &file1)? {
+            return Ok(found);
         }
         if found1 {
             return Ok((self.code_dir.clone(), gomod1));
         }
         if gomod1.is_some() {
-            let suffix = if file2.is_empty() {
-                String::new()
-            } else {
-                format!(" (and ...{}/go.mod does not exist)", self.path_major)
-            };
-            if mpath1.is_empty() {
-                return Err(format!(
-                    "{file1} is missing module path{suffix} at revision {commit}"
-                ));
-            }
-            if !self.path_major.is_empty() {
-                return Err(format!(
-                    "{file1} has non-...{} module path {mpath1:?}{suffix} at revision {commit}",
-                    self.path_major
-                ));
-            }
-            if !module::split_path_version(&mpath1).2 {
-                return Err(format!(
-                    "{file1} has malformed module path {mpath1:?}{suffix} at revision {commit}"
-                ));
-            }
-            return Err(format!(
-                "{file1} has post-{} module path {mpath1:?}{suffix} at revision {commit}",
-                semver::major(version)
-            ));
+            return Err(self.wrong_module_path(&file1, &mpath1, major_subdir, version, commit));
         }
         if self.code_dir.is_empty()
             && (self.path_major.is_empty() || self.path_major.starts_with('.'))
         {
             return Ok((String::new(), None));
         }
-        if !file2.is_empty() {
+        if major_subdir {
             return Err(format!(
                 "missing {}/go.mod and ...{}/go.mod at revision {commit}",
                 self.path_prefix, self.path_major
@@ -796,6 +743,83 @@ impl CodeRepo {
             "missing {}/go.mod at revision {commit}",
             self.path_prefix
         ))
+    }
+
+    /// The `vN` subdirectory's go.mod (`findDir`'s second candidate): the directory and its
+    /// go.mod when it declares the module; `None` when it does not exist (the first candidate,
+    /// `file1`, decides); an error when both declare the module or it declares another.
+    fn find_major_subdir(
+        &self,
+        g: &dyn Git,
+        commit: &str,
+        found1: bool,
+        file1: &str,
+    ) -> std::result::Result<Option<ModuleDir>, String> {
+        let dir2 = join(&self.code_dir, &self.path_major[1..]);
+        let file2 = join(&dir2, "go.mod");
+        let gomod2 = g.read_file(commit, &file2).map_err(|e| e.to_string())?;
+        let mpath2 = gomod2
+            .as_deref()
+            .map(gomodfile::module_path)
+            .unwrap_or_default();
+        let found2 = gomod2.is_some() && is_major(&mpath2, &self.path_major);
+        if found1 && found2 {
+            return Err(format!(
+                "{}/{file1} and ...{}/go.mod both have ...{} module paths at revision {commit}",
+                self.path_prefix, self.path_major, self.path_major
+            ));
+        }
+        if found2 {
+            return Ok(Some((dir2, gomod2)));
+        }
+        if gomod2.is_some() {
+            if mpath2.is_empty() {
+                return Err(format!(
+                    "{}/{file2} is missing module path at revision {commit}",
+                    self.code_root
+                ));
+            }
+            return Err(format!(
+                "{}/{file2} has non-...{} module path {mpath2:?} at revision {commit}",
+                self.code_root, self.path_major
+            ));
+        }
+        Ok(None)
+    }
+
+    /// Why the go.mod at `file1`, which exists, does not declare the module (its module path
+    /// is `mpath1`; `major_subdir`: the `vN` subdirectory was looked at too, and has none).
+    fn wrong_module_path(
+        &self,
+        file1: &str,
+        mpath1: &str,
+        major_subdir: bool,
+        version: &str,
+        commit: &str,
+    ) -> String {
+        let suffix = if major_subdir {
+            format!(" (and ...{}/go.mod does not exist)", self.path_major)
+        } else {
+            String::new()
+        };
+        if mpath1.is_empty() {
+            return format!("{file1} is missing module path{suffix} at revision {commit}");
+        }
+        if !self.path_major.is_empty() {
+            return format!(
+                "{file1} has non-...{} module path {mpath1:?}{suffix} at revision {commit}",
+                self.path_major
+            );
+        }
+        if !module::split_path_version(mpath1).2 {
+            return format!(
+                "{file1} has malformed module path {mpath1:?}{suffix} at revision {commit}"
+            );
+        }
+        format!(
+            "{file1} has post-{} module path {mpath1:?}{suffix} at revision {commit}",
+            semver::major(version)
+        )
     }
 
     /// `.mod`: the go.mod at the version's module directory, unchanged, or `module <path>\n`.
@@ -841,48 +865,48 @@ impl CodeRepo {
             return Err(self.not_found(version, format!("no directory {dir} at {commit}")));
         };
         let attrs = self.attributes(g, &commit, &dir, &listed)?;
-        let full = |p: &str| join(&dir, p);
-        let mut files: Vec<(TreeFile, Option<Vec<u8>>)> =
-            listed.into_iter().map(|f| (f, None)).collect();
-        // A module below the root without a LICENSE gets the root's (the raw blob).
-        if !dir.is_empty()
-            && !files.iter().any(|(f, _)| f.path == "LICENSE")
-            && let Some(data) = g.read_file(&commit, "LICENSE")?
-        {
-            let file = TreeFile {
-                path: "LICENSE".into(),
-                kind: Kind::Regular,
-                blob: String::new(),
-            };
-            files.push((file, Some(data)));
-        }
-        let content = |f: &TreeFile, extra: &Option<Vec<u8>>| -> Result<Vec<u8>> {
-            if let Some(d) = extra {
-                return Ok(d.clone());
-            }
-            let data = g.read_blob(&f.blob)?;
-            Ok(match attrs.convert(&full(&f.path), &f.blob, &data) {
-                Some(c) => c,
-                None => data,
-            })
+        let files = ZipFiles {
+            g,
+            attrs: &attrs,
+            dir: &dir,
+            files: with_root_license(g, &commit, &dir, listed)?,
         };
         // Pass 1: sizes and content hashes.
-        let mut candidates = Vec::with_capacity(files.len());
-        let mut hashes = Vec::with_capacity(files.len());
+        let FirstPass {
+            candidates,
+            hashes,
+            root_go_mod,
+        } = self.size_and_hash(&files, version)?;
+        let included = modzip::check_files(&candidates, root_go_mod.as_deref())
+            .map_err(|e| self.not_found(version, e))?;
+        let prefix = format!("{}@{version}/", self.mod_path);
+        let mut named: Vec<(String, String)> = included
+            .iter()
+            .map(|&i| (format!("{prefix}{}", candidates[i].path), hashes[i].clone()))
+            .collect();
+        let h1 = modzip::hash1(&mut named).map_err(|e| self.not_found(version, e))?;
+        // Pass 2: the zip.
+        let out = open(&h1).map_err(ModError::Write)?;
+        let out = files.write_zip(&included, &hashes, &prefix, out)?;
+        Ok((
+            ZipSummary {
+                h1,
+                files: included.len(),
+                commit,
+            },
+            out,
+        ))
+    }
+
+    /// The zip's first pass over the files. Fails on a file whose `.gitattributes` conversion
+    /// is not supported.
+    fn size_and_hash(&self, files: &ZipFiles<'_>, version: &str) -> Result<FirstPass> {
+        let n_files = files.files.len();
+        let mut candidates = Vec::with_capacity(n_files);
+        let mut hashes = Vec::with_capacity(n_files);
         let mut root_go_mod = None;
-        let prefetch = |from: usize, order: &mut dyn Iterator<Item = usize>| {
-            if from.is_multiple_of(PREFETCH_FILES) {
-                let ids: Vec<&str> = order
-                    .take(PREFETCH_FILES)
-                    .filter_map(|i| files.get(i))
-                    .filter(|(f, extra)| extra.is_none() && !f.blob.is_empty())
-                    .map(|(f, _)| f.blob.as_str())
-                    .collect();
-                g.prefetch_blobs(&ids);
-            }
-        };
-        for (n, (f, extra)) in files.iter().enumerate() {
-            prefetch(n, &mut (n..files.len()));
+        for (n, (f, extra)) in files.files.iter().enumerate() {
+            files.prefetch(n, &mut (n..n_files));
             if !matches!(f.kind, Kind::Regular) {
                 candidates.push(Candidate {
                     path: f.path.clone(),
@@ -894,12 +918,12 @@ impl CodeRepo {
             }
             if let Some(why) = extra
                 .is_none()
-                .then(|| attrs.unsupported(&full(&f.path)))
+                .then(|| files.attrs.unsupported(&join(files.dir, &f.path)))
                 .flatten()
             {
                 return Err(self.not_found(version, why));
             }
-            let data = content(f, extra)?;
+            let data = files.content(f, extra)?;
             if f.path == "go.mod" {
                 root_go_mod = Some(data.clone());
             }
@@ -910,39 +934,11 @@ impl CodeRepo {
             });
             hashes.push(hex::encode(sha2::Sha256::digest(&data)));
         }
-        let included = modzip::check_files(&candidates, root_go_mod.as_deref())
-            .map_err(|e| self.not_found(version, e))?;
-        let prefix = format!("{}@{version}/", self.mod_path);
-        let mut named: Vec<(String, String)> = included
-            .iter()
-            .map(|&i| (format!("{prefix}{}", candidates[i].path), hashes[i].clone()))
-            .collect();
-        let h1 = modzip::hash1(&mut named).map_err(|e| self.not_found(version, e))?;
-        // Pass 2: the zip.
-        let out = open(&h1).map_err(ModError::Write)?;
-        let mut w = ZipWriter::new(out);
-        for (n, &i) in included.iter().enumerate() {
-            prefetch(n, &mut included[n..].iter().copied());
-            let (f, extra) = &files[i];
-            let data = content(f, extra)?;
-            if hex::encode(sha2::Sha256::digest(&data)) != hashes[i] {
-                return Err(ModError::Odb(OdbError::Corrupt(format!(
-                    "{} changed between two reads",
-                    f.path
-                ))));
-            }
-            w.add(&format!("{prefix}{}", f.path), &data)
-                .map_err(ModError::Write)?;
-        }
-        let (out, _) = w.finish().map_err(ModError::Write)?;
-        Ok((
-            ZipSummary {
-                h1,
-                files: included.len(),
-                commit,
-            },
-            out,
-        ))
+        Ok(FirstPass {
+            candidates,
+            hashes,
+            root_go_mod,
+        })
     }
 
     /// The `.gitattributes` files that apply to the module's files: those on the path from the
@@ -975,6 +971,112 @@ impl CodeRepo {
             }
         }
         Ok(Attributes::new(files))
+    }
+}
+
+/// The module's directory in the repository and its go.mod, if any (`findDir`).
+type ModuleDir = (String, Option<Vec<u8>>);
+
+/// What the first pass of [`CodeRepo::zip_to`] learns of the files.
+struct FirstPass {
+    /// Every file as a candidate for the zip, with its size.
+    candidates: Vec<Candidate>,
+    /// The SHA-256 of each (hex; empty for a symlink).
+    hashes: Vec<String>,
+    /// The root's go.mod.
+    root_go_mod: Option<Vec<u8>>,
+}
+
+/// A module's files at a commit, as they go into its zip ([`CodeRepo::zip_to`]).
+struct ZipFiles<'a> {
+    g: &'a dyn Git,
+    /// The `.gitattributes` rules that apply.
+    attrs: &'a Attributes,
+    /// The module's directory in the repository.
+    dir: &'a str,
+    /// The listed files, each with its bytes when they are not its blob's (the root's LICENSE
+    /// of a module below the root).
+    files: Vec<(TreeFile, Option<Vec<u8>>)>,
+}
+
+/// The files listed in the module's directory, and the repository root's LICENSE when the
+/// module is below the root and has none (the raw blob, as the go command adds it).
+fn with_root_license(
+    g: &dyn Git,
+    commit: &str,
+    dir: &str,
+    listed: Vec<TreeFile>,
+) -> Result<Vec<(TreeFile, Option<Vec<u8>>)>> {
+    let mut files: Vec<(TreeFile, Option<Vec<u8>>)> =
+        listed.into_iter().map(|f| (f, None)).collect();
+    if !dir.is_empty()
+        && !files.iter().any(|(f, _)| f.path == "LICENSE")
+        && let Some(data) = g.read_file(commit, "LICENSE")?
+    {
+        let file = TreeFile {
+            path: "LICENSE".into(),
+            kind: Kind::Regular,
+            blob: String::new(),
+        };
+        files.push((file, Some(data)));
+    }
+    Ok(files)
+}
+
+impl ZipFiles<'_> {
+    /// A file's bytes as the zip holds them (after the `.gitattributes` conversions).
+    fn content(&self, f: &TreeFile, extra: &Option<Vec<u8>>) -> Result<Vec<u8>> {
+        if let Some(d) = extra {
+            return Ok(d.clone());
+        }
+        let data = self.g.read_blob(&f.blob)?;
+        Ok(
+            match self.attrs.convert(&join(self.dir, &f.path), &f.blob, &data) {
+                Some(c) => c,
+                None => data,
+            },
+        )
+    }
+
+    /// At every [`PREFETCH_FILES`]th file read (`from`), load the blobs of the next files in
+    /// `order` ahead.
+    fn prefetch(&self, from: usize, order: &mut dyn Iterator<Item = usize>) {
+        if from.is_multiple_of(PREFETCH_FILES) {
+            let ids: Vec<&str> = order
+                .take(PREFETCH_FILES)
+                .filter_map(|i| self.files.get(i))
+                .filter(|(f, extra)| extra.is_none() && !f.blob.is_empty())
+                .map(|(f, _)| f.blob.as_str())
+                .collect();
+            self.g.prefetch_blobs(&ids);
+        }
+    }
+
+    /// The zip's second pass: the `included` files, named below `prefix`, each read again and
+    /// checked against its first-pass hash, written as a zip to `out`.
+    fn write_zip<W: std::io::Write>(
+        &self,
+        included: &[usize],
+        hashes: &[String],
+        prefix: &str,
+        out: W,
+    ) -> Result<W> {
+        let mut w = ZipWriter::new(out);
+        for (n, &i) in included.iter().enumerate() {
+            self.prefetch(n, &mut included[n..].iter().copied());
+            let (f, extra) = &self.files[i];
+            let data = self.content(f, extra)?;
+            if hex::encode(sha2::Sha256::digest(&data)) != hashes[i] {
+                return Err(ModError::Odb(OdbError::Corrupt(format!(
+                    "{} changed between two reads",
+                    f.path
+                ))));
+            }
+            w.add(&format!("{prefix}{}", f.path), &data)
+                .map_err(ModError::Write)?;
+        }
+        let (out, _) = w.finish().map_err(ModError::Write)?;
+        Ok(out)
     }
 }
 

@@ -74,26 +74,9 @@ fn not_found(msg: impl std::fmt::Display) -> Response {
 impl Front<'_> {
     /// Answer one GOPROXY request for `module`.
     pub async fn serve(&self, module: &str, req: Request, headers: &HeaderMap) -> Response {
-        if module == "golang.org/toolchain" || module.starts_with("golang.org/toolchain/") {
-            return not_found(format!("{module}: toolchains are not served by this proxy"));
-        }
-        if let Err(why) = self.access.check(module) {
-            return not_found(why);
-        }
-        let target = match self.resolver.resolve(module).await {
+        let target = match self.module_target(module).await {
             Ok(t) => t,
-            Err(e @ ResolveError::NotFound(..)) => return not_found(e),
-            Err(e @ ResolveError::Refused(_)) => return not_found(e),
-            Err(e @ ResolveError::Discovery(..)) => match self.repos.stored_target(module).await {
-                Some(t) => t,
-                None => {
-                    tracing::warn!(module, error = %e, "module discovery failed");
-                    return plain(
-                        StatusCode::BAD_GATEWAY,
-                        format!("{module}: discovery failed"),
-                    );
-                }
-            },
+            Err(resp) => return resp,
         };
         let code = match CodeRepo::new(module, &target.root) {
             Ok(c) => c.in_subdir(&target.subdir),
@@ -111,16 +94,9 @@ impl Front<'_> {
         };
         let mut recorded_zip = None;
         if let Some(l) = &ledger {
-            match self.recorded(l, &req, headers).await {
-                Ok(Recorded::Answer(resp)) => {
-                    crate::metrics::MODULE_ANSWERS_STORED.inc();
-                    return resp;
-                }
-                Ok(Recorded::ZipToRebuild(e)) => recorded_zip = Some(e),
-                Ok(Recorded::Nothing) => {}
-                Err(e) => {
-                    tracing::warn!(module, error = %e, source = ?std::error::Error::source(&e), "module ledger unreadable; building");
-                }
+            match self.check_ledger(module, l, &req, headers).await {
+                Ok(zip) => recorded_zip = zip,
+                Err(resp) => return resp,
             }
         }
         // A zip nobody has recorded yet is built by one instance at a time; the others wait
@@ -150,15 +126,73 @@ impl Front<'_> {
                 computed,
             )
             .await;
-        if let Some(renewal) = building
-            && let Some(lease) = renewal.stop().await
-        {
+        if let Some(renewal) = building {
+            self.end_zip_build(module, renewal).await;
+        }
+        resp
+    }
+
+    /// The repository holding `module`, or the answer when there is none to serve it from
+    /// (toolchains, modules refused by `--allow`/`--deny`, unknown modules: 404; discovery
+    /// failing for a module not stored: 502).
+    async fn module_target(&self, module: &str) -> Result<Target, Response> {
+        if module == "golang.org/toolchain" || module.starts_with("golang.org/toolchain/") {
+            return Err(not_found(format!(
+                "{module}: toolchains are not served by this proxy"
+            )));
+        }
+        if let Err(why) = self.access.check(module) {
+            return Err(not_found(why));
+        }
+        match self.resolver.resolve(module).await {
+            Ok(t) => Ok(t),
+            Err(e @ ResolveError::NotFound(..)) => Err(not_found(e)),
+            Err(e @ ResolveError::Refused(_)) => Err(not_found(e)),
+            Err(e @ ResolveError::Discovery(..)) => match self.repos.stored_target(module).await {
+                Some(t) => Ok(t),
+                None => {
+                    tracing::warn!(module, error = %e, "module discovery failed");
+                    Err(plain(
+                        StatusCode::BAD_GATEWAY,
+                        format!("{module}: discovery failed"),
+                    ))
+                }
+            },
+        }
+    }
+
+    /// What the ledger holds for the request: Err with the recorded answer; Ok with a zip
+    /// whose record outlived its bytes (to rebuild and check against), or with nothing (an
+    /// unreadable ledger too: the answer is then built).
+    async fn check_ledger(
+        &self,
+        module: &str,
+        l: &Ledger<'_>,
+        req: &Request,
+        headers: &HeaderMap,
+    ) -> Result<Option<ZipEntry>, Response> {
+        match self.recorded(l, req, headers).await {
+            Ok(Recorded::Answer(resp)) => {
+                crate::metrics::MODULE_ANSWERS_STORED.inc();
+                Err(resp)
+            }
+            Ok(Recorded::ZipToRebuild(e)) => Ok(Some(e)),
+            Ok(Recorded::Nothing) => Ok(None),
+            Err(e) => {
+                tracing::warn!(module, error = %e, source = ?std::error::Error::source(&e), "module ledger unreadable; building");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Give up the zip build lease: stop renewing it and remove it.
+    async fn end_zip_build(&self, module: &str, renewal: Renewal) {
+        if let Some(lease) = renewal.stop().await {
             let ttl = self.repos.filler.coordination().ttl;
             if let Err(e) = lease.remove(&self.repos.store, ttl).await {
                 tracing::debug!(module, error = %e, "zip build lease not removed; it expires");
             }
         }
-        resp
     }
 
     /// Whose turn it is to build a version's zip: this request's (holding the build lease

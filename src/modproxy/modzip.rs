@@ -170,45 +170,21 @@ fn note_invalid<'a>(
     }
 }
 
+/// What [`classify`] does with one file that does not go into the zip.
+enum Verdict {
+    /// Silently left out, for this reason.
+    Omit(&'static str),
+    /// Makes the zip impossible.
+    Invalid(ZipError),
+}
+
 fn classify(files: &[Candidate], root_go_mod: Option<&[u8]>) -> Checked {
     let mut out = Checked::default();
-
-    // Directories holding a regular file whose base name is go.mod in any
-    // letter case are nested modules; "" stands for the root itself.
-    // (Only 'k' and 's' have non-ASCII case partners, so an ASCII
-    // case-insensitive comparison is exactly Unicode case folding here.)
-    let mut module_dirs: HashSet<&str> = HashSet::new();
-    let mut root_go_mod_regular = false;
-    for f in files {
-        if f.kind != Kind::Regular {
-            continue;
-        }
-        let (dir, base) = split_path(&f.path);
-        if base.eq_ignore_ascii_case("go.mod") {
-            module_dirs.insert(dir);
-            if dir.is_empty() && base == "go.mod" {
-                root_go_mod_regular = true;
-            }
-        }
-    }
+    let (module_dirs, root_go_mod_regular) = nested_modules(files);
     let lang = if root_go_mod_regular {
         root_go_mod.and_then(go_lang)
     } else {
         None
-    };
-
-    let in_submodule = |p: &str| -> bool {
-        let mut rest = p;
-        loop {
-            let (dir, _) = split_path(rest);
-            if dir.is_empty() {
-                return false;
-            }
-            if module_dirs.contains(dir) {
-                return true;
-            }
-            rest = &dir[..dir.len() - 1];
-        }
     };
 
     // Like the go command, only the first problem per path is recorded: a
@@ -223,65 +199,17 @@ fn classify(files: &[Candidate], root_go_mod: Option<&[u8]>) -> Checked {
             continue;
         }
         let p = f.path.as_str();
-        let bad = |reason: String| ZipError::InvalidFile {
-            path: p.to_string(),
-            reason,
-        };
-
-        if go_path_clean(p) != p {
-            note_invalid(
-                &mut out,
-                &mut reported,
-                p,
-                i,
-                bad("file path is not clean".into()),
-            );
-            continue;
-        }
-        if p.starts_with('/') {
-            note_invalid(
-                &mut out,
-                &mut reported,
-                p,
-                i,
-                bad("file path is not relative".into()),
-            );
-            continue;
-        }
-        if is_vendored_package(p, lang.as_deref()) {
-            note_omit(&mut out, &mut reported, p, i, OMIT_VENDOR);
-            continue;
-        }
-        if in_submodule(p) {
-            note_omit(&mut out, &mut reported, p, i, OMIT_SUBMODULE);
-            continue;
-        }
-        if p == ".hg_archival.txt" {
-            note_omit(&mut out, &mut reported, p, i, OMIT_HG_ARCHIVAL);
-            continue;
-        }
-        if let Err(e) = super::module::check_file_path(p) {
-            note_invalid(&mut out, &mut reported, p, i, bad(e));
-            continue;
-        }
-        // strings.ToLower maps no non-ASCII rune onto a letter of "go.mod".
-        if p.eq_ignore_ascii_case("go.mod") && p != "go.mod" {
-            note_invalid(
-                &mut out,
-                &mut reported,
-                p,
-                i,
-                bad("go.mod files must have lowercase names".into()),
-            );
-            continue;
-        }
-        if let Err(e) = collisions.check(p, false) {
-            note_invalid(&mut out, &mut reported, p, i, bad(e));
-            continue;
-        }
-        if f.kind == Kind::Symlink {
-            note_omit(&mut out, &mut reported, p, i, OMIT_SYMLINK);
-            continue;
+        let checked = check_name(f, lang.as_deref(), &module_dirs, &mut collisions);
+        match checked {
+            Ok(()) => {}
+            Err(Verdict::Omit(reason)) => {
+                note_omit(&mut out, &mut reported, p, i, reason);
+                continue;
+            }
+            Err(Verdict::Invalid(e)) => {
+                note_invalid(&mut out, &mut reported, p, i, e);
+                continue;
+            }
         }
         if f.size <= budget {
             budget -= f.size;
@@ -291,25 +219,112 @@ fn classify(files: &[Candidate], root_go_mod: Option<&[u8]>) -> Checked {
                 limit: MAX_ZIP_FILE,
             });
         }
-        if p == "go.mod" && f.size > MAX_GO_MOD {
-            let e = ZipError::TooLarge {
-                what: "go.mod file".into(),
-                limit: MAX_GO_MOD,
-            };
-            note_invalid(&mut out, &mut reported, p, i, e);
-            continue;
-        }
-        if p == "LICENSE" && f.size > MAX_LICENSE {
-            let e = ZipError::TooLarge {
-                what: "LICENSE file".into(),
-                limit: MAX_LICENSE,
-            };
+        if let Err(e) = check_size(p, f.size) {
             note_invalid(&mut out, &mut reported, p, i, e);
             continue;
         }
         out.valid.push(i);
     }
     out
+}
+
+/// The directories holding a regular file whose base name is go.mod in any
+/// letter case (nested modules; "" stands for the root itself), and whether
+/// the root's go.mod is a regular file named exactly `go.mod`.
+/// (Only 'k' and 's' have non-ASCII case partners, so an ASCII
+/// case-insensitive comparison is exactly Unicode case folding here.)
+fn nested_modules(files: &[Candidate]) -> (HashSet<&str>, bool) {
+    let mut module_dirs: HashSet<&str> = HashSet::new();
+    let mut root_go_mod_regular = false;
+    for f in files {
+        if f.kind != Kind::Regular {
+            continue;
+        }
+        let (dir, base) = split_path(&f.path);
+        if base.eq_ignore_ascii_case("go.mod") {
+            module_dirs.insert(dir);
+            if dir.is_empty() && base == "go.mod" {
+                root_go_mod_regular = true;
+            }
+        }
+    }
+    (module_dirs, root_go_mod_regular)
+}
+
+/// Whether `p` lies below a nested module's directory (one of `module_dirs`).
+fn in_submodule(module_dirs: &HashSet<&str>, p: &str) -> bool {
+    let mut rest = p;
+    loop {
+        let (dir, _) = split_path(rest);
+        if dir.is_empty() {
+            return false;
+        }
+        if module_dirs.contains(dir) {
+            return true;
+        }
+        rest = &dir[..dir.len() - 1];
+    }
+}
+
+/// The checks of a file before its size counts, in the go command's order: a
+/// clean relative path, not vendored, not in a nested module, not
+/// `.hg_archival.txt`, a valid file path, a lowercase go.mod, no collision
+/// (which records the path), not a symlink.
+fn check_name(
+    f: &Candidate,
+    lang: Option<&str>,
+    module_dirs: &HashSet<&str>,
+    collisions: &mut CollisionChecker,
+) -> Result<(), Verdict> {
+    let p = f.path.as_str();
+    let bad = |reason: String| {
+        Verdict::Invalid(ZipError::InvalidFile {
+            path: p.to_string(),
+            reason,
+        })
+    };
+    if go_path_clean(p) != p {
+        return Err(bad("file path is not clean".into()));
+    }
+    if p.starts_with('/') {
+        return Err(bad("file path is not relative".into()));
+    }
+    if is_vendored_package(p, lang) {
+        return Err(Verdict::Omit(OMIT_VENDOR));
+    }
+    if in_submodule(module_dirs, p) {
+        return Err(Verdict::Omit(OMIT_SUBMODULE));
+    }
+    if p == ".hg_archival.txt" {
+        return Err(Verdict::Omit(OMIT_HG_ARCHIVAL));
+    }
+    super::module::check_file_path(p).map_err(bad)?;
+    // strings.ToLower maps no non-ASCII rune onto a letter of "go.mod".
+    if p.eq_ignore_ascii_case("go.mod") && p != "go.mod" {
+        return Err(bad("go.mod files must have lowercase names".into()));
+    }
+    collisions.check(p, false).map_err(bad)?;
+    if f.kind == Kind::Symlink {
+        return Err(Verdict::Omit(OMIT_SYMLINK));
+    }
+    Ok(())
+}
+
+/// The size limits of the root's go.mod and LICENSE.
+fn check_size(p: &str, size: u64) -> Result<(), ZipError> {
+    if p == "go.mod" && size > MAX_GO_MOD {
+        return Err(ZipError::TooLarge {
+            what: "go.mod file".into(),
+            limit: MAX_GO_MOD,
+        });
+    }
+    if p == "LICENSE" && size > MAX_LICENSE {
+        return Err(ZipError::TooLarge {
+            what: "LICENSE file".into(),
+            limit: MAX_LICENSE,
+        });
+    }
+    Ok(())
 }
 
 /// isVendoredPackage with both the pre-1.24 and 1.24 rules (exposed for tests).
@@ -697,6 +712,33 @@ mod gomod {
         }
 
         fn token(&mut self) -> Result<Tok<'a>, Bad> {
+            if let Some(comment) = self.skip_blanks()? {
+                return Ok(comment);
+            }
+            let start = self.pos;
+            let Some(&c) = self.data.get(self.pos) else {
+                return Ok((Tk::Eof, &[]));
+            };
+            let punct = match c {
+                b'\n' => Some(Tk::Newline),
+                b'(' => Some(Tk::LParen),
+                b')' => Some(Tk::RParen),
+                b'[' | b']' | b'{' | b'}' | b',' => Some(Tk::Punct),
+                _ => None,
+            };
+            if let Some(kind) = punct {
+                self.pos += 1;
+                return Ok((kind, &self.data[start..self.pos]));
+            }
+            if c == b'"' || c == b'`' {
+                return self.quoted(c);
+            }
+            self.ident()
+        }
+
+        /// Skips spaces, tabs and carriage returns; a `//` comment met on the way is the
+        /// token (`None`: the next token starts here).
+        fn skip_blanks(&mut self) -> Result<Option<Tok<'a>>, Bad> {
             while let Some(&c) = self.data.get(self.pos) {
                 if c == b' ' || c == b'\t' || c == b'\r' {
                     self.pos += 1;
@@ -718,50 +760,44 @@ mod gomod {
                         .map_or(self.data.len(), |i| self.pos + i + 1);
                     self.pos = end;
                     let kind = if alone { Tk::Comment } else { Tk::EolComment };
-                    return Ok((kind, &self.data[start..end]));
+                    return Ok(Some((kind, &self.data[start..end])));
                 }
                 if self.rest().starts_with(b"/*") {
                     return Err(Bad);
                 }
                 break;
             }
+            Ok(None)
+        }
+
+        /// A string quoted with `quote` (`"` or a backquote), on one line.
+        fn quoted(&mut self, quote: u8) -> Result<Tok<'a>, Bad> {
             let start = self.pos;
-            let Some(&c) = self.data.get(self.pos) else {
-                return Ok((Tk::Eof, &[]));
-            };
-            let punct = match c {
-                b'\n' => Some(Tk::Newline),
-                b'(' => Some(Tk::LParen),
-                b')' => Some(Tk::RParen),
-                b'[' | b']' | b'{' | b'}' | b',' => Some(Tk::Punct),
-                _ => None,
-            };
-            if let Some(kind) = punct {
+            self.pos += 1;
+            loop {
+                let Some(&d) = self.data.get(self.pos) else {
+                    return Err(Bad);
+                };
+                if d == b'\n' {
+                    return Err(Bad);
+                }
                 self.pos += 1;
-                return Ok((kind, &self.data[start..self.pos]));
-            }
-            if c == b'"' || c == b'`' {
-                self.pos += 1;
-                loop {
-                    let Some(&d) = self.data.get(self.pos) else {
-                        return Err(Bad);
-                    };
-                    if d == b'\n' {
+                if d == quote {
+                    break;
+                }
+                if d == b'\\' && quote != b'`' {
+                    if self.pos >= self.data.len() {
                         return Err(Bad);
                     }
                     self.pos += 1;
-                    if d == c {
-                        break;
-                    }
-                    if d == b'\\' && c != b'`' {
-                        if self.pos >= self.data.len() {
-                            return Err(Bad);
-                        }
-                        self.pos += 1;
-                    }
                 }
-                return Ok((Tk::Str, &self.data[start..self.pos]));
             }
+            Ok((Tk::Str, &self.data[start..self.pos]))
+        }
+
+        /// An identifier: identifier runes up to a non-identifier rune or a comment.
+        fn ident(&mut self) -> Result<Tok<'a>, Bad> {
+            let start = self.pos;
             let (first, _) = decode(self.rest());
             if !is_ident(first) {
                 return Err(Bad);
@@ -1383,6 +1419,103 @@ fn needs_utf8_flag(name: &str) -> bool {
         .any(|b| !(0x20..=0x7d).contains(&b) || b == b'\\')
 }
 
+/// What an entry's local header and central directory record both say.
+struct EntryFields<'a> {
+    name: &'a str,
+    name_len: u16,
+    flags: u16,
+    method: u16,
+    crc: u32,
+    /// Uncompressed size.
+    usize64: u64,
+    /// Compressed size.
+    csize64: u64,
+}
+
+impl EntryFields<'_> {
+    /// Whether a size needs the ZIP64 extra field.
+    fn sizes_need_zip64(&self) -> bool {
+        self.usize64 >= U32_MAX || self.csize64 >= U32_MAX
+    }
+}
+
+/// An entry's local file header (with its ZIP64 extra field when a size needs it).
+fn local_header(e: &EntryFields<'_>) -> Vec<u8> {
+    let local_zip64 = e.sizes_need_zip64();
+    let mut local = Vec::with_capacity(30 + e.name.len() + 20);
+    put32(&mut local, SIG_LOCAL);
+    put16(
+        &mut local,
+        if local_zip64 { VERSION_45 } else { VERSION_20 },
+    );
+    put16(&mut local, e.flags);
+    put16(&mut local, e.method);
+    put16(&mut local, 0); // modification time
+    put16(&mut local, 0); // modification date
+    put32(&mut local, e.crc);
+    if local_zip64 {
+        put32(&mut local, u32::MAX);
+        put32(&mut local, u32::MAX);
+    } else {
+        put32(&mut local, field32(e.csize64));
+        put32(&mut local, field32(e.usize64));
+    }
+    put16(&mut local, e.name_len);
+    put16(&mut local, if local_zip64 { 20 } else { 0 });
+    local.extend_from_slice(e.name.as_bytes());
+    if local_zip64 {
+        put16(&mut local, EXTRA_ZIP64);
+        put16(&mut local, 16);
+        put64(&mut local, e.usize64);
+        put64(&mut local, e.csize64);
+    }
+    local
+}
+
+/// Appends an entry's central directory record to `c`; its local header is at
+/// `header_offset`.
+fn central_record(c: &mut Vec<u8>, e: &EntryFields<'_>, header_offset: u64) {
+    // As Go does, a ZIP64 central record carries all three 64-bit values.
+    let zip64 = e.sizes_need_zip64() || header_offset >= U32_MAX;
+    put32(c, SIG_CENTRAL);
+    put16(c, if zip64 { VERSION_45 } else { VERSION_20 }); // made by (MS-DOS)
+    put16(c, if zip64 { VERSION_45 } else { VERSION_20 }); // needed
+    put16(c, e.flags);
+    put16(c, e.method);
+    put16(c, 0);
+    put16(c, 0);
+    put32(c, e.crc);
+    if zip64 {
+        put32(c, u32::MAX);
+        put32(c, u32::MAX);
+    } else {
+        put32(c, field32(e.csize64));
+        put32(c, field32(e.usize64));
+    }
+    put16(c, e.name_len);
+    put16(c, if zip64 { 28 } else { 0 });
+    put16(c, 0); // comment length
+    put16(c, 0); // disk number
+    put16(c, 0); // internal attributes
+    put32(c, 0); // external attributes
+    put32(
+        c,
+        if zip64 {
+            u32::MAX
+        } else {
+            field32(header_offset)
+        },
+    );
+    c.extend_from_slice(e.name.as_bytes());
+    if zip64 {
+        put16(c, EXTRA_ZIP64);
+        put16(c, 24);
+        put64(c, e.usize64);
+        put64(c, e.csize64);
+        put64(c, header_offset);
+    }
+}
+
 impl<W: Write> ZipWriter<W> {
     /// Starts a zip that will be written to `out`.
     pub fn new(out: W) -> Self {
@@ -1441,82 +1574,19 @@ impl<W: Write> ZipWriter<W> {
             Some(d) => (METHOD_DEFLATE, d),
             None => (METHOD_STORE, data),
         };
-        let usize64 = data.len() as u64;
-        let csize64 = payload.len() as u64;
-        let flags = if needs_utf8_flag(name) { FLAG_UTF8 } else { 0 };
+        let e = EntryFields {
+            name,
+            name_len,
+            flags: if needs_utf8_flag(name) { FLAG_UTF8 } else { 0 },
+            method,
+            crc,
+            usize64: data.len() as u64,
+            csize64: payload.len() as u64,
+        };
         let header_offset = self.offset;
-
-        let local_zip64 = usize64 >= U32_MAX || csize64 >= U32_MAX;
-        let mut local = Vec::with_capacity(30 + name.len() + 20);
-        put32(&mut local, SIG_LOCAL);
-        put16(
-            &mut local,
-            if local_zip64 { VERSION_45 } else { VERSION_20 },
-        );
-        put16(&mut local, flags);
-        put16(&mut local, method);
-        put16(&mut local, 0); // modification time
-        put16(&mut local, 0); // modification date
-        put32(&mut local, crc);
-        if local_zip64 {
-            put32(&mut local, u32::MAX);
-            put32(&mut local, u32::MAX);
-        } else {
-            put32(&mut local, field32(csize64));
-            put32(&mut local, field32(usize64));
-        }
-        put16(&mut local, name_len);
-        put16(&mut local, if local_zip64 { 20 } else { 0 });
-        local.extend_from_slice(name.as_bytes());
-        if local_zip64 {
-            put16(&mut local, EXTRA_ZIP64);
-            put16(&mut local, 16);
-            put64(&mut local, usize64);
-            put64(&mut local, csize64);
-        }
-        self.emit(&local)?;
+        self.emit(&local_header(&e))?;
         self.emit(payload)?;
-
-        // As Go does, a ZIP64 central record carries all three 64-bit values.
-        let zip64 = local_zip64 || header_offset >= U32_MAX;
-        let c = &mut self.central;
-        put32(c, SIG_CENTRAL);
-        put16(c, if zip64 { VERSION_45 } else { VERSION_20 }); // made by (MS-DOS)
-        put16(c, if zip64 { VERSION_45 } else { VERSION_20 }); // needed
-        put16(c, flags);
-        put16(c, method);
-        put16(c, 0);
-        put16(c, 0);
-        put32(c, crc);
-        if zip64 {
-            put32(c, u32::MAX);
-            put32(c, u32::MAX);
-        } else {
-            put32(c, field32(csize64));
-            put32(c, field32(usize64));
-        }
-        put16(c, name_len);
-        put16(c, if zip64 { 28 } else { 0 });
-        put16(c, 0); // comment length
-        put16(c, 0); // disk number
-        put16(c, 0); // internal attributes
-        put32(c, 0); // external attributes
-        put32(
-            c,
-            if zip64 {
-                u32::MAX
-            } else {
-                field32(header_offset)
-            },
-        );
-        c.extend_from_slice(name.as_bytes());
-        if zip64 {
-            put16(c, EXTRA_ZIP64);
-            put16(c, 24);
-            put64(c, usize64);
-            put64(c, csize64);
-            put64(c, header_offset);
-        }
+        central_record(&mut self.central, &e, header_offset);
         self.entries += 1;
         Ok(())
     }

@@ -69,6 +69,7 @@ impl Bitmaps {
         self.entries.len()
     }
 
+    /// No commit has a bitmap.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -503,7 +504,9 @@ fn add_tree<S: Bits>(odb: &Odb, pos: &Positions<'_>, tree: ObjectId, set: &mut S
 /// What the client is known to have of one bitmapped pack: a subset of its closure.
 #[derive(Debug)]
 pub struct ClientClosure {
+    /// The pack, as an index into [`Odb::packs`].
     pub pack: u32,
+    /// The objects, as positions in pack order.
     pub set: RoaringBitmap,
     /// The whole closure of the client's haves (not only part of it): a fetch can then be
     /// answered from it ([`select`]).

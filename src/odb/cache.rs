@@ -44,6 +44,7 @@ impl<K: Hash + Eq, V: Weigh + Clone> ByteLru<K, V> {
         self.budget
     }
 
+    /// The value of `k`, if cached (counted as a hit or a miss).
     pub fn get(&self, k: &K) -> Option<V> {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let v = g.0.get(k).cloned();
@@ -55,6 +56,8 @@ impl<K: Hash + Eq, V: Weigh + Clone> ByteLru<K, V> {
         v
     }
 
+    /// Cache `v` under `k`, evicting the least recently used beyond the budget (a value
+    /// larger than the whole budget is not cached).
     pub fn insert(&self, k: K, v: V) {
         let w = v.weight() + ENTRY_OVERHEAD;
         if w > self.budget {
@@ -78,10 +81,12 @@ impl<K: Hash + Eq, V: Weigh + Clone> ByteLru<K, V> {
         self.inner.lock().map(|g| g.1).unwrap_or(0)
     }
 
+    /// Lookups that found their key.
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
     }
 
+    /// Lookups that did not.
     pub fn misses(&self) -> u64 {
         self.misses.load(Ordering::Relaxed)
     }

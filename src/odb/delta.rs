@@ -1,5 +1,6 @@
 //! Applying git delta instructions (gitformat-pack "Deltified representation").
 
+/// A delta that cannot be applied (what is wrong with it).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("corrupt delta: {0}")]
 pub struct DeltaError(pub &'static str);
@@ -27,7 +28,6 @@ pub fn sizes(delta: &[u8]) -> Result<(u64, u64), DeltaError> {
     Ok((varint(delta, &mut pos)?, varint(delta, &mut pos)?))
 }
 
-/// Apply `delta` to `base`, producing the target object.
 /// The result size of a stored (zlib-compressed) delta, inflating only its first bytes.
 pub fn result_size_of_compressed(compressed: &[u8]) -> Option<u64> {
     let mut head = [0u8; 32];
@@ -39,6 +39,7 @@ pub fn result_size_of_compressed(compressed: &[u8]) -> Option<u64> {
     sizes(&head[..n]).ok().map(|(_, result)| result)
 }
 
+/// Apply `delta` to `base`, producing the target object.
 pub fn apply(base: &[u8], delta: &[u8]) -> Result<Vec<u8>, DeltaError> {
     let mut pos = 0;
     let base_size = varint(delta, &mut pos)?;

@@ -98,7 +98,26 @@ pub struct DeltaIndex<'a> {
     too_large: bool,
 }
 
+/// (hash, offset) of each [`BLOCK`]-byte block of `base`, except blocks equal to the one
+/// before them (a run of identical blocks is found through its first one, and extended
+/// forwards).
+fn hash_blocks(base: &[u8]) -> Vec<(u64, u32)> {
+    let (blocks, _) = base.as_chunks::<BLOCK>();
+    let mut hashed: Vec<(u64, u32)> = Vec::with_capacity(blocks.len());
+    let mut prev = None;
+    for (i, blk) in blocks.iter().enumerate() {
+        let h = hash_window(blk);
+        if prev == Some(h) {
+            continue;
+        }
+        prev = Some(h);
+        hashed.push((h, (i * BLOCK) as u32));
+    }
+    hashed
+}
+
 impl<'a> DeltaIndex<'a> {
+    /// Index `base` (a base of 4 GiB or more gets an index that refuses every encode).
     pub fn new(base: &'a [u8]) -> Self {
         let empty = |too_large| DeltaIndex {
             base,
@@ -112,19 +131,7 @@ impl<'a> DeltaIndex<'a> {
         if u32::try_from(base.len()).is_err() {
             return empty(true);
         }
-        let (blocks, _) = base.as_chunks::<BLOCK>();
-        // (hash, offset) of each block, except blocks equal to the one before them (a run of
-        // identical blocks is found through its first one, and extended forwards).
-        let mut hashed: Vec<(u64, u32)> = Vec::with_capacity(blocks.len());
-        let mut prev = None;
-        for (i, blk) in blocks.iter().enumerate() {
-            let h = hash_window(blk);
-            if prev == Some(h) {
-                continue;
-            }
-            prev = Some(h);
-            hashed.push((h, (i * BLOCK) as u32));
-        }
+        let hashed = hash_blocks(base);
         if hashed.is_empty() {
             return empty(false);
         }

@@ -20,12 +20,16 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
 
+/// Why a pack could not be received or indexed.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
+    /// Reading the pack's bytes failed.
     #[error("reading the pack: {0}")]
     Io(#[from] std::io::Error),
+    /// The pack does not verify (bad header or trailer, corrupt entry, unresolvable delta).
     #[error("invalid pack: {0}")]
     Invalid(String),
+    /// The pack exceeded the byte limit given.
     #[error("pack larger than the limit of {0} bytes")]
     TooLarge(u64),
 }
@@ -208,7 +212,69 @@ struct Input<'a> {
     crc: crc32fast::Hasher,
 }
 
-impl Input<'_> {
+impl<'a> Input<'a> {
+    /// Reading a pack of at most `limit` bytes from `inner`, passing what is consumed on to
+    /// `sink`.
+    fn new(
+        inner: &'a mut dyn Read,
+        sink: &'a mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+        limit: u64,
+    ) -> Self {
+        Input {
+            inner,
+            sink,
+            buf: vec![0; 256 << 10],
+            pos: 0,
+            passed: 0,
+            end: 0,
+            eof: false,
+            offset: 0,
+            read: 0,
+            limit,
+            pack_hash: Sha1::new(),
+            crc: crc32fast::Hasher::new(),
+        }
+    }
+
+    /// Consume the pack header (`PACK`, version 2 or 3); returns the object count it declares.
+    fn pack_header(&mut self) -> Result<u32> {
+        let head = self.want(12)?;
+        if head.len() < 12 || &head[..4] != b"PACK" {
+            return Err(invalid("not a pack (no PACK header)"));
+        }
+        let version = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+        if version != 2 && version != 3 {
+            return Err(invalid(format!("unsupported pack version {version}")));
+        }
+        let count = u32::from_be_bytes([head[8], head[9], head[10], head[11]]);
+        self.consume(12);
+        Ok(count)
+    }
+
+    /// After the last entry: consume the trailer, which must be the checksum of everything
+    /// before it and the end of the stream; returns that checksum.
+    fn trailer(&mut self) -> Result<ObjectId> {
+        self.pass_on()?;
+        let computed: [u8; 20] = self.pack_hash.clone().finalize().into();
+        let trailer = self.want(20)?;
+        if trailer.len() < 20 {
+            return Err(invalid("pack ends before its trailer"));
+        }
+        if trailer[..20] != computed {
+            return Err(invalid("pack checksum mismatch"));
+        }
+        let checksum = ObjectId::from_bytes_or_panic(&computed);
+        self.pos += 20;
+        self.offset += 20;
+        let trailer_bytes = self.buf[self.passed..self.pos].to_vec();
+        (self.sink)(&trailer_bytes)?;
+        self.passed = self.pos;
+        if self.pos < self.end || self.fill()? {
+            return Err(invalid("data after the pack trailer"));
+        }
+        Ok(checksum)
+    }
+
     fn pass_on(&mut self) -> Result<()> {
         let done = &self.buf[self.passed..self.pos];
         if !done.is_empty() {
@@ -346,7 +412,9 @@ pub struct Received {
 pub struct Indexed {
     /// Pack checksum, hex.
     pub name: String,
+    /// The pack index (`.idx`, version 2).
     pub idx: Vec<u8>,
+    /// Objects in the pack.
     pub objects: u32,
     /// End of the last commit, tree or tag entry: git writes those before the blobs, so
     /// `[12, walk_end)` is what history walks read.
@@ -378,30 +446,8 @@ pub fn receive(
     cache_bytes: usize,
     limit: u64,
 ) -> Result<Received> {
-    let mut inp = Input {
-        inner: input,
-        sink,
-        buf: vec![0; 256 << 10],
-        pos: 0,
-        passed: 0,
-        end: 0,
-        eof: false,
-        offset: 0,
-        read: 0,
-        limit,
-        pack_hash: Sha1::new(),
-        crc: crc32fast::Hasher::new(),
-    };
-    let head = inp.want(12)?;
-    if head.len() < 12 || &head[..4] != b"PACK" {
-        return Err(invalid("not a pack (no PACK header)"));
-    }
-    let version = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
-    if version != 2 && version != 3 {
-        return Err(invalid(format!("unsupported pack version {version}")));
-    }
-    let count = u32::from_be_bytes([head[8], head[9], head[10], head[11]]);
-    inp.consume(12);
+    let mut inp = Input::new(input, sink, limit);
+    let count = inp.pack_header()?;
     let cache: ByteLru<u64, Decoded> = ByteLru::new(cache_bytes);
     // Reserve for the declared count only as far as the bytes could hold (an entry is at
     // least 2 bytes): a lying header must not allocate.
@@ -457,25 +503,7 @@ pub fn receive(
         }
     }
     hasher.join(&mut recs)?;
-    // The trailer: the checksum of everything before it.
-    inp.pass_on()?;
-    let computed: [u8; 20] = inp.pack_hash.clone().finalize().into();
-    let trailer = inp.want(20)?;
-    if trailer.len() < 20 {
-        return Err(invalid("pack ends before its trailer"));
-    }
-    if trailer[..20] != computed {
-        return Err(invalid("pack checksum mismatch"));
-    }
-    let checksum = ObjectId::from_bytes_or_panic(&computed);
-    inp.pos += 20;
-    inp.offset += 20;
-    let trailer_bytes = inp.buf[inp.passed..inp.pos].to_vec();
-    (inp.sink)(&trailer_bytes)?;
-    inp.passed = inp.pos;
-    if inp.pos < inp.end || inp.fill()? {
-        return Err(invalid("data after the pack trailer"));
-    }
+    let checksum = inp.trailer()?;
     Ok(Received {
         recs,
         ref_bases,

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 /// A pack in the store plus its parsed `.idx`.
 pub struct Pack {
-    /// Checksum of the pack (hex), also its name: `pack-<name>.pack`.
+    /// The pack's name in its keys (`pack-<name>.pack`): its checksum (hex), or a unique name
+    /// for a pack streamed in before its checksum was known ([`crate::refs::PackEntry::name`]).
     pub name: String,
     /// Store key of the `.pack` object.
     pub key: Arc<str>,
@@ -40,6 +41,8 @@ impl std::fmt::Debug for Pack {
 }
 
 impl Pack {
+    /// The pack `name` at store key `key` of `size` bytes, with its `.idx` contents `idx`;
+    /// fails when the index does not parse or points past the end of the pack.
     pub fn from_index_bytes(
         name: String,
         key: Arc<str>,
@@ -72,6 +75,7 @@ impl Pack {
         })
     }
 
+    /// Objects in the pack (from its index).
     pub fn num_objects(&self) -> u32 {
         self.idx.num_objects()
     }

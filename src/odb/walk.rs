@@ -9,8 +9,10 @@ use std::sync::Arc;
 
 /// The parts of a commit the walks need.
 #[derive(Debug, Clone)]
-pub struct CommitInfo {
+pub(crate) struct CommitInfo {
+    /// The root tree.
     pub tree: ObjectId,
+    /// Parent commits, in order.
     pub parents: Vec<ObjectId>,
     /// Committer time, seconds since the epoch.
     pub time: i64,
@@ -27,7 +29,9 @@ impl super::cache::Weigh for Arc<CommitInfo> {
 pub struct Peeled {
     /// The tag objects passed through, outermost first.
     pub tags: Vec<ObjectId>,
+    /// The first object that is not a tag.
     pub id: ObjectId,
+    /// Its kind.
     pub kind: Kind,
 }
 
@@ -49,8 +53,11 @@ pub struct ShallowOutcome {
 /// Parameters of a deepening request.
 #[derive(Debug, Clone, Default)]
 pub struct Deepen {
+    /// `deepen <n>`: history depth in commits.
     pub depth: Option<u32>,
+    /// `deepen-relative`: count the depth from the client's shallow boundary, not the wants.
     pub relative: bool,
+    /// `deepen-since`: only commits whose committer time (Unix seconds) is at least this.
     pub since: Option<i64>,
     /// Already resolved to commit ids.
     pub not: Vec<ObjectId>,
@@ -59,13 +66,17 @@ pub struct Deepen {
 /// Blob filter for partial clones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Filter {
+    /// `blob:none`: no blobs.
     BlobNone,
+    /// `blob:limit=<n>`: no blobs of `n` bytes or more.
     BlobLimit(u64),
     /// `tree:0`: commits and tags only.
     TreeZero,
 }
 
 impl Filter {
+    /// A `filter` argument (`blob:none`, `blob:limit=<n>[kmg]`, `tree:0`); `None` for any
+    /// other filter.
     pub fn parse(spec: &str) -> Option<Filter> {
         if spec == "blob:none" {
             return Some(Filter::BlobNone);
@@ -89,27 +100,37 @@ impl Filter {
 /// What to put in a pack.
 #[derive(Debug, Clone, Default)]
 pub struct PackPlan<'a> {
+    /// Objects the client asked for.
     pub wants: &'a [ObjectId],
     /// Objects the client has (common haves, unshallowed commits).
     pub haves: &'a [ObjectId],
+    /// Commits whose parents are not followed (the client's shallow view).
     pub grafts: Option<&'a HashSet<ObjectId>>,
     /// Annotated tags as (tag object, peeled object) for `include-tag`.
     pub include_tags: &'a [(ObjectId, ObjectId)],
+    /// Partial-clone filter.
     pub filter: Option<Filter>,
 }
 
+/// Walks over one [`Odb`], remembering the commits it has parsed.
 pub struct Walker<'a> {
-    pub odb: &'a Odb,
+    odb: &'a Odb,
     commits: HashMap<ObjectId, Arc<CommitInfo>>,
-    /// After [`Walker::objects_to_send`]: trees and blobs the client has (those of the edge
-    /// commits), usable as thin-pack delta bases.
+}
+
+/// What [`Walker::objects_to_send`] found: the objects, and what the pack writer's delta
+/// search uses.
+#[derive(Debug, Default)]
+pub struct ToSend {
+    /// The objects the client lacks, in no particular order.
+    pub ids: Vec<ObjectId>,
+    /// Trees and blobs the client has (those of the edge commits), usable as thin-pack delta
+    /// bases.
     pub client_has: HashSet<ObjectId>,
-    /// After [`Walker::objects_to_send`]: the name hash ([`name_hash`] of the tree entry
-    /// name) of every tree and blob to send, for delta search.
+    /// The name hash ([`name_hash`] of the tree entry name) of every tree and blob to send.
     pub names: HashMap<ObjectId, u32>,
-    /// After [`Walker::objects_to_send`]: some trees and blobs of the client's edge commits by
-    /// name hash (at most [`CLIENT_NAMES_PER_HASH`] each, newest edge first): thin-pack delta
-    /// base candidates.
+    /// Some trees and blobs of the client's edge commits by name hash (at most
+    /// [`CLIENT_NAMES_PER_HASH`] each, newest edge first): thin-pack delta base candidates.
     pub client_names: HashMap<u32, Vec<ObjectId>>,
 }
 
@@ -210,17 +231,16 @@ impl ToPack {
 }
 
 impl<'a> Walker<'a> {
+    /// A walker over `odb`.
     pub fn new(odb: &'a Odb) -> Self {
         Walker {
             odb,
             commits: HashMap::new(),
-            client_has: HashSet::new(),
-            names: HashMap::new(),
-            client_names: HashMap::new(),
         }
     }
 
-    pub fn commit(&mut self, id: &oid) -> Result<Arc<CommitInfo>> {
+    /// Commit `id`, parsed (from the walker's, then the process's commit cache, else decoded).
+    pub(crate) fn commit(&mut self, id: &oid) -> Result<Arc<CommitInfo>> {
         if let Some(c) = self.commits.get(id) {
             return Ok(c.clone());
         }
@@ -371,62 +391,101 @@ impl<'a> Walker<'a> {
             } else {
                 (want_commits.to_vec(), depth as u64)
             };
-            let mut seen: HashSet<ObjectId> = HashSet::new();
-            let mut queue: VecDeque<(ObjectId, u64)> = VecDeque::new();
-            for s in starts {
-                if seen.insert(s) {
-                    queue.push_back((s, 0));
-                }
-            }
-            while let Some((c, d)) = queue.pop_front() {
-                if d + 1 >= limit {
-                    boundary.push(c);
-                    continue;
-                }
-                not_shallow.insert(c);
-                for p in self.commit(&c)?.parents.clone() {
-                    if seen.insert(p) {
-                        queue.push_back((p, d + 1));
-                    }
-                }
-            }
+            self.deepen(starts, limit, &mut boundary, &mut not_shallow)?;
         } else if deepen.since.is_some() || !deepen.not.is_empty() {
-            let excluded = self.ancestors(&deepen.not)?;
-            let included = |w: &mut Self, c: &ObjectId| -> Result<bool> {
-                Ok(!excluded.contains(c)
-                    && deepen
-                        .since
-                        .is_none_or(|s| w.commit(c).map(|i| i.time >= s).unwrap_or(false)))
-            };
-            let mut queue: VecDeque<ObjectId> = VecDeque::new();
-            for w in want_commits {
-                if !included(self, w)? {
-                    return Err(OdbError::Unanswerable(
-                        "no commits selected for shallow requests".into(),
-                    ));
-                }
-                if not_shallow.insert(*w) {
-                    queue.push_back(*w);
-                }
+            self.deepen_by_rev_list(want_commits, deepen, &mut boundary, &mut not_shallow)?;
+        }
+        self.send_shallow_and_unshallow(&client, &boundary, &not_shallow)
+    }
+
+    /// git's `deepen`: a breadth-first walk from `starts`, whose commits at distance
+    /// `limit - 1` are the boundary and those closer are not shallow.
+    fn deepen(
+        &mut self,
+        starts: Vec<ObjectId>,
+        limit: u64,
+        boundary: &mut Vec<ObjectId>,
+        not_shallow: &mut HashSet<ObjectId>,
+    ) -> Result<()> {
+        let mut seen: HashSet<ObjectId> = HashSet::new();
+        let mut queue: VecDeque<(ObjectId, u64)> = VecDeque::new();
+        for s in starts {
+            if seen.insert(s) {
+                queue.push_back((s, 0));
             }
-            let mut members = Vec::new();
-            while let Some(c) = queue.pop_front() {
-                members.push(c);
-                for p in self.commit(&c)?.parents.clone() {
-                    if included(self, &p)? && not_shallow.insert(p) {
-                        queue.push_back(p);
-                    }
-                }
+        }
+        while let Some((c, d)) = queue.pop_front() {
+            if d + 1 >= limit {
+                boundary.push(c);
+                continue;
             }
-            for c in members {
-                let parents = self.commit(&c)?.parents.clone();
-                if parents.iter().any(|p| !not_shallow.contains(p)) {
-                    boundary.push(c);
+            not_shallow.insert(c);
+            for p in self.commit(&c)?.parents.clone() {
+                if seen.insert(p) {
+                    queue.push_back((p, d + 1));
                 }
             }
         }
+        Ok(())
+    }
+
+    /// git's `deepen_by_rev_list` (`deepen-since`, `deepen-not`): the commits reachable from
+    /// the wants through selected commits are not shallow; those of them with a parent left
+    /// out are the boundary.
+    fn deepen_by_rev_list(
+        &mut self,
+        want_commits: &[ObjectId],
+        deepen: &Deepen,
+        boundary: &mut Vec<ObjectId>,
+        not_shallow: &mut HashSet<ObjectId>,
+    ) -> Result<()> {
+        let excluded = self.ancestors(&deepen.not)?;
+        let included = |w: &mut Self, c: &ObjectId| -> Result<bool> {
+            Ok(!excluded.contains(c)
+                && deepen
+                    .since
+                    .is_none_or(|s| w.commit(c).map(|i| i.time >= s).unwrap_or(false)))
+        };
+        let mut queue: VecDeque<ObjectId> = VecDeque::new();
+        for w in want_commits {
+            if !included(self, w)? {
+                return Err(OdbError::Unanswerable(
+                    "no commits selected for shallow requests".into(),
+                ));
+            }
+            if not_shallow.insert(*w) {
+                queue.push_back(*w);
+            }
+        }
+        let mut members = Vec::new();
+        while let Some(c) = queue.pop_front() {
+            members.push(c);
+            for p in self.commit(&c)?.parents.clone() {
+                if included(self, &p)? && not_shallow.insert(p) {
+                    queue.push_back(p);
+                }
+            }
+        }
+        for c in members {
+            let parents = self.commit(&c)?.parents.clone();
+            if parents.iter().any(|p| !not_shallow.contains(p)) {
+                boundary.push(c);
+            }
+        }
+        Ok(())
+    }
+
+    /// git's `send_shallow` and `send_unshallow`: the boundary commits the client does not
+    /// have as shallow yet, and the client's shallow commits that are no longer shallow (with
+    /// their parents, which it now wants).
+    fn send_shallow_and_unshallow(
+        &mut self,
+        client: &HashSet<ObjectId>,
+        boundary: &[ObjectId],
+        not_shallow: &HashSet<ObjectId>,
+    ) -> Result<ShallowOutcome> {
         let mut out = ShallowOutcome::default();
-        for b in &boundary {
+        for b in boundary {
             out.grafts.insert(*b);
             if !client.contains(b) {
                 out.shallow.push(*b);
@@ -465,26 +524,40 @@ impl<'a> Walker<'a> {
 
     /// The objects a client lacks: everything reachable from the wants that is not reachable
     /// from the haves (within the shallow grafts), plus included tags. In no particular order.
-    pub fn objects_to_send(&mut self, plan: &PackPlan<'_>) -> Result<Vec<ObjectId>> {
+    pub fn objects_to_send(&mut self, plan: &PackPlan<'_>) -> Result<ToSend> {
         let mut pack = ToPack::default();
         let pending = self.add_pending(plan, &mut pack)?;
         let (commits, flags) = self.limit_list(pending.starts, plan.grafts)?;
         let edges = self.find_edges(&commits, &flags, pending.have_commits, plan.grafts)?;
         // The edges' trees are walked only when there are commits or trees they can hide.
         let hides = !commits.is_empty() || !pending.tree_roots.is_empty();
-        let client_has = self.mark_edges_uninteresting(if hides { &edges } else { &[] })?;
+        let (client_has, client_names) =
+            self.mark_edges_uninteresting(if hides { &edges } else { &[] })?;
         for c in &commits {
             pack.add(*c);
         }
+        let mut sent = ToSend {
+            client_names,
+            ..Default::default()
+        };
         if plan.filter != Some(Filter::TreeZero) {
             let roots = pending.tree_roots;
-            self.traverse_trees(&commits, roots, &flags, client_has, plan.filter, &mut pack)?;
+            sent.names = self.traverse_trees(
+                &commits,
+                roots,
+                &flags,
+                client_has.clone(),
+                plan.filter,
+                &mut pack,
+            )?;
+            sent.client_has = client_has;
             for b in pending.blob_roots {
                 pack.add(b);
             }
         }
         self.add_tag_chains(plan.include_tags, &mut pack)?;
-        Ok(pack.out)
+        sent.ids = pack.out;
+        Ok(sent)
     }
 
     /// Peel the wants and the haves (git's pending objects): the tags passed through on the
@@ -652,8 +725,12 @@ impl<'a> Walker<'a> {
     }
 
     /// The trees and blobs of the `edges` (git's mark_edges_uninteresting): what the client
-    /// has. Sets [`Walker::client_names`] from them.
-    fn mark_edges_uninteresting(&mut self, edges: &[(i64, ObjectId)]) -> Result<HashSet<ObjectId>> {
+    /// has, and some of them by name hash ([`ToSend::client_names`]).
+    #[allow(clippy::type_complexity)]
+    fn mark_edges_uninteresting(
+        &mut self,
+        edges: &[(i64, ObjectId)],
+    ) -> Result<(HashSet<ObjectId>, HashMap<u32, Vec<ObjectId>>)> {
         let mut client_has: HashSet<ObjectId> = HashSet::new();
         let mut client_names: HashMap<u32, Vec<ObjectId>> = HashMap::new();
         for (_, e) in edges {
@@ -665,13 +742,12 @@ impl<'a> Walker<'a> {
                 }
             })?;
         }
-        self.client_names = client_names;
-        Ok(client_has)
+        Ok((client_has, client_names))
     }
 
     /// Add the trees and blobs of the sent `commits` and the wanted `tree_roots` that the
-    /// client lacks to the pack (git's traverse_commit_list), their name hashes to
-    /// [`Walker::names`]. `client_has` (from the edges) becomes [`Walker::client_has`].
+    /// client lacks to the pack (git's traverse_commit_list); returns their name hashes.
+    /// `client_has`: what the edges hold.
     fn traverse_trees(
         &mut self,
         commits: &[ObjectId],
@@ -680,13 +756,12 @@ impl<'a> Walker<'a> {
         client_has: HashSet<ObjectId>,
         filter: Option<Filter>,
         pack: &mut ToPack,
-    ) -> Result<()> {
+    ) -> Result<HashMap<ObjectId, u32>> {
         let mut roots: Vec<ObjectId> = Vec::with_capacity(commits.len() + tree_roots.len());
         for c in commits {
             roots.push(self.commit(c)?.tree);
         }
         roots.extend(tree_roots);
-        self.client_has = client_has.clone();
         let mut seen = client_has;
         // The root tree of every commit the walk found the client to have (not only the
         // edges'): a sent commit whose tree equals one of them (a revert, a merge) needs no
@@ -696,7 +771,7 @@ impl<'a> Walker<'a> {
                 seen.insert(self.commit(c)?.tree);
             }
         }
-        let mut names = std::mem::take(&mut self.names);
+        let mut names = HashMap::new();
         for r in roots {
             self.collect_tree(r, &mut seen, filter, &mut |id, name| {
                 if pack.add(id) {
@@ -704,8 +779,7 @@ impl<'a> Walker<'a> {
                 }
             })?;
         }
-        self.names = names;
-        Ok(())
+        Ok(names)
     }
 
     /// include-tag: annotated tags whose peeled object is in the pack, with the tags their

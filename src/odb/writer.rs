@@ -14,6 +14,7 @@ use std::sync::Arc;
 /// Counters of one generated pack.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PackStats {
+    /// Objects in the pack.
     pub objects: u64,
     /// Entries copied verbatim (whole objects and deltas).
     pub reused: u64,
@@ -26,9 +27,11 @@ pub struct PackStats {
     /// Of the objects whose stored delta could not be reused: sent as a new delta computed
     /// against another object of the same name (in the pack, or the client's for thin packs).
     pub new_deltas: u64,
+    /// Bytes written, header and trailer included.
     pub bytes: u64,
 }
 
+/// How to write a pack for one client.
 #[derive(Debug, Clone, Copy)]
 pub struct WriteOptions<'a> {
     /// The client understands OFS_DELTA; otherwise such entries become REF_DELTA.
@@ -195,9 +198,13 @@ impl Write for HashingWriter<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum EntryKind {
+    /// A whole commit.
     Commit = 1,
+    /// A whole tree.
     Tree = 2,
+    /// A whole blob.
     Blob = 3,
+    /// A whole annotated tag.
     Tag = 4,
     /// A delta against an earlier entry of the pack, named by its distance back.
     OfsDelta = 6,
@@ -388,7 +395,7 @@ impl Ahead {
             };
             let made = if whole(loc) {
                 odb.object_at(loc).ok().map(|obj| {
-                    let z = super::deflate(&obj.data);
+                    let z = super::deflate_at(&obj.data, odb.io.pack_compression);
                     (obj, z)
                 })
             } else {
@@ -814,7 +821,8 @@ impl<'a> PackWriter<'a> {
                     buf.extend_from_slice(base_id.as_bytes());
                 }
                 w.write_all(buf).map_err(io_err)?;
-                w.write_all(&super::deflate(&delta)).map_err(io_err)?;
+                w.write_all(&super::deflate_at(&delta, odb.io.pack_compression))
+                    .map_err(io_err)?;
                 self.depth.insert(loc, d + 1);
                 self.stats.new_deltas += 1;
             }
@@ -822,7 +830,8 @@ impl<'a> PackWriter<'a> {
                 entry_header(EntryKind::RefDelta, delta.len() as u64, buf);
                 buf.extend_from_slice(base_id.as_bytes());
                 w.write_all(buf).map_err(io_err)?;
-                w.write_all(&super::deflate(&delta)).map_err(io_err)?;
+                w.write_all(&super::deflate_at(&delta, odb.io.pack_compression))
+                    .map_err(io_err)?;
                 self.depth.insert(loc, 1);
                 self.stats.new_deltas += 1;
             }
@@ -831,7 +840,9 @@ impl<'a> PackWriter<'a> {
                 w.write_all(buf).map_err(io_err)?;
                 match deflated {
                     Some(z) => w.write_all(&z).map_err(io_err)?,
-                    None => w.write_all(&super::deflate(&obj.data)).map_err(io_err)?,
+                    None => w
+                        .write_all(&super::deflate_at(&obj.data, odb.io.pack_compression))
+                        .map_err(io_err)?,
                 }
                 self.stats.recompressed += 1;
             }
@@ -886,30 +897,22 @@ pub fn write_whole_packs(odb: &Odb, out: &mut dyn Write) -> Result<PackStats> {
 
 /// Where [`stream_whole_packs`] writes, in order.
 pub trait WholeSink {
+    /// Write all of `data` (the next bytes of the pack).
     fn write(&mut self, data: &[u8]) -> impl std::future::Future<Output = std::io::Result<()>>;
 }
 
-/// [`write_whole_packs`] from async code: waiting for the reads and for the client holds no
-/// thread; the CPU work (each entry's CRC-32 on a pack's first stream, the trailer's SHA-1 of
-/// several packs) runs on blocking threads a chunk at a time.
-pub async fn stream_whole_packs<S: WholeSink>(odb: &Odb, out: &mut S) -> Result<PackStats> {
-    let objects: u64 = odb.packs.iter().map(|p| u64::from(p.num_objects())).sum();
-    let count = u32::try_from(objects).map_err(|_| OdbError::Corrupt("too many objects".into()))?;
-    // One pack goes out byte for byte, its own header and trailer included (nothing to hash);
-    // several get a new header and trailer around their entries.
-    let verbatim = odb.packs.len() == 1;
-    let mut hasher = Sha1::new();
-    let mut written = 0u64;
-    if !verbatim {
-        let mut hdr = Vec::with_capacity(12);
-        hdr.extend_from_slice(b"PACK");
-        hdr.extend_from_slice(&2u32.to_be_bytes());
-        hdr.extend_from_slice(&count.to_be_bytes());
-        hasher.update(&hdr);
-        out.write(&hdr).await.map_err(io_err)?;
-        written += 12;
-    }
-    // Every (pack, start, end) range to copy, in order.
+/// The header of a pack of `count` entries (version 2).
+fn whole_header(count: u32) -> Vec<u8> {
+    let mut hdr = Vec::with_capacity(12);
+    hdr.extend_from_slice(b"PACK");
+    hdr.extend_from_slice(&2u32.to_be_bytes());
+    hdr.extend_from_slice(&count.to_be_bytes());
+    hdr
+}
+
+/// Every (pack, start, end) range of at most `WHOLE_CHUNK` bytes to copy, in order: whole
+/// packs when `verbatim`, otherwise their entries only (no header, no trailer).
+fn whole_ranges(odb: &Odb, verbatim: bool) -> Result<Vec<(Arc<super::pack::Pack>, u64, u64)>> {
     let mut ranges = Vec::new();
     for p in &odb.packs {
         if p.size < 32 {
@@ -926,6 +929,31 @@ pub async fn stream_whole_packs<S: WholeSink>(odb: &Odb, out: &mut S) -> Result<
             at = to;
         }
     }
+    Ok(ranges)
+}
+
+/// [`write_whole_packs`] from async code: waiting for the reads and for the client holds no
+/// thread; the CPU work (each entry's CRC-32 on a pack's first stream, the trailer's SHA-1 of
+/// several packs) runs on blocking threads a chunk at a time.
+///
+/// Long because its loop is one pipeline whose state (reads in flight with their budget
+/// permits, the running CRC and SHA-1 moved to and from blocking threads) would otherwise be
+/// threaded through every step; the set-up is in [`whole_header`] and [`whole_ranges`].
+pub async fn stream_whole_packs<S: WholeSink>(odb: &Odb, out: &mut S) -> Result<PackStats> {
+    let objects: u64 = odb.packs.iter().map(|p| u64::from(p.num_objects())).sum();
+    let count = u32::try_from(objects).map_err(|_| OdbError::Corrupt("too many objects".into()))?;
+    // One pack goes out byte for byte, its own header and trailer included (nothing to hash);
+    // several get a new header and trailer around their entries.
+    let verbatim = odb.packs.len() == 1;
+    let mut hasher = Sha1::new();
+    let mut written = 0u64;
+    if !verbatim {
+        let hdr = whole_header(count);
+        hasher.update(&hdr);
+        out.write(&hdr).await.map_err(io_err)?;
+        written += 12;
+    }
+    let ranges = whole_ranges(odb, verbatim)?;
     let io = &odb.io;
     let mut crc = EntryCrc::default();
     let budget = whole_budget();

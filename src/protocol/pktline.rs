@@ -6,11 +6,16 @@ use std::fmt;
 /// Largest pkt-line payload: 65520 bytes total minus the 4-byte length.
 pub const MAX_DATA_LEN: usize = 65516;
 
+/// One pkt-line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pkt<'a> {
+    /// A data line: its payload (without the length).
     Data(&'a [u8]),
+    /// `0000`: end of a message or list.
     Flush,
+    /// `0001`: delimiter between sections of a v2 command.
     Delim,
+    /// `0002`: end of a v2 response (stateless connections).
     ResponseEnd,
 }
 
@@ -24,10 +29,13 @@ impl<'a> Pkt<'a> {
     }
 }
 
+/// Input that is not a sequence of pkt-lines (positions are byte offsets in the input).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PktError {
+    /// The input ends inside the pkt-line starting at this offset.
     #[error("truncated pkt-line at byte {0}")]
     Truncated(usize),
+    /// The length field (as text) is not hex, or is `0003`, at this offset.
     #[error("invalid pkt-line length {0:?} at byte {1}")]
     BadLength(String, usize),
 }
@@ -40,14 +48,17 @@ pub struct PktReader<'a> {
 }
 
 impl<'a> PktReader<'a> {
+    /// A reader at the start of `buf`.
     pub fn new(buf: &'a [u8]) -> Self {
         PktReader { buf, pos: 0 }
     }
 
+    /// All input consumed.
     pub fn is_empty(&self) -> bool {
         self.pos >= self.buf.len()
     }
 
+    /// Bytes consumed so far.
     pub fn position(&self) -> usize {
         self.pos
     }
@@ -113,10 +124,12 @@ pub fn write_unterminated(out: &mut Vec<u8>, line: impl fmt::Display) {
     write_data(out, line.to_string().as_bytes());
 }
 
+/// Append a flush-pkt (`0000`).
 pub fn write_flush(out: &mut Vec<u8>) {
     out.extend_from_slice(b"0000");
 }
 
+/// Append a delim-pkt (`0001`).
 pub fn write_delim(out: &mut Vec<u8>) {
     out.extend_from_slice(b"0001");
 }

@@ -4,10 +4,13 @@
 use super::pktline::{Pkt, PktError, PktReader};
 use gix_hash::ObjectId;
 
+/// A request body that could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
+    /// The body is not a sequence of pkt-lines.
     #[error("{0}")]
     Pkt(#[from] PktError),
+    /// The pkt-lines are not a valid request (unknown line, bad object id, missing flush...).
     #[error("protocol error: {0}")]
     Protocol(String),
 }
@@ -19,26 +22,45 @@ fn perr(msg: impl Into<String>) -> RequestError {
 /// What the client asked `fetch` / upload-pack for, in either protocol version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FetchRequest {
+    /// `want <oid>` lines.
     pub wants: Vec<ObjectId>,
+    /// `want-ref <ref>` lines (v2).
     pub want_refs: Vec<String>,
+    /// `have <oid>` lines.
     pub haves: Vec<ObjectId>,
+    /// `shallow <oid>`: the client's shallow boundary.
     pub shallows: Vec<ObjectId>,
+    /// `deepen <n>` (n > 0).
     pub depth: Option<u32>,
+    /// `deepen-since <unix seconds>`.
     pub deepen_since: Option<i64>,
+    /// `deepen-not <ref>` lines.
     pub deepen_not: Vec<String>,
+    /// `deepen-relative`.
     pub deepen_relative: bool,
+    /// `filter <spec>` (partial clone).
     pub filter: Option<String>,
+    /// `done`: negotiation is over, send the pack.
     pub done: bool,
+    /// `thin-pack`: deltas against objects the client has are allowed.
     pub thin_pack: bool,
+    /// `no-progress`: no progress messages on the side band.
     pub no_progress: bool,
+    /// `include-tag`: send annotated tags pointing at objects sent.
     pub include_tag: bool,
+    /// `ofs-delta`: the client understands OFS_DELTA entries.
     pub ofs_delta: bool,
-    /// v0 only: capabilities from the first want line.
+    /// `side-band-64k` (v0 capability; always set for v2, which always multiplexes).
     pub side_band_64k: bool,
+    /// `side-band` (v0 capability: 1000-byte packets).
     pub side_band: bool,
+    /// `multi_ack_detailed` (v0 capability).
     pub multi_ack_detailed: bool,
+    /// `multi_ack` (v0 capability).
     pub multi_ack: bool,
+    /// `no-done` (v0 capability).
     pub no_done: bool,
+    /// `wait-for-done` (v2): do not send the pack before `done`.
     pub wait_for_done: bool,
     /// v0 only: the body had a have section (ended by a flush or `done`). A stateless
     /// deepening client first sends only its wants and reads just the shallow list.
@@ -192,15 +214,22 @@ fn apply_v0_capability(req: &mut FetchRequest, cap: &str) {
 /// Arguments of a v2 `ls-refs` command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LsRefsRequest {
+    /// `symrefs`: show symbolic refs' targets.
     pub symrefs: bool,
+    /// `peel`: show annotated tags' peeled objects.
     pub peel: bool,
+    /// `unborn`: show an unborn HEAD.
     pub unborn: bool,
+    /// `ref-prefix <p>` lines (none: every ref).
     pub ref_prefixes: Vec<String>,
 }
 
+/// A v2 command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum V2Request {
+    /// `command=ls-refs`.
     LsRefs(LsRefsRequest),
+    /// `command=fetch`.
     Fetch(FetchRequest),
     /// `object-info` and others we do not advertise.
     Unknown(String),

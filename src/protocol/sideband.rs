@@ -7,6 +7,7 @@ use bytes::Bytes;
 use std::io::{self, Write};
 use tokio::sync::mpsc;
 
+/// The sending side of a streamed HTTP response body.
 pub type BodyTx = mpsc::Sender<Result<Bytes, io::Error>>;
 
 /// Bytes per response chunk: large enough that a streamed pack costs few wake-ups.
@@ -24,6 +25,7 @@ fn gone() -> io::Error {
 }
 
 impl ChannelWriter {
+    /// A writer sending to `tx`.
     pub fn new(tx: BodyTx) -> Self {
         ChannelWriter {
             tx: Some(tx),
@@ -185,6 +187,7 @@ impl<'w, W: Write + ?Sized> Sideband<'w, W> {
         }
     }
 
+    /// No side-band: data passes through unframed (progress and errors are dropped).
     pub fn raw(out: &'w mut W) -> Self {
         Sideband {
             out,

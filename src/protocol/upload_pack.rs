@@ -8,7 +8,7 @@ use super::request::FetchRequest;
 use super::sideband::Sideband;
 use crate::metrics;
 use crate::odb::bitmap::ClientClosure;
-use crate::odb::walk::{Deepen, Filter, PackPlan, ShallowOutcome, Walker};
+use crate::odb::walk::{Deepen, Filter, PackPlan, ShallowOutcome, ToSend, Walker};
 use crate::odb::{OdbError, pack_cache, writer};
 use crate::snapshot::Repo;
 use gix_hash::ObjectId;
@@ -88,9 +88,12 @@ pub fn respond_pass_through(
     rx
 }
 
+/// The protocol version of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
+    /// Protocol v0/v1: a stateless-RPC `git-upload-pack` POST.
     V0,
+    /// Protocol v2 (`Git-Protocol: version=2`): a `command=fetch` request.
     V2,
 }
 
@@ -704,6 +707,7 @@ fn send_pack(
     }
     let started = Instant::now();
     let selection = select_objects(repo, req, &job, &inputs, &mut walker);
+    let counting = started.elapsed();
     let entries = match selection.entries {
         Ok(e) => e,
         Err(e) => {
@@ -717,12 +721,14 @@ fn send_pack(
     }
     let generated = Generated {
         entries,
+        found: selection.found,
         closure: selection.closure,
         by_bitmaps: selection.by_bitmaps,
         cache_key,
         started,
+        counting,
     };
-    write_generated(repo, req, &inputs, &walker, generated, &mut sb)?;
+    write_generated(repo, req, &inputs, generated, &mut sb)?;
     sb.finish().map(|()| None)
 }
 
@@ -810,6 +816,8 @@ fn send_kept_pack(
 /// The objects picked for a generated pack, and how.
 struct Selection {
     entries: crate::odb::Result<Vec<(crate::odb::Location, ObjectId)>>,
+    /// What the walk found besides the objects (for the delta search); empty after bitmaps.
+    found: ToSend,
     /// What the client has, by the bitmaps (when they know).
     closure: Option<ClientClosure>,
     by_bitmaps: bool,
@@ -850,6 +858,7 @@ fn select_objects(
         _ => None,
     };
     let by_bitmaps = selected.is_some();
+    let mut found = ToSend::default();
     let entries = match selected {
         Some(entries) => {
             metrics::BITMAP_ANSWERS.inc();
@@ -865,7 +874,14 @@ fn select_objects(
             };
             walker
                 .objects_to_send(&plan)
-                .and_then(|ids| writer::plan(odb, &ids))
+                .and_then(|sent| {
+                    let entries = writer::plan(odb, &sent.ids);
+                    found = ToSend {
+                        ids: Vec::new(),
+                        ..sent
+                    };
+                    entries
+                })
                 .map(|mut entries| {
                     if let Some(c) = &closure {
                         entries.retain(|(loc, _)| !c.contains(odb, *loc));
@@ -876,6 +892,7 @@ fn select_objects(
     };
     Selection {
         entries,
+        found,
         closure,
         by_bitmaps,
     }
@@ -884,10 +901,13 @@ fn select_objects(
 /// A pack about to be generated: its entries, and what its log line and the pack cache need.
 struct Generated {
     entries: Vec<(crate::odb::Location, ObjectId)>,
+    found: ToSend,
     closure: Option<ClientClosure>,
     by_bitmaps: bool,
     cache_key: String,
     started: Instant,
+    /// Of the time since `started`, what selecting the objects took.
+    counting: std::time::Duration,
 }
 
 /// Write the pack of `g.entries` (a copy kept in the pack cache when it was costly to make).
@@ -895,7 +915,6 @@ fn write_generated(
     repo: &Repo,
     req: &FetchRequest,
     inputs: &PackInputs,
-    walker: &Walker<'_>,
     g: Generated,
     sb: &mut Sideband<'_, dyn Write + '_>,
 ) -> io::Result<()> {
@@ -903,9 +922,9 @@ fn write_generated(
     let thin = inputs.thin;
     let opts = writer::WriteOptions {
         ofs_delta: req.ofs_delta,
-        thin_bases: thin.then_some(&walker.client_has),
-        names: Some(&walker.names),
-        client_names: thin.then_some(&walker.client_names),
+        thin_bases: thin.then_some(&g.found.client_has),
+        names: Some(&g.found.names),
+        client_names: thin.then_some(&g.found.client_names),
         // Thin deltas only when the client allows them.
         client_closure: g.closure.as_ref().filter(|_| thin),
     };
@@ -921,7 +940,8 @@ fn write_generated(
             tracing::info!(repo = %repo.root, objects = stats.objects, bytes = stats.bytes,
                 reused = stats.reused, reused_deltas = stats.reused_deltas, thin_deltas = stats.thin_deltas,
                 recompressed = stats.recompressed, new_deltas = stats.new_deltas,
-                bitmaps = g.by_bitmaps, ms = cost.as_millis() as u64, "pack sent");
+                bitmaps = g.by_bitmaps, count_ms = g.counting.as_millis() as u64,
+                ms = cost.as_millis() as u64, "pack sent");
             if let Some(copy) = copy
                 && cost >= odb.io.pack_cache_min_cost
             {

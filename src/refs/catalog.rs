@@ -49,6 +49,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The name used in JSON and on the status page.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Unknown => "unknown",
@@ -63,13 +64,19 @@ impl Outcome {
 /// One repository, as the catalog knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Entry {
+    /// The upstream URL the repository is fetched from.
     pub upstream: String,
     /// The ref index generation this entry was taken from.
     pub generation: u64,
+    /// Refs in the ref index.
     pub refs: u32,
+    /// Refs under `refs/heads/`.
     pub branches: u32,
+    /// Refs under `refs/tags/`.
     pub tags: u32,
+    /// Packs the ref index names.
     pub packs: u32,
+    /// Objects in those packs.
     pub objects: u64,
     /// Bytes of the packs the ref index names.
     pub bytes: u64,
@@ -79,6 +86,7 @@ pub struct Entry {
     /// every ten minutes).
     #[serde(default)]
     pub checked_at: u64,
+    /// How the last look upstream went.
     #[serde(default)]
     pub outcome: Outcome,
     /// The last failed look's error (a line a client could have seen: no store internals).
@@ -100,9 +108,10 @@ fn is_zero(n: &u64) -> bool {
 }
 
 /// What the catalog keeps of one version of a repository's ref index (made by
-/// `RefIndex::noted`; the catalog does not read ref indexes itself).
+/// `RefIndex::noted`; the catalog does not read ref indexes itself). The counts mean what the
+/// [`Entry`] fields of the same names mean.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Noted {
+pub(crate) struct Noted {
     pub root: String,
     pub upstream: String,
     pub generation: u64,
@@ -147,7 +156,9 @@ impl Entry {
 /// One shard object.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Shard {
+    /// Format version of the shard (1).
     pub version: u32,
+    /// Entries by repository root.
     pub repos: BTreeMap<String, Entry>,
 }
 
@@ -258,7 +269,7 @@ fn spawn(
 }
 
 /// A ref index was written: note its counts in the catalog (in the background).
-pub fn note_index(store: &DynStore, idx: Noted) {
+pub(crate) fn note_index(store: &DynStore, idx: Noted) {
     spawn(store, shard_of(&idx.root), move |repos| {
         repos.entry(idx.root.clone()).or_default().apply(&idx)
     });
@@ -328,7 +339,7 @@ pub fn note_zip(store: &DynStore, root: &str, size: u64) {
 /// it found): their entries are set (unless a newer generation is already noted), and an
 /// entry whose repository gc did not find is removed when its ref index is really gone.
 /// Returns (entries written or changed, entries removed).
-pub async fn reconcile(
+pub(crate) async fn reconcile(
     store: &DynStore,
     indexes: &[Noted],
     zips: &HashMap<String, (u32, u64)>,
@@ -399,6 +410,7 @@ type CachedShard = (ETag, Arc<Shard>, Instant);
 type ShardRead = Option<(ETag, Option<Arc<Shard>>)>;
 
 impl Catalog {
+    /// The catalog in `store`; a shard read within `max_age` is not revalidated.
     pub fn new(store: DynStore, max_age: Duration) -> Self {
         Catalog {
             store,

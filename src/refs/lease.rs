@@ -37,6 +37,7 @@ const ACQUIRE_ATTEMPTS: usize = 4;
 /// The stored form of a lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRecord {
+    /// Who holds it: an instance name such as [`default_holder`]'s `<hostname>-<pid>`.
     pub holder: String,
     /// Wall-clock Unix milliseconds after which the lease may be taken over.
     pub expires_at_ms: u64,
@@ -65,16 +66,22 @@ pub struct Lease {
     generation: u64,
     etag: ETag,
     expires_at_ms: u64,
+    /// The time its expiry is computed from (the system clock outside unit tests).
+    clock: Clock,
 }
 
 /// Outcome of [`try_acquire`].
 #[derive(Debug)]
 pub enum Acquire {
+    /// It is ours until [`Lease::expires_at_ms`]: renew it to keep it, release it when done.
     Acquired(Lease),
     /// Someone else holds it (as far as we could tell: `holder` is empty if the lease changed
     /// hands too often to read it).
     Held {
+        /// The holder's name, as written in the lease (empty if unknown).
         holder: String,
+        /// When that holder's lease expires unless renewed (wall-clock Unix milliseconds; 0
+        /// if unknown).
         expires_at_ms: u64,
     },
 }
@@ -85,6 +92,27 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// Where a lease reads the time its expiry is computed from and compared with: the system
+/// clock ([`now_ms`]), or in unit tests a clock the test sets, so that expiry is tested
+/// without sleeping.
+#[derive(Debug, Clone, Default)]
+enum Clock {
+    #[default]
+    System,
+    #[cfg(test)]
+    Manual(std::sync::Arc<std::sync::atomic::AtomicU64>),
+}
+
+impl Clock {
+    fn now_ms(&self) -> u64 {
+        match self {
+            Clock::System => now_ms(),
+            #[cfg(test)]
+            Clock::Manual(t) => t.load(Ordering::SeqCst),
+        }
+    }
 }
 
 fn ttl_ms(ttl: Duration) -> u64 {
@@ -124,10 +152,21 @@ pub async fn try_acquire(
     holder: &str,
     ttl: Duration,
 ) -> Result<Acquire, StoreError> {
+    acquire_with(store, key, holder, ttl, Clock::System).await
+}
+
+/// [`try_acquire`] with the time read from `clock`.
+async fn acquire_with(
+    store: &DynStore,
+    key: &str,
+    holder: &str,
+    ttl: Duration,
+    clock: Clock,
+) -> Result<Acquire, StoreError> {
     let nonce = new_nonce(holder);
     let mut last_seen: Option<LeaseRecord> = None;
     for _ in 0..ACQUIRE_ATTEMPTS {
-        let now = now_ms();
+        let now = clock.now_ms();
         let current = store.get(key).await?;
         let (mode, generation) = match &current {
             None => (PutMode::CreateOnly, 1),
@@ -165,6 +204,7 @@ pub async fn try_acquire(
                     generation: rec.generation,
                     etag,
                     expires_at_ms: rec.expires_at_ms,
+                    clock,
                 }));
             }
             // Someone else created or took it over first: look again (normally it is now held).
@@ -185,6 +225,7 @@ pub async fn try_acquire(
 }
 
 impl Lease {
+    /// Name of the holder (this process), as written in the lease.
     pub fn holder(&self) -> &str {
         &self.holder
     }
@@ -212,7 +253,7 @@ impl Lease {
     /// Extend the lease to `now + ttl`. `Ok(false)`: it is no longer ours (it expired and
     /// someone took it over, or it was deleted); stop working on the repository.
     pub async fn renew(&mut self, store: &DynStore, ttl: Duration) -> Result<bool, StoreError> {
-        let rec = self.record(now_ms().saturating_add(ttl_ms(ttl)), false);
+        let rec = self.record(self.clock.now_ms().saturating_add(ttl_ms(ttl)), false);
         match store
             .put(&self.key, encode(&rec), PutMode::IfMatch(self.etag.clone()))
             .await
@@ -232,7 +273,7 @@ impl Lease {
     /// (`If-Match`): another holder's lease is never overwritten.
     pub async fn release(self, store: &DynStore) -> Result<(), StoreError> {
         // Expiry "now" (not 0) so that `goprox gc` ages released leases from their release.
-        let rec = self.record(now_ms(), true);
+        let rec = self.record(self.clock.now_ms(), true);
         match store
             .put(&self.key, encode(&rec), PutMode::IfMatch(self.etag.clone()))
             .await
@@ -442,7 +483,7 @@ fn renewal(store: DynStore, mut lease: Lease, ttl: Duration, stall: Option<Durat
                     let _ = lost_tx.send(true);
                     return None;
                 }
-                Err(e) if now_ms() >= lease.expires_at_ms => {
+                Err(e) if lease.clock.now_ms() >= lease.expires_at_ms => {
                     tracing::warn!(key = %lease.key, error = %e, "lease expired: renewals failed");
                     let _ = lost_tx.send(true);
                     return None;
@@ -465,6 +506,7 @@ mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
     use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
 
     const KEY: &str = "example.com/r/@git/lease.json";
 
@@ -492,18 +534,55 @@ mod tests {
 
     const MIN: Duration = Duration::from_secs(60);
 
+    /// The time as the test sets it: leases acquired with it expire when the test says, not
+    /// when the machine gets round to it.
+    struct TestClock(Arc<AtomicU64>);
+
+    impl TestClock {
+        fn new() -> TestClock {
+            TestClock(Arc::new(AtomicU64::new(1_767_225_600_000)))
+        }
+        fn clock(&self) -> Clock {
+            Clock::Manual(self.0.clone())
+        }
+        fn now(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+        fn advance(&self, ms: u64) {
+            self.0.fetch_add(ms, Ordering::SeqCst);
+        }
+    }
+
+    /// [`try_acquire`] of `KEY` on the test's clock.
+    async fn acquire_at(s: &DynStore, holder: &str, ttl: Duration, t: &TestClock) -> Acquire {
+        acquire_with(s, KEY, holder, ttl, t.clock()).await.unwrap()
+    }
+
+    /// Waits until the stored lease expires at `at` (a renewal on the current time landed).
+    /// The bound is real time and generous: renewals come every few tens of milliseconds.
+    async fn renewed_to(s: &DynStore, at: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while stored(s).await.expires_at_ms != at {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not renewed to {at} within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     #[tokio::test]
     async fn acquire_then_second_is_held() {
         let s = store();
-        let before = now_ms();
-        let a = acquired(try_acquire(&s, KEY, "a", MIN).await.unwrap());
+        let t = TestClock::new();
+        let a = acquired(acquire_at(&s, "a", MIN, &t).await);
         assert_eq!(a.holder(), "a");
-        assert!(a.expires_at_ms() >= before + 60_000);
+        assert_eq!(a.expires_at_ms(), t.now() + 60_000);
         let rec = stored(&s).await;
         assert_eq!(rec.holder, "a");
         assert_eq!(rec.expires_at_ms, a.expires_at_ms());
         assert!(!rec.released);
-        match try_acquire(&s, KEY, "b", MIN).await.unwrap() {
+        match acquire_at(&s, "b", MIN, &t).await {
             Acquire::Held {
                 holder,
                 expires_at_ms,
@@ -514,19 +593,22 @@ mod tests {
             Acquire::Acquired(_) => panic!("second acquire succeeded"),
         }
         // The holder itself cannot acquire twice either.
-        assert_eq!(held_by(try_acquire(&s, KEY, "a", MIN).await.unwrap()), "a");
+        assert_eq!(held_by(acquire_at(&s, "a", MIN, &t).await), "a");
+        // Still held on the last millisecond before its expiry.
+        t.advance(59_999);
+        assert_eq!(held_by(acquire_at(&s, "b", MIN, &t).await), "a");
     }
 
     #[tokio::test]
     async fn expired_lease_is_taken_over_and_old_holder_loses_renewal() {
         let s = store();
-        let mut a = acquired(
-            try_acquire(&s, KEY, "a", Duration::from_millis(30))
-                .await
-                .unwrap(),
-        );
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        let b = acquired(try_acquire(&s, KEY, "b", MIN).await.unwrap());
+        let t = TestClock::new();
+        let mut a = acquired(acquire_at(&s, "a", Duration::from_millis(30), &t).await);
+        t.advance(29);
+        assert_eq!(held_by(acquire_at(&s, "b", MIN, &t).await), "a");
+        // At its expiry it is takeable.
+        t.advance(1);
+        let b = acquired(acquire_at(&s, "b", MIN, &t).await);
         assert_eq!(b.holder(), "b");
         assert_eq!(stored(&s).await.holder, "b");
         assert_eq!(stored(&s).await.generation, 2);
@@ -536,27 +618,31 @@ mod tests {
         let rec = stored(&s).await;
         assert_eq!(rec.holder, "b");
         assert!(!rec.released);
-        assert_eq!(held_by(try_acquire(&s, KEY, "c", MIN).await.unwrap()), "b");
+        assert_eq!(held_by(acquire_at(&s, "c", MIN, &t).await), "b");
     }
 
     #[tokio::test]
     async fn renewal_extends() {
         let s = store();
+        let t = TestClock::new();
         let ttl = Duration::from_millis(80);
-        let mut a = acquired(try_acquire(&s, KEY, "a", ttl).await.unwrap());
+        let mut a = acquired(acquire_at(&s, "a", ttl, &t).await);
         let first = a.expires_at_ms();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(first, t.now() + 80);
+        t.advance(50);
         assert!(a.renew(&s, ttl).await.unwrap());
-        assert!(a.expires_at_ms() > first);
+        assert_eq!(a.expires_at_ms(), t.now() + 80);
         assert_eq!(stored(&s).await.expires_at_ms, a.expires_at_ms());
         // 100 ms after acquiring: past the first expiry, within the renewed one.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(now_ms() >= first);
-        if now_ms() < a.expires_at_ms() {
-            assert_eq!(held_by(try_acquire(&s, KEY, "b", ttl).await.unwrap()), "a");
-        }
+        t.advance(50);
+        assert!(t.now() >= first && t.now() < a.expires_at_ms());
+        assert_eq!(held_by(acquire_at(&s, "b", ttl, &t).await), "a");
         assert!(a.renew(&s, MIN).await.unwrap());
-        assert_eq!(held_by(try_acquire(&s, KEY, "b", ttl).await.unwrap()), "a");
+        assert_eq!(held_by(acquire_at(&s, "b", ttl, &t).await), "a");
+        // Not renewed again: once that expires, it is taken over and the renewal is refused.
+        t.advance(60_000);
+        assert_eq!(acquired(acquire_at(&s, "b", ttl, &t).await).holder(), "b");
+        assert!(!a.renew(&s, MIN).await.unwrap());
     }
 
     #[tokio::test]
@@ -577,13 +663,10 @@ mod tests {
         let a = acquired(try_acquire(&s, KEY, "a", MIN).await.unwrap());
         assert!(a.remove(&s, MIN).await.unwrap());
         assert!(s.get(KEY).await.unwrap().is_none());
-        let a = acquired(
-            try_acquire(&s, KEY, "a", Duration::from_millis(1))
-                .await
-                .unwrap(),
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let _b = acquired(try_acquire(&s, KEY, "b", MIN).await.unwrap());
+        let t = TestClock::new();
+        let a = acquired(acquire_at(&s, "a", Duration::from_millis(1), &t).await);
+        t.advance(1);
+        let _b = acquired(acquire_at(&s, "b", MIN, &t).await);
         assert!(!a.remove(&s, MIN).await.unwrap());
         assert_eq!(stored(&s).await.holder, "b");
     }
@@ -639,17 +722,16 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn sixteen_concurrent_takeovers_of_an_expired_lease_one_wins() {
         let s = store();
-        let old = acquired(
-            try_acquire(&s, KEY, "old", Duration::from_millis(1))
-                .await
-                .unwrap(),
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        let t = TestClock::new();
+        let old = acquired(acquire_at(&s, "old", Duration::from_millis(1), &t).await);
+        t.advance(1);
         let mut tasks = Vec::new();
         for i in 0..16 {
-            let s = s.clone();
+            let (s, clock) = (s.clone(), t.clock());
             tasks.push(tokio::spawn(async move {
-                try_acquire(&s, KEY, &format!("h{i}"), MIN).await.unwrap()
+                acquire_with(&s, KEY, &format!("h{i}"), MIN, clock)
+                    .await
+                    .unwrap()
             }));
         }
         let mut winners = 0;
@@ -665,21 +747,31 @@ mod tests {
     #[tokio::test]
     async fn background_renewal_keeps_it_and_reports_loss() {
         let s = store();
+        // Renewals run every 30 ms of real time, but the lease's time only moves when the test
+        // moves it: however late a renewal runs, the lease cannot expire before it.
+        let t = TestClock::new();
         let ttl = Duration::from_millis(90);
-        let a = acquired(try_acquire(&s, KEY, "a", ttl).await.unwrap());
+        let a = acquired(acquire_at(&s, "a", ttl, &t).await);
+        let first = a.expires_at_ms();
         let r = spawn_renewal(s.clone(), a, ttl);
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        t.advance(60);
+        renewed_to(&s, t.now() + 90).await;
+        // Past the first expiry: the renewal kept it.
+        t.advance(60);
+        assert!(t.now() > first);
         assert!(!r.is_lost());
-        assert_eq!(held_by(try_acquire(&s, KEY, "b", ttl).await.unwrap()), "a");
+        assert_eq!(held_by(acquire_at(&s, "b", ttl, &t).await), "a");
+        renewed_to(&s, t.now() + 90).await;
         let a = r.stop().await.expect("still ours");
         assert!(stored(&s).await.generation >= 3, "renewed at least twice");
+        assert_eq!(a.expires_at_ms(), stored(&s).await.expires_at_ms);
         a.release(&s).await.unwrap();
 
-        // Someone deletes it: the next renewal notices.
-        let a = acquired(try_acquire(&s, KEY, "a", ttl).await.unwrap());
+        // Someone deletes it: the next renewal notices (the bound is only a generous limit).
+        let a = acquired(acquire_at(&s, "a", ttl, &t).await);
         let mut r = spawn_renewal(s.clone(), a, ttl);
         s.delete(KEY).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(5), r.lost())
+        tokio::time::timeout(Duration::from_secs(30), r.lost())
             .await
             .expect("loss reported");
         assert!(r.is_lost());

@@ -14,8 +14,10 @@ use gix_hash::ObjectId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// The ref index format this version writes and reads (`RefIndex::version`).
 pub const FORMAT_VERSION: u32 = 1;
 
+/// One ref of a ref index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefEntry {
     /// Object id the ref points to (hex in the stored form).
@@ -63,6 +65,7 @@ pub(crate) mod hex_oid_opt {
     }
 }
 
+/// One pack a ref index names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackEntry {
     /// The objects are `pack-<name>.pack` and `pack-<name>.idx`: the pack checksum (hex), or
@@ -71,7 +74,9 @@ pub struct PackEntry {
     /// Pack checksum (hex) when it is not the name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<String>,
+    /// Size of the `.pack` object in bytes.
     pub size: u64,
+    /// Objects in the pack.
     pub objects: u32,
     /// End of the pack's commits, trees and tags (written before its blobs): loaded into the
     /// block cache when a process first opens the pack, so history walks do not miss.
@@ -95,14 +100,16 @@ impl PackEntry {
 /// the previous ref index may still be streaming from it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retired {
-    /// Pack checksum (hex), as in [`PackEntry::name`].
+    /// The pack's name in its keys, as in [`PackEntry::name`].
     pub name: String,
     /// Unix seconds when it stopped being named.
     pub at: u64,
 }
 
+/// A repository's ref index (`<root>/@git/refs.json`): its refs, HEAD and packs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefIndex {
+    /// Format version ([`FORMAT_VERSION`]).
     pub version: u32,
     /// Incremented on every replacement.
     pub generation: u64,
@@ -123,7 +130,9 @@ pub struct RefIndex {
     /// Object id of a detached HEAD.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "hex_oid_opt")]
     pub head_oid: Option<ObjectId>,
+    /// Every ref by full name (`refs/heads/main`, `refs/tags/v1`); HEAD is not among them.
     pub refs: BTreeMap<String, RefEntry>,
+    /// The packs that hold the repository's objects.
     pub packs: Vec<PackEntry>,
     /// Packs no longer named, waiting for `goprox gc`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -138,7 +147,7 @@ pub struct RefIndex {
 
 impl RefIndex {
     /// What the catalog keeps of this version.
-    pub fn noted(&self) -> crate::refs::catalog::Noted {
+    pub(crate) fn noted(&self) -> crate::refs::catalog::Noted {
         let count = |p: &str| self.refs.keys().filter(|r| r.starts_with(p)).count() as u32;
         crate::refs::catalog::Noted {
             root: self.root.clone(),
@@ -176,20 +185,25 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// The keys of the repository with import-path root `root`.
     pub fn new(root: &str) -> Self {
         Keys {
             base: format!("{root}/@git"),
         }
     }
+    /// The ref index.
     pub fn ref_index(&self) -> String {
         format!("{}/refs.json", self.base)
     }
+    /// Pack `name` ([`PackEntry::name`]).
     pub fn pack(&self, name: &str) -> String {
         format!("{}/packs/pack-{name}.pack", self.base)
     }
+    /// The index of pack `name`.
     pub fn idx(&self, name: &str) -> String {
         format!("{}/packs/pack-{name}.idx", self.base)
     }
+    /// The reachability bitmaps of pack `name`.
     pub fn bitmap(&self, name: &str) -> String {
         format!("{}/packs/pack-{name}.bitmap", self.base)
     }
@@ -198,7 +212,7 @@ impl Keys {
     pub fn pack_cache(&self, fp: &str, digest: &str) -> String {
         format!("{}/cache/{fp}-{digest}.pack", self.base)
     }
-    /// The repository's lease object (see `fill::lease`).
+    /// The repository's lease object (see [`lease`]).
     pub fn lease(&self) -> String {
         format!("{}/lease.json", self.base)
     }
@@ -224,8 +238,10 @@ pub const REF_INDEX_SUFFIX: &str = "/@git/refs.json";
 
 /// What a store key is, as far as repositories go (the inverse of [`Keys`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyKind {
+pub(crate) enum KeyKind {
+    /// `refs.json`
     RefIndex,
+    /// `lease.json`
     Lease,
     /// `pack-<name>.pack`
     Pack(String),
@@ -244,7 +260,7 @@ pub enum KeyKind {
 
 /// Split a store key into its repository root and what it is; `None` for keys outside any
 /// repository (no `/@git/`).
-pub fn parse_key(key: &str) -> Option<(&str, KeyKind)> {
+pub(crate) fn parse_key(key: &str) -> Option<(&str, KeyKind)> {
     // `@` never occurs in an import path, so the first `/@git/` ends the root.
     let i = key.find(GIT_DIR)?;
     let (root, rest) = (&key[..i], &key[i + GIT_DIR.len()..]);
@@ -311,10 +327,14 @@ pub fn packset_fingerprint<'a>(names: impl IntoIterator<Item = &'a str>) -> Stri
     hex::encode(&h.finalize()[..8])
 }
 
+/// Why a ref index could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum RefsError {
+    /// The store failed (including [`StoreError::PreconditionFailed`] from [`store`]).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The ref index at the key (first) does not parse, has an unsupported version, or
+    /// could not be serialized; the second string says why.
     #[error("corrupt ref index {0}: {1}")]
     Corrupt(String, String),
     /// [`update`] lost the race every time: the index kept changing under it.

@@ -39,6 +39,7 @@ const MAX_LIST_ENTRIES: usize = 50_000_000;
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// A store in a local directory (see the module documentation).
 #[derive(Debug)]
 pub struct LocalStore {
     root: PathBuf,
@@ -61,6 +62,7 @@ impl LocalStore {
         })
     }
 
+    /// The directory the store lives in.
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -13,8 +13,9 @@ use bytes::Bytes;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+/// A store whose calls are counted and timed ([`metered`]).
 #[derive(Debug)]
-pub struct Metered {
+struct Metered {
     inner: DynStore,
 }
 

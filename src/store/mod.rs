@@ -32,22 +32,36 @@ pub enum PutMode {
     IfMatch(ETag),
 }
 
+/// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A conditional write's condition did not hold ([`PutMode::CreateOnly`] on an existing
+    /// key, [`PutMode::IfMatch`] on another version or a missing key).
     #[error("precondition failed")]
     PreconditionFailed,
+    /// A ranged read of a key that does not exist (whole reads answer `Ok(None)` instead), or
+    /// an S3 multipart upload that vanished before it was completed.
     #[error("object not found: {0}")]
     NotFound(String),
+    /// The key fails [`check_key`].
     #[error("invalid store key: {0}")]
     InvalidKey(String),
+    /// A local file-system error.
     #[error("store I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// Any other backend failure that retrying will not cure (refused requests, corrupt
+    /// stored data, an abandoned streamed write).
     #[error("store backend error: {0}")]
     Backend(String),
     /// A failure a later attempt may not meet (throttling, 5xx, connection, timeout, a body
     /// cut short), left after the backend's retries.
     #[error("object store unavailable ({cause}): {detail}")]
-    Unavailable { cause: retry::Cause, detail: String },
+    Unavailable {
+        /// The kind of the last failure.
+        cause: retry::Cause,
+        /// The backend's description of it.
+        detail: String,
+    },
 }
 
 impl StoreError {
@@ -68,11 +82,13 @@ impl StoreError {
     }
 }
 
+/// A result with [`StoreError`].
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A piece of a streamed write ([`ObjectStore::put_stream`]).
 #[derive(Debug, Clone)]
 pub enum Chunk {
+    /// The next bytes of the object.
     Data(Bytes),
     /// The object is complete: publish it.
     End,
@@ -84,6 +100,7 @@ pub type Chunks = tokio::sync::mpsc::Receiver<Chunk>;
 /// One object of a listing with its metadata ([`ObjectStore::list_meta`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListEntry {
+    /// The full key.
     pub key: String,
     /// Size in bytes.
     pub size: u64,
@@ -94,7 +111,9 @@ pub struct ListEntry {
 /// A whole object read from the store.
 #[derive(Debug, Clone)]
 pub struct GetOutput {
+    /// The object's contents.
     pub data: Bytes,
+    /// The version read.
     pub etag: ETag,
 }
 
@@ -103,10 +122,13 @@ pub struct GetOutput {
 pub enum Revalidated {
     /// The object still has the given tag.
     Unchanged,
+    /// The object has another tag now: its contents and new tag.
     Changed(GetOutput),
+    /// The object no longer exists.
     Missing,
 }
 
+/// A store backend: a flat keyspace of objects with conditional writes.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Human-readable description (for logs).
@@ -176,6 +198,7 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// A shared store of any backend.
 pub type DynStore = Arc<dyn ObjectStore>;
 
 /// The error of a streamed write whose producer went away before the end.
@@ -235,6 +258,11 @@ async fn open_backend(url: &str, s3: &s3::S3Options) -> anyhow::Result<DynStore>
 // Not part of the API: public only so that integration tests (`tests/store_s3.rs`)
 // can run the same suite against a real S3 server.
 #[doc(hidden)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test suite, only run by tests: a failed store call is a failed test"
+)]
 pub mod conformance {
     //! Shared behavioural tests every store must pass (panics on failure).
     use super::*;

@@ -24,35 +24,62 @@ const READY_PREFIX: &str = ".goprox/ready/";
 /// How long [`ready`] waits for the store.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Why [`probe`] failed: the store could not be used, or it does not honour conditional
+/// writes.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
+    /// A store call of the probe failed.
     #[error("store {store}: probe {op} of {key} failed: {source}")]
     Store {
+        /// The store's description.
         store: String,
+        /// The call that failed (`put`, `get`, ...).
         op: &'static str,
+        /// The scratch key.
         key: String,
+        /// The store's error.
         source: StoreError,
     },
+    /// A second create-only write of the scratch key was accepted.
     #[error(
         "store {store} ignores create-only writes (If-None-Match: *): a second create of {key} \
          succeeded, so several goprox instances could overwrite each other's ref indexes \
          (use --single-instance if only this process writes to it)"
     )]
-    CreateOnlyIgnored { store: String, key: String },
+    CreateOnlyIgnored {
+        /// The store's description.
+        store: String,
+        /// The scratch key.
+        key: String,
+    },
+    /// A write with a stale `If-Match` tag was accepted.
     #[error(
         "store {store} ignores If-Match: a write of {key} with a stale version tag succeeded, \
          so compare-and-swap of ref indexes is not safe (use --single-instance if only this \
          process writes to it)"
     )]
-    IfMatchIgnored { store: String, key: String },
+    IfMatchIgnored {
+        /// The store's description.
+        store: String,
+        /// The scratch key.
+        key: String,
+    },
+    /// The scratch object read back differs from what was written.
     #[error("store {store}: probe object {key} read back with the wrong content")]
-    WrongContent { store: String, key: String },
+    WrongContent {
+        /// The store's description.
+        store: String,
+        /// The scratch key.
+        key: String,
+    },
 }
 
 /// Why `/readyz` fails: a line for anyone (`public`), the whole story for the log.
 #[derive(Debug)]
 pub struct NotReady {
+    /// The `/readyz` body.
     pub public: &'static str,
+    /// The whole error, for the log.
     pub detail: String,
 }
 

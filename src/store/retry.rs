@@ -33,7 +33,8 @@ pub enum Cause {
 }
 
 impl Cause {
-    pub fn as_str(self) -> &'static str {
+    /// The metrics label value.
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Cause::Throttled => "throttled",
             Cause::ServerError => "server_error",
@@ -42,14 +43,6 @@ impl Cause {
             Cause::Body => "body",
         }
     }
-
-    pub const ALL: [Cause; 5] = [
-        Cause::Throttled,
-        Cause::ServerError,
-        Cause::Connection,
-        Cause::Timeout,
-        Cause::Body,
-    ];
 }
 
 impl std::fmt::Display for Cause {
@@ -72,6 +65,7 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     /// First backoff; doubled after each failure up to `cap` (the wait is drawn from 0 to it).
     pub base: Duration,
+    /// Longest backoff, and longest throttling pause.
     pub cap: Duration,
     /// No new attempt starts this long after the call began.
     pub deadline: Duration,
@@ -104,8 +98,8 @@ impl RetryPolicy {
 
 /// The retry state one store shares between its calls: the policy and the throttling pause.
 #[derive(Debug)]
-pub struct Retrier {
-    pub policy: RetryPolicy,
+pub(crate) struct Retrier {
+    pub(crate) policy: RetryPolicy,
     /// Calls wait until then before an attempt (set by throttling answers).
     pause_until: Mutex<Option<Instant>>,
     /// Consecutive throttling answers, for the length of the pause.
@@ -114,7 +108,7 @@ pub struct Retrier {
 }
 
 impl Retrier {
-    pub fn new(policy: RetryPolicy) -> Self {
+    pub(crate) fn new(policy: RetryPolicy) -> Self {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -190,7 +184,7 @@ impl Retrier {
 }
 
 /// The attempts of one call.
-pub struct Attempts<'r> {
+pub(crate) struct Attempts<'r> {
     retrier: &'r Retrier,
     op: StoreOp,
     started: Instant,
@@ -199,10 +193,6 @@ pub struct Attempts<'r> {
 }
 
 impl Attempts<'_> {
-    pub fn policy(&self) -> &RetryPolicy {
-        &self.retrier.policy
-    }
-
     /// Before each attempt: wait out a throttling pause.
     pub async fn paced(&self) {
         self.retrier.paced().await;
@@ -279,6 +269,7 @@ mod tests {
         let mut a = r.start(StoreOp::Head);
         let t = Instant::now();
         while a.again(Cause::ServerError).await {
+            // The contract: no retry after the 20 ms deadline (5 s: slack for a slow machine).
             assert!(t.elapsed() < Duration::from_secs(5), "deadline not kept");
         }
         assert!(t.elapsed() >= Duration::from_millis(20));

@@ -58,6 +58,7 @@ const WRITE_TOKEN: &str = "goprox-write";
 /// Connect timeout when none is given.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A store in an S3 bucket (any S3-compatible service), optionally under a key prefix.
 #[derive(Debug, Clone)]
 pub struct S3Store {
     client: Client,

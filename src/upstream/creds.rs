@@ -11,7 +11,9 @@ use std::collections::HashMap;
 /// A user name and password (or token).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret {
+    /// The user name.
     pub user: String,
+    /// The password or token.
     pub password: String,
 }
 
@@ -21,6 +23,7 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The credentials goprox presents to upstreams, and the extra CA roots it trusts.
 #[derive(Debug, Default, Clone)]
 pub struct Credentials {
     /// (upstream URL prefix without userinfo, credentials), from rules.
@@ -130,6 +133,7 @@ pub fn netrc_path(explicit: Option<&std::path::Path>) -> Option<std::path::PathB
 /// other upstream goes through [`crate::upstream::policy`]), and the credentials and extra CA roots.
 #[derive(Debug, Default, Clone)]
 pub struct Trust {
+    /// Credentials and CA roots.
     pub credentials: Credentials,
     /// URL prefixes of the explicit rules.
     pub trusted: Vec<String>,

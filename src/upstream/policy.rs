@@ -19,7 +19,9 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("refusing upstream {what}: {why}")]
 pub struct Refused {
+    /// The host or URL refused (without credentials).
     pub what: String,
+    /// Why (a loopback name, a private address, not https, ...).
     pub why: String,
 }
 

@@ -8,8 +8,12 @@ use crate::path::{first_elems, known_host_depth};
 /// the operator names, trusted as given: http and private addresses allowed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
+    /// The import-path prefix (a trailing `/` matches only paths below it).
     pub prefix: String,
+    /// The upstream URL (or the discovery base URL), possibly with userinfo until
+    /// credentials are split off at start-up.
     pub url: String,
+    /// A `--discover` rule rather than an `--upstream` one.
     pub discover: bool,
 }
 
@@ -67,17 +71,23 @@ impl std::str::FromStr for Rule {
 /// A resolved repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// The repository's import-path root.
     pub root: String,
+    /// Its upstream URL.
     pub upstream: String,
     /// The directory in the repository that holds the import path root (the go-import tag's
     /// fourth field, Go 1.25); empty: the repository's root.
     pub subdir: String,
 }
 
+/// Why an import path (first field) could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
+    /// No repository for it: a path too short for a well-known host, no suitable go-import
+    /// tag, an invalid subdirectory.
     #[error("no repository found for {0}: {1}")]
     NotFound(String, String),
+    /// The discovery request failed (timeout, HTTP error, unreadable page).
     #[error("discovery for {0} failed: {1}")]
     Discovery(String, String),
     /// The upstream policy refused the host or URL ([`crate::upstream::policy`]).
@@ -98,6 +108,7 @@ pub const DISCOVERY_TTL: std::time::Duration = std::time::Duration::from_secs(60
 /// Most discovered answers remembered (the oldest are forgotten first).
 const DISCOVERY_CACHE_ENTRIES: usize = 10_000;
 
+/// Maps import paths to repositories ([`Target`]): rules, well-known hosts, discovery.
 #[derive(Debug, Clone, Default)]
 pub struct Resolver {
     rules: Vec<Rule>,
@@ -112,6 +123,7 @@ pub struct Resolver {
 }
 
 impl Resolver {
+    /// A resolver with these rules (the longest matching prefix wins).
     pub fn new(mut rules: Vec<Rule>) -> Self {
         rules.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Resolver {
@@ -296,6 +308,21 @@ async fn discover(
         crate::upstream::policy::check_url(&url)?;
     }
     let discovery = |why: String| ResolveError::Discovery(path.into(), why);
+    let client = discovery_client(trusted, trust).map_err(|e| discovery(e.to_string()))?;
+    let body = tokio::time::timeout(DISCOVERY_TIMEOUT, fetch_page(&client, &url, path))
+        .await
+        .map_err(|_| discovery(format!("timed out after {DISCOVERY_TIMEOUT:?}")))??;
+    let body = String::from_utf8_lossy(&body);
+    git_import(path, &url, &body)
+}
+
+/// The HTTP client of discovery: its time limits, the agent, at most
+/// [`DISCOVERY_MAX_REDIRECTS`] redirects, and unless `trusted` (a `--discover` rule) only
+/// `https` hops to public addresses.
+fn discovery_client(
+    trusted: bool,
+    trust: &crate::upstream::creds::Trust,
+) -> reqwest::Result<reqwest::Client> {
     let mut builder = trust
         .with_roots(reqwest::Client::builder())
         .timeout(DISCOVERY_TIMEOUT)
@@ -317,44 +344,53 @@ async fn discover(
     if !trusted {
         builder = builder.dns_resolver(crate::upstream::policy::public_resolver());
     }
-    let client = builder.build().map_err(|e| discovery(e.to_string()))?;
-    let fetch = async {
-        let mut resp = client.get(&url).send().await.map_err(|e| {
-            // A refusal by the policy (a redirect hop or a resolved address) is said as such.
-            let mut src: Option<&dyn std::error::Error> = Some(&e);
-            while let Some(s) = src {
-                if let Some(r) = s.downcast_ref::<crate::upstream::policy::Refused>() {
-                    return ResolveError::Refused(r.clone());
-                }
-                src = s.source();
+    builder.build()
+}
+
+/// GET the discovery page `url` (for import path `path`): its first
+/// [`DISCOVERY_MAX_BYTES`] bytes.
+async fn fetch_page(
+    client: &reqwest::Client,
+    url: &str,
+    path: &str,
+) -> Result<Vec<u8>, ResolveError> {
+    let discovery = |why: String| ResolveError::Discovery(path.into(), why);
+    let mut resp = client.get(url).send().await.map_err(|e| {
+        // A refusal by the policy (a redirect hop or a resolved address) is said as such.
+        let mut src: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(s) = src {
+            if let Some(r) = s.downcast_ref::<crate::upstream::policy::Refused>() {
+                return ResolveError::Refused(r.clone());
             }
-            discovery(describe_reqwest(&e))
-        })?;
-        if !resp.status().is_success() {
-            return Err(discovery(format!(
-                "{url} answered HTTP {}",
-                resp.status().as_u16()
-            )));
+            src = s.source();
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| discovery(describe_reqwest(&e)))?
-        {
-            body.extend_from_slice(&chunk);
-            if body.len() >= DISCOVERY_MAX_BYTES {
-                body.truncate(DISCOVERY_MAX_BYTES);
-                break;
-            }
-        }
-        Ok(body)
-    };
-    let body = tokio::time::timeout(DISCOVERY_TIMEOUT, fetch)
+        discovery(describe_reqwest(&e))
+    })?;
+    if !resp.status().is_success() {
+        return Err(discovery(format!(
+            "{url} answered HTTP {}",
+            resp.status().as_u16()
+        )));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
         .await
-        .map_err(|_| discovery(format!("timed out after {DISCOVERY_TIMEOUT:?}")))??;
-    let body = String::from_utf8_lossy(&body);
-    for tag in parse_go_import(&body) {
+        .map_err(|e| discovery(describe_reqwest(&e)))?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() >= DISCOVERY_MAX_BYTES {
+            body.truncate(DISCOVERY_MAX_BYTES);
+            break;
+        }
+    }
+    Ok(body)
+}
+
+/// The repository of `path` from the first `go-import` tag of the page at `url` (`body`)
+/// with vcs `git` whose prefix is `path` or one of its parents.
+fn git_import(path: &str, url: &str, body: &str) -> Result<Target, ResolveError> {
+    for tag in parse_go_import(body) {
         if tag.vcs == "git" && (path == tag.prefix || path.starts_with(&format!("{}/", tag.prefix)))
         {
             let subdir = clean_subdir(&tag.subdir).ok_or_else(|| {
@@ -394,8 +430,11 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
 /// One `<meta name="go-import" content="prefix vcs url [subdir]">` tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GoImport {
+    /// The import-path prefix the tag is for.
     pub prefix: String,
+    /// The version control system (`git`, `mod`, ...).
     pub vcs: String,
+    /// The repository URL.
     pub repo: String,
     /// The fourth field (Go 1.25): the directory in the repository holding `prefix`; empty
     /// when absent.

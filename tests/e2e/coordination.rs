@@ -33,6 +33,19 @@ fn ref_index(store: &Store, root: &str) -> RefIndex {
     serde_json::from_slice(&data).expect("parse ref index")
 }
 
+/// Waits until `root`'s lease can be taken over (absent, released or expired), judged as an
+/// instance starting now would: a killed holder's lease has to run out its TTL.
+fn wait_lease_takeable(store: &Store, root: &str, limit: Duration) {
+    use goprox::refs::lease;
+    let key = format!("{root}/@git/lease.json");
+    wait_until(&format!("{key} to be takeable"), limit, || {
+        store
+            .get_object(&key)
+            .and_then(|data| lease::decode(&data))
+            .is_none_or(|rec| rec.takeable(lease::now_ms()))
+    });
+}
+
 fn fsck_ok(store: &Store) {
     let o = command(store, &["fsck"]);
     assert!(o.ok(), "fsck: {}", o.describe());
@@ -322,7 +335,6 @@ fn crash(kind: StoreKind, rounds: u32) {
             format!("when a new pack object appeared, after {:?}", t0.elapsed())
         };
         writer.stop();
-        let killed_at = Instant::now();
         let _ = trigger.join();
         let state = store.keys();
         // Another instance serves a complete repository: the old state or the new one.
@@ -358,9 +370,10 @@ fn crash(kind: StoreKind, rounds: u32) {
             }
         );
         fsck_ok(&store);
-        // Let the dead writer's lease expire; then the next instance that refreshes finishes
-        // the job (timed: the next round kills within that time).
-        std::thread::sleep(Duration::from_millis(2200).saturating_sub(killed_at.elapsed()));
+        // Let the dead writer's lease expire (2 s TTL); then the next instance that refreshes
+        // finishes the job. Its time, not counting a wait for the lease, is the next round's
+        // window for the kill.
+        wait_lease_takeable(&store, LIVE, Duration::from_secs(60));
         let finisher = Goprox::start_with(&store.share(), &up.goprox_args(), &writer_args);
         let t0 = Instant::now();
         let url = finisher.repo_url(LIVE);

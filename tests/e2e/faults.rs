@@ -314,6 +314,7 @@ fn s3_gone_then_back() {
             "{internal:?} reached the client: {err}"
         );
     }
+    // The contract: --s3-timeout (3 s: no store retry starts later) bounds the client's wait.
     assert!(took < Duration::from_secs(30), "the client waited {took:?}");
     let r = request(gp.port, "GET", "/readyz", &[], b"");
     assert_eq!(

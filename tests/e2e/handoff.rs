@@ -73,6 +73,7 @@ fn adopted_after(kind: StoreKind, how: Stop) {
                 .unwrap_or_else(|| panic!("still running 20 s after SIGTERM:\n{}", a.log_text()));
             let took = t0.elapsed();
             eprintln!("exited {exit} {took:?} after SIGTERM (grace 5 s)");
+            // The contract: the process exits within --shutdown-grace (5 s), with slack.
             assert!(took < Duration::from_secs(7), "took {took:?} (grace 5 s)");
             let log = a.log_text();
             assert!(
@@ -324,6 +325,7 @@ fn sigterm_during(point: &str, kind: StoreKind) {
         .unwrap_or_else(|| panic!("still running 20 s after SIGTERM:\n{}", a.log_text()));
     let took = t0.elapsed();
     eprintln!("{point}: exited {exit} {took:?} after SIGTERM (grace 4 s)");
+    // The contract: the process exits within --shutdown-grace (4 s), with slack.
     assert!(took < Duration::from_secs(6), "took {took:?} (grace 4 s)");
     assert!(
         a.log_text().contains("lease handed off"),

@@ -253,6 +253,7 @@ fn readyz_fails_when_seaweedfs_dies() {
     );
     // One line, no store name, key or backend text (the endpoint is open to anyone).
     assert_eq!(body, "not ready: object store unavailable\n");
+    // The contract: a readiness check gives up after READY_TIMEOUT (3 s), with slack.
     assert!(took < Duration::from_secs(10), "took {took:?}");
     assert_eq!(request(gp.port, "GET", "/healthz", &[], b"").status, 200);
     gp.assert_alive();
@@ -406,6 +407,7 @@ fn sigterm_exits_within_the_grace_while_a_fill_hangs() {
         )
     });
     eprintln!("exited {exit} {took:?} after SIGTERM");
+    // The contract: the process exits within --shutdown-grace (4 s), with slack.
     assert!(took < Duration::from_secs(8), "took {took:?} (grace 4 s)");
     let _ = waiting.join();
 }

@@ -150,6 +150,8 @@ fn ssrf_loopback_spellings_refused() {
         timings.len(),
         max
     );
+    // The contract: refused before any connection attempt, so never as slow as the 5 s
+    // connect timeout of discovery.
     assert!(
         max < Duration::from_secs(5),
         "refusals should be quick: {max:?}"
@@ -579,6 +581,7 @@ fn request_limits_and_slow_headers() {
     eprintln!("stalled body: {:?} after {took:?}", head.lines().next());
     assert!(head.starts_with("HTTP/1.1 408"), "{head}");
     assert!(head.contains("--body-timeout"), "{head}");
+    // The contract: --body-timeout (2 s) bounds the wait, with slack for a slow machine.
     assert!(took < Duration::from_secs(10), "{took:?}");
     h.gp.assert_alive();
 
@@ -637,6 +640,8 @@ fn request_limits_and_slow_headers() {
     eprintln!(
         "{SLOW} stalled connections; clone meanwhile took {clone_time:?}; all stalled connections closed within {last:?}; goprox RSS {rss_before} KiB before, {rss_during} KiB with them open"
     );
+    // The contract: the 2 s header timeout closes them, whatever the clone meanwhile costs
+    // (12 s: slack for a slow machine).
     assert!(
         last < Duration::from_secs(12),
         "stalled connections held for {last:?}"
@@ -1073,7 +1078,9 @@ fn fifty_thousand_haves() {
         r.body.len()
     );
     assert_eq!(r.status, 200, "{}", show(&r));
-    assert!(took < Duration::from_secs(15), "50k haves took {took:?}");
+    // A guard against work quadratic in the haves (minutes), not a speed benchmark: the bound
+    // is the 30 s promised above, generous for a debug build on a loaded machine.
+    assert!(took < Duration::from_secs(30), "50k haves took {took:?}");
     assert!(
         r.body.windows(4).any(|w| w == b"PACK") || r.text().contains("ERR"),
         "neither a pack nor an ERR: {}",
@@ -1163,6 +1170,7 @@ fn fill_time_cap() {
     );
     assert_eq!(r.status, 504, "{}", show(&r));
     assert!(r.text().contains("--max-fill-time"), "{}", show(&r));
+    // The contract: --max-fill-time (2 s) bounds the wait, with slack for a slow machine.
     assert!(took < Duration::from_secs(10), "{took:?}");
     assert!(
         !store.keys().iter().any(|k| k.ends_with("refs.json")),
