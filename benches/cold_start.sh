@@ -10,8 +10,11 @@
 #
 # Per delay, each row a new goprox process, median of RUNS:
 #   start         process start until /healthz answers, and until the first ref advertisement
-#   depth1-first  raw protocol-v2 fetch of the newest tag with deepen 1, the first in the bucket
-#                 (kept generated packs deleted before each run): the pack is made
+#   depth1-ahead  raw protocol-v2 fetch of the newest tag with deepen 1 (what `git fetch
+#                 --depth=1` and the go command send), the first request for it ever: answered
+#                 from the pack `goprox mirror` made ahead after its fill
+#   depth1-first  the same fetch with no pack kept (kept generated packs deleted before each
+#                 run): the pack is made
 #   depth1-again  the same request on a new process after another one made it: answered from
 #                 the pack kept in the bucket
 #   full          raw protocol-v2 fetch of every branch and tag
@@ -42,7 +45,7 @@ start_upstream "$ROOT" big
 start_seaweed
 make_bucket cold
 MOD_RULE=()
-OPS=(start depth1-first depth1-again full)
+OPS=(start depth1-ahead depth1-first depth1-again full)
 if [ -n "${MOD_REPO:-}" ]; then
   MOD_PATH="${MOD_PATH:-golang.org/x/tools}"
   git clone -q --bare "$MOD_REPO" "$ROOT/mod"

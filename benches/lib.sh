@@ -28,6 +28,8 @@ cleanup() {
   for p in "${PIDS[@]}"; do
     kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true
   done
+  # BENCH_LOGS=/some/dir: keep goprox's logs (per-request timings) for a look afterwards.
+  if [ -n "${BENCH_LOGS:-}" ]; then mkdir -p "$BENCH_LOGS" && cp "$WORK"/*.log "$BENCH_LOGS"/ 2>/dev/null; fi
   # weed puts some unix sockets in /tmp whatever TMPDIR says.
   for port in "${WEED_PORTS[@]}"; do
     rm -f /tmp/seaweedfs-*-"$port".sock

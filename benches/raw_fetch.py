@@ -3,7 +3,7 @@ server's cost without the client's indexing).
 
     python3 benches/raw_fetch.py URL full [PARALLEL]     want every branch and tag
     python3 benches/raw_fetch.py URL incremental OLD NEW want tag NEW, have tag OLD's commit, thin
-    python3 benches/raw_fetch.py URL depth1 TAG          want tag TAG, deepen 1
+    python3 benches/raw_fetch.py URL depth1 TAG          want tag TAG, deepen 1 (as git fetch --depth=1)
     python3 benches/raw_fetch.py URL shape NAME OLD NEW  want tag NEW with a request shape of
         issue 7: have, thin, deepen1, since (OLD's date), not (deepen-not OLD),
         blob_limit (have OLD, filter blob:limit=1000)
@@ -128,7 +128,10 @@ def main():
         print(f"{t:.3f} {n}")
     elif mode == "depth1":
         tag = refs["refs/tags/" + sys.argv[3]]
-        t, n = fetch(url, base + [f"want {tag[0]}", "deepen 1"])
+        # What `git fetch --depth=1 URL refs/tags/TAG:refs/tags/TAG` sends (the go command's
+        # GOPROXY=direct fetch of one version into a new module cache).
+        t, n = fetch(url, ["thin-pack", "no-progress", "include-tag", "ofs-delta", "deepen 1",
+                           f"want {tag[0]}"])
         print(f"{t:.3f} {n}")
     elif mode == "shape":
         shape, old, new = sys.argv[3], refs["refs/tags/" + sys.argv[4]], refs["refs/tags/" + sys.argv[5]]

@@ -243,6 +243,13 @@ struct ServeArgs {
     /// at least this long; packs over 64 MiB are not kept.
     #[arg(long, env = "GOPROX_PACK_CACHE_MIN_COST", default_value = "100ms", value_parser = goprox::duration::parse_duration)]
     pack_cache_min_cost: Duration,
+    /// Repositories of at least this many objects: a new instance looks for kept packs of
+    /// requests it has not seen, and after a fill or refresh the pack of the newest version's
+    /// shallow fetch (`git fetch --depth=1` of the highest release tag, else of HEAD; the go
+    /// command's GOPROXY=direct fetch) is made ahead and kept. Smaller ones make their packs
+    /// on demand (cheap).
+    #[arg(long, env = "GOPROX_PACK_CACHE_MIN_OBJECTS", default_value_t = goprox::odb::PACK_CACHE_MIN_OBJECTS)]
+    pack_cache_min_objects: u64,
     /// zlib level (0-9) for what a generated pack compresses anew (objects whose stored delta
     /// cannot be sent, new deltas): git's `pack.compression`. Lower costs less CPU per
     /// shallow or partial fetch and sends more bytes; stored entries keep their compression.
@@ -536,6 +543,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         a.store.cache_size,
     );
     io.pack_cache_min_cost = a.pack_cache_min_cost;
+    io.pack_cache_min_objects = a.pack_cache_min_objects;
     io.pack_compression = a.pack_compression;
     let io = Arc::new(io);
     let filler = Filler::new(store.clone())

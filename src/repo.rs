@@ -7,6 +7,7 @@ use crate::fill::{FillError, Filler, Refreshed};
 use crate::metrics;
 use crate::odb::pack::Pack;
 use crate::odb::{Io, Odb};
+use crate::protocol::upload_pack::KeptAhead;
 use crate::refs::catalog::Outcome;
 use crate::refs::{self, Keys, PackEntry, RefIndex};
 use crate::store::{DynStore, ETag, Revalidated};
@@ -494,7 +495,11 @@ impl Repos {
     }
 
     /// Refresh now, without a time bound, reporting errors (`goprox mirror`).
-    pub async fn refresh_now(&self, target: &Target, repo: &Repo) -> Result<Refreshed, FillError> {
+    pub async fn refresh_now(
+        self: &Arc<Self>,
+        target: &Target,
+        repo: &Repo,
+    ) -> Result<Refreshed, FillError> {
         let odb = repo.odb.clone();
         let has: Arc<dyn Fn(&ObjectId) -> bool + Send + Sync> =
             Arc::new(move |o: &ObjectId| odb.contains(o));
@@ -504,6 +509,7 @@ impl Repos {
         match r? {
             Refreshed::Updated(i, e, closing) => {
                 let (i, e) = self.close(target, i, e, closing).await;
+                self.start_keep_ahead(target, (i.clone(), e.clone()), false);
                 Ok(Refreshed::Updated(i, e, None))
             }
             r => Ok(r),
@@ -544,8 +550,9 @@ impl Repos {
                 let r = this.filler.fill(&t, follow.then(|| tap2.clone())).await;
                 tap2.close();
                 match &r {
-                    Ok((index, _)) => {
+                    Ok((index, etag)) => {
                         this.start_bitmaps(&t, index);
+                        this.start_keep_ahead(&t, (index.clone(), etag.clone()), true);
                         crate::refs::catalog::note_outcome(
                             &this.store,
                             &t.root,
@@ -608,6 +615,81 @@ impl Repos {
                 let _turn = this.bitmap_turn.clone().acquire_owned().await;
                 if let Err(e) = this.build_bitmaps(&t, index).await {
                     tracing::warn!(root = %t.root, error = %e, "no bitmaps for this repository");
+                }
+            }
+            .in_current_span(),
+        );
+        let mut bg = lock(&self.background);
+        bg.retain(|h| !h.is_finished());
+        bg.push(task);
+    }
+
+    /// After a fill (`after_fill`) or a refresh that changed the repository: make and keep,
+    /// in the background, the pack of its newest version's shallow fetch
+    /// ([`upload_pack::keep_ahead`]): the request the go command (`GOPROXY=direct`) and
+    /// `git clone --depth=1 --branch` send first for a new release, which on a large
+    /// repository costs a second of walking, delta resolving and compressing to make. Every
+    /// instance then answers it from the kept pack. Only for repositories of at least
+    /// `Io::pack_cache_min_objects` objects (smaller ones make it fast on demand); one such
+    /// job at a time, after a first fill's client has had time to resolve its pack (as
+    /// bitmaps).
+    fn start_keep_ahead(
+        self: &Arc<Self>,
+        target: &Target,
+        loaded: (RefIndex, ETag),
+        after_fill: bool,
+    ) {
+        let objects: u64 = loaded.0.packs.iter().map(|p| u64::from(p.objects)).sum();
+        if objects < self.io.pack_cache_min_objects {
+            return;
+        }
+        let Some((version, want)) = newest_version(&loaded.0) else {
+            return;
+        };
+        let delay = match loaded.0.packs.first() {
+            Some(p) if after_fill && self.serving => {
+                Duration::from_millis((p.size / 10_000).min(60_000))
+            }
+            _ => Duration::ZERO,
+        };
+        let (this, t) = (self.clone(), target.clone());
+        let task = tokio::spawn(
+            async move {
+                tokio::time::sleep(delay).await;
+                let _turn = this.bitmap_turn.clone().acquire_owned().await;
+                let repo = match this.build(&t, loaded).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(root = %t.root, error = %e, "cannot open the repository to make its newest version's pack ahead");
+                        return;
+                    }
+                };
+                let started = Instant::now();
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let spawned = std::thread::Builder::new()
+                    .name("goprox-keep-ahead".into())
+                    .spawn(move || {
+                        crate::fill::inbound::background_priority();
+                        let req = crate::protocol::request::FetchRequest::shallow_tip(want);
+                        let _ = tx.send(crate::protocol::upload_pack::keep_ahead(&repo, &req));
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!(error = %e, "cannot start a thread to make a pack ahead");
+                    return;
+                }
+                let ms = || started.elapsed().as_millis() as u64;
+                match rx.await {
+                    Ok(Ok(KeptAhead::Made { objects, bytes })) => {
+                        tracing::info!(root = %t.root, version, objects, bytes, ms = ms(),
+                            "newest version's shallow fetch made ahead and kept");
+                    }
+                    Ok(Ok(other)) => {
+                        tracing::debug!(root = %t.root, version, outcome = ?other, "newest version's shallow fetch not made ahead");
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(root = %t.root, version, error = %e, "making the newest version's shallow fetch ahead failed");
+                    }
+                    Err(_) => {}
                 }
             }
             .in_current_span(),
@@ -804,7 +886,9 @@ impl Repos {
                 match r {
                     Ok(Refreshed::Unchanged) => Ok(None),
                     Ok(Refreshed::Updated(i, e, closing)) => {
-                        Ok(Some(this.close(&t, i, e, closing).await))
+                        let closed = this.close(&t, i, e, closing).await;
+                        this.start_keep_ahead(&t, closed.clone(), false);
+                        Ok(Some(closed))
                     }
                     Err(e) => {
                         metrics::REFRESH_ERRORS.inc();
@@ -1085,9 +1169,77 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The version a new client most likely fetches first: the highest release tag (`vX.Y.Z`,
+/// canonical semver, no prerelease) with the object it names, else `HEAD`'s commit (what the
+/// go command fetches for a repository without release tags).
+fn newest_version(index: &RefIndex) -> Option<(String, ObjectId)> {
+    use crate::modproxy::semver;
+    let release = index
+        .refs
+        .iter()
+        .filter_map(|(name, r)| {
+            let v = name.strip_prefix("refs/tags/")?;
+            (semver::canonical(v) == v && semver::prerelease(v).is_empty()).then_some((v, r.oid))
+        })
+        .max_by(|a, b| semver::compare(a.0, b.0));
+    match release {
+        Some((v, oid)) => Some((format!("refs/tags/{v}"), oid)),
+        None => index.head().map(|oid| ("HEAD".to_string(), oid)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The version made ahead: the highest release tag by semver (not by name, not a
+    /// prerelease, not a non-canonical or nested tag); HEAD when there is none.
+    #[test]
+    fn newest_version_is_the_highest_release() {
+        let id = |n: u8| ObjectId::from_bytes_or_panic(&[n; 20]);
+        let mut index = RefIndex {
+            version: refs::FORMAT_VERSION,
+            generation: 1,
+            root: "example.test/x".into(),
+            upstream: "https://git.example/x".into(),
+            subdir: String::new(),
+            fetched_at: 1,
+            head_symref: Some("refs/heads/main".into()),
+            head_oid: None,
+            refs: Default::default(),
+            packs: vec![],
+            retired: vec![],
+            closed: false,
+        };
+        let add = |index: &mut RefIndex, name: &str, n: u8| {
+            index.refs.insert(
+                name.to_string(),
+                refs::RefEntry {
+                    oid: id(n),
+                    peeled: None,
+                },
+            );
+        };
+        add(&mut index, "refs/heads/main", 1);
+        add(&mut index, "refs/tags/latest", 2);
+        add(&mut index, "refs/tags/v1.2", 3);
+        add(&mut index, "refs/tags/v1.10.0-rc1", 4);
+        add(&mut index, "refs/tags/sub/v9.0.0", 5);
+        add(&mut index, "refs/tags/v1.9.0", 6);
+        assert_eq!(
+            newest_version(&index),
+            Some(("refs/tags/v1.9.0".to_string(), id(6)))
+        );
+        add(&mut index, "refs/tags/v1.10.0", 7);
+        assert_eq!(
+            newest_version(&index),
+            Some(("refs/tags/v1.10.0".to_string(), id(7)))
+        );
+        index
+            .refs
+            .retain(|name, _| !name.starts_with("refs/tags/v1."));
+        assert_eq!(newest_version(&index), Some(("HEAD".to_string(), id(1))));
+    }
 
     #[tokio::test]
     async fn stored_target_finds_the_longest_stored_root() {

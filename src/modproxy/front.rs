@@ -17,7 +17,7 @@ use crate::access::Access;
 use crate::fill::Failure;
 use crate::refs::lease::{Acquire, Renewal};
 use crate::repo::{Repo, Repos};
-use crate::store::{Chunk, PutMode, StoreError};
+use crate::store::{Chunk, DynStore, PutMode, StoreError};
 use crate::upstream::resolve::{ResolveError, Resolver, Target};
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -103,7 +103,10 @@ impl Front<'_> {
         // for its record and serve that.
         let mut building = None;
         if let (Request::Zip(_), Some(l), None) = (&req, &ledger, &recorded_zip) {
-            match self.zip_turn(l).await {
+            // The repository opens (ref index, pack index: store round trips) while the build
+            // lease is taken; the build below then finds it open.
+            let (turn, _) = tokio::join!(self.zip_turn(l), self.repos.open(&target));
+            match turn {
                 ZipTurn::Recorded(entry) => {
                     if let Ok(Some(resp)) = self.stored_zip(l, &entry, headers).await {
                         crate::metrics::MODULE_ANSWERS_STORED.inc();
@@ -127,7 +130,13 @@ impl Front<'_> {
             )
             .await;
         if let Some(renewal) = building {
-            self.end_zip_build(module, renewal).await;
+            // Off the response path: the zip is recorded, the lease only makes others wait.
+            let store = self.repos.store.clone();
+            let ttl = self.repos.filler.coordination().ttl;
+            let module = module.to_string();
+            crate::background::spawn(&tokio::runtime::Handle::current(), async move {
+                end_zip_build(&store, ttl, &module, renewal).await;
+            });
         }
         resp
     }
@@ -181,16 +190,6 @@ impl Front<'_> {
             Err(e) => {
                 tracing::warn!(module, error = %e, source = ?std::error::Error::source(&e), "module ledger unreadable; building");
                 Ok(None)
-            }
-        }
-    }
-
-    /// Give up the zip build lease: stop renewing it and remove it.
-    async fn end_zip_build(&self, module: &str, renewal: Renewal) {
-        if let Some(lease) = renewal.stop().await {
-            let ttl = self.repos.filler.coordination().ttl;
-            if let Err(e) = lease.remove(&self.repos.store, ttl).await {
-                tracing::debug!(module, error = %e, "zip build lease not removed; it expires");
             }
         }
     }
@@ -691,6 +690,15 @@ enum Answer {
     Raw(&'static str, bytes::Bytes),
     /// A recorded zip, in the store.
     Recorded(ZipEntry),
+}
+
+/// Give up a zip build lease: stop renewing it and remove it.
+async fn end_zip_build(store: &DynStore, ttl: std::time::Duration, module: &str, renewal: Renewal) {
+    if let Some(lease) = renewal.stop().await
+        && let Err(e) = lease.remove(store, ttl).await
+    {
+        tracing::debug!(module, error = %e, "zip build lease not removed; it expires");
+    }
 }
 
 fn respond(answer: Answer, upstream: &str, code: &CodeRepo, headers: &HeaderMap) -> Response {

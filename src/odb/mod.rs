@@ -110,6 +110,10 @@ pub struct Io {
     cached_packs: std::sync::Mutex<lru::LruCache<String, ()>>,
     /// A generated pack that took at least this long to make is kept ([`pack_cache`]).
     pub pack_cache_min_cost: std::time::Duration,
+    /// Repositories of at least this many objects look for kept packs of requests this
+    /// process has not seen, and get the pack of their newest version's shallow fetch made
+    /// ahead after a fill or refresh ([`pack_cache::MIN_OBJECTS`] by default).
+    pub pack_cache_min_objects: u64,
     /// zlib level (0–9) of what a generated pack deflates anew: objects whose stored delta
     /// cannot be sent (their base is neither sent nor the client's) and new deltas. Stored
     /// entries that go out as they are keep their compression. Git's `pack.compression`;
@@ -145,6 +149,7 @@ impl Io {
             commits: cache::ByteLru::new(cache_bytes / 16),
             cached_packs: pack_cache::known_keys(),
             pack_cache_min_cost: pack_cache::MIN_COST,
+            pack_cache_min_objects: pack_cache::MIN_OBJECTS,
             pack_compression: DEFAULT_COMPRESSION,
             loading: std::sync::Mutex::new(Vec::new()),
         }
@@ -747,6 +752,9 @@ pub fn inflate(compressed: &[u8], size: u64) -> Result<Vec<u8>> {
 
 /// Git's default zlib level for pack entries (`core.compression` unset): what goprox stores.
 pub const DEFAULT_COMPRESSION: u32 = 6;
+
+/// Default of [`Io::pack_cache_min_objects`].
+pub const PACK_CACHE_MIN_OBJECTS: u64 = pack_cache::MIN_OBJECTS;
 
 /// Deflate an object for a pack entry at git's default level, with the smallest window that
 /// covers it (the same bytes out for small objects, a fraction of the set-up cost).

@@ -84,10 +84,22 @@ pub fn known_keys() -> std::sync::Mutex<lru::LruCache<String, ()>> {
     ))
 }
 
+/// Repositories of fewer objects do not look for kept packs they do not know of (their packs
+/// are cheap to make), and get none made ahead (by default).
+pub const MIN_OBJECTS: u64 = 50_000;
+
 /// Whether looking `key` up in the store is worth a request: this process knows it is there,
-/// or the repository is large enough that its packs are costly to make.
+/// or the repository is large enough that its packs are costly to make
+/// (`Io::pack_cache_min_objects`).
 pub fn worth_looking(io: &Io, key: &str, repo_objects: u64) -> bool {
-    repo_objects >= 50_000 || io.known(key)
+    repo_objects >= io.pack_cache_min_objects || io.known(key)
+}
+
+/// Whether the store keeps a pack under `key` (one HEAD request; remembered either way).
+pub fn is_kept(io: &Io, key: &str) -> Result<bool> {
+    let present = io.rt.block_on(io.store.head(key))?.is_some();
+    io.remember(key, present);
+    Ok(present)
 }
 
 /// Stream the cached pack `key` to `out`. `Ok(None)`: there is none (nothing was written);

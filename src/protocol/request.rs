@@ -69,6 +69,24 @@ pub struct FetchRequest {
 }
 
 impl FetchRequest {
+    /// The `fetch` that `git fetch --depth=1 <url> <ref>` sends for a ref pointing at `want` in
+    /// a repository that has nothing yet: the go command's `GOPROXY=direct` fetch of one
+    /// version into a new module cache (`git fetch -f --depth=1 origin
+    /// refs/tags/v1.2.3:refs/tags/v1.2.3`), and `git clone --depth=1 --branch`.
+    pub fn shallow_tip(want: ObjectId) -> Self {
+        FetchRequest {
+            wants: vec![want],
+            depth: Some(1),
+            done: true,
+            thin_pack: true,
+            no_progress: true,
+            include_tag: true,
+            ofs_delta: true,
+            side_band_64k: true,
+            ..FetchRequest::default()
+        }
+    }
+
     /// Whether the request asks for any kind of deepening.
     pub fn deepens(&self) -> bool {
         self.depth.is_some() || self.deepen_since.is_some() || !self.deepen_not.is_empty()

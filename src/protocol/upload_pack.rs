@@ -919,15 +919,7 @@ fn write_generated(
     sb: &mut Sideband<'_, dyn Write + '_>,
 ) -> io::Result<()> {
     let odb = &repo.odb;
-    let thin = inputs.thin;
-    let opts = writer::WriteOptions {
-        ofs_delta: req.ofs_delta,
-        thin_bases: thin.then_some(&g.found.client_has),
-        names: Some(&g.found.names),
-        client_names: thin.then_some(&g.found.client_names),
-        // Thin deltas only when the client allows them.
-        client_closure: g.closure.as_ref().filter(|_| thin),
-    };
+    let opts = write_options(req, inputs, &g.found, g.closure.as_ref());
     let mut tee = pack_cache::Tee::new(sb);
     let written = writer::write_pack(odb, &g.entries, opts, &mut tee);
     let copy = tee.into_copy();
@@ -958,6 +950,76 @@ fn write_generated(
         }
         Err(e) => report_failure(sb, repo, "pack generation failed", e),
     }
+}
+
+/// How a generated pack is written: deltas against what the client has only in a thin pack.
+fn write_options<'a>(
+    req: &FetchRequest,
+    inputs: &PackInputs,
+    found: &'a ToSend,
+    closure: Option<&'a ClientClosure>,
+) -> writer::WriteOptions<'a> {
+    let thin = inputs.thin;
+    writer::WriteOptions {
+        ofs_delta: req.ofs_delta,
+        thin_bases: thin.then_some(&found.client_has),
+        names: Some(&found.names),
+        client_names: thin.then_some(&found.client_names),
+        client_closure: closure.filter(|_| thin),
+    }
+}
+
+/// What [`keep_ahead`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeptAhead {
+    /// The store already kept that pack.
+    Present,
+    /// The pack was made and handed to the store (its upload is tracked background work).
+    Made {
+        /// Objects in the pack.
+        objects: u64,
+        /// Its size.
+        bytes: u64,
+    },
+    /// Nothing to keep: the request needs no pack, or its pack is larger than the pack cache
+    /// keeps.
+    Nothing,
+}
+
+/// Make the pack `req` would get from `repo` and keep it in the pack cache before any client
+/// asks: the first client of that request, on any instance, is then sent the kept pack instead
+/// of waiting for the walk, the delta resolution and the compression. `Repos` calls it after a
+/// fill or refresh, for the shallow fetch of the newest version. Blocking (a thread of its
+/// own: it is CPU work).
+pub fn keep_ahead(repo: &Repo, req: &FetchRequest) -> crate::odb::Result<KeptAhead> {
+    let mut head = Vec::new();
+    let (job, mut walker) = match negotiate(repo, req, Version::V2, &mut head) {
+        Ok(Some(x)) => x,
+        Ok(None) => return Ok(KeptAhead::Nothing),
+        Err(Refuse(msg)) => return Err(OdbError::Unanswerable(msg)),
+    };
+    let inputs = PackInputs::of(repo, req, &job);
+    let key = inputs.cache_key(repo, req, &job);
+    let io = &repo.odb.io;
+    if pack_cache::is_kept(io, &key)? {
+        return Ok(KeptAhead::Present);
+    }
+    let selection = select_objects(repo, req, &job, &inputs, &mut walker);
+    let entries = selection.entries?;
+    let opts = write_options(req, &inputs, &selection.found, selection.closure.as_ref());
+    let mut sink = io::sink();
+    let mut tee = pack_cache::Tee::new(&mut sink);
+    let stats = writer::write_pack(&repo.odb, &entries, opts, &mut tee)?;
+    Ok(match tee.into_copy() {
+        Some(copy) => {
+            pack_cache::keep(io, key, copy);
+            KeptAhead::Made {
+                objects: stats.objects,
+                bytes: stats.bytes,
+            }
+        }
+        None => KeptAhead::Nothing,
+    })
 }
 
 #[cfg(test)]

@@ -187,3 +187,101 @@ fn pack_cache_local() {
 fn pack_cache_s3() {
     pack_cache(StoreKind::S3);
 }
+
+/// Made ahead: after a fill, the pack of the newest release's shallow fetch (what the go
+/// command's `GOPROXY=direct` download and `git clone --depth=1 --branch` ask for first) is
+/// kept in the store, before any client asks. A new instance, with upstream stopped, answers
+/// exactly that fetch from the kept pack, with the objects and refs upstream gives it.
+fn keep_ahead(kind: StoreKind) {
+    let args = ["--pack-cache-min-objects", "0"];
+    let Some(mut h) = Harness::start_with(kind, "keep-ahead", &args) else {
+        return;
+    };
+    let g = &h.git;
+    let up_url = format!("{}/rich", h.up.url());
+    // The go command's fetch of one version into a new module cache (a new bare repository).
+    let go_fetch = |url: &str, dir: &std::path::Path| {
+        g.run(
+            h.tmp.path(),
+            &["init", "-q", "--bare", &dir.to_string_lossy()],
+        );
+        g.run_proto(
+            2,
+            dir,
+            &[
+                "fetch",
+                "-f",
+                "--depth=1",
+                url,
+                "refs/tags/v2.0.0:refs/tags/v2.0.0",
+            ],
+        );
+    };
+    let from_up = h.tmp.join("from-upstream");
+    go_fetch(&up_url, &from_up);
+
+    // The fill (a first clone); v2.0.0 is the highest release tag (v1.1.0-rc1 is a prerelease).
+    g.clone(2, &h.url("example.test/rich"), &h.tmp.join("first"), &[]);
+    let limit = std::time::Duration::from_secs(30);
+    assert!(
+        h.gp.wait_log("made ahead and kept", limit),
+        "nothing was made ahead after the fill:\n{}",
+        h.gp.log_text()
+    );
+    let log = h.gp.log_text();
+    let made = log
+        .lines()
+        .find(|l| l.contains("made ahead and kept"))
+        .unwrap_or_default();
+    assert!(
+        made.contains("refs/tags/v2.0.0"),
+        "made ahead for another version:\n{log}"
+    );
+    let bytes = made
+        .split_whitespace()
+        .find(|w| w.starts_with("bytes="))
+        .expect("bytes in the log line")
+        .to_string();
+    let cached = || -> Vec<String> {
+        h.store
+            .keys()
+            .into_iter()
+            .filter(|k| k.starts_with("example.test/rich/@git/cache/"))
+            .collect()
+    };
+    crate::support::wait_for("the kept pack in the store", limit, || {
+        (!cached().is_empty()).then_some(())
+    });
+    assert_eq!(cached().len(), 1, "one pack made ahead: {:?}", cached());
+
+    // A new instance, upstream gone.
+    h.gp.stop();
+    h.up.stop();
+    let gp2 = crate::support::goprox::Goprox::start_with(&h.store, &h.up.goprox_args(), &args);
+    let through = h.tmp.join("through-goprox");
+    go_fetch(&gp2.repo_url("example.test/rich"), &through);
+    assert_same(
+        "go's shallow fetch of v2.0.0 from the kept pack",
+        &g.snapshot(&through),
+        &g.snapshot(&from_up),
+    );
+    g.fsck(&through);
+    // The fetch's pack is the one made ahead (git then asks again for the tags that point
+    // into what it got: a pack of its own).
+    let log2 = gp2.log_text();
+    assert!(
+        log2.contains(&format!("cached pack sent repo=example.test/rich {bytes}")),
+        "the new instance did not answer with the pack made ahead ({bytes}):\n{log2}"
+    );
+    assert_eq!(cached().len(), 1, "the new instance made another pack");
+}
+
+#[test]
+fn keep_ahead_local() {
+    keep_ahead(StoreKind::Local);
+}
+
+#[test]
+fn keep_ahead_s3() {
+    keep_ahead(StoreKind::S3);
+}
