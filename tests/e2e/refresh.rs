@@ -24,7 +24,14 @@ fn live(kind: StoreKind) {
     let gp = Goprox::start_with(
         &store,
         &up.goprox_args(),
-        &["--refresh-after", "1s", "--upstream-wait", "10s"],
+        &[
+            "--refresh-after",
+            "1s",
+            "--upstream-wait",
+            "10s",
+            "--pack-cache-min-objects",
+            "0",
+        ],
     );
     let url = gp.repo_url("example.test/live");
     let env = &repo.env;
@@ -63,6 +70,16 @@ fn live(kind: StoreKind) {
     assert!(
         gp.log_text().contains("keeping the mirrored tag"),
         "kept tags are logged"
+    );
+    // The refresh brought a newer release: its shallow fetch is made ahead too.
+    wait_until(
+        "v1.1.0's shallow fetch made ahead after the refresh",
+        Duration::from_secs(30),
+        || {
+            gp.log_text()
+                .lines()
+                .any(|l| l.contains("made ahead and kept") && l.contains("refs/tags/v1.1.0"))
+        },
     );
     if have_go() {
         let got = gotool::download(
