@@ -13,7 +13,7 @@
 #                                                      machines of their own)
 #
 # Reports, per operation: wall time (goprox cold = fresh process, warm = second run, both with
-# the pack cache off; cached = a fresh process with the pack cache on, second run, i.e. a
+# the pack cache off, packs made ahead after the fill not looked up either; cached = a fresh process with the pack cache on, second run, i.e. a
 # repeated identical request; upstream = second run), server CPU (goprox: the process; upstream: the CGI server's children), goprox peak
 # RSS, S3 requests (with the proxy), and the ratio goprox warm / http-backend.
 set -euo pipefail
@@ -85,7 +85,7 @@ declare -a OUT
 measure() { # label, raw_fetch args...
   local label="$1"; shift
   # goprox, a fresh process (cold caches), then the same again (warm)
-  GP_EXTRA=(--pack-cache-min-cost 1000h)
+  GP_EXTRA=(--pack-cache-min-cost 1000h --pack-cache-min-objects 18446744073709551615)
   start_goprox bench
   local r0 r1 c0 c1 cold warm up u0 u1
   r0="$(s3reqs)"

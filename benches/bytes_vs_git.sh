@@ -33,7 +33,7 @@ start_seaweed
 make_bucket bytes
 # Two instances on one bucket: one never keeps generated packs (the cost of making them), one
 # with the default pack cache (the second identical request is answered from the store).
-GP_EXTRA=(--pack-cache-min-cost 1000h)
+GP_EXTRA=(--pack-cache-min-cost 1000h --pack-cache-min-objects 18446744073709551615)
 start_goprox bytes
 GP="http://127.0.0.1:$GP_PORT/example.test/big"
 GP_UNCACHED_PID="$GP_PID"
