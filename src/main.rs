@@ -244,7 +244,8 @@ struct ServeArgs {
     #[arg(long, env = "GOPROX_PACK_CACHE_MIN_COST", default_value = "100ms", value_parser = goprox::duration::parse_duration)]
     pack_cache_min_cost: Duration,
     /// Repositories of at least this many objects: a new instance looks for kept packs of
-    /// requests it has not seen, and after a fill or refresh the pack of the newest version's
+    /// requests it has not seen, and after a fill (or a refresh bringing a new release) the
+    /// pack of the newest version's
     /// shallow fetch (`git fetch --depth=1` of the highest release tag, else of HEAD; the go
     /// command's GOPROXY=direct fetch) is made ahead and kept. Smaller ones make their packs
     /// on demand (cheap).

@@ -509,7 +509,7 @@ impl Repos {
         match r? {
             Refreshed::Updated(i, e, closing) => {
                 let (i, e) = self.close(target, i, e, closing).await;
-                self.start_keep_ahead(target, (i.clone(), e.clone()), false);
+                self.start_keep_ahead(target, (i.clone(), e.clone()), Some(&repo.index));
                 Ok(Refreshed::Updated(i, e, None))
             }
             r => Ok(r),
@@ -552,7 +552,7 @@ impl Repos {
                 match &r {
                     Ok((index, etag)) => {
                         this.start_bitmaps(&t, index);
-                        this.start_keep_ahead(&t, (index.clone(), etag.clone()), true);
+                        this.start_keep_ahead(&t, (index.clone(), etag.clone()), None);
                         crate::refs::catalog::note_outcome(
                             &this.store,
                             &t.root,
@@ -624,7 +624,8 @@ impl Repos {
         bg.push(task);
     }
 
-    /// After a fill (`after_fill`) or a refresh that changed the repository: make and keep,
+    /// After a fill (`before`: `None`) or a refresh that brought a new release (`before`: the
+    /// ref index it started from): make and keep,
     /// in the background, the pack of its newest version's shallow fetch
     /// ([`upload_pack::keep_ahead`]): the request the go command (`GOPROXY=direct`) and
     /// `git clone --depth=1 --branch` send first for a new release, which on a large
@@ -637,7 +638,7 @@ impl Repos {
         self: &Arc<Self>,
         target: &Target,
         loaded: (RefIndex, ETag),
-        after_fill: bool,
+        before: Option<&RefIndex>,
     ) {
         let objects: u64 = loaded.0.packs.iter().map(|p| u64::from(p.objects)).sum();
         if objects < self.io.pack_cache_min_objects {
@@ -646,6 +647,13 @@ impl Repos {
         let Some((version, want)) = newest_version(&loaded.0) else {
             return;
         };
+        // After a refresh, only for a new release: every refresh with news changes the pack
+        // set (and so the key), and a pack per refresh of an active repository would fill
+        // the bucket until gc. A version made ahead before is made again on request once.
+        if !new_release(before, &version) {
+            return;
+        }
+        let after_fill = before.is_none();
         let delay = match loaded.0.packs.first() {
             Some(p) if after_fill && self.serving => {
                 Duration::from_millis((p.size / 10_000).min(60_000))
@@ -887,7 +895,7 @@ impl Repos {
                     Ok(Refreshed::Unchanged) => Ok(None),
                     Ok(Refreshed::Updated(i, e, closing)) => {
                         let closed = this.close(&t, i, e, closing).await;
-                        this.start_keep_ahead(&t, closed.clone(), false);
+                        this.start_keep_ahead(&t, closed.clone(), Some(&current.0));
                         Ok(Some(closed))
                     }
                     Err(e) => {
@@ -1188,6 +1196,16 @@ fn newest_version(index: &RefIndex) -> Option<(String, ObjectId)> {
     }
 }
 
+/// Whether `version` (from [`newest_version`] of a new ref index) is worth making ahead: after a
+/// fill (`before` is `None`) always; after a refresh only when it is a release tag that was not
+/// the newest in `before`.
+fn new_release(before: Option<&RefIndex>, version: &str) -> bool {
+    match before {
+        None => true,
+        Some(b) => version != "HEAD" && newest_version(b).is_none_or(|(v, _)| v != version),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1235,10 +1253,17 @@ mod tests {
             newest_version(&index),
             Some(("refs/tags/v1.10.0".to_string(), id(7)))
         );
+        let with_releases = index.clone();
         index
             .refs
             .retain(|name, _| !name.starts_with("refs/tags/v1."));
         assert_eq!(newest_version(&index), Some(("HEAD".to_string(), id(1))));
+        // Made ahead after a fill always; after a refresh only for a new release.
+        assert!(new_release(None, "HEAD"));
+        assert!(new_release(Some(&index), "refs/tags/v1.10.0"));
+        assert!(new_release(Some(&with_releases), "refs/tags/v1.11.0"));
+        assert!(!new_release(Some(&with_releases), "refs/tags/v1.10.0"));
+        assert!(!new_release(Some(&index), "HEAD"));
     }
 
     #[tokio::test]

@@ -112,7 +112,8 @@ pub struct Io {
     pub pack_cache_min_cost: std::time::Duration,
     /// Repositories of at least this many objects look for kept packs of requests this
     /// process has not seen, and get the pack of their newest version's shallow fetch made
-    /// ahead after a fill or refresh ([`pack_cache::MIN_OBJECTS`] by default).
+    /// ahead after a fill or a refresh bringing a new release ([`pack_cache::MIN_OBJECTS`] by
+    /// default).
     pub pack_cache_min_objects: u64,
     /// zlib level (0–9) of what a generated pack deflates anew: objects whose stored delta
     /// cannot be sent (their base is neither sent nor the client's) and new deltas. Stored
