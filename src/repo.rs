@@ -625,9 +625,9 @@ impl Repos {
     }
 
     /// After a fill (`before`: `None`) or a refresh that brought a new release (`before`: the
-    /// ref index it started from): make and keep,
-    /// in the background, the pack of its newest version's shallow fetch
-    /// ([`upload_pack::keep_ahead`]): the request the go command (`GOPROXY=direct`) and
+    /// ref index it started from): make and keep, in the background, the pack of the newest
+    /// version's shallow fetch ([`crate::protocol::upload_pack::keep_ahead`]): the request the
+    /// go command (`GOPROXY=direct`) and
     /// `git clone --depth=1 --branch` send first for a new release, which on a large
     /// repository costs a second of walking, delta resolving and compressing to make. Every
     /// instance then answers it from the kept pack. Only for repositories of at least
