@@ -245,10 +245,9 @@ struct ServeArgs {
     pack_cache_min_cost: Duration,
     /// Repositories of at least this many objects: a new instance looks for kept packs of
     /// requests it has not seen, and after a fill (or a refresh bringing a new release) the
-    /// pack of the newest version's
-    /// shallow fetch (`git fetch --depth=1` of the highest release tag, else of HEAD; the go
-    /// command's GOPROXY=direct fetch) is made ahead and kept. Smaller ones make their packs
-    /// on demand (cheap).
+    /// pack of the newest version's shallow fetch (`git fetch --depth=1` of the highest release
+    /// tag, else of HEAD; the go command's GOPROXY=direct fetch) is made ahead and kept.
+    /// Smaller ones make their packs on demand (cheap).
     #[arg(long, env = "GOPROX_PACK_CACHE_MIN_OBJECTS", default_value_t = goprox::odb::PACK_CACHE_MIN_OBJECTS)]
     pack_cache_min_objects: u64,
     /// zlib level (0-9) for what a generated pack compresses anew (objects whose stored delta

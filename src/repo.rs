@@ -601,14 +601,7 @@ impl Repos {
             return;
         }
         let (this, t, index) = (self.clone(), target.clone(), index.clone());
-        // The client of a first clone resolves the pack's deltas after the fill has stored
-        // it, with every core it has: on a shared machine, the build (CPU-bound, even at low
-        // priority) would slow it down. About 1 s per 10 MB of pack, at most a minute.
-        let delay = if self.serving {
-            Duration::from_millis((index.packs[0].size / 10_000).min(60_000))
-        } else {
-            Duration::ZERO
-        };
+        let delay = self.after_first_clone(&index);
         let task = tokio::spawn(
             async move {
                 tokio::time::sleep(delay).await;
@@ -622,6 +615,17 @@ impl Repos {
         let mut bg = lock(&self.background);
         bg.retain(|h| !h.is_finished());
         bg.push(task);
+    }
+
+    /// How long background work after a first fill of `index` waits: the client of a first
+    /// clone resolves the pack's deltas after the fill has stored it, with every core it has,
+    /// and CPU-bound work (even at low priority) on a shared machine would slow it down. About
+    /// 1 s per 10 MB of pack, at most a minute; none in a batch (`goprox mirror`).
+    fn after_first_clone(&self, index: &RefIndex) -> Duration {
+        match index.packs.first() {
+            Some(p) if self.serving => Duration::from_millis((p.size / 10_000).min(60_000)),
+            _ => Duration::ZERO,
+        }
     }
 
     /// After a fill (`before`: `None`) or a refresh that brought a new release (`before`: the
@@ -653,12 +657,9 @@ impl Repos {
         if !new_release(before, &version) {
             return;
         }
-        let after_fill = before.is_none();
-        let delay = match loaded.0.packs.first() {
-            Some(p) if after_fill && self.serving => {
-                Duration::from_millis((p.size / 10_000).min(60_000))
-            }
-            _ => Duration::ZERO,
+        let delay = match before {
+            None => self.after_first_clone(&loaded.0),
+            Some(_) => Duration::ZERO,
         };
         let (this, t) = (self.clone(), target.clone());
         let task = tokio::spawn(
@@ -673,20 +674,13 @@ impl Repos {
                     }
                 };
                 let started = Instant::now();
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let spawned = std::thread::Builder::new()
-                    .name("goprox-keep-ahead".into())
-                    .spawn(move || {
-                        crate::fill::inbound::background_priority();
-                        let req = crate::protocol::request::FetchRequest::shallow_tip(want);
-                        let _ = tx.send(crate::protocol::upload_pack::keep_ahead(&repo, &req));
-                    });
-                if let Err(e) = spawned {
-                    tracing::warn!(error = %e, "cannot start a thread to make a pack ahead");
-                    return;
-                }
+                let made = on_background_thread("goprox-keep-ahead", move || {
+                    let req = crate::protocol::request::FetchRequest::shallow_tip(want);
+                    crate::protocol::upload_pack::keep_ahead(&repo, &req)
+                })
+                .await;
                 let ms = || started.elapsed().as_millis() as u64;
-                match rx.await {
+                match made {
                     Ok(Ok(KeptAhead::Made { objects, bytes })) => {
                         tracing::info!(root = %t.root, version, objects, bytes, ms = ms(),
                             "newest version's shallow fetch made ahead and kept");
@@ -697,7 +691,9 @@ impl Repos {
                     Ok(Err(e)) => {
                         tracing::warn!(root = %t.root, version, error = %e, "making the newest version's shallow fetch ahead failed");
                     }
-                    Err(_) => {}
+                    Err(e) => {
+                        tracing::warn!(root = %t.root, version, error = %e, "cannot make a pack ahead");
+                    }
                 }
             }
             .in_current_span(),
@@ -754,27 +750,12 @@ impl Repos {
         let odb = Arc::new(Odb::new(vec![pack], io));
         // Background work on a thread of its own at low priority: a first clone's client is
         // usually still resolving deltas on the same machine when the fill ends.
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("goprox-bitmaps".into())
-            .spawn(move || {
-                crate::fill::inbound::background_priority();
-                // The fill just freed its buffers; glibc keeps them in the arenas of the
-                // threads that used them, where this thread's allocations cannot reuse them.
-                #[cfg(all(target_os = "linux", target_env = "gnu"))]
-                // SAFETY: no arguments but a size; only returns free memory to the system.
-                unsafe {
-                    libc::malloc_trim(0);
-                }
-                let built = (|| {
-                    let pack = odb.packs.first().ok_or("no pack")?.clone();
-                    let b = crate::odb::bitmap::build(&odb, 0, &tips).map_err(|e| e.to_string())?;
-                    Ok::<_, String>(b.map(|b| (b.len(), b.to_bytes(&pack.checksum()))))
-                })();
-                let _ = tx.send(built);
-            })
-            .map_err(|e| e.to_string())?;
-        let built = rx.await.map_err(|e| e.to_string())??;
+        let built = on_background_thread("goprox-bitmaps", move || {
+            let pack = odb.packs.first().ok_or("no pack")?.clone();
+            let b = crate::odb::bitmap::build(&odb, 0, &tips).map_err(|e| e.to_string())?;
+            Ok::<_, String>(b.map(|b| (b.len(), b.to_bytes(&pack.checksum()))))
+        })
+        .await??;
         let Some((commits, bytes)) = built else {
             return Err("the pack does not hold the closure of its refs".into());
         };
@@ -1175,6 +1156,30 @@ fn listed_index(target: &Target, listing: &Listing) -> RefIndex {
 /// remove).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Run `work` on a thread of its own at background priority (CPU-bound work after a fill:
+/// bitmaps, packs made ahead), after giving back the memory the fill freed; its result.
+async fn on_background_thread<T: Send + 'static>(
+    name: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            crate::fill::inbound::background_priority();
+            // The fill just freed its buffers; glibc keeps them in the arenas of the threads
+            // that used them, where this thread's allocations cannot reuse them.
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: no arguments but a size; only returns free memory to the system.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+            let _ = tx.send(work());
+        })
+        .map_err(|e| e.to_string())?;
+    rx.await.map_err(|e| e.to_string())
 }
 
 /// The version a new client most likely fetches first: the highest release tag (`vX.Y.Z`,
