@@ -166,8 +166,8 @@ fn build(tmp: &TempDir, root: &Path) -> Ids {
     }
 }
 
-/// `go mod download -json M@Q` by both routes: same Version, Sum and GoModSum.
-fn compare_download(module_at: &str, up: &Upstream, gp: &Goprox) {
+/// `go mod download -json M@Q` by both routes: same Version, Sum and GoModSum (returned).
+fn compare_download(module_at: &str, up: &Upstream, gp: &Goprox) -> gotool::Download {
     let direct = gotool::download(module_at, &Route::Proxy(up.port));
     let proxied = gotool::download(module_at, &Route::Goproxy(gp.url()));
     assert_eq!(
@@ -178,6 +178,7 @@ fn compare_download(module_at: &str, up: &Upstream, gp: &Goprox) {
         direct.json,
         proxied.stderr
     );
+    direct
 }
 
 /// `go list -m -versions -json M` by both routes: the same list.
@@ -297,7 +298,7 @@ fn module_front(kind: StoreKind) {
         return;
     };
     let ids = build(&tmp, &root);
-    let up = Upstream::start(&root);
+    let mut up = Upstream::start(&root);
     let mut gp = Goprox::start(&store, &up);
 
     // Lists, with their rules (prefixed tags, +incompatible, suppression, majors).
@@ -344,9 +345,10 @@ fn module_front(kind: StoreKind) {
         "example.test/notags@latest".into(),
         "example.test/notags@main".into(),
     ];
-    for q in &queries {
-        compare_download(q, &up, &gp);
-    }
+    let direct: Vec<gotool::Download> = queries
+        .iter()
+        .map(|q| compare_download(q, &up, &gp))
+        .collect();
     // The commands users type, beside `go mod download`: `go list -m M@latest` and `go get`
     // of a branch, a hash prefix and a pseudo-version base.
     compare_list_query("example.test/modfix@latest", &up, &gp);
@@ -417,6 +419,24 @@ fn module_front(kind: StoreKind) {
     );
     assert_eq!(part.status, 206);
     assert_eq!(part.body, whole.body[10..20]);
+
+    // Upstream gone: every version resolved above downloads again through goprox (a new
+    // module cache each), with direct mode's Sum and GoModSum.
+    up.stop();
+    for d in &direct {
+        let again = gotool::download(
+            &format!("{}@{}", d.path, d.version),
+            &Route::Goproxy(gp.url()),
+        );
+        assert_eq!(
+            (&again.version, &again.sum, &again.go_mod_sum),
+            (&d.version, &d.sum, &d.go_mod_sum),
+            "{}@{} with upstream stopped\n{}",
+            d.path,
+            d.version,
+            again.stderr
+        );
+    }
 
     gp.assert_alive();
 }
